@@ -1,0 +1,1 @@
+"""The `embedkd` console command: each subcommand parses its options and calls one library function."""
