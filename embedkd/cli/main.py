@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 from indexer.errors import UserError
 
-from . import distill_cmd, eval_cmd, index_cmd, reid_cmd, serve_cmd, teacher_cmd, upgrade_cmd
+from . import db_cmd, distill_cmd, eval_cmd, index_cmd, reid_cmd, serve_cmd, teacher_cmd, upgrade_cmd
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = (index_cmd, eval_cmd, distill_cmd, teacher_cmd, upgrade_cmd, reid_cmd, serve_cmd)
+_COMMANDS = (index_cmd, eval_cmd, distill_cmd, teacher_cmd, upgrade_cmd, reid_cmd, serve_cmd, db_cmd)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")

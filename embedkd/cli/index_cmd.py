@@ -1,0 +1,141 @@
+"""`embedkd index build|add|delete|drop|search|list`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .output import emit
+from .runtime import add_encoder_options, catalog_from_env, text_encoder_loader
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="build, update and search FAISS indexes")
+    isub = p.add_subparsers(dest="index_command", required=True, parser_class=type(p))
+
+    b = isub.add_parser("build", help="embed a corpus and write a new index (resumes after a crash)")
+    b.add_argument("--index", required=True, help="name of the new index")
+    b.add_argument("--model", required=True, help="sentence-transformers model: hub name or local path")
+    b.add_argument("--corpus", required=True, help="BEIR folder or corpus.jsonl / JSONL with id and text")
+    b.add_argument("--factory", default="Flat", help="FAISS index factory string (Flat, HNSW32, IVF1024,PQ64 ...)")
+    b.add_argument("--metric", default="ip", choices=["ip", "l2"])
+    b.add_argument("--chunk-size", type=int, default=4096, help="documents per checkpoint")
+    add_encoder_options(b)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(handler=_build)
+
+    a = isub.add_parser("add", help="add or update documents in an index")
+    a.add_argument("--index", required=True)
+    a.add_argument("--corpus", required=True)
+    a.add_argument("--model", default=None, help="default: the index's model")
+    a.add_argument("--chunk-size", type=int, default=4096)
+    add_encoder_options(a)
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(handler=_add)
+
+    d = isub.add_parser("delete", help="delete items by id")
+    d.add_argument("--index", required=True)
+    d.add_argument("ids", nargs="+", help="item ids to delete")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(handler=_delete)
+
+    r = isub.add_parser("drop", help="remove an index, its items and files")
+    r.add_argument("--index", required=True)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(handler=_drop)
+
+    s = isub.add_parser("search", help="search an index with a text query")
+    s.add_argument("--index", required=True)
+    s.add_argument("--query", required=True)
+    s.add_argument("-k", type=int, default=10)
+    s.add_argument("--query-model", default=None, help="model for the query (through the index's adapter)")
+    add_encoder_options(s)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=_search)
+
+    ls = isub.add_parser("list", help="list indexes")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=_list)
+
+
+def _check_positive(name: str, value: int) -> None:
+    from indexer.errors import UserError
+
+    if value <= 0:
+        raise UserError(f"--{name} must be a positive integer, got {value}")
+
+
+def _build(args: argparse.Namespace) -> int:
+    from indexer.build import build_index
+    from indexer.corpus import read_corpus
+
+    _check_positive("chunk-size", args.chunk_size)
+    _check_positive("batch-size", args.batch_size)
+    catalog = catalog_from_env()
+    docs = read_corpus(args.corpus)
+    encoder = text_encoder_loader(args)(args.model)
+    result = build_index(catalog, args.index, encoder, docs, factory=args.factory, metric=args.metric,
+                         chunk_size=args.chunk_size, progress=sys.stderr.isatty() or not args.json)
+    emit(result, args.json)
+    return 0
+
+
+def _add(args: argparse.Namespace) -> int:
+    from indexer.build import add_documents
+    from indexer.catalog import get_index
+    from indexer.corpus import read_corpus
+
+    _check_positive("chunk-size", args.chunk_size)
+    catalog = catalog_from_env()
+    with catalog.session() as s:
+        source = args.model or get_index(s, args.index).model.source
+    docs = read_corpus(args.corpus)
+    encoder = text_encoder_loader(args)(source)
+    emit(add_documents(catalog, args.index, encoder, docs, chunk_size=args.chunk_size,
+                       progress=sys.stderr.isatty()), args.json)
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from indexer.build import delete_items
+
+    emit(delete_items(catalog_from_env(), args.index, list(args.ids)), args.json)
+    return 0
+
+
+def _drop(args: argparse.Namespace) -> int:
+    from indexer.build import drop_index
+
+    emit(drop_index(catalog_from_env(), args.index), args.json)
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from indexer.search import Searcher
+
+    searcher = Searcher(catalog_from_env(), text_encoder_loader(args))
+    hits = searcher.search(args.index, [args.query], k=args.k, query_model=args.query_model)[0]
+    if args.json:
+        emit({"results": [h.as_dict() for h in hits]}, True)
+    else:
+        for rank, h in enumerate(hits, 1):
+            title = (h.info or {}).get("title", "")
+            sys.stdout.write(f"{rank:>3}  {h.score:.4f}  {h.id}  {title[:80]}\n")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from indexer.catalog import list_indexes
+
+    catalog = catalog_from_env()
+    with catalog.session() as s:
+        rows = [{"name": i.name, "model": i.model.name, "dimension": i.dimension, "factory": i.factory,
+                 "count": i.count, "state": i.state, "generation": i.generation} for i in list_indexes(s)]
+    if args.json:
+        emit({"indexes": rows}, True)
+    else:
+        for r in rows:
+            sys.stdout.write(f"{r['name']}\t{r['count']}\t{r['factory']}\t{r['dimension']}d\t{r['model']}\n")
+    return 0

@@ -1,0 +1,29 @@
+"""`embedkd serve`: the HTTP search API (FastAPI + uvicorn), OpenAPI docs at /docs."""
+
+from __future__ import annotations
+
+import argparse
+
+from .runtime import add_encoder_options, catalog_from_env, text_encoder_loader
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve search over HTTP (OpenAPI docs at /docs)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--preload", action="append", default=[], metavar="INDEX",
+                   help="load this index and its model at start (repeatable)")
+    add_encoder_options(p)
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from embedkd.serve_app import build_app
+
+    app = build_app(catalog_from_env(), text_encoder_loader(args), preload=args.preload)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

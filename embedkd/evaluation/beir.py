@@ -1,0 +1,72 @@
+"""BEIR-format folders: corpus.jsonl, queries.jsonl, qrels/<split>.tsv."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexer.corpus import JsonlCorpus
+from indexer.errors import UserError
+
+__all__ = ["BeirData", "load_beir", "load_qrels", "load_queries"]
+
+
+@dataclass
+class BeirData:
+    root: Path
+    corpus: JsonlCorpus
+    queries: dict[str, str]  # only the queries judged in the split
+    qrels: dict[str, dict[str, int]]
+
+
+def load_qrels(path: Path) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t")
+        for lineno, row in enumerate(reader, 1):
+            if not row or (lineno == 1 and row[0] in ("query-id", "query_id", "qid")):
+                continue
+            if len(row) < 3:
+                raise UserError(f"{path} line {lineno} is not 'query-id<TAB>corpus-id<TAB>score'")
+            try:
+                qrels.setdefault(row[0], {})[row[1]] = int(float(row[2]))
+            except ValueError:
+                raise UserError(f"{path} line {lineno}: score {row[2]!r} is not a number") from None
+    return qrels
+
+
+def load_queries(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                out[str(row.get("_id", row.get("id")))] = str(row["text"])
+            except (json.JSONDecodeError, KeyError, AttributeError):
+                raise UserError(f"{path} line {lineno} is not a JSON object with \"_id\" and \"text\"") from None
+    return out
+
+
+def load_beir(root: str | os.PathLike, split: str = "test") -> BeirData:
+    root = Path(root)
+    missing = [n for n in ("corpus.jsonl", "queries.jsonl") if not (root / n).is_file()]
+    if not root.is_dir() or missing:
+        raise UserError(
+            f"{root} is not a BEIR folder (missing {', '.join(missing) or 'the folder'}); it needs corpus.jsonl, "
+            "queries.jsonl and qrels/<split>.tsv"
+        )
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        have = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
+        raise UserError(f"{root} has no qrels for split {split!r} (has: {', '.join(have) or 'none'}); pick one with --split")
+    qrels = load_qrels(qrels_path)
+    all_queries = load_queries(root / "queries.jsonl")
+    queries = {q: all_queries[q] for q in qrels if q in all_queries}
+    if not queries:
+        raise UserError(f"no query of {qrels_path} is in queries.jsonl; check that the ids match")
+    return BeirData(root=root, corpus=JsonlCorpus(root), queries=queries, qrels={q: qrels[q] for q in queries})

@@ -1,0 +1,49 @@
+"""Evaluate a model (exact search over the corpus) or an index (through the search path) on BEIR data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faiss
+import numpy as np
+
+from indexer.context import Catalog
+from indexer.encoder import Encoder
+from indexer.search import Searcher
+
+from .beir import BeirData
+from .metrics import retrieval_metrics
+
+__all__ = ["exact_run", "evaluate_model", "evaluate_index"]
+
+
+def exact_run(doc_ids: list[str], doc_vectors: np.ndarray, query_ids: list[str], query_vectors: np.ndarray,
+              k: int = 100) -> dict[str, dict[str, float]]:
+    """Top-k by inner product with an exact FAISS index: the reference every index is compared with."""
+    index = faiss.IndexFlatIP(doc_vectors.shape[1])
+    index.add(np.ascontiguousarray(doc_vectors, dtype=np.float32))
+    scores, ids = index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), min(k, len(doc_ids)))
+    return {q: {doc_ids[i]: float(s) for s, i in zip(srow, irow) if i >= 0}
+            for q, srow, irow in zip(query_ids, scores, ids)}
+
+
+def evaluate_model(encoder: Encoder, data: BeirData, k: int = 100) -> dict[str, Any]:
+    docs = list(data.corpus)
+    doc_vectors = encoder([d.content for d in docs])
+    qids = list(data.queries)
+    encode = getattr(encoder, "encode_queries", encoder)
+    query_vectors = encode([data.queries[q] for q in qids])
+    run = exact_run([d.id for d in docs], doc_vectors, qids, query_vectors, k)
+    return retrieval_metrics(run, data.qrels)
+
+
+def evaluate_index(searcher: Searcher, index: str, data: BeirData, query_model: str | None = None,
+                   k: int = 100, batch: int = 256) -> dict[str, Any]:
+    qids = list(data.queries)
+    run: dict[str, dict[str, float]] = {}
+    for start in range(0, len(qids), batch):
+        part = qids[start : start + batch]
+        hits = searcher.search(index, [data.queries[q] for q in part], k=k, query_model=query_model)
+        for q, row in zip(part, hits):
+            run[q] = {h.id: h.score for h in row}
+    return retrieval_metrics(run, data.qrels)

@@ -1,0 +1,21 @@
+"""The HTTP app with every route of the product: index search (indexer) plus ReID galleries when present."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI
+
+from indexer.context import Catalog
+from indexer.encoder import Encoder
+from indexer.search import Searcher
+from indexer.service import create_app
+
+__all__ = ["build_app"]
+
+
+def build_app(catalog: Catalog, encoder_for: Callable[[str], Encoder], preload: list[str] | None = None) -> FastAPI:
+    searcher = Searcher(catalog, encoder_for)
+    for name in preload or []:
+        searcher.search(name, ["warm-up"], k=1)  # loads the index and its model once, before traffic
+    return create_app(searcher)

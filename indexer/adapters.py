@@ -1,0 +1,264 @@
+"""Query-drift adapters: a fitted map from a new model's space (v2) into an index's model space (v1).
+
+`indexer` applies adapters with numpy alone; `embedkd.upgrade` fits them (in torch where it trains).
+Every adapter kind is one composition of optional parts, so one `apply` serves them all::
+
+    z = x - center                                   (center: d_src, or 0)
+    y = z @ linear            (d_src x d_tgt)         or y = z when linear is None (same dimension)
+      + (z @ low_a) @ low_b   (d_src x r, r x d_tgt)  low-rank correction, optional
+      + relu(z @ w1 + b1) @ w2 + b2                   residual MLP, optional
+      + bias                                          (d_tgt, or 0)
+    y = y / ||y||                                     when `normalize`
+
+File format (``.npz``, no pickles): the arrays above by name plus ``meta``, a UTF-8 JSON document
+(uint8 array) with ``format``, ``kind``, the source/target fingerprints and dimensions, the fit's
+figures and a sha256 of the arrays. The catalog keeps the sha256 of the whole file; `load_adapter`
+checks both, and the fingerprints when the caller passes the models' fingerprints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import Conflict, NotFound, UserError
+
+__all__ = [
+    "ARRAY_NAMES",
+    "FORMAT",
+    "Adapter",
+    "adapter_path",
+    "file_sha256",
+    "load_adapter",
+    "load_registered",
+    "save_adapter",
+]
+
+FORMAT = "embedkd-adapter/1"
+ARRAY_NAMES = ("center", "linear", "low_a", "low_b", "w1", "b1", "w2", "b2", "bias")
+
+
+@dataclass
+class Adapter:
+    """A v2 -> v1 map. Arrays are float32; parts left as None are skipped by `apply`."""
+
+    kind: str
+    source_fingerprint: str
+    target_fingerprint: str
+    source_dim: int
+    target_dim: int
+    center: np.ndarray | None = None
+    linear: np.ndarray | None = None
+    low_a: np.ndarray | None = None
+    low_b: np.ndarray | None = None
+    w1: np.ndarray | None = None
+    b1: np.ndarray | None = None
+    w2: np.ndarray | None = None
+    b2: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    normalize: bool = True
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ARRAY_NAMES:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, np.ascontiguousarray(value, dtype=np.float32))
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        ds, dt = self.source_dim, self.target_dim
+        if self.linear is None and ds != dt:
+            raise UserError(
+                f"adapter kind {self.kind!r} maps {ds}-d to {dt}-d and needs a linear part; "
+                "use procrustes, affine or mlp when the dimensions differ"
+            )
+        expect: dict[str, tuple[int, ...]] = {"center": (ds,), "linear": (ds, dt), "bias": (dt,)}
+        if self.low_a is not None or self.low_b is not None:
+            if self.low_a is None or self.low_b is None:
+                raise UserError("a low-rank adapter needs both low_a and low_b")
+            r = self.low_a.shape[-1]
+            expect.update(low_a=(ds, r), low_b=(r, dt))
+        mlp = (self.w1, self.b1, self.w2, self.b2)
+        if any(p is not None for p in mlp):
+            if any(p is None for p in mlp):
+                raise UserError("an MLP adapter needs w1, b1, w2 and b2")
+            h = self.w1.shape[-1]
+            expect.update(w1=(ds, h), b1=(h,), w2=(h, dt), b2=(dt,))
+        for name, shape in expect.items():
+            value = getattr(self, name)
+            if value is not None and value.shape != shape:
+                raise UserError(
+                    f"adapter part {name} has shape {value.shape}, expected {shape} for a "
+                    f"{ds}-d -> {dt}-d adapter; refit it"
+                )
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        """Map (n, source_dim) float32 query vectors to (n, target_dim) float32."""
+        x = np.asarray(vectors, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.source_dim:
+            raise UserError(
+                f"adapter expects {self.source_dim}-d query vectors, got shape {tuple(x.shape)}; "
+                "encode the query with the adapter's source model"
+            )
+        z = x - self.center if self.center is not None else x
+        y = z @ self.linear if self.linear is not None else z.copy()
+        if self.low_a is not None:
+            y += (z @ self.low_a) @ self.low_b
+        if self.w1 is not None:
+            y += np.maximum(z @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2
+        if self.bias is not None:
+            y += self.bias
+        if self.normalize:
+            norms = np.linalg.norm(y, axis=1, keepdims=True)
+            y /= np.maximum(norms, 1e-12)
+        return np.ascontiguousarray(y, dtype=np.float32)
+
+    __call__ = apply
+
+    @property
+    def parameters(self) -> int:
+        return int(sum(getattr(self, n).size for n in ARRAY_NAMES if getattr(self, n) is not None))
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(getattr(self, n).nbytes for n in ARRAY_NAMES if getattr(self, n) is not None))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {n: getattr(self, n) for n in ARRAY_NAMES if getattr(self, n) is not None}
+
+    def arrays_sha256(self) -> str:
+        h = hashlib.sha256()
+        for name, value in sorted(self.arrays().items()):
+            h.update(name.encode())
+            h.update(str(value.shape).encode())
+            h.update(np.ascontiguousarray(value, dtype="<f4").tobytes())
+        return h.hexdigest()
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "kind": self.kind,
+            "source_fingerprint": self.source_fingerprint,
+            "target_fingerprint": self.target_fingerprint,
+            "source_dim": self.source_dim,
+            "target_dim": self.target_dim,
+            "normalize": self.normalize,
+            "arrays_sha256": self.arrays_sha256(),
+            "info": self.info,
+        }
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_adapter(adapter: Adapter, path: str | os.PathLike) -> str:
+    """Write the adapter to `path` atomically (temp file, fsync, rename); return the file's sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = json.dumps(adapter.meta(), sort_keys=True, default=_json_default).encode("utf-8")
+    buf = io.BytesIO()
+    arrays = {n: np.ascontiguousarray(v, dtype="<f4") for n, v in adapter.arrays().items()}
+    np.savez(buf, meta=np.frombuffer(meta, dtype=np.uint8), **arrays)
+    data = buf.getvalue()
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_adapter(
+    path: str | os.PathLike,
+    *,
+    checksum: str | None = None,
+    source_fingerprint: str | None = None,
+    target_fingerprint: str | None = None,
+) -> Adapter:
+    """Read an adapter file. With `checksum` (the catalog's sha256 of the file) a changed file is
+    refused; with fingerprints, an adapter fitted for other models is refused (`Conflict`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"adapter file {path} does not exist; refit it with `embedkd upgrade fit`")
+    if checksum is not None and file_sha256(path) != checksum:
+        raise Conflict(
+            f"adapter file {path} does not match its catalog checksum (changed or corrupt); "
+            "refit it with `embedkd upgrade fit`"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(bytes(npz["meta"]).decode("utf-8"))
+            arrays = {n: np.array(npz[n]) for n in ARRAY_NAMES if n in npz.files}
+    except (OSError, ValueError, KeyError) as err:
+        raise Conflict(f"adapter file {path} is not a readable adapter ({err}); refit it") from err
+    if meta.get("format") != FORMAT:
+        raise Conflict(f"adapter file {path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    adapter = Adapter(
+        kind=meta["kind"],
+        source_fingerprint=meta["source_fingerprint"],
+        target_fingerprint=meta["target_fingerprint"],
+        source_dim=int(meta["source_dim"]),
+        target_dim=int(meta["target_dim"]),
+        normalize=bool(meta.get("normalize", True)),
+        info=meta.get("info", {}),
+        **arrays,
+    )
+    if adapter.arrays_sha256() != meta.get("arrays_sha256"):
+        raise Conflict(f"adapter file {path} failed its internal checksum (corrupt); refit it")
+    if source_fingerprint is not None and adapter.source_fingerprint != source_fingerprint:
+        raise Conflict(
+            f"adapter {path.name} was fitted for query model {adapter.source_fingerprint[:12]}, "
+            f"not {source_fingerprint[:12]}; run `embedkd upgrade fit` for this model"
+        )
+    if target_fingerprint is not None and adapter.target_fingerprint != target_fingerprint:
+        raise Conflict(
+            f"adapter {path.name} maps into model {adapter.target_fingerprint[:12]}, but the index "
+            f"holds {target_fingerprint[:12]}; run `embedkd upgrade fit` for this index"
+        )
+    return adapter
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def adapter_path(adapter_dir: str | os.PathLike, file: str) -> Path:
+    """Where a catalog row's `file` lives: relative names are under settings.adapter_dir."""
+    p = Path(file)
+    return p if p.is_absolute() else Path(adapter_dir) / p
+
+
+def load_registered(adapter_dir: str | os.PathLike, row: Any) -> Adapter:
+    """Load the file of an `indexer.models.Adapter` catalog row, checking its checksum and that it maps
+    the row's source model into the row's target model (fingerprints)."""
+    return load_adapter(
+        adapter_path(adapter_dir, row.file),
+        checksum=row.checksum,
+        source_fingerprint=row.source_model.fingerprint,
+        target_fingerprint=row.target_model.fingerprint,
+    )

@@ -1,0 +1,303 @@
+"""Index writes: build, add, delete. Resumable, and the catalog is committed last.
+
+A build encodes the corpus in chunks; each chunk's vectors go to the job's folder and the job row
+records the checkpoint, so a killed build rerun with the same arguments resumes after the last
+finished chunk. The FAISS file is written to a temp path, checksummed and renamed to a new
+generation; the catalog switches to it in one transaction. Until that commit the catalog and the old
+files are untouched, so a failed job changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from sqlalchemy import update
+from tqdm.auto import tqdm
+
+from . import jobs, store
+from .catalog import (
+    delete_items_by_faiss_ids,
+    ensure_model,
+    get_index,
+    insert_items,
+    items_by_external_ids,
+)
+from .context import Catalog
+from .corpus import Doc, DocSource
+from .encoder import Encoder, check_embeddings
+from .errors import Conflict, UserError
+from .hashing import sha256_text
+from .models import Index, Job
+
+__all__ = ["build_index", "add_documents", "delete_items", "drop_index", "index_file", "check_encoder_fits"]
+
+log = logging.getLogger(__name__)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+DEFAULT_CHUNK = 4096
+
+
+@dataclass
+class _Plan:
+    docs: list[Doc]  # the documents this job encodes, in corpus order
+    skipped: int  # unchanged documents already in the index (adds only)
+    replaced_faiss_ids: list[int]  # old vectors of changed documents (adds only)
+
+
+def index_file(catalog: Catalog, name: str, generation: int) -> Path:
+    return catalog.settings.index_dir / name / f"{name}.g{generation}.faiss"
+
+
+def _content_key(content: Any) -> str:
+    return sha256_text(content if isinstance(content, str) else str(content))
+
+
+def _scan(docs: Iterable[Doc]) -> list[Doc]:
+    """Read and validate every document before anything is written."""
+    seen: dict[str, int] = {}
+    out: list[Doc] = []
+    for pos, doc in enumerate(docs):
+        if doc.id in seen:
+            raise UserError(
+                f"document id {doc.id!r} appears twice (documents {seen[doc.id] + 1} and {pos + 1}); ids must be unique"
+            )
+        seen[doc.id] = pos
+        out.append(doc)
+    if not out:
+        raise UserError("the corpus has no documents; give a file with at least one {\"_id\", \"text\"} line")
+    return out
+
+
+def check_encoder_fits(index: Index, encoder: Encoder) -> None:
+    rec = encoder.record
+    if rec.dimension != index.dimension:
+        raise Conflict(
+            f"model {rec.name!r} makes {rec.dimension}-d vectors but index {index.name!r} holds {index.dimension}-d "
+            f"vectors of model {index.model.name!r}; use that model, or fit an adapter with `embedkd upgrade fit`"
+        )
+    if rec.fingerprint != index.model.fingerprint:
+        raise Conflict(
+            f"model {rec.name!r} is not the model index {index.name!r} was built with ({index.model.name!r}); "
+            "vectors of different models must not mix: use that model, or fit an adapter with `embedkd upgrade fit`"
+        )
+
+
+def _chunks(docs: list[Doc], size: int, start: int) -> Iterator[tuple[int, list[Doc]]]:
+    """Yield (chunk number, docs) from `start`, prepared one chunk ahead in a thread."""
+    q: queue.Queue = queue.Queue(maxsize=2)
+
+    def produce() -> None:
+        for k in range(start, (len(docs) + size - 1) // size):
+            q.put((k, docs[k * size : (k + 1) * size]))
+        q.put(None)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := q.get()) is not None:
+        yield item
+
+
+def _encode_job(catalog: Catalog, job: Job, encoder: Encoder, docs: list[Doc], chunk: int, progress: bool) -> np.ndarray:
+    """Encode all chunks not yet checkpointed; return every chunk's vectors in order."""
+    folder = jobs.job_dir(catalog, job.id)
+    done = int(job.checkpoint.get("chunks_done", 0))
+    done = sum(1 for k in range(done) if (folder / f"part-{k:06d}.npy").is_file()) if done else 0
+    started = time.perf_counter() - float(job.seconds or 0.0)
+    bar = tqdm(total=len(docs), initial=min(done * chunk, len(docs)), unit="doc", disable=not progress,
+               desc=f"encode {job.target}", leave=False)
+    try:
+        for k, part in _chunks(docs, chunk, done):
+            vectors = check_embeddings(encoder([d.content for d in part]), len(part), encoder.record)
+            tmp = folder / f"part-{k:06d}.tmp.npy"
+            np.save(tmp, vectors)
+            tmp.replace(folder / f"part-{k:06d}.npy")
+            jobs.update_progress(catalog, job.id, min((k + 1) * chunk, len(docs)), {"chunks_done": k + 1},
+                                 time.perf_counter() - started)
+            bar.update(len(part))
+    finally:
+        bar.close()
+    n_chunks = (len(docs) + chunk - 1) // chunk
+    return np.concatenate([np.load(folder / f"part-{k:06d}.npy") for k in range(n_chunks)])
+
+
+def _run_job(catalog: Catalog, kind: str, target: str, params: dict[str, Any], encoder: Encoder,
+             docs: list[Doc], chunk: int, progress: bool, finalize) -> dict[str, Any]:
+    job = jobs.start_or_resume(catalog, kind, target, params, total=len(docs))
+    resumed_from = int(job.progress or 0)
+    t0 = time.perf_counter()
+    try:
+        vectors = _encode_job(catalog, job, encoder, docs, chunk, progress) if docs else np.zeros(
+            (0, encoder.record.dimension), np.float32)
+        result = finalize(job, vectors)
+    except BaseException as err:
+        # Encoded chunks stay in the job folder: a rerun resumes from them.
+        jobs.fail(catalog, job.id, f"{type(err).__name__}: {err}")
+        raise
+    jobs.finish(catalog, job.id)
+    shutil.rmtree(catalog.settings.job_dir / str(job.id), ignore_errors=True)
+    result.update(job_id=job.id, resumed_from=resumed_from, seconds=round(time.perf_counter() - t0, 3))
+    return result
+
+
+def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, factory: str = "Flat",
+                metric: str = "ip", chunk_size: int = DEFAULT_CHUNK, progress: bool = True) -> dict[str, Any]:
+    """Embed every document and write a new index `name`. Rerun after a crash to resume."""
+    if not _NAME.match(name):
+        raise UserError(f"index name {name!r} is not allowed; use letters, digits, '.', '_' or '-' (at most 128)")
+    if metric not in ("ip", "l2"):
+        raise UserError(f"metric {metric!r} is not supported; use 'ip' (cosine on normalized vectors) or 'l2'")
+    with catalog.session() as s:
+        if s.query(Index.id).filter(Index.name == name).first() is not None:
+            raise Conflict(
+                f"index {name!r} already exists; add documents with `embedkd index add`, or remove it first "
+                "with `embedkd index drop`"
+            )
+    store.make_index(encoder.record.dimension, factory, metric)  # reject a bad factory before any work
+    all_docs = _scan(docs)
+    params = {"corpus": docs.fingerprint, "model": encoder.record.fingerprint, "factory": factory,
+              "metric": metric, "chunk": chunk_size}
+
+    def finalize(job: Job, vectors: np.ndarray) -> dict[str, Any]:
+        faiss_ids = np.arange(len(all_docs), dtype=np.int64)
+        index = store.make_index(encoder.record.dimension, factory, metric)
+        if store.needs_training(index):
+            store.train_index(index, vectors, factory)
+        index.add_with_ids(vectors, faiss_ids)
+        path = index_file(catalog, name, 1)
+        checksum = store.write_index(index, path)
+        try:
+            with catalog.session() as s:
+                model = ensure_model(s, encoder.record)
+                row = Index(name=name, model_id=model.id, factory=factory, metric=metric,
+                            dimension=encoder.record.dimension, count=len(all_docs), file=path.name,
+                            checksum=checksum, generation=1, next_id=len(all_docs), state="ready")
+                s.add(row)
+                s.flush()
+                insert_items(s, row.id, [d.id for d in all_docs], faiss_ids,
+                             [_content_key(d.content) for d in all_docs], [d.info for d in all_docs])
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return {"index": name, "model": encoder.record.name, "factory": factory, "count": len(all_docs),
+                "file": str(path), "checksum": checksum}
+
+    with jobs.target_lock(catalog, name):
+        return _run_job(catalog, "build", name, params, encoder, all_docs, chunk_size, progress, finalize)
+
+
+def _plan_add(catalog: Catalog, index: Index, docs: list[Doc]) -> _Plan:
+    with catalog.session() as s:
+        existing = items_by_external_ids(s, index.id, [d.id for d in docs])
+    todo, replaced, skipped = [], [], 0
+    for d in docs:
+        old = existing.get(d.id)
+        if old is not None and old.content_hash == _content_key(d.content):
+            skipped += 1
+            continue
+        if old is not None:
+            replaced.append(old.faiss_id)
+        todo.append(d)
+    return _Plan(docs=todo, skipped=skipped, replaced_faiss_ids=replaced)
+
+
+def _load_current(catalog: Catalog, index: Index) -> faiss.Index:
+    return store.read_index(catalog.settings.index_dir / index.name / index.file, index.checksum)
+
+
+def _switch(catalog: Catalog, index: Index, new: faiss.Index, apply_rows) -> dict[str, Any]:
+    """Write generation+1, then in one transaction update the rows if the index did not change meanwhile."""
+    gen = index.generation + 1
+    path = index_file(catalog, index.name, gen)
+    checksum = store.write_index(new, path)
+    try:
+        with catalog.session() as s:
+            apply_rows(s)
+            res = s.execute(
+                update(Index)
+                .where(Index.id == index.id, Index.generation == index.generation)
+                .values(file=path.name, checksum=checksum, generation=gen, count=int(new.ntotal))
+            )
+            if res.rowcount != 1:
+                raise Conflict(f"index {index.name!r} changed while this job ran; run the command again")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    (catalog.settings.index_dir / index.name / index.file).unlink(missing_ok=True)
+    return {"index": index.name, "count": int(new.ntotal), "generation": gen, "checksum": checksum}
+
+
+def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource,
+                  chunk_size: int = DEFAULT_CHUNK, progress: bool = True) -> dict[str, Any]:
+    """Add new documents; a known id with changed content is re-embedded, an unchanged one skipped."""
+    all_docs = _scan(docs)
+    with jobs.target_lock(catalog, name):
+        with catalog.session() as s:
+            index = get_index(s, name)
+            _ = index.model
+            s.expunge(index)
+        check_encoder_fits(index, encoder)
+        plan = _plan_add(catalog, index, all_docs)
+        params = {"corpus": docs.fingerprint, "model": encoder.record.fingerprint, "chunk": chunk_size,
+                  "generation": index.generation}
+
+        def finalize(job: Job, vectors: np.ndarray) -> dict[str, Any]:
+            current = _load_current(catalog, index)
+            if plan.replaced_faiss_ids:
+                current = store.remove_ids(current, np.array(plan.replaced_faiss_ids), index.factory, index.metric)
+            new_ids = np.arange(index.next_id, index.next_id + len(plan.docs), dtype=np.int64)
+            if len(new_ids):
+                current.add_with_ids(vectors, new_ids)
+
+            def rows(s) -> None:
+                delete_items_by_faiss_ids(s, index.id, plan.replaced_faiss_ids)
+                s.flush()
+                insert_items(s, index.id, [d.id for d in plan.docs], new_ids,
+                             [_content_key(d.content) for d in plan.docs], [d.info for d in plan.docs])
+                s.execute(update(Index).where(Index.id == index.id).values(next_id=index.next_id + len(new_ids)))
+
+            out = _switch(catalog, index, current, rows)
+            out.update(added=len(plan.docs) - len(plan.replaced_faiss_ids), updated=len(plan.replaced_faiss_ids),
+                       unchanged=plan.skipped)
+            return out
+
+        if not plan.docs:
+            return {"index": name, "count": index.count, "added": 0, "updated": 0, "unchanged": plan.skipped}
+        return _run_job(catalog, "add", name, params, encoder, plan.docs, chunk_size, progress, finalize)
+
+
+def delete_items(catalog: Catalog, name: str, external_ids: list[str]) -> dict[str, Any]:
+    """Delete items by their external ids; unknown ids are an error and nothing is deleted."""
+    if not external_ids:
+        raise UserError("no ids to delete; pass one or more item ids")
+    with jobs.target_lock(catalog, name):
+        with catalog.session() as s:
+            index = get_index(s, name)
+            found = items_by_external_ids(s, index.id, external_ids)
+            s.expunge(index)
+        missing = [e for e in dict.fromkeys(external_ids) if e not in found]
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise UserError(f"index {name!r} has no item with id {shown}; nothing was deleted")
+        faiss_ids = [found[e].faiss_id for e in dict.fromkeys(external_ids)]
+        current = store.remove_ids(_load_current(catalog, index), np.array(faiss_ids), index.factory, index.metric)
+        out = _switch(catalog, index, current, lambda s: delete_items_by_faiss_ids(s, index.id, faiss_ids))
+        out["deleted"] = len(faiss_ids)
+        return out
+
+
+def drop_index(catalog: Catalog, name: str) -> dict[str, Any]:
+    with jobs.target_lock(catalog, name):
+        with catalog.session() as s:
+            index = get_index(s, name)
+            s.delete(index)
+        shutil.rmtree(catalog.settings.index_dir / name, ignore_errors=True)
+    return {"index": name, "dropped": True}

@@ -1,0 +1,140 @@
+"""Catalog queries and updates. Every function takes a Session; the caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from .encoder import ModelRecord
+from .errors import NotFound
+from .models import Adapter, EmbeddingModel, Index, Item
+
+__all__ = [
+    "ensure_model",
+    "find_model",
+    "get_index",
+    "list_indexes",
+    "items_by_faiss_ids",
+    "items_by_external_ids",
+    "get_item",
+    "insert_items",
+    "delete_items_by_faiss_ids",
+    "active_adapter",
+    "model_from_record",
+]
+
+
+def find_model(session: Session, fingerprint: str) -> EmbeddingModel | None:
+    return session.scalar(select(EmbeddingModel).where(EmbeddingModel.fingerprint == fingerprint))
+
+
+def ensure_model(session: Session, record: ModelRecord) -> EmbeddingModel:
+    """The catalog row for this model version, created on first use (keyed by weight fingerprint)."""
+    row = find_model(session, record.fingerprint)
+    if row is None:
+        row = model_from_record(record)
+        session.add(row)
+        session.flush()
+    elif record.info and not row.info:
+        row.info = dict(record.info)
+    return row
+
+
+def model_from_record(record: ModelRecord) -> EmbeddingModel:
+    return EmbeddingModel(
+        name=record.name,
+        source=record.source,
+        kind=record.kind,
+        dimension=record.dimension,
+        normalized=record.normalized,
+        fingerprint=record.fingerprint,
+        info=dict(record.info),
+    )
+
+
+def get_index(session: Session, name: str) -> Index:
+    row = session.scalar(select(Index).where(Index.name == name))
+    if row is None:
+        known = session.scalars(select(Index.name).order_by(Index.name).limit(10)).all()
+        hint = f"known indexes: {', '.join(known)}" if known else "the catalog has no index yet"
+        raise NotFound(f"no index named {name!r} ({hint}); build one with `embedkd index build`")
+    return row
+
+
+def list_indexes(session: Session) -> Sequence[Index]:
+    return session.scalars(select(Index).order_by(Index.name)).all()
+
+
+def items_by_faiss_ids(session: Session, index_id: int, faiss_ids: Iterable[int]) -> dict[int, Item]:
+    ids = [int(i) for i in faiss_ids if int(i) >= 0]
+    out: dict[int, Item] = {}
+    for start in range(0, len(ids), 500):  # stay under SQL parameter limits
+        chunk = ids[start : start + 500]
+        rows = session.scalars(select(Item).where(Item.index_id == index_id, Item.faiss_id.in_(chunk)))
+        out.update({r.faiss_id: r for r in rows})
+    return out
+
+
+def items_by_external_ids(session: Session, index_id: int, external_ids: Iterable[str]) -> dict[str, Item]:
+    ids = list(external_ids)
+    out: dict[str, Item] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows = session.scalars(select(Item).where(Item.index_id == index_id, Item.external_id.in_(chunk)))
+        out.update({r.external_id: r for r in rows})
+    return out
+
+
+def get_item(session: Session, index_name: str, external_id: str) -> Item:
+    index = get_index(session, index_name)
+    item = session.scalar(select(Item).where(Item.index_id == index.id, Item.external_id == external_id))
+    if item is None:
+        raise NotFound(f"index {index_name!r} has no item with id {external_id!r}")
+    return item
+
+
+def insert_items(
+    session: Session,
+    index_id: int,
+    external_ids: Sequence[str],
+    faiss_ids: np.ndarray,
+    content_hashes: Sequence[str],
+    infos: Sequence[dict[str, Any] | None],
+) -> None:
+    rows = [
+        {"index_id": index_id, "external_id": e, "faiss_id": int(f), "content_hash": h, "info": i}
+        for e, f, h, i in zip(external_ids, faiss_ids, content_hashes, infos, strict=True)
+    ]
+    for start in range(0, len(rows), 5000):
+        session.execute(Item.__table__.insert(), rows[start : start + 5000])
+
+
+def delete_items_by_faiss_ids(session: Session, index_id: int, faiss_ids: Sequence[int]) -> None:
+    ids = [int(i) for i in faiss_ids]
+    for start in range(0, len(ids), 500):
+        session.execute(delete(Item).where(Item.index_id == index_id, Item.faiss_id.in_(ids[start : start + 500])))
+
+
+def count_items(session: Session, index_id: int) -> int:
+    return int(session.scalar(select(func.count()).select_from(Item).where(Item.index_id == index_id)) or 0)
+
+
+def active_adapter(session: Session, index: Index, source_fingerprint: str) -> Adapter:
+    """The active adapter that maps `source_fingerprint`'s space into the index's model space."""
+    row = session.scalar(
+        select(Adapter)
+        .join(EmbeddingModel, Adapter.source_model_id == EmbeddingModel.id)
+        .where(Adapter.index_id == index.id, Adapter.active.is_(True), EmbeddingModel.fingerprint == source_fingerprint)
+        .order_by(Adapter.created_at.desc())
+    )
+    if row is None:
+        raise NotFound(
+            f"index {index.name!r} was built with model {index.model.name!r} and the query model has no active "
+            f"adapter into its space; run `embedkd upgrade fit --index {index.name} --model MODEL` "
+            "or query with the index's own model"
+        )
+    return row

@@ -1,0 +1,149 @@
+"""The one search path behind the CLI, the library and HTTP: query -> encoder -> adapter -> FAISS -> items.
+
+Encoders load once per process (`encoder_for` is called once per model source) and indexes once per
+generation: a write switches the catalog to a new generation and the next search picks it up.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faiss
+import numpy as np
+
+from . import store
+from .adapters import adapter_path, load_adapter
+from .catalog import active_adapter, get_index, items_by_faiss_ids
+from .context import Catalog
+from .encoder import Encoder
+from .errors import Conflict, UserError
+
+__all__ = ["Hit", "Searcher", "MAX_K"]
+
+MAX_K = 10_000
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    info: dict[str, Any] | None = field(default=None, compare=False)
+
+    def as_dict(self, with_info: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "score": self.score}
+        if with_info and self.info:
+            out["info"] = self.info
+        return out
+
+
+@dataclass
+class _Loaded:
+    generation: int
+    index: faiss.Index
+    model_fingerprint: str
+    model_source: str
+    dimension: int
+    index_id: int
+    count: int
+
+
+def check_k(k: int) -> int:
+    if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
+        raise UserError(f"k must be a positive integer, got {k!r}")
+    if k > MAX_K:
+        raise UserError(f"k={k} is too large; ask for at most {MAX_K} results")
+    return k
+
+
+class Searcher:
+    def __init__(self, catalog: Catalog, encoder_for: Callable[[str], Encoder] | None = None) -> None:
+        self.catalog = catalog
+        self._encoder_for = encoder_for
+        self._encoders: dict[str, Encoder] = {}
+        self._indexes: dict[str, _Loaded] = {}
+        self._adapters: dict[tuple[int, str], Any] = {}
+        self._lock = threading.RLock()
+
+    def encoder(self, source: str) -> Encoder:
+        with self._lock:
+            if source not in self._encoders:
+                if self._encoder_for is None:
+                    raise UserError("this searcher has no encoder loader; search with vectors instead")
+                self._encoders[source] = self._encoder_for(source)
+            return self._encoders[source]
+
+    def _load(self, name: str) -> _Loaded:
+        with self.catalog.session() as s:
+            row = get_index(s, name)
+            gen, file, checksum = row.generation, row.file, row.checksum
+            meta = (row.model.fingerprint, row.model.source, row.dimension, row.id, row.count)
+        with self._lock:
+            cached = self._indexes.get(name)
+            if cached is None or cached.generation != gen or cached.index_id != meta[3]:
+                index = store.read_index(self.catalog.settings.index_dir / name / file, checksum)
+                cached = _Loaded(gen, index, *meta)
+                self._indexes[name] = cached
+            return cached
+
+    def _adapter(self, loaded: _Loaded, name: str, source_fingerprint: str):
+        key = (loaded.index_id, source_fingerprint)
+        with self.catalog.session() as s:
+            row = active_adapter(s, get_index(s, name), source_fingerprint)
+            path, checksum, adapter_id = row.file, row.checksum, row.id
+        with self._lock:
+            cached = self._adapters.get(key)
+            if cached is None or cached[0] != adapter_id:
+                adapter = load_adapter(adapter_path(self.catalog.settings.adapter_dir, path), checksum=checksum,
+                                       source_fingerprint=source_fingerprint,
+                                       target_fingerprint=loaded.model_fingerprint)
+                cached = (adapter_id, adapter)
+                self._adapters[key] = cached
+            return cached[1]
+
+    def search_vectors(self, name: str, vectors: np.ndarray, k: int = 10,
+                       source_fingerprint: str | None = None) -> list[list[Hit]]:
+        """Search with query vectors from a model with `source_fingerprint` (default: the index's model)."""
+        check_k(k)
+        loaded = self._load(name)
+        q = np.ascontiguousarray(vectors, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        if source_fingerprint is not None and source_fingerprint != loaded.model_fingerprint:
+            q = self._adapter(loaded, name, source_fingerprint).apply(q)
+            q = np.ascontiguousarray(q, dtype=np.float32)
+            q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        if q.shape[1] != loaded.dimension:
+            raise Conflict(
+                f"query vectors have dimension {q.shape[1]} but index {name!r} holds {loaded.dimension}-d vectors; "
+                "query with the index's model or through an adapter"
+            )
+        scores, ids = loaded.index.search(q, min(k, max(loaded.index.ntotal, 1)))
+        with self.catalog.session() as s:
+            items = items_by_faiss_ids(s, loaded.index_id, np.unique(ids[ids >= 0]).tolist())
+            found = {f: (it.external_id, it.info) for f, it in items.items()}
+        return [
+            [Hit(found[int(i)][0], float(sc), found[int(i)][1]) for sc, i in zip(srow, irow) if int(i) in found]
+            for srow, irow in zip(scores, ids)
+        ]
+
+    def search(self, name: str, queries: Sequence[Any], k: int = 10, query_model: str | None = None) -> list[list[Hit]]:
+        """Search texts (or images) with the index's model, or with `query_model` through its adapter."""
+        check_k(k)
+        if not len(queries):
+            raise UserError("no query given; pass at least one query")
+        for qtext in queries:
+            if isinstance(qtext, str) and not qtext.strip():
+                raise UserError("the query is empty; give some text to search for")
+        loaded = self._load(name)
+        encoder = self.encoder(query_model or loaded.model_source)
+        if query_model is None and encoder.record.fingerprint != loaded.model_fingerprint:
+            raise Conflict(
+                f"the model at {loaded.model_source!r} has changed since index {name!r} was built "
+                "(weight fingerprint differs); restore it or rebuild the index"
+            )
+        encode = getattr(encoder, "encode_queries", encoder)
+        vectors = encode(list(queries))
+        return self.search_vectors(name, vectors, k, encoder.record.fingerprint)

@@ -1,0 +1,87 @@
+"""HTTP search service (FastAPI). The same `Searcher` as the CLI; OpenAPI docs at /docs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from .catalog import get_item, list_indexes
+from .errors import UserError
+from .search import MAX_K, Searcher
+
+__all__ = ["create_app", "SearchRequest"]
+
+
+class SearchRequest(BaseModel):
+    index: str = Field(description="index name")
+    query: str = Field(description="query text")
+    k: int = Field(10, description=f"number of results, 1..{MAX_K}")
+    query_model: str | None = Field(None, description="model for the query; routed through the index's adapter")
+    with_info: bool = Field(False, description="include each item's stored metadata")
+
+
+class SearchHit(BaseModel):
+    id: str
+    score: float
+    info: dict[str, Any] | None = None
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchHit]
+
+
+def _searcher(request: Request) -> Searcher:
+    return request.app.state.searcher
+
+
+SearcherDep = Annotated[Searcher, Depends(_searcher)]
+
+
+def create_app(searcher: Searcher) -> FastAPI:
+    app = FastAPI(title="embedkd search", version="0.1.0",
+                  description="Search FAISS indexes of the embedkd catalog.")
+    app.state.searcher = searcher
+
+    @app.exception_handler(UserError)
+    async def _user_error(_request: Request, err: UserError) -> JSONResponse:
+        return JSONResponse(status_code=err.status_code, content={"detail": " ".join(str(err).split())})
+
+    @app.get("/health")
+    def health(s: SearcherDep) -> dict[str, Any]:
+        with s.catalog.session() as session:
+            n = len(list_indexes(session))
+        return {"status": "ok", "indexes": n}
+
+    @app.get("/indexes")
+    def indexes(s: SearcherDep) -> dict[str, Any]:
+        with s.catalog.session() as session:
+            rows = [{"name": i.name, "model": i.model.name, "model_fingerprint": i.model.fingerprint,
+                     "dimension": i.dimension, "factory": i.factory, "metric": i.metric, "count": i.count,
+                     "state": i.state, "generation": i.generation} for i in list_indexes(session)]
+        return {"indexes": rows}
+
+    def _run(s: Searcher, req: SearchRequest) -> SearchResponse:
+        hits = s.search(req.index, [req.query], k=req.k, query_model=req.query_model)[0]
+        return SearchResponse(results=[SearchHit(**h.as_dict(req.with_info)) for h in hits])
+
+    @app.post("/search", response_model=SearchResponse, response_model_exclude_none=True)
+    async def search(req: SearchRequest, s: SearcherDep) -> SearchResponse:
+        return await run_in_threadpool(_run, s, req)
+
+    @app.get("/search", response_model=SearchResponse, response_model_exclude_none=True)
+    async def search_get(s: SearcherDep, index: str, q: Annotated[str, Query(description="query text")],
+                         k: int = 10, query_model: str | None = None) -> SearchResponse:
+        return await run_in_threadpool(_run, s, SearchRequest(index=index, query=q, k=k, query_model=query_model))
+
+    @app.get("/items/{item_id}")
+    def item(item_id: str, index: str, s: SearcherDep) -> dict[str, Any]:
+        with s.catalog.session() as session:
+            it = get_item(session, index, item_id)
+            return {"id": it.external_id, "index": index, "faiss_id": it.faiss_id,
+                    "content_hash": it.content_hash, "info": it.info}
+
+    return app

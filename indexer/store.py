@@ -1,0 +1,145 @@
+"""FAISS index files: create from a factory string, write atomically with a checksum, load verified.
+
+Every index is wrapped in `IDMap2` so items keep stable 64-bit ids across adds and deletes, and
+stored vectors can be read back by id where the index keeps them exactly (Flat, HNSW, IVF-Flat).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from .errors import UserError
+from .hashing import sha256_file
+
+__all__ = [
+    "make_index",
+    "needs_training",
+    "min_training_size",
+    "train_index",
+    "write_index",
+    "read_index",
+    "stores_exact_vectors",
+    "reconstruct",
+    "remove_ids",
+]
+
+_LOSSY = re.compile(r"(PQ|SQ|LSH|RQ|LSQ|OPQ|ITQ|Binary)", re.IGNORECASE)
+
+
+def make_index(dimension: int, factory: str, metric: str = "ip") -> faiss.Index:
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+    try:
+        inner = faiss.index_factory(dimension, factory, faiss_metric)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+        raise UserError(
+            f"FAISS cannot make an index from factory string {factory!r} at dimension {dimension} ({first}); "
+            "try 'Flat', 'HNSW32', 'IVF256,Flat' or 'IVF1024,PQ32' (PQ m must divide the dimension)"
+        ) from None
+    return faiss.IndexIDMap2(inner)
+
+
+def _inner(index: faiss.Index) -> faiss.Index:
+    return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+
+
+def needs_training(index: faiss.Index) -> bool:
+    return not _inner(index).is_trained
+
+
+def min_training_size(index: faiss.Index) -> int:
+    """Fewest training vectors FAISS accepts: IVF needs one per list, PQ 2^nbits per sub-quantizer."""
+    inner = _inner(index)
+    need = 1
+    ivf = faiss.try_extract_index_ivf(inner)
+    if ivf is not None:
+        need = max(need, int(ivf.nlist))
+        pq = getattr(faiss.downcast_index(ivf), "pq", None)
+        if pq is not None:
+            need = max(need, 1 << int(pq.nbits))
+    elif hasattr(inner, "pq"):
+        need = max(need, 1 << int(inner.pq.nbits))
+    return need
+
+
+def train_index(index: faiss.Index, vectors: np.ndarray, factory: str, seed: int = 0) -> None:
+    """Train on a seeded sample (at most 256 points per IVF list: more only costs time)."""
+    need = min_training_size(index)
+    if len(vectors) < need:
+        raise UserError(
+            f"index factory {factory!r} needs at least {need} vectors to train but the corpus has "
+            f"{len(vectors)}; use 'Flat' or fewer IVF lists (about sqrt(n), e.g. 'IVF{max(1, int(len(vectors) ** 0.5))},Flat')"
+        )
+    cap = max(need * 256, 50_000)
+    if len(vectors) > cap:
+        rng = np.random.default_rng(seed)
+        vectors = vectors[np.sort(rng.choice(len(vectors), cap, replace=False))]
+    index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+
+
+def write_index(index: faiss.Index, path: Path) -> str:
+    """Write to a temp file, fsync, rename; return the sha256 of the file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    faiss.write_index(index, str(tmp))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    digest = sha256_file(tmp)
+    os.replace(tmp, path)
+    return digest
+
+
+def read_index(path: Path, checksum: str | None) -> faiss.Index:
+    if not path.is_file():
+        raise UserError(f"index file {path} is missing; rebuild the index with `embedkd index build`")
+    if checksum is not None:
+        actual = sha256_file(path)
+        if actual != checksum:
+            raise UserError(
+                f"index file {path} does not match its catalog checksum (file {actual[:12]}…, "
+                f"catalog {checksum[:12]}…): it is corrupt or was changed outside embedkd; "
+                "restore it or rebuild the index"
+            )
+    return faiss.read_index(str(path))
+
+
+def stores_exact_vectors(factory: str) -> bool:
+    """True where reconstructed vectors equal the added ones (no quantization)."""
+    return not _LOSSY.search(factory)
+
+
+def reconstruct(index: faiss.Index, ids: np.ndarray) -> np.ndarray:
+    """Stored vectors by 64-bit id (IDMap2 keeps the id -> position map)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if not len(ids):
+        return np.zeros((0, index.d), np.float32)
+    ivf = faiss.try_extract_index_ivf(_inner(index))
+    if ivf is not None:  # IVF needs a direct map to reconstruct; dropped after, since it blocks remove_ids
+        ivf.make_direct_map()
+    try:
+        return np.vstack([index.reconstruct(int(i)) for i in ids]).astype(np.float32)
+    finally:
+        if ivf is not None:
+            ivf.set_direct_map_type(faiss.DirectMap.NoMap)
+
+
+def remove_ids(index: faiss.Index, ids: np.ndarray, factory: str, metric: str = "ip") -> faiss.Index:
+    """Remove ids; indexes that cannot remove in place (HNSW) are rebuilt from their stored vectors."""
+    ids = np.asarray(ids, dtype=np.int64)
+    try:
+        index.remove_ids(ids)
+        return index
+    except RuntimeError:
+        pass
+    keep = np.setdiff1d(faiss.vector_to_array(index.id_map), ids)
+    vectors = reconstruct(index, keep)
+    fresh = make_index(index.d, factory, metric)
+    if needs_training(fresh):
+        train_index(fresh, vectors, factory)
+    fresh.add_with_ids(vectors, keep)
+    return fresh
