@@ -46,7 +46,10 @@ def load_sentence_transformer(model: str, device: str | None = None):
     """Load a SentenceTransformer by local path or hub name, with a one-line error when it cannot."""
     from sentence_transformers import SentenceTransformer
 
-    source = str(Path(model).expanduser()) if Path(model).expanduser().exists() else model
+    path = Path(model).expanduser()
+    if not path.exists() and (model.startswith((".", "/", "~")) or os.sep * 2 in model or model.endswith(os.sep)):
+        raise UserError(f"model path {model!r} does not exist; give a sentence-transformers folder or a hub name")
+    source = str(path) if path.exists() else model
     try:
         return SentenceTransformer(source, device=device or default_device())
     except Exception as err:  # hub unreachable, not a model folder, ...

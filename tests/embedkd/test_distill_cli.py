@@ -1,0 +1,108 @@
+"""`embedkd distill` and `embedkd teacher train` end to end on tiny real slices, and their bad-input errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from embedkd.cli.main import main
+from tests.conftest import make_beir_slice, minilm_path
+
+
+@pytest.fixture(scope="module")
+def tiny_beir(tmp_path_factory):
+    return make_beir_slice(tmp_path_factory.mktemp("beir") / "tiny", 24, split="train", extra_splits=("test",))
+
+
+def _last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_distill_end_to_end_registers_a_loadable_student(tiny_beir, tmp_path, monkeypatch, capsys):
+    from sentence_transformers import SentenceTransformer
+
+    from indexer.catalog import find_model
+    from indexer.context import open_catalog
+    from indexer.settings import load_settings
+
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    out = tmp_path / "student"
+    rc = main(["distill", "--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data",
+               str(tiny_beir), "--out", str(out), "--loss", "cosine+kl+margin-mse+attention", "--epochs", "1",
+               "--batch-size", "4", "--negatives", "2", "--max-length", "32", "--json"])
+    assert rc == 0
+    result = _last_json(capsys.readouterr().out)
+    assert result["steps"] == result["planned_steps"] >= 1
+    assert result["lineage"]["kept_layers"] == [5]
+    assert set(result["final_loss"]) == {"cosine", "kl", "margin-mse", "attention"}
+    assert 0 <= result["metrics"]["test"]["ndcg@10"] <= 1 and result["metrics"]["test"]["queries"] > 0
+    student = SentenceTransformer(str(out), device="cpu")
+    assert len(student[0].auto_model.encoder.layer) == 1
+    assert not (out / "checkpoint").exists() and (out / "distill.json").is_file()
+    from embedkd.text_encoder import load_text_encoder
+
+    fp = load_text_encoder(str(out), device="cpu").record.fingerprint
+    cat = open_catalog(load_settings())
+    try:
+        with cat.session() as s:
+            row = find_model(s, fp)
+            assert row is not None and row.id == result["model_id"]
+            assert row.info["teacher"] == result["teacher"] and row.info["steps"] == result["steps"]
+            assert row.info["loss"] == result["loss"] and "test" in row.info["metrics"]
+    finally:
+        cat.close()
+
+
+@pytest.mark.parametrize(
+    "student, data_split, loss, message",
+    [
+        ("prune:{m}:9", "train", "cosine", "cannot keep 9 layers of a model with 6"),
+        ("prune:{m}:x", "train", "cosine", "LAYERS must be a count"),
+        ("prune:{m}:2", "test", "cosine", "no qrels/train.tsv"),
+        ("prune:{m}:2", "train", "bogus", "loss term 'bogus' is unknown"),
+    ],
+)
+def test_distill_bad_input_one_line(tmp_path, capsys, monkeypatch, student, data_split, loss, message):
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    data = make_beir_slice(tmp_path / "b", 12, split=data_split)
+    rc = main(["distill", "--teacher", minilm_path(), "--student", student.format(m=minilm_path()), "--data",
+               str(data), "--out", str(tmp_path / "o"), "--loss", loss])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_distill_embedding_loss_needs_a_bi_encoder_teacher(tmp_path, capsys, monkeypatch):
+    from sentence_transformers import CrossEncoder
+
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    CrossEncoder(minilm_path(), num_labels=1, max_length=32, device="cpu").save(str(tmp_path / "ce"))
+    data = make_beir_slice(tmp_path / "b", 12, split="train")
+    rc = main(["distill", "--teacher", str(tmp_path / "ce"), "--student", f"prune:{minilm_path()}:1", "--data",
+               str(data), "--out", str(tmp_path / "o"), "--loss", "cosine"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "need a bi-encoder teacher" in err
+
+
+def test_distill_default_loss_matches_library():
+    from embedkd.cli import distill_cmd
+    from embedkd.distill import DEFAULT_LOSS
+
+    assert distill_cmd.DEFAULT_LOSS == DEFAULT_LOSS
+
+
+@pytest.mark.slow
+def test_teacher_train_then_distill_from_the_cross_encoder(tiny_beir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    ce = tmp_path / "ce"
+    rc = main(["teacher", "train", "--base", minilm_path(), "--data", str(tiny_beir), "--out", str(ce),
+               "--epochs", "1", "--batch-size", "8", "--max-length", "64", "--rerank-depth", "5", "--json"])
+    assert rc == 0
+    trained = _last_json(capsys.readouterr().out)
+    assert trained["steps"] >= 1 and 0 <= trained["metrics"]["test"]["ndcg@10"] <= 1
+    rc = main(["distill", "--teacher", str(ce), "--student", f"prune:{minilm_path()}:1", "--data", str(tiny_beir),
+               "--out", str(tmp_path / "s"), "--loss", "margin-mse+kl", "--epochs", "1", "--batch-size", "4",
+               "--max-length", "32", "--json"])
+    assert rc == 0
+    result = _last_json(capsys.readouterr().out)
+    assert result["teacher_kind"] == "cross-encoder" and result["teacher_metrics"] is None

@@ -1,0 +1,75 @@
+"""Teachers behind one scoring interface, with the on-disk score cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embedkd.distill.data import load_beir
+from embedkd.distill.teachers import BiEncoderTeacher, CrossEncoderTeacher, detect_kind, load_teacher
+from indexer.errors import UserError
+from tests.conftest import minilm_path
+
+
+@pytest.fixture(scope="module")
+def bi_teacher(tmp_path_factory):
+    return load_teacher(minilm_path(), device="cpu", cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def test_bi_encoder_teacher_scores_are_cosines_and_cached(bi_teacher, monkeypatch):
+    assert isinstance(bi_teacher, BiEncoderTeacher) and bi_teacher.kind == "bi-encoder"
+    q = "Vitamin D deficiency is linked to bone loss."
+    docs = ["Low vitamin D levels reduce bone mineral density.", "The stock market fell on Tuesday."]
+    scores = bi_teacher.score(q, docs)
+    emb = bi_teacher.model.encode([q] + docs, normalize_embeddings=True)
+    np.testing.assert_allclose(scores, emb[1:] @ emb[0], atol=1e-5)
+    assert scores[0] > scores[1]
+
+    def boom(_pairs):
+        raise AssertionError("a cached pair was scored again")
+
+    monkeypatch.setattr(bi_teacher, "_compute", boom)
+    np.testing.assert_allclose(bi_teacher.score(q, docs), scores)  # served from the SQLite cache
+
+
+def test_embeddings_cache_on_disk(bi_teacher):
+    texts = ["one text", "another text"]
+    first = bi_teacher.encode(texts)
+    files = list(bi_teacher.embedding_cache.glob("emb-*.npy"))
+    assert files
+    np.testing.assert_array_equal(bi_teacher.encode(texts), first)
+
+
+def test_cross_encoder_teacher_one_logit(tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    ce = CrossEncoder(minilm_path(), num_labels=1, max_length=64, device="cpu")
+    ce.save(str(tmp_path / "ce"))
+    assert detect_kind(str(tmp_path / "ce")) == "cross-encoder"
+    teacher = load_teacher(str(tmp_path / "ce"), device="cpu", cache_dir=tmp_path / "cache")
+    assert isinstance(teacher, CrossEncoderTeacher)
+    scores = teacher.score("a query", ["doc one", "doc two", "doc one"])
+    assert scores.shape == (3,) and np.isfinite(scores).all() and scores[0] == pytest.approx(scores[2])
+
+
+def test_teacher_that_cannot_score_is_a_clear_error(tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    CrossEncoder(minilm_path(), num_labels=3, max_length=32, device="cpu").save(str(tmp_path / "nli"))
+    with pytest.raises(UserError, match="3 outputs per pair"):
+        load_teacher(str(tmp_path / "nli"), device="cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="without a model"):
+        load_teacher(str(tmp_path / "empty"), device="cpu")
+    with pytest.raises(UserError, match="unknown"):
+        load_teacher(minilm_path(), kind="ranker")
+
+
+def test_beir_without_train_qrels_is_a_clear_error(tmp_path):
+    from tests.conftest import make_beir_slice
+
+    beir = load_beir(make_beir_slice(tmp_path / "b", 20, split="test"))
+    with pytest.raises(UserError, match="no qrels/train.tsv"):
+        beir.require("train")
+    with pytest.raises(UserError, match="not a BEIR folder"):
+        load_beir(tmp_path / "nothing")

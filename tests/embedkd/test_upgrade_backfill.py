@@ -1,0 +1,63 @@
+"""Backfill: resumable re-embedding into a staging index, then one atomic switch (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embedkd.upgrade.backfill import backfill, staging_name
+from indexer.build import add_documents, build_index
+from indexer.catalog import get_index
+from indexer.corpus import Doc, ListSource, read_corpus
+from indexer.errors import Conflict
+from indexer.search import Searcher
+
+from .test_upgrade_fit import HashEncoder, _corpus
+
+
+class Flaky:
+    """Wraps an encoder and fails on its n-th call (a killed job)."""
+
+    def __init__(self, inner, fail_at: int) -> None:
+        self.inner, self.record, self.calls, self.fail_at = inner, inner.record, 0, fail_at
+
+    def __call__(self, texts):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("killed")
+        return self.inner(texts)
+
+
+def test_backfill_resumes_and_switches(catalog, tmp_path):
+    path = _corpus(tmp_path, 40)
+    v1 = HashEncoder(32, 1)
+    build_index(catalog, "idx", v1, read_corpus(path), progress=False)
+    v2 = HashEncoder(32, 5, drift=np.eye(32, 48))
+    with pytest.raises(RuntimeError):
+        backfill(catalog, "idx", Flaky(v2, 3), read_corpus(path), chunk_size=10)
+    with catalog.session() as s:  # searches still see v1 while the backfill is unfinished
+        assert get_index(s, "idx").dimension == 32
+    out = backfill(catalog, "idx", v2, read_corpus(path), chunk_size=10)
+    assert out["switched"] and out["built"]["resumed_from"] == 20
+    with catalog.session() as s:
+        row = get_index(s, "idx")
+        assert (row.dimension, row.model.fingerprint, row.count) == (48, v2.record.fingerprint, 40)
+        assert s.query(type(row)).filter_by(name=staging_name("idx")).count() == 0
+    text = "w3 w4 w5 w6"
+    hits = Searcher(catalog).search_vectors("idx", v2([text]), k=3, source_fingerprint=v2.record.fingerprint)
+    assert len(hits[0]) == 3
+    with pytest.raises(Conflict, match="already holds"):
+        backfill(catalog, "idx", v2, read_corpus(path))
+
+
+def test_switch_refuses_when_index_changed_meanwhile(catalog, tmp_path):
+    path = _corpus(tmp_path, 20)
+    v1 = HashEncoder(32, 1)
+    v2 = HashEncoder(32, 5, drift=np.eye(32, 48))
+    build_index(catalog, "idx", v1, read_corpus(path), progress=False)
+    build_index(catalog, staging_name("idx"), v2, read_corpus(path), progress=False)  # backfill's build done
+    add_documents(catalog, "idx", v1, ListSource([Doc("late", "w1 w2 w3")]), progress=False)
+    with pytest.raises(Conflict, match="changed during the backfill"):
+        backfill(catalog, "idx", v2, read_corpus(path))
+    with catalog.session() as s:
+        assert get_index(s, "idx").model.fingerprint == v1.record.fingerprint

@@ -1,0 +1,89 @@
+"""The HTTP service over a real socket: the same results as the library, 4xx with one line on bad input."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+
+from indexer.build import build_index
+from indexer.corpus import ListSource, read_corpus
+from indexer.search import Searcher
+from indexer.service import create_app
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(sqlite_catalog, minilm, beir_small):
+    docs = list(read_corpus(beir_small))[:25]
+    build_index(sqlite_catalog, "web", minilm, ListSource(docs), progress=False)
+    searcher = Searcher(sqlite_catalog, lambda _s: minilm)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(searcher), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", searcher, docs
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_http_endpoints(server):
+    base, searcher, docs = server
+    with httpx.Client(base_url=base, timeout=30) as c:
+        assert c.get("/health").json() == {"status": "ok", "indexes": 1}
+        (row,) = c.get("/indexes").json()["indexes"]
+        assert row["name"] == "web" and row["count"] == 25 and row["dimension"] == 384
+        r = c.post("/search", json={"index": "web", "query": docs[4].content, "k": 5})
+        assert r.status_code == 200
+        got = r.json()["results"]
+        want = [h.as_dict() for h in searcher.search("web", [docs[4].content], k=5)[0]]
+        assert [g["id"] for g in got] == [w["id"] for w in want] and got[0]["id"] == docs[4].id
+        assert abs(got[0]["score"] - want[0]["score"]) < 1e-5
+        assert c.get("/search", params={"index": "web", "q": docs[4].content, "k": 2}).json()["results"][0]["id"] == docs[4].id
+        item = c.get(f"/items/{docs[4].id}", params={"index": "web"}).json()
+        assert item["id"] == docs[4].id and item["info"]["title"]
+        assert "/search" in c.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize(
+    "body,status,needle",
+    [
+        ({"index": "web", "query": "", "k": 3}, 400, "empty"),
+        ({"index": "web", "query": "x", "k": 0}, 400, "positive"),
+        ({"index": "web", "query": "x", "k": 10**6}, 400, "too large"),
+        ({"index": "nope", "query": "x", "k": 3}, 404, "no index named"),
+        ({"index": "web", "query": "x", "k": 3, "query_model": "/no/such/model"}, 400, "does not exist"),
+    ],
+)
+def test_http_bad_input(server, body, status, needle):
+    base, searcher, _ = server
+    searcher._encoder_for = _loader_failing_for_other(searcher._encoder_for)
+    r = httpx.post(f"{base}/search", json=body, timeout=30)
+    assert r.status_code == status and needle in r.json()["detail"]
+    assert "\n" not in r.json()["detail"]
+
+
+def _loader_failing_for_other(load):
+    from embedkd.text_encoder import load_text_encoder
+
+    def wrapped(source):
+        return load_text_encoder(source) if source.startswith("/no/") else load(source)
+
+    return wrapped
+
+
+def test_unknown_item_is_404(server):
+    base, _, _ = server
+    assert httpx.get(f"{base}/items/none", params={"index": "web"}, timeout=30).status_code == 404

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from indexer.errors import UserError
+from reid.data import read_market
+from reid.evaluation import extract_features
+from reid.model import load_model
+from reid.training import TrainOptions, train_reid
+from .reid_testdata import ATTRIBUTES
+
+TINY = dict(epochs=1, p=4, k=2, height=64, width=32, eval_every=0)
+
+
+def test_training_writes_model_log_and_checkpoint(trained_model):
+    meta = json.loads((trained_model / "reid_model.json").read_text())
+    assert meta["spec"]["height"] == 64 and meta["spec"]["backbone"] == "mobilenetv2_100"
+    assert meta["info"]["summary"]["steps"] >= 1
+    assert meta["info"]["summary"]["weights"].startswith("package:")
+    log = [json.loads(line) for line in (trained_model / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["epoch"] == 1 and log[0]["id"] > 0 and log[0]["metric"] >= 0
+    assert (trained_model / "checkpoint.pt").is_file()
+
+
+def test_rerun_resumes_without_more_steps(trained_model, market_slice):
+    before = json.loads((trained_model / "reid_model.json").read_text())["info"]["summary"]["steps"]
+    summary = train_reid(market_slice, trained_model, TrainOptions(**TINY), quiet=True)
+    assert summary["steps"] == before
+    with pytest.raises(UserError, match="other options"):
+        train_reid(market_slice, trained_model, TrainOptions(**{**TINY, "lr": 1e-3}), quiet=True)
+
+
+def test_distillation_with_attributes_alternates(trained_model, market_slice, tmp_path):
+    out = tmp_path / "student"
+    summary = train_reid(
+        market_slice, out, TrainOptions(**{**TINY, "eval_every": 1}, teacher=str(trained_model),
+                                        attributes=str(ATTRIBUTES)), quiet=True
+    )
+    assert summary["teacher"] == str(trained_model) and summary["lq_prob"] == 0.5
+    assert summary["steps"] >= 2
+    assert {"rank1", "mAP", "lq_rank1", "lq_mAP"} <= set(summary)
+    log = json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
+    assert {"kd_feat", "kd_rel", "attr"} <= set(log)  # both RLQ parts ran, on alternating steps
+    # the student started from the teacher and moved away from it
+    teacher, _ = load_model(trained_model)
+    student, _ = load_model(out)
+    paths = [s.path for s in read_market(market_slice).query[:4]]
+    t, s = extract_features(teacher, paths), extract_features(student, paths)
+    assert not np.allclose(t, s)
+    assert float((t * s).sum(axis=1).mean()) > 0.5
+
+
+def test_lq_queries_change_features(trained_model, market_slice):
+    model, _ = load_model(trained_model)
+    paths = [s.path for s in read_market(market_slice).query[:3]]
+    clean, lq = extract_features(model, paths), extract_features(model, paths, lq=True)
+    assert clean.shape == lq.shape == (3, 1280)
+    np.testing.assert_allclose(np.linalg.norm(clean, axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(clean, lq)
+    np.testing.assert_array_equal(lq, extract_features(model, paths, lq=True))  # fixed protocol
+
+
+def test_bad_images_are_user_errors(market_slice, tmp_path):
+    root = tmp_path / "m"
+    shutil.copytree(market_slice, root)
+    Image.new("RGB", (8, 10)).save(root / "bounding_box_train" / "0002_c1s1_999999_01.jpg")
+    with pytest.raises(UserError, match="at least 16 px"):
+        train_reid(root, tmp_path / "out", TrainOptions(**TINY), quiet=True)
+    (root / "bounding_box_train" / "0002_c1s1_999999_01.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(UserError, match="cannot read image"):
+        train_reid(root, tmp_path / "out2", TrainOptions(**TINY), quiet=True)
+
+
+def test_bad_options(market_slice, tmp_path):
+    with pytest.raises(UserError, match="not a ReID model folder"):
+        train_reid(market_slice, tmp_path / "o", TrainOptions(**TINY, teacher=str(tmp_path)), quiet=True)
+    with pytest.raises(UserError, match="lq-prob"):
+        train_reid(market_slice, tmp_path / "o", TrainOptions(**TINY, lq_prob=2.0), quiet=True)
+    with pytest.raises(UserError, match="identities"):
+        train_reid(market_slice, tmp_path / "o", TrainOptions(**{**TINY, "p": 50}), quiet=True)

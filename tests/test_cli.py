@@ -1,0 +1,63 @@
+"""The fixed command-line contracts of DESIGN.md, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import minilm_path
+
+
+def run(home, *args, check=True):
+    env = {**os.environ, "EMBEDKD_HOME": str(home)}
+    proc = subprocess.run([sys.executable, "-m", "embedkd.cli.main", *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stderr)
+    return proc
+
+
+def last_json(proc) -> dict:
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, beir_small):
+    h = tmp_path_factory.mktemp("home")
+    run(h, "index", "build", "--index", "sf", "--model", minilm_path(), "--corpus", str(beir_small), "--json")
+    return h
+
+
+def test_build_search_eval_json(home, beir_small):
+    res = last_json(run(home, "index", "search", "--index", "sf", "--query", "heart attack risk", "-k", "3", "--json"))
+    assert len(res["results"]) == 3 and set(res["results"][0]) == {"id", "score"}
+    scores = [r["score"] for r in res["results"]]
+    assert scores == sorted(scores, reverse=True)
+    ev = last_json(run(home, "eval", "retrieval", "--data", str(beir_small), "--index", "sf", "--json"))
+    assert set(ev) == {"ndcg@10", "recall@100", "mrr@10", "queries"} and ev["queries"] > 0
+    by_model = last_json(run(home, "eval", "retrieval", "--data", str(beir_small), "--model", minilm_path(), "--json"))
+    assert abs(by_model["ndcg@10"] - ev["ndcg@10"]) < 0.005
+    listed = last_json(run(home, "index", "list", "--json"))
+    assert listed["indexes"][0]["name"] == "sf"
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["index", "search", "--index", "nope", "--query", "x"], "no index named"),
+        (["index", "search", "--index", "sf", "--query", "  "], "empty"),
+        (["index", "search", "--index", "sf", "--query", "x", "-k", "0"], "positive"),
+        (["index", "build", "--index", "sf2", "--model", "/no/such/model", "--corpus", "/no/such/corpus"], "corpus not found"),
+        (["eval", "retrieval", "--data", "/tmp", "--index", "sf"], "not a BEIR folder"),
+        (["index", "frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_one_line(home, args, needle):
+    proc = run(home, *args, check=False)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
