@@ -14,8 +14,9 @@ from indexer.service import create_app
 __all__ = ["build_app"]
 
 
-def build_app(catalog: Catalog, encoder_for: Callable[[str], Encoder], preload: list[str] | None = None) -> FastAPI:
-    searcher = Searcher(catalog, encoder_for)
+def build_app(catalog: Catalog, encoder_for: Callable[[str], Encoder], preload: list[str] | None = None,
+              use_gpu: bool = False) -> FastAPI:
+    searcher = Searcher(catalog, encoder_for, use_gpu=use_gpu)
     for name in preload or []:
         searcher.search(name, ["warm-up"], k=1)  # loads the index and its model once, before traffic
     return create_app(searcher)

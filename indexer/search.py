@@ -59,8 +59,10 @@ def check_k(k: int) -> int:
 
 
 class Searcher:
-    def __init__(self, catalog: Catalog, encoder_for: Callable[[str], Encoder] | None = None) -> None:
+    def __init__(self, catalog: Catalog, encoder_for: Callable[[str], Encoder] | None = None,
+                 use_gpu: bool = False) -> None:
         self.catalog = catalog
+        self.use_gpu = use_gpu
         self._encoder_for = encoder_for
         self._encoders: dict[str, Encoder] = {}
         self._indexes: dict[str, _Loaded] = {}
@@ -80,10 +82,15 @@ class Searcher:
             row = get_index(s, name)
             gen, file, checksum = row.generation, row.file, row.checksum
             meta = (row.model.fingerprint, row.model.source, row.dimension, row.id, row.count)
+            factory, metric = row.factory, row.metric
         with self._lock:
             cached = self._indexes.get(name)
             if cached is None or cached.generation != gen or cached.index_id != meta[3]:
                 index = store.read_index(self.catalog.settings.index_dir / name / file, checksum)
+                if self.use_gpu:
+                    from .gpu import to_gpu
+
+                    index = to_gpu(index, factory, metric)
                 cached = _Loaded(gen, index, *meta)
                 self._indexes[name] = cached
             return cached

@@ -61,3 +61,28 @@ def test_bad_input_exits_nonzero_with_one_line(home, args, needle):
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_postgres_catalog_needs_migration_then_builds(tmp_path, pg_url, beir_small):
+    import os as _os
+
+    small = tmp_path / "c.jsonl"
+    small.write_text("\n".join((beir_small / "corpus.jsonl").read_text().splitlines()[:6]) + "\n")
+    env_url = pg_url
+
+    def pg(*args, check=True):
+        env = {**_os.environ, "EMBEDKD_HOME": str(tmp_path / "h"), "EMBEDKD_DATABASE_URL": env_url}
+        proc = subprocess.run([sys.executable, "-m", "embedkd.cli.main", *args], env=env, capture_output=True,
+                              text=True, timeout=600)
+        if check and proc.returncode != 0:
+            raise AssertionError(proc.stderr)
+        return proc
+
+    refused = pg("index", "list", check=False)
+    assert refused.returncode != 0 and "embedkd db upgrade" in refused.stderr
+    assert last_json(pg("db", "upgrade", "--json"))["revision"]
+    built = last_json(pg("index", "build", "--index", "pg", "--model", minilm_path(), "--corpus", str(small), "--json"))
+    assert built["count"] == 6
+    first = json.loads(small.read_text().splitlines()[0])
+    hits = last_json(pg("index", "search", "--index", "pg", "--query", first["title"], "-k", "1", "--json"))
+    assert hits["results"][0]["id"] == first["_id"]

@@ -15,6 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--preload", action="append", default=[], metavar="INDEX",
                    help="load this index and its model at start (repeatable)")
+    p.add_argument("--gpu", action="store_true", help="search on the GPU (FAISS GPU, or exact torch search for Flat)")
     add_encoder_options(p)
     p.set_defaults(handler=_serve)
 
@@ -24,6 +25,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     from embedkd.serve_app import build_app
 
-    app = build_app(catalog_from_env(), text_encoder_loader(args), preload=args.preload)
+    app = build_app(catalog_from_env(), text_encoder_loader(args), preload=args.preload, use_gpu=args.gpu)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

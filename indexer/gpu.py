@@ -1,0 +1,63 @@
+"""GPU search where present: FAISS GPU when the installed FAISS has it, else exact search in torch.
+
+FAISS GPU wheels need CUDA 12 cuBLAS; where they are missing, an exact (Flat) index is copied to the
+GPU as a torch matrix and searched with one matmul + top-k. Torch is imported only here, on demand.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+__all__ = ["gpu_available", "to_gpu"]
+
+
+def _faiss_gpus() -> int:
+    return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
+
+
+def gpu_available() -> bool:
+    if _faiss_gpus() > 0:
+        return True
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+class TorchExactIndex:
+    """Exact inner-product or L2 search of an IDMap2+Flat index's vectors on a CUDA device."""
+
+    def __init__(self, index: faiss.Index, metric: str, device: str = "cuda") -> None:
+        import torch
+
+        inner = faiss.downcast_index(index.index)
+        vectors = faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d).reshape(inner.ntotal, inner.d)
+        self._torch = torch
+        self.ids = torch.as_tensor(faiss.vector_to_array(index.id_map).astype(np.int64), device=device)
+        self.xb = torch.as_tensor(np.array(vectors), device=device, dtype=torch.float32)
+        self.metric = metric
+        self.d = inner.d
+        self.ntotal = inner.ntotal
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        torch = self._torch
+        xq = torch.as_tensor(q, device=self.xb.device, dtype=torch.float32)
+        scores = xq @ self.xb.T
+        if self.metric == "l2":  # ||q - x||^2 = |q|^2 - 2 q.x + |x|^2, smaller is better
+            scores = -((xq * xq).sum(1, keepdim=True) - 2 * scores + (self.xb * self.xb).sum(1)[None, :])
+        top, pos = scores.topk(min(k, self.ntotal), dim=1)
+        if self.metric == "l2":
+            top = -top
+        return top.cpu().numpy(), self.ids[pos].cpu().numpy()
+
+
+def to_gpu(index: faiss.Index, factory: str, metric: str):
+    """A GPU copy of `index` for searching, or the index itself where no GPU path applies."""
+    if _faiss_gpus() > 0:
+        return faiss.index_cpu_to_all_gpus(index)
+    if factory.strip().lower() == "flat" and gpu_available():
+        return TorchExactIndex(index, metric)
+    return index
