@@ -7,7 +7,6 @@ from typing import Any
 import faiss
 import numpy as np
 
-from indexer.context import Catalog
 from indexer.encoder import Encoder
 from indexer.search import Searcher
 

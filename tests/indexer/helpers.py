@@ -14,7 +14,9 @@ def snapshot(catalog) -> dict:
     with catalog.session() as s:
         rows = {
             "models": sorted((m.fingerprint, m.dimension) for m in s.scalars(select(EmbeddingModel))),
-            "indexes": sorted((i.name, i.count, i.generation, i.file, i.checksum, i.next_id) for i in s.scalars(select(Index))),
+            "indexes": sorted(
+                (i.name, i.count, i.generation, i.file, i.checksum, i.next_id) for i in s.scalars(select(Index))
+            ),
             "items": sorted((i.index_id, i.external_id, i.faiss_id, i.content_hash) for i in s.scalars(select(Item))),
             "adapters": sorted((a.id, a.active) for a in s.scalars(select(Adapter))),
             "done_jobs": sorted(j.id for j in s.scalars(select(Job).where(Job.state == "done"))),
