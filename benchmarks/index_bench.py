@@ -58,8 +58,8 @@ def child_embedkd(corpus: Path, n: int, precision: str) -> dict:
 
     from embedkd.text_encoder import load_text_encoder
     from indexer.build import build_index
-    from indexer.corpus import ListSource
     from indexer.context import open_catalog
+    from indexer.corpus import ListSource
     from indexer.settings import load_settings
 
     torch.set_flush_denormal(True)
@@ -89,7 +89,6 @@ def search_latency(corpus: Path, n: int, queries: list[str], repeats: int) -> di
     import threading
 
     import httpx
-    import numpy as np
     import torch
     import uvicorn
 
@@ -117,23 +116,29 @@ def search_latency(corpus: Path, n: int, queries: list[str], repeats: int) -> di
     threading.Thread(target=srv.run, daemon=True).start()
     while not srv.started:
         time.sleep(0.05)
-    raw, lib, http, enc = [], [], [], []
+    raw, vec, lib, http, enc = [], [], [], [], []
+
+    def timed(out: list, fn) -> None:
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         client.post("/search", json={"index": "lat", "query": "warm up", "k": 10})
         for _ in range(repeats):
             for i, q in enumerate(queries):  # interleaved so load changes hit all paths alike
-                t = time.perf_counter(); index.search(qv[i : i + 1], 10); raw.append(time.perf_counter() - t)
-                t = time.perf_counter(); encoder([q]); enc.append(time.perf_counter() - t)
-                t = time.perf_counter(); searcher.search("lat", [q], k=10); lib.append(time.perf_counter() - t)
-                t = time.perf_counter(); client.post("/search", json={"index": "lat", "query": q, "k": 10})
-                http.append(time.perf_counter() - t)
+                timed(raw, lambda: index.search(qv[i : i + 1], 10))
+                timed(vec, lambda: searcher.search_vectors("lat", qv[i : i + 1], k=10))
+                timed(enc, lambda: encoder([q]))
+                timed(lib, lambda: searcher.search("lat", [q], k=10))
+                timed(http, lambda: client.post("/search", json={"index": "lat", "query": q, "k": 10}))
     srv.should_exit = True
     ms = lambda xs: {"p50_ms": 1000 * statistics.median(xs), "p99_ms": 1000 * _pct(xs, 0.99)}  # noqa: E731
-    out = {"raw_faiss_vector": ms(raw), "query_encoding": ms(enc), "library_text": ms(lib), "http_text": ms(http),
-           "queries": len(raw), "index_size": n}
+    out = {"raw_faiss_vector": ms(raw), "library_vector": ms(vec), "query_encoding": ms(enc),
+           "library_text": ms(lib), "http_text": ms(http), "queries": len(raw), "index_size": n}
+    out["library_vector_minus_raw_p50_ms"] = out["library_vector"]["p50_ms"] - out["raw_faiss_vector"]["p50_ms"]
     out["http_minus_library_p50_ms"] = out["http_text"]["p50_ms"] - out["library_text"]["p50_ms"]
     out["library_minus_encoding_p50_ms"] = out["library_text"]["p50_ms"] - out["query_encoding"]["p50_ms"]
-    del np
     return out
 
 
@@ -146,6 +151,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--out", default=None)
     ap.add_argument("--child", default=None)
+    ap.add_argument("--repeats", type=int, default=3, help="passes over the queries for latency")
+    ap.add_argument("--latency-only", action="store_true", help="skip the build comparison")
     args = ap.parse_args()
     corpus = Path(args.corpus)
     if args.child:
@@ -154,7 +161,7 @@ def main() -> None:
         print(json.dumps(res))
         return
     rounds = []
-    for r in range(args.rounds):
+    for r in range(0 if args.latency_only else args.rounds):
         base = run_child("baseline", corpus, args.docs)
         ours = run_child("embedkd", corpus, args.docs, args.precision)
         rounds.append({"baseline": base, "embedkd": ours, "speedup": ours["docs_per_s"] / base["docs_per_s"]})
@@ -163,13 +170,13 @@ def main() -> None:
     from embedkd.evaluation.beir import load_queries
 
     queries = list(load_queries(corpus / "queries.jsonl").values())[: args.queries]
-    latency = search_latency(corpus, args.docs, queries, repeats=1)
+    latency = search_latency(corpus, args.docs, queries, repeats=args.repeats)
     result = {
         "command": " ".join([Path(sys.executable).name, "benchmarks/index_bench.py", *sys.argv[1:]]),
         "cpu_count": os.cpu_count(),
         "docs": args.docs,
         "build_rounds": rounds,
-        "build_speedup_median": statistics.median(r["speedup"] for r in rounds),
+        "build_speedup_median": statistics.median(r["speedup"] for r in rounds) if rounds else None,
         "search": latency,
     }
     print(json.dumps(result, indent=2))
