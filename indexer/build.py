@@ -106,6 +106,17 @@ def _chunks(docs: list[Doc], size: int, start: int) -> Iterator[tuple[int, list[
         yield item
 
 
+def _encode_sorted(encoder: Encoder, contents: list[Any], bar, step: int = 512) -> np.ndarray:
+    """Encode in length order (batches pad little) in steps that move the progress bar; input order out."""
+    order = np.argsort([len(c) if isinstance(c, str) else 0 for c in contents], kind="stable")
+    out = np.empty((len(contents), encoder.record.dimension), np.float32)
+    for start in range(0, len(order), step):
+        idx = order[start : start + step]
+        out[idx] = check_embeddings(encoder([contents[i] for i in idx]), len(idx), encoder.record)
+        bar.update(len(idx))
+    return out
+
+
 def _encode_job(catalog: Catalog, job: Job, encoder: Encoder, docs: list[Doc], chunk: int, progress: bool) -> np.ndarray:
     """Encode all chunks not yet checkpointed; return every chunk's vectors in order."""
     folder = jobs.job_dir(catalog, job.id)
@@ -116,13 +127,12 @@ def _encode_job(catalog: Catalog, job: Job, encoder: Encoder, docs: list[Doc], c
                desc=f"encode {job.target}", leave=False)
     try:
         for k, part in _chunks(docs, chunk, done):
-            vectors = check_embeddings(encoder([d.content for d in part]), len(part), encoder.record)
+            vectors = _encode_sorted(encoder, [d.content for d in part], bar)
             tmp = folder / f"part-{k:06d}.tmp.npy"
             np.save(tmp, vectors)
             tmp.replace(folder / f"part-{k:06d}.npy")
             jobs.update_progress(catalog, job.id, min((k + 1) * chunk, len(docs)), {"chunks_done": k + 1},
                                  time.perf_counter() - started)
-            bar.update(len(part))
     finally:
         bar.close()
     n_chunks = (len(docs) + chunk - 1) // chunk
