@@ -19,4 +19,8 @@ def build_app(catalog: Catalog, encoder_for: Callable[[str], Encoder], preload: 
     searcher = Searcher(catalog, encoder_for, use_gpu=use_gpu)
     for name in preload or []:
         searcher.search(name, ["warm-up"], k=1)  # loads the index and its model once, before traffic
-    return create_app(searcher)
+    app = create_app(searcher)
+    from reid.http import gallery_router
+
+    app.include_router(gallery_router(catalog))
+    return app

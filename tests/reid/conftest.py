@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from .reid_testdata import MARKET, make_slice
 
 

@@ -5,6 +5,7 @@ import torch
 
 from reid.attributes import ATTRIBUTE_TASKS, IGNORE, attribute_targets, load_attributes
 from reid.losses import CenterLoss, MetricLoss, attribute_loss, feature_distillation, relation_distillation
+
 from .reid_testdata import ATTRIBUTES
 
 

@@ -36,7 +36,8 @@ def test_same_camera_match_is_excluded():
 
 
 def test_cmc_is_padded_when_gallery_is_short():
-    cmc, _ = evaluate_rank(np.array([[0.2, 0.1]]), np.array([1]), np.array([1, 2]), np.array([1]), np.array([2, 2]), max_rank=4)
+    one = np.array([1])
+    cmc, _ = evaluate_rank(np.array([[0.2, 0.1]]), one, np.array([1, 2]), one, np.array([2, 2]), max_rank=4)
     np.testing.assert_allclose(cmc, [0.0, 1.0, 1.0, 1.0])
 
 

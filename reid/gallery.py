@@ -1,0 +1,239 @@
+"""ReID galleries in the `indexer`: build, add, remove, query by image, and upgrade the model through
+an adapter without re-extracting the gallery.
+
+A gallery is an ordinary index whose model is a ReID model folder (its record's `source`) and whose
+documents are crops: id = file stem, content = `ImageRef` (path + sha256 of the bytes, so re-adding a
+changed crop re-embeds it), info = {"path", "file", "pid", "camid"} (ids parsed from Market-style
+names when present). All images are read and checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexer.catalog import get_index
+from indexer.context import Catalog
+from indexer.corpus import Doc
+from indexer.errors import Conflict, UserError
+
+from .data import IMAGE_SUFFIXES, parse_market_name
+from .encoder import ImageEncoder, ImageRef, file_sha256, load_image_encoder
+from .transforms import load_image
+
+__all__ = [
+    "GallerySource",
+    "build_gallery",
+    "add_to_gallery",
+    "remove_from_gallery",
+    "query_gallery",
+    "upgrade_gallery",
+]
+
+
+def _image_files(paths: Sequence[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise UserError(f"{p} does not exist; pass image files or folders of images")
+    if not files:
+        raise UserError(f"no .jpg/.jpeg/.png images in {', '.join(map(str, paths))}")
+    return files
+
+
+class GallerySource:
+    """A DocSource of crops from files and folders; every image is opened and checked here."""
+
+    def __init__(self, paths: Sequence[str | Path]) -> None:
+        self.docs: list[Doc] = []
+        h = hashlib.sha256()
+        for f in _image_files(paths):
+            load_image(f)  # unreadable or tiny -> UserError before any write
+            digest = file_sha256(f)
+            info: dict[str, Any] = {"path": str(f.resolve()), "file": f.name}
+            parsed = parse_market_name(f.name)
+            if parsed is not None:
+                info["pid"], info["camid"] = parsed
+            self.docs.append(Doc(id=f.stem, content=ImageRef(str(f.resolve()), digest), info=info))
+            h.update(f"{f.stem}\x00{digest}\x01".encode())
+        self.fingerprint = h.hexdigest()
+
+    def __iter__(self) -> Iterator[Doc]:
+        return iter(self.docs)
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+
+def build_gallery(catalog: Catalog, name: str, model_dir: str | Path, images: Sequence[str | Path],
+                  factory: str = "Flat", progress: bool = False) -> dict[str, Any]:
+    """Embed the crops with the model and write a new gallery index `name` (cosine / inner product)."""
+    from indexer.build import build_index
+
+    docs = GallerySource(images)
+    encoder = load_image_encoder(model_dir)
+    out = build_index(catalog, name, encoder, docs, factory=factory, metric="ip", progress=progress)
+    return {**out, "model_source": encoder.record.source, "dimension": encoder.record.dimension}
+
+
+def _index_model(catalog: Catalog, name: str) -> tuple[str, int, str]:
+    with catalog.session() as s:
+        row = get_index(s, name)
+        return row.model.source, row.dimension, row.model.fingerprint
+
+
+def add_to_gallery(catalog: Catalog, name: str, images: Sequence[str | Path], progress: bool = False) -> dict[str, Any]:
+    """Add crops (or re-embed changed ones) with the gallery's own model."""
+    from indexer.build import add_documents
+
+    docs = GallerySource(images)
+    source, _, _ = _index_model(catalog, name)
+    return add_documents(catalog, name, load_image_encoder(source), docs, progress=progress)
+
+
+def remove_from_gallery(catalog: Catalog, name: str, ids: Sequence[str]) -> dict[str, Any]:
+    """Remove crops by id (file stem); an unknown id removes nothing and is an error."""
+    from indexer.build import delete_items
+
+    return delete_items(catalog, name, list(ids))
+
+
+def query_gallery(catalog: Catalog, name: str, images: Sequence[Any], k: int = 10,
+                  model_dir: str | Path | None = None, lq: bool = False, searcher=None) -> list[list[dict[str, Any]]]:
+    """Top-k gallery crops for each query image (path, PIL image or bytes). With `model_dir` other
+    than the gallery's model, queries go through the gallery's registered adapter into its space.
+    A long-lived caller (HTTP) passes its own `indexer.search.Searcher` to keep models loaded."""
+    from indexer.search import Searcher
+
+    _, dim, fingerprint = _index_model(catalog, name)
+    if searcher is None:
+        searcher = Searcher(catalog, encoder_for=lambda src: load_image_encoder(src, lq=lq))
+    query_model = None
+    if model_dir is not None:
+        src = str(Path(model_dir).expanduser().resolve())
+        query_enc = searcher.encoder(src)
+        if query_enc.record.fingerprint != fingerprint:
+            query_model = src
+            _check_adapter_or_dimension(catalog, name, query_enc, dim)
+    hits = searcher.search(name, list(images), k=k, query_model=query_model)
+    return [[{"id": h.id, "score": h.score, **(h.info or {})} for h in row] for row in hits]
+
+
+def _check_adapter_or_dimension(catalog: Catalog, name: str, encoder: ImageEncoder, dim: int) -> None:
+    from indexer.catalog import active_adapter
+    from indexer.errors import NotFound
+
+    try:
+        with catalog.session() as s:
+            active_adapter(s, get_index(s, name), encoder.record.fingerprint)
+    except NotFound:
+        if encoder.record.dimension != dim:
+            raise Conflict(
+                f"model {encoder.record.source} makes {encoder.record.dimension}-d vectors but gallery {name!r} "
+                f"holds {dim}-d vectors; query with the gallery's model or fit an adapter with "
+                "`embedkd reid gallery upgrade`"
+            ) from None
+        raise NotFound(
+            f"gallery {name!r} was built with another model and {encoder.record.source} has no adapter into its "
+            f"space; run `embedkd reid gallery upgrade --gallery {name} --model {encoder.record.source}` "
+            "or query with the gallery's own model"
+        ) from None
+
+
+def upgrade_gallery(catalog: Catalog, name: str, model_dir: str | Path, sample: int = 2000,
+                    holdout: float = 0.25, seed: int = 0, check: str = "lq") -> dict[str, Any]:
+    """Fit a v2 -> v1 adapter for the gallery from a sample of its crops and register it, if it passes
+    the gate; the gallery's stored vectors are not touched.
+
+    Fit: QDC mean shift (same dimension), and orthogonal Procrustes and ridge affine maps when there
+    are at least as many pairs as dimensions (embedkd.upgrade.linear), on crops of 1 - holdout of the
+    identities; the one with the highest held-out mean cosine to v1 is kept. Gate: held-out crops
+    are used as queries against the stored v1 vectors (Market protocol: same person and camera
+    excluded); the adapted v2 queries' rank-1 must be at least the v1 queries' rank-1, with queries
+    degraded by the `--lq` protocol (`check="lq"`, what a robust model upgrade is for) or clean
+    (`check="clean"`). Both figures are reported; when the gate refuses, nothing is registered and a
+    UserError says why. Needs Market-style names (person ids) on the gallery crops.
+    """
+    from embedkd.upgrade.linear import fit_affine, fit_mean_shift, fit_procrustes, mean_cosine
+    from embedkd.upgrade.register import register_adapter
+    from indexer import store
+    from indexer.models import Item
+
+    from .metrics import evaluate_rank
+
+    if check not in ("lq", "clean"):
+        raise UserError(f"check must be lq or clean, got {check!r}")
+    source, dim, fingerprint = _index_model(catalog, name)
+    v2 = load_image_encoder(model_dir)
+    if v2.record.fingerprint == fingerprint:
+        raise Conflict(f"gallery {name!r} already uses this model; no adapter is needed")
+    with catalog.session() as s:
+        index = get_index(s, name)
+        rows = s.query(Item).filter(Item.index_id == index.id).order_by(Item.faiss_id).all()
+        items = [(r.external_id, r.faiss_id, dict(r.info or {})) for r in rows]
+        factory, file, checksum = index.factory, index.file, index.checksum
+    items = [it for it in items if "pid" in it[2] and "path" in it[2]]
+    rng = np.random.default_rng(seed)
+    if len(items) > sample:
+        items = [items[i] for i in sorted(rng.choice(len(items), size=sample, replace=False))]
+    pids = np.array([it[2]["pid"] for it in items])
+    cams = np.array([it[2]["camid"] for it in items])
+    if len(set(pids.tolist())) < 10:
+        raise UserError(f"gallery {name!r} has crops of {len(set(pids.tolist()))} known persons; the adapter's "
+                        "check needs Market-style names (PID_cCAM...) of at least 10 persons")
+    paths = [it[2]["path"] for it in items]
+    if store.stores_exact_vectors(factory):
+        faiss_index = store.read_index(catalog.settings.index_dir / name / file, checksum)
+        y = store.reconstruct(faiss_index, np.array([it[1] for it in items]))
+    else:
+        y = load_image_encoder(source)(paths)
+    x = v2(paths)
+    uniq = np.unique(pids)
+    held_ids = rng.choice(uniq, size=max(2, int(round(holdout * len(uniq)))), replace=False)
+    held = np.isin(pids, held_ids)
+    candidates = {}
+    if x.shape[1] == y.shape[1]:  # QDC's mean drift shift; often best for a fine-tuned model of one family
+        candidates["mean-shift"] = fit_mean_shift(x[~held], y[~held])
+    if not candidates or (~held).sum() >= x.shape[1]:  # a full d x d map needs about d pairs or more
+        candidates["procrustes"] = fit_procrustes(x[~held], y[~held])
+        candidates["affine"] = fit_affine(x[~held], y[~held])
+    scores = {k: mean_cosine(a.apply(x[held]), y[held]) for k, a in candidates.items()}
+    kind = max(scores, key=scores.get)
+    adapter = candidates[kind]
+
+    def rank1(queries: np.ndarray) -> float:
+        q = queries[held] / np.maximum(np.linalg.norm(queries[held], axis=1, keepdims=True), 1e-12)
+        dist = 1.0 - q @ y.T
+        dist[np.arange(len(q)), np.flatnonzero(held)] = np.inf  # a crop never matches itself
+        try:
+            return float(evaluate_rank(dist, pids[held], pids, cams[held], cams, max_rank=1)[0][0])
+        except ValueError:
+            return float("nan")
+
+    held_paths = [p for p, h in zip(paths, held) if h]
+    lq_v1 = np.zeros_like(y)
+    lq_v2 = np.zeros_like(x)
+    lq_v1[held] = load_image_encoder(source, lq=True)(held_paths)
+    lq_v2[held] = load_image_encoder(model_dir, lq=True)(held_paths)
+    figures = {"kind": kind, "heldout_cosine": scores[kind], "rank1_v1": rank1(y),
+               "rank1_adapted": rank1(adapter.apply(x)), "lq_rank1_v1": rank1(lq_v1),
+               "lq_rank1_adapted": rank1(adapter.apply(lq_v2)), "check": check,
+               "pairs": int((~held).sum()), "heldout": int(held.sum())}
+    key = "lq_rank1" if check == "lq" else "rank1"
+    if not figures[f"{key}_adapted"] >= figures[f"{key}_v1"]:
+        raise UserError(
+            f"the {kind} adapter was not registered: adapted {'LQ ' if check == 'lq' else ''}queries reach "
+            f"held-out rank-1 {figures[f'{key}_adapted']:.3f} against {figures[f'{key}_v1']:.3f} for the "
+            f"gallery's own model (clean: {figures['rank1_adapted']:.3f} vs {figures['rank1_v1']:.3f}); "
+            "keep querying with the gallery's model, or rebuild the gallery with the new one"
+        )
+    reg = register_adapter(catalog, name, adapter, v2.record, metrics=figures)
+    return {"gallery": name, **figures, **reg}

@@ -1,0 +1,79 @@
+"""HTTP routes for ReID galleries: query by uploaded crop, upload crops, remove crops.
+
+Mount into the product app with `app.include_router(gallery_router(catalog))`. The router keeps its
+own `Searcher` whose encoders are ReID model folders (loaded once per folder, then cached); errors
+are `indexer.errors.UserError`s, which the product app already turns into 4xx JSON.
+
+Uploaded gallery crops are stored under `EMBEDKD_HOME/galleries/<gallery>/` (the index keeps their
+paths, which `embedkd reid gallery upgrade` reads to fit an adapter).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Query, UploadFile
+
+from indexer.context import Catalog
+from indexer.errors import UserError
+
+__all__ = ["gallery_router", "upload_dir"]
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def upload_dir(catalog: Catalog, gallery: str) -> Path:
+    return catalog.settings.home / "galleries" / _SAFE.sub("_", gallery)
+
+
+def gallery_router(catalog: Catalog) -> APIRouter:
+    from indexer.search import Searcher, check_k
+
+    from .encoder import load_image_encoder
+    from .gallery import add_to_gallery, query_gallery, remove_from_gallery
+
+    router = APIRouter(prefix="/reid/galleries", tags=["reid"])
+    searcher = Searcher(catalog, encoder_for=load_image_encoder)
+
+    @router.post("/{gallery}/query")
+    def query(
+        gallery: str,
+        image: Annotated[UploadFile, File(description="query person crop (JPEG or PNG)")],
+        k: Annotated[int, Query(description="number of results")] = 10,
+        model: Annotated[str | None, Query(description="query model folder (through the gallery's adapter)")] = None,
+    ) -> dict[str, Any]:
+        check_k(k)
+        rows = query_gallery(catalog, gallery, [image.file.read()], k=k, model_dir=model, searcher=searcher)
+        return {"results": rows[0]}
+
+    @router.post("/{gallery}/crops")
+    def add(
+        gallery: str,
+        images: Annotated[list[UploadFile], File(description="crops; the file name (without extension) is the id")],
+    ) -> dict[str, Any]:
+        folder = upload_dir(catalog, gallery)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths, written = [], []
+        try:
+            for upload in images:
+                name = _SAFE.sub("_", Path(upload.filename or "").name)
+                if not name or Path(name).suffix.lower() not in (".jpg", ".jpeg", ".png"):
+                    raise UserError(f"upload {upload.filename!r} needs a .jpg/.jpeg/.png file name (its id)")
+                path = folder / name
+                if not path.exists():
+                    written.append(path)
+                path.write_bytes(upload.file.read())
+                paths.append(path)
+            return add_to_gallery(catalog, gallery, paths)
+        except BaseException:
+            for path in written:  # a refused upload leaves no file behind
+                path.unlink(missing_ok=True)
+            raise
+
+    @router.delete("/{gallery}/crops/{crop_id}")
+    def remove(gallery: str, crop_id: str) -> dict[str, Any]:
+        return remove_from_gallery(catalog, gallery, [crop_id])
+
+    return router

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from embedkd.cli.main import main
+
+
+def _last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_train_and_eval_contracts(market_slice, tmp_path, capsys):
+    out = tmp_path / "model"
+    rc = main(["reid", "train", "--data", str(market_slice), "--out", str(out), "--epochs", "1", "--p", "4",
+               "--k", "2", "--height", "64", "--width", "32", "--eval-every", "0", "--quiet", "--json"])
+    assert rc == 0
+    summary = _last_json(capsys)
+    assert summary["epochs"] == 1 and summary["input_size"] == [64, 32]
+    for lq in ([], ["--lq"]):
+        assert main(["reid", "eval", "--model", str(out), "--data", str(market_slice), "--json", *lq]) == 0
+        result = _last_json(capsys)
+        assert {"rank1", "rank5", "mAP"} <= set(result)
+        assert 0.0 <= result["rank1"] <= result["rank5"] <= 1.0 and 0.0 < result["mAP"] <= 1.0
+        assert result["lq"] == bool(lq)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["reid", "train", "--data", "{tmp}", "--out", "{tmp}/o"], "no training crops"),
+        (["reid", "eval", "--model", "{tmp}", "--data", "{slice}"], "not a ReID model folder"),
+        (["reid", "eval", "--model", "{model}", "--data", "{tmp}"], "query/ and bounding_box_test/"),
+        (["reid", "train", "--data", "{slice}", "--out", "{tmp}/o", "--backbone", "nonet", "--p", "4"],
+         "timm model name"),
+        (["reid", "gallery", "query", "--gallery", "nope", "--image", "x.jpg"], "no index named"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(argv, message, market_slice, trained_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    argv = [a.format(tmp=tmp_path, slice=market_slice, model=trained_model) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_gallery_cli(market_slice, trained_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    assert main(["reid", "gallery", "build", "--gallery", "g", "--model", str(trained_model), "--images",
+                 str(market_slice / "bounding_box_test"), "--json"]) == 0
+    count = _last_json(capsys)["count"]
+    q = sorted((market_slice / "query").iterdir())[0]
+    assert main(["reid", "gallery", "add", "--gallery", "g", "--images", str(q), "--json"]) == 0
+    assert _last_json(capsys)["count"] == count + 1
+    assert main(["reid", "gallery", "query", "--gallery", "g", "--image", str(q), "-k", "2", "--json"]) == 0
+    results = _last_json(capsys)["results"]
+    assert results[0]["id"] == q.stem and len(results) == 2
+    assert main(["reid", "gallery", "remove", "--gallery", "g", q.stem, "--json"]) == 0
+    assert _last_json(capsys)["count"] == count

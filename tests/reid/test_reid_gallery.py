@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from indexer.context import open_catalog
+from indexer.errors import Conflict, UserError
+from indexer.settings import load_settings
+from reid.encoder import load_image_encoder
+from reid.gallery import add_to_gallery, build_gallery, query_gallery, remove_from_gallery, upgrade_gallery
+from reid.model import ModelSpec, build_model, load_model, save_model
+
+from ..indexer.helpers import snapshot
+from .reid_testdata import make_slice
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    cat = open_catalog(load_settings(home=tmp_path / "home"))
+    yield cat
+    cat.close()
+
+
+def test_encoder_record_and_inputs(trained_model, market_slice):
+    enc = load_image_encoder(trained_model)
+    assert enc.record.kind == "image" and enc.record.dimension == 1280 and enc.record.normalized
+    path = sorted((market_slice / "query").iterdir())[0]
+    img = Image.open(path)
+    by_path, by_pil, by_bytes = enc([str(path)]), enc([img]), enc([path.read_bytes()])
+    assert by_path.dtype == np.float32 and by_path.shape == (1, 1280)
+    np.testing.assert_allclose(by_path, by_pil, atol=1e-5)
+    np.testing.assert_allclose(by_path, by_bytes, atol=1e-5)
+    with pytest.raises(UserError, match="not a readable image"):
+        enc([b"garbage"])
+
+
+def test_gallery_build_query_add_remove(trained_model, market_slice, catalog, tmp_path):
+    gallery = market_slice / "bounding_box_test"
+    out = build_gallery(catalog, "people", trained_model, [gallery])
+    n = len(list(gallery.iterdir()))
+    assert out["count"] == n and out["dimension"] == 1280
+    crop = sorted(gallery.iterdir())[3]
+    hits = query_gallery(catalog, "people", [str(crop)], k=3)[0]
+    assert hits[0]["id"] == crop.stem and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert hits[0]["pid"] == int(crop.name[:4]) and len(hits) == 3
+
+    query = sorted((market_slice / "query").iterdir())[0]
+    added = add_to_gallery(catalog, "people", [query])
+    assert added["added"] == 1 and added["count"] == n + 1
+    assert add_to_gallery(catalog, "people", [query])["unchanged"] == 1
+    assert query_gallery(catalog, "people", [query.read_bytes()], k=1)[0][0]["id"] == query.stem
+
+    before = snapshot(catalog)
+    tiny = tmp_path / "0955_c1s1_000001_01.jpg"
+    Image.new("RGB", (10, 12)).save(tiny)
+    with pytest.raises(UserError, match="at least 16 px"):
+        add_to_gallery(catalog, "people", [query, tiny])
+    with pytest.raises(UserError, match="no item with id"):
+        remove_from_gallery(catalog, "people", [query.stem, "nobody"])
+    assert snapshot(catalog) == before
+
+    assert remove_from_gallery(catalog, "people", [query.stem])["count"] == n
+
+
+def test_query_with_a_model_of_another_dimension(trained_model, market_slice, catalog, tmp_path):
+    build_gallery(catalog, "people", trained_model, [market_slice / "bounding_box_test"])
+    other, _ = build_model(ModelSpec(backbone="resnet18", height=64, width=32), pretrained=False)
+    save_model(other.eval(), tmp_path / "r18")
+    before = snapshot(catalog)
+    with pytest.raises(Conflict, match="512-d vectors but gallery 'people' holds 1280-d"):
+        query_gallery(catalog, "people", [sorted((market_slice / "query").iterdir())[0]], model_dir=tmp_path / "r18")
+    assert snapshot(catalog) == before
+
+
+def test_upgrade_registers_an_adapter_and_queries_go_through_it(trained_model, catalog, tmp_path):
+    root = make_slice(tmp_path / "m10", train_ids=(), test_ids=("0955", "0957", "0958", "0961", "0962", "0963",
+                                                                "0967", "0969", "0970", "0971"))
+    build_gallery(catalog, "people", trained_model, [root / "bounding_box_test"])
+    # v2: same embedding directions at twice the scale (a new fingerprint, a known relation)
+    model, _ = load_model(trained_model)
+    with torch.no_grad():
+        model.neck.weight.mul_(2.0)
+    save_model(model, tmp_path / "v2")
+    out = upgrade_gallery(catalog, "people", tmp_path / "v2")
+    assert out["active"] and out["rank1_adapted"] >= out["rank1_v1"]
+    assert out["heldout_cosine"] > 0.99
+    q = [str(p) for p in sorted((root / "query").iterdir())[:3]]
+    old = query_gallery(catalog, "people", q, k=3)
+    new = query_gallery(catalog, "people", q, k=3, model_dir=tmp_path / "v2")
+    assert [[h["id"] for h in row] for row in old] == [[h["id"] for h in row] for row in new]
+    with pytest.raises(Conflict, match="already uses this model"):
+        upgrade_gallery(catalog, "people", trained_model)
+
+
+def test_bad_gallery_input(trained_model, catalog, tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        build_gallery(catalog, "g", trained_model, [tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no .jpg"):
+        build_gallery(catalog, "g", trained_model, [tmp_path / "empty"])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.jpg").write_bytes(b"nope")
+    with pytest.raises(UserError, match="cannot read image"):
+        build_gallery(catalog, "g", trained_model, [bad])
+    assert snapshot(catalog)["indexes"] == []

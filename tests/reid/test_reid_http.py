@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from indexer.context import open_catalog
+from indexer.search import Searcher
+from indexer.service import create_app
+from indexer.settings import load_settings
+from reid.gallery import build_gallery
+from reid.http import gallery_router, upload_dir
+
+
+def test_gallery_routes_query_upload_remove(trained_model, market_slice, tmp_path):
+    catalog = open_catalog(load_settings(home=tmp_path / "home"))
+    try:
+        build_gallery(catalog, "people", trained_model, [market_slice / "bounding_box_test"])
+        app = create_app(Searcher(catalog))
+        app.include_router(gallery_router(catalog))
+        client = TestClient(app)
+        crop = sorted((market_slice / "bounding_box_test").iterdir())[2]
+        r = client.post("/reid/galleries/people/query?k=2", files={"image": (crop.name, crop.read_bytes(), "image/jpeg")})
+        assert r.status_code == 200, r.text
+        assert r.json()["results"][0]["id"] == crop.stem and len(r.json()["results"]) == 2
+
+        q = sorted((market_slice / "query").iterdir())[0]
+        r = client.post("/reid/galleries/people/crops", files=[("images", (q.name, q.read_bytes(), "image/jpeg"))])
+        assert r.status_code == 200, r.text
+        assert r.json()["added"] == 1
+        assert (upload_dir(catalog, "people") / q.name).is_file()
+
+        r = client.post("/reid/galleries/people/crops", files=[("images", ("0001_c1s1_1_01.jpg", b"junk", "image/jpeg"))])
+        assert r.status_code == 400 and "cannot read image" in r.json()["detail"]
+        assert not (upload_dir(catalog, "people") / "0001_c1s1_1_01.jpg").exists()
+
+        r = client.post("/reid/galleries/people/query", files={"image": ("x.jpg", b"junk", "image/jpeg")})
+        assert r.status_code == 400
+        assert client.post("/reid/galleries/nobody/query", files={"image": (crop.name, crop.read_bytes())}).status_code == 404
+
+        assert client.delete(f"/reid/galleries/people/crops/{q.stem}").json()["deleted"] == 1
+        assert client.delete("/reid/galleries/people/crops/nobody").status_code == 400
+    finally:
+        catalog.close()
