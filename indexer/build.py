@@ -175,6 +175,10 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
     all_docs = _scan(docs)
     params = {"corpus": docs.fingerprint, "model": encoder.record.fingerprint, "factory": factory,
               "metric": metric, "chunk": chunk_size}
+    # [upgrade, issue 4] record where the corpus lives: `embedkd upgrade fit` samples the index's own
+    # documents from it (embedkd.upgrade.run.find_corpus) when no --corpus is given.
+    if getattr(docs, "path", None):
+        params["corpus_path"] = str(Path(docs.path).resolve())
 
     def finalize(job: Job, vectors: np.ndarray) -> dict[str, Any]:
         faiss_ids = np.arange(len(all_docs), dtype=np.int64)

@@ -1,4 +1,14 @@
-"""`embedkd upgrade`: placeholder until its issue lands."""
+"""`embedkd upgrade`: fit a query-drift adapter so a new model's queries search an index built by the old.
+
+    embedkd upgrade fit --index NAME --model MODEL [--kind auto|mean-shift|procrustes|affine|low-rank|mlp]
+                        [--corpus PATH] [--sample-docs N] [--queries FILE] [--eval-data BEIR_DIR] [--json]
+    embedkd upgrade report --index NAME --model MODEL --data BEIR_DIR [--out DIR] [--json]
+    embedkd upgrade add --index NAME --model MODEL --corpus PATH [--json]   (new docs into v1's space)
+    embedkd upgrade backfill --index NAME --model MODEL [--corpus PATH] [--json]
+
+`fit` prints the held-out figures and registers the adapter as the index's active one for MODEL; it
+exits 2 with a one-line reason (and registers nothing) when the safety gate refuses.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +16,116 @@ import argparse
 
 from indexer.errors import UserError
 
+from .output import emit
+from .runtime import add_encoder_options, catalog_from_env, text_encoder_loader
+
+__all__ = ["register"]
+
+_KINDS = ("auto", "mean-shift", "procrustes", "affine", "low-rank", "mlp")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("upgrade", help="(not yet available)")
-    p.set_defaults(handler=_run)
+    p = sub.add_parser("upgrade", help="use a new model's queries on an index built by the old model")
+    usub = p.add_subparsers(dest="upgrade_command", required=True, parser_class=type(p))
+
+    f = usub.add_parser("fit", help="fit, check and register a v2 -> v1 query adapter for an index")
+    f.add_argument("--index", required=True, help="index name in the catalog")
+    f.add_argument("--model", required=True, help="the new query model (sentence-transformers name or path)")
+    f.add_argument("--kind", default="auto", choices=_KINDS, help="adapter kind; auto keeps the best held-out")
+    f.add_argument("--corpus", help="corpus the index was built from (default: the path its build recorded)")
+    f.add_argument("--sample-docs", type=int, default=None,
+                   help="documents sampled for fitting (default: 5%% of the index, at least 250, at most 2000)")
+    f.add_argument("--queries", help="optional query log, one query per line, added to the fitting pairs")
+    f.add_argument("--eval-data", help="BEIR folder with labelled queries: the gate then checks nDCG@10 too")
+    f.add_argument("--no-activate", action="store_true", help="register the adapter but leave it inactive")
+    f.add_argument("--seed", type=int, default=0)
+    add_encoder_options(f)
+    f.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    f.set_defaults(handler=_fit)
+
+    r = usub.add_parser("report", help="compatibility matrix v1/v1, v2/v2, v2+adapters/v1 with a PNG plot")
+    r.add_argument("--index", required=True)
+    r.add_argument("--model", required=True)
+    r.add_argument("--data", required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    r.add_argument("--split", default="test")
+    r.add_argument("--corpus", help="corpus the index was built from (default: --data)")
+    r.add_argument("--out", default="docs", help="folder for upgrade_compat_<index>.json/.png (default docs)")
+    r.add_argument("--sample-docs", type=int, default=None)
+    add_encoder_options(r)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(handler=_report)
+
+    a = usub.add_parser("add", help="add documents encoded by MODEL into the index's space via its adapter")
+    a.add_argument("--index", required=True)
+    a.add_argument("--model", required=True, help="the new model with an active adapter for this index")
+    a.add_argument("--corpus", required=True, help="BEIR folder or JSONL with id and text")
+    a.add_argument("--chunk-size", type=int, default=4096)
+    add_encoder_options(a)
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(handler=_add)
+
+    b = usub.add_parser("backfill", help="re-embed the index with MODEL (resumable), then switch atomically")
+    b.add_argument("--index", required=True)
+    b.add_argument("--model", required=True)
+    b.add_argument("--corpus", help="corpus the index was built from (default: the path its build recorded)")
+    b.add_argument("--chunk-size", type=int, default=4096, help="documents per checkpoint")
+    add_encoder_options(b)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(handler=_backfill)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise UserError("`embedkd upgrade` is not available in this version")
+def _fit(args: argparse.Namespace) -> int:
+    from embedkd.upgrade.run import fit_upgrade
+
+    catalog = catalog_from_env()
+    try:
+        result = fit_upgrade(catalog, args.index, args.model, args.kind, corpus=args.corpus,
+                             sample_docs=args.sample_docs, queries=args.queries, eval_data=args.eval_data,
+                             seed=args.seed, activate=not args.no_activate, encoder_for=text_encoder_loader(args))
+    finally:
+        catalog.close()
+    emit(result, args.json)
+    if not result["accepted"]:
+        raise UserError(f"safety gate refused the {result['kind']} adapter: {result['reason']}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from embedkd.upgrade.report import compatibility_report
+
+    catalog = catalog_from_env()
+    try:
+        result = compatibility_report(catalog, args.index, args.model, args.data, split=args.split,
+                                      corpus=args.corpus or args.data, out_dir=args.out,
+                                      sample_docs=args.sample_docs, encoder_for=text_encoder_loader(args))
+    finally:
+        catalog.close()
+    emit(result, args.json)
+    return 0
+
+
+def _add(args: argparse.Namespace) -> int:
+    from embedkd.upgrade.adapted_encoder import adapted_encoder_for_index
+    from indexer.build import add_documents
+    from indexer.corpus import read_corpus
+
+    catalog = catalog_from_env()
+    docs = read_corpus(args.corpus)
+    encoder = adapted_encoder_for_index(catalog, args.index, text_encoder_loader(args)(args.model))
+    emit(add_documents(catalog, args.index, encoder, docs, chunk_size=args.chunk_size, progress=False), args.json)
+    return 0
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    import sys
+
+    from embedkd.upgrade.backfill import backfill
+    from embedkd.upgrade.run import find_corpus
+    from indexer.corpus import read_corpus
+
+    catalog = catalog_from_env()
+    docs = read_corpus(find_corpus(catalog, args.index, args.corpus))
+    result = backfill(catalog, args.index, text_encoder_loader(args)(args.model), docs,
+                      chunk_size=args.chunk_size, progress=sys.stderr.isatty())
+    emit(result, args.json)
+    return 0

@@ -31,7 +31,9 @@ def test_relational_distillation_hand_values():
 
 
 def test_hook_picks_mode_and_backpropagates():
-    prev = lambda texts: np.ones((len(texts), 3), np.float32)
+    def prev(texts):
+        return np.ones((len(texts), 3), np.float32)
+
     new = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
     loss = PreviousModelHook(prev, weight=2.0)(["a", "b"], new)
     assert loss.item() == pytest.approx(1.0)

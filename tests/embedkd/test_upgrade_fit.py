@@ -81,9 +81,8 @@ def test_fit_registers_and_routes(catalog, tmp_path):
     q = v2(["w1 w2 w3 w4"])
     assert adapter.apply(q).shape == (1, 32)
     np.testing.assert_allclose(adapter.apply(q) @ v1(["w1 w2 w3 w4"]).T, [[1.0]], atol=0.05)
-    # a second fit deactivates the first
-    res2 = fit_upgrade(catalog, "idx", "v2", "procrustes", corpus=str(path), sample_docs=80, v1_encoder=v1,
-                       v2_encoder=v2)
+    # a second fit deactivates the first; without --corpus it reads the path the build recorded
+    res2 = fit_upgrade(catalog, "idx", "v2", "procrustes", sample_docs=80, v1_encoder=v1, v2_encoder=v2)
     with catalog.session() as s:
         active = [(r.id, r.kind) for r in s.query(AdapterRow).filter(AdapterRow.active.is_(True))]
     assert active == [(res2["adapter_id"], "procrustes")]
@@ -106,8 +105,9 @@ def test_bad_input(catalog, tmp_path):
         fit_upgrade(catalog, "idx", "same", corpus=str(path), v1_encoder=v1, v2_encoder=v1)
     with pytest.raises(UserError, match="at least 50"):
         fit_upgrade(catalog, "idx", "v2", corpus=str(path), v1_encoder=v1, v2_encoder=v2)
-    with pytest.raises(UserError, match="--corpus"):
-        fit_upgrade(catalog, "idx", "v2", v1_encoder=v1, v2_encoder=v2)
+    missing = tmp_path / "elsewhere.jsonl"
+    with pytest.raises(UserError, match="corpus not found"):
+        fit_upgrade(catalog, "idx", "v2", corpus=str(missing), v1_encoder=v1, v2_encoder=v2)
     with pytest.raises(UserError, match="unknown adapter kind"):
         fit_upgrade(catalog, "idx", "v2", "rotation", corpus=str(path), v1_encoder=v1, v2_encoder=v2)
     with pytest.raises(UserError, match="no index"):
@@ -151,3 +151,13 @@ def test_labelled_eval_data_is_checked(catalog, tmp_path):
     ndcg = res["labelled_ndcg@10"]
     assert set(ndcg) == {"v1", "procrustes"} and ndcg["procrustes"] >= ndcg["v1"] - 0.005
     assert res["accepted"] and res["heldout"]["ndcg_adapted"] == ndcg["procrustes"]
+
+
+def test_no_recorded_corpus(catalog, tmp_path):
+    from indexer.corpus import Doc, ListSource
+
+    v1 = HashEncoder(32, 1)
+    build_index(catalog, "mem", v1, ListSource([Doc(f"d{i}", f"w{i} w{i + 1} w{i + 2}") for i in range(60)]),
+                progress=False)
+    with pytest.raises(UserError, match="--corpus"):
+        fit_upgrade(catalog, "mem", "v2", v1_encoder=v1, v2_encoder=HashEncoder(32, 2))

@@ -1,0 +1,118 @@
+"""Backfill: re-embed an index with the new model in the background, then switch to it atomically.
+
+1. Build a staging index `NAME.backfill` with v2 through `indexer.build.build_index`: chunked,
+   checkpointed, resumable (a killed backfill rerun with the same arguments resumes), and invisible to
+   searches of NAME, which keep answering from v1 vectors (through the adapter for v2 queries).
+2. Switch in one catalog transaction: NAME's row takes the staging file (hard-linked as NAME's next
+   generation), model, dimension and items; NAME's adapters are deactivated (queries by v2 now need
+   none); the staging row goes. Searchers see the new generation on their next query.
+
+Documents added to or deleted from NAME while the backfill ran would be lost by the switch, so the
+switch compares the two item sets (ids and content hashes) and refuses with a Conflict that says what
+to add to the staging index when they differ.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from indexer import jobs
+from indexer.build import build_index, index_file
+from indexer.catalog import get_index
+from indexer.context import Catalog
+from indexer.corpus import DocSource
+from indexer.errors import Conflict, UserError
+from indexer.models import Adapter as AdapterRow
+from indexer.models import Index, Item
+
+__all__ = ["backfill", "staging_name", "switch_to_staging"]
+
+log = logging.getLogger(__name__)
+
+
+def staging_name(name: str) -> str:
+    return f"{name}.backfill"
+
+
+def _items(session, index_id: int) -> dict[str, str]:
+    return dict(session.execute(select(Item.external_id, Item.content_hash).where(Item.index_id == index_id)).all())
+
+
+def backfill(catalog: Catalog, name: str, encoder: Any, docs: DocSource, chunk_size: int = 4096,
+             progress: bool = False) -> dict[str, Any]:
+    """Re-embed index `name` with `encoder` (v2) from `docs` and switch to it when complete."""
+    stage = staging_name(name)
+    with catalog.session() as s:
+        index = get_index(s, name)
+        if index.model.fingerprint == encoder.record.fingerprint:
+            raise Conflict(f"index {name!r} already holds vectors of this model; there is nothing to backfill")
+        factory, metric = index.factory, index.metric
+        staged = s.scalar(select(Index).where(Index.name == stage))
+        staged_fp = staged.model.fingerprint if staged is not None else None
+    built: dict[str, Any] = {}
+    if staged_fp is None:
+        built = build_index(catalog, stage, encoder, docs, factory=factory, metric=metric,
+                            chunk_size=chunk_size, progress=progress)
+    elif staged_fp != encoder.record.fingerprint:
+        raise Conflict(
+            f"a backfill of {name!r} with another model is in progress as index {stage!r}; "
+            f"finish it with that model or drop it with `embedkd index drop --index {stage}`"
+        )
+    out = switch_to_staging(catalog, name)
+    out["built"] = built
+    return out
+
+
+def switch_to_staging(catalog: Catalog, name: str) -> dict[str, Any]:
+    """Atomically make index `name` serve the staging index's vectors, model and items."""
+    stage = staging_name(name)
+    with jobs.target_lock(catalog, name), jobs.target_lock(catalog, stage):
+        with catalog.session() as s:
+            orig, new = get_index(s, name), get_index(s, stage)
+            if _items(s, orig.id) != _items(s, new.id):
+                a, b = _items(s, orig.id), _items(s, new.id)
+                missing = sum(1 for k, v in a.items() if b.get(k) != v)
+                extra = sum(1 for k in b if k not in a)
+                raise Conflict(
+                    f"index {name!r} changed during the backfill ({missing} documents new or changed, {extra} "
+                    f"deleted); add them to {stage!r} with `embedkd index add --index {stage} --model MODEL "
+                    "--corpus PATH` (and delete the deleted ones), then rerun the backfill to switch"
+                )
+            gen, old_file = orig.generation, orig.file
+            src = catalog.settings.index_dir / stage / new.file
+            dst = index_file(catalog, name, gen + 1)
+            snapshot = (new.id, new.model_id, new.dimension, new.factory, new.metric, new.checksum, new.count,
+                        new.next_id)
+        if not src.is_file():
+            raise UserError(f"the staging file {src} is missing; drop index {stage!r} and run the backfill again")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.unlink(missing_ok=True)
+        os.link(src, dst)
+        new_id, model_id, dim, factory, metric, checksum, count, next_id = snapshot
+        try:
+            with catalog.session() as s:
+                s.execute(delete(Item).where(Item.index_id == s.scalar(select(Index.id).where(Index.name == name))))
+                orig = get_index(s, name)
+                s.execute(update(Item).where(Item.index_id == new_id).values(index_id=orig.id))
+                s.execute(update(AdapterRow).where(AdapterRow.index_id == orig.id).values(active=False))
+                res = s.execute(
+                    update(Index)
+                    .where(Index.id == orig.id, Index.generation == gen)
+                    .values(model_id=model_id, dimension=dim, factory=factory, metric=metric, file=dst.name,
+                            checksum=checksum, generation=gen + 1, count=count, next_id=next_id, state="ready")
+                )
+                if res.rowcount != 1:
+                    raise Conflict(f"index {name!r} changed while switching; rerun the backfill")
+                s.execute(delete(Index).where(Index.id == new_id))
+        except BaseException:
+            dst.unlink(missing_ok=True)
+            raise
+    if old_file:
+        (catalog.settings.index_dir / name / old_file).unlink(missing_ok=True)
+    shutil.rmtree(catalog.settings.index_dir / stage, ignore_errors=True)
+    return {"index": name, "generation": gen + 1, "count": count, "dimension": dim, "switched": True}

@@ -1,0 +1,51 @@
+"""The safety gate: activate an adapter only where the held-out check says search gets no worse.
+
+Held-out, query-like pieces (from documents the fit never saw) are searched three ways over the same
+sampled documents: v1 query among v1 vectors (today), adapted v2 query among v1 vectors (the upgrade),
+and v2 query among v2 vectors (what a full reindex would give). The gate refuses when
+
+1. the adapted queries agree with the reindex's top-k *less* than v1's queries do (the adapter moves
+   search away from v2 instead of toward it), or
+2. the adapted queries find the pieces' own documents (nDCG@10) worse than v1 does, by more than
+   `tolerance` (the adapter makes a label-free retrieval task worse), or
+3. with labelled queries (`--eval-data`), adapted nDCG@10 is below v1's by more than `tolerance`.
+
+Rule 1 is the one the design asks for; rules 2 and 3 guard "never worse than v1" when v2 itself is
+worse than v1, where agreeing with the reindex is no virtue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TOLERANCE", "GateDecision", "decide"]
+
+TOLERANCE = 0.005
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    accepted: bool
+    reason: str
+
+
+def decide(figures: dict[str, float], tolerance: float = TOLERANCE) -> GateDecision:
+    """Decide from held-out figures (`heldout.heldout_figures`, plus `ndcg_v1`/`ndcg_adapted` with labels)."""
+    a, v = figures["agree_adapted"], figures["agree_v1"]
+    if a < v:
+        return GateDecision(False, (
+            f"the adapted queries agree with a reindex on {a:.3f} of their top-10 held-out neighbours, "
+            f"less than v1 itself does ({v:.3f}), so the adapter would not bring search closer to the new "
+            "model; keep v1, or run a backfill to re-embed the index with the new model"))
+    sa, sv = figures["self_adapted"], figures["self_v1"]
+    if sa < sv - tolerance:
+        return GateDecision(False, (
+            f"the adapted queries find held-out pieces' own documents worse than v1 (nDCG@10 {sa:.3f} "
+            f"vs {sv:.3f}), so search would get worse; keep v1, or run a backfill to re-embed the index"))
+    if "ndcg_adapted" in figures and "ndcg_v1" in figures:
+        na, nv = figures["ndcg_adapted"], figures["ndcg_v1"]
+        if na < nv - tolerance:
+            return GateDecision(False, (
+                f"on the labelled queries the adapter scores nDCG@10 {na:.4f}, below v1's {nv:.4f}; keep v1, "
+                "or run a backfill to re-embed the index with the new model"))
+    return GateDecision(True, f"adapted queries agree with a reindex on {a:.3f} of top-10 (v1: {v:.3f})")

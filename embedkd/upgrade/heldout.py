@@ -1,0 +1,75 @@
+"""Label-free held-out checks for an adapter, as pure functions on arrays.
+
+`neighbour_agreement`: how many of the top-k documents that one (query, corpus) pair of spaces finds
+are also found by another: used to compare "adapted v2 query among v1 vectors" and "v1 among v1"
+with "v2 among v2" (what a full reindex would return).
+
+`self_retrieval`: each held-out piece (a sentence, title or span of a document) should find its own
+document; nDCG@k and MRR@k with that one relevant document. A retrieval task that needs no labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["heldout_figures", "ndcg_single", "neighbour_agreement", "self_retrieval", "top_k"]
+
+
+def top_k(queries: np.ndarray, corpus: np.ndarray, k: int, block: int = 2048) -> np.ndarray:
+    """Indices (n_queries, k) of the highest inner products, best first (exact, numpy)."""
+    queries = np.asarray(queries, np.float32)
+    corpus = np.asarray(corpus, np.float32)
+    k = min(k, len(corpus))
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), block):
+        s = queries[start : start + block] @ corpus.T
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
+        out[start : start + block] = np.take_along_axis(part, order, axis=1)
+    return out
+
+
+def neighbour_agreement(found: np.ndarray, reference: np.ndarray) -> float:
+    """Mean share of each row of `reference` (top-k ids) that the same row of `found` contains."""
+    found, reference = np.asarray(found), np.asarray(reference)
+    k = reference.shape[1]
+    hits = [len(set(f.tolist()) & set(r.tolist())) for f, r in zip(found, reference, strict=True)]
+    return float(np.mean(hits) / k) if len(hits) else 0.0
+
+
+def ndcg_single(ranked: np.ndarray, relevant: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per-query nDCG@k and reciprocal rank@k when each query has exactly one relevant id."""
+    ranked = np.asarray(ranked)[:, :k]
+    match = ranked == np.asarray(relevant)[:, None]
+    found = match.any(1)
+    pos = np.where(found, match.argmax(1), k)  # k stands for "not in the top k"
+    ndcg = np.where(found, 1.0 / np.log2(pos + 2.0), 0.0)
+    rr = np.where(found, 1.0 / (pos + 1.0), 0.0)
+    return np.stack([ndcg, rr])
+
+
+def self_retrieval(queries: np.ndarray, corpus: np.ndarray, relevant: np.ndarray, k: int = 10) -> dict[str, float]:
+    """nDCG@k and MRR@k of each query finding its one relevant corpus row."""
+    ndcg, rr = ndcg_single(top_k(queries, corpus, k), relevant, k)
+    return {"ndcg": float(ndcg.mean()), "mrr": float(rr.mean())}
+
+
+def heldout_figures(q_v1: np.ndarray, q_v2: np.ndarray, q_adapted: np.ndarray | None, docs_v1: np.ndarray,
+                    docs_v2: np.ndarray, relevant: np.ndarray, k: int = 10) -> dict[str, float]:
+    """The held-out figures of one adapter (or of v1/v2 alone when q_adapted is None).
+
+    agree_v1 / agree_adapted: overlap@k with the reindex (v2 queries among v2 documents);
+    self_v1 / self_v2 / self_adapted: nDCG@k of pieces finding their own document.
+    """
+    reindex = top_k(q_v2, docs_v2, k)
+    v1 = top_k(q_v1, docs_v1, k)
+    out = {
+        "agree_v1": neighbour_agreement(v1, reindex),
+        "self_v1": float(ndcg_single(v1, relevant, k)[0].mean()),
+        "self_v2": float(ndcg_single(reindex, relevant, k)[0].mean()),
+    }
+    if q_adapted is not None:
+        adapted = top_k(q_adapted, docs_v1, k)
+        out["agree_adapted"] = neighbour_agreement(adapted, reindex)
+        out["self_adapted"] = float(ndcg_single(adapted, relevant, k)[0].mean())
+    return out
