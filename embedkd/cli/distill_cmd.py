@@ -1,16 +1,82 @@
-"""`embedkd distill`: placeholder until its issue lands."""
+"""`embedkd distill`: train a small student from a teacher on a BEIR folder, save, evaluate, register."""
 
 from __future__ import annotations
 
 import argparse
 
-from indexer.errors import UserError
+from .output import emit
+
+DEFAULT_LOSS = "cosine+kl"  # kept equal to embedkd.distill.pipeline.DEFAULT_LOSS (tested)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("distill", help="(not yet available)")
+    p = sub.add_parser(
+        "distill", help="distil a teacher into a small bi-encoder student",
+        description="Distil a teacher (sentence-transformers bi-encoder or cross-encoder) into a student "
+                    "(a model, or prune:MODEL:LAYERS) on a BEIR folder with hard negatives mined from an index.")
+    p.add_argument("--teacher", required=True, help="teacher model: hub name or local path")
+    p.add_argument("--student", required=True, help="student model, or prune:MODEL:LAYERS (count or 0,2,5)")
+    p.add_argument("--data", required=True, help="BEIR folder with corpus.jsonl, queries.jsonl, qrels/train.tsv")
+    p.add_argument("--out", required=True, help="folder for the student (sentence-transformers format)")
+    p.add_argument("--loss", default=DEFAULT_LOSS,
+                   help="terms joined by + or , with optional weights: margin-mse, kl, mse, cosine, attention, "
+                        f"labels (default {DEFAULT_LOSS})")
+    p.add_argument("--teacher-kind", default="auto", choices=["auto", "bi-encoder", "cross-encoder"])
+    p.add_argument("--miner", default=None,
+                   help="bi-encoder that indexes the corpus for negatives (default: a bi-encoder teacher, "
+                        "else the student's base model)")
+    p.add_argument("--epochs", type=float, default=None,
+                   help="passes over the train examples (default 4; the time budget may stop it first)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--negatives", type=int, default=3, help="mined negatives per (query, positive)")
+    p.add_argument("--max-length", type=int, default=128, help="token limit while training")
+    p.add_argument("--time-budget", type=float, default=25.0,
+                   help="minutes for the whole run: training stops early to leave time for the final "
+                        "evaluation (0: no limit); default 25")
+    p.add_argument("--eval-split", default="test", help="qrels split to evaluate on after training ('' to skip)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: adapt to the machine's load)")
+    p.add_argument("--previous", default=None,
+                   help="continual training: previous model version (v1) whose embeddings v2 must stay close to")
+    p.add_argument("--previous-weight", type=float, default=1.0, help="weight of the --previous term")
+    p.add_argument("--no-register", action="store_true", help="do not register the student in the catalog")
+    p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     p.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    raise UserError("`embedkd distill` is not available in this version")
+    import torch
+
+    from embedkd.distill.pipeline import distill
+    from embedkd.distill.train import TrainOptions, cpu_threads
+    from indexer.errors import UserError
+
+    for name in ("batch_size", "negatives", "max_length"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.epochs is not None and args.epochs <= 0:
+        raise UserError("--epochs must be positive")
+    torch.set_flush_denormal(True)
+    if not torch.cuda.is_available():
+        torch.set_num_threads(args.threads or cpu_threads())
+    options = TrainOptions(epochs=args.epochs if args.epochs is not None else 4.0, batch_size=args.batch_size,
+                           lr=args.lr, max_length=args.max_length)
+    result = distill(args.teacher, args.student, args.data, args.out, args.loss, teacher_kind=args.teacher_kind,
+                     miner=args.miner, options=options, negatives=args.negatives,
+                     eval_split=args.eval_split or None, register=not args.no_register, progress=not args.json,
+                     time_budget_s=args.time_budget * 60 if args.time_budget > 0 else None,
+                     previous=args.previous, previous_weight=args.previous_weight)
+    emit(_summary(result) if not args.json else result, args.json)
+    return 0
+
+
+def _summary(result: dict) -> dict:
+    out = {"student": result["student"], "steps": result["steps"], "seconds": result["total_seconds"]}
+    for split, m in result["metrics"].items():
+        out[f"{split} ndcg@10"] = m["ndcg@10"]
+        out[f"{split} recall@100"] = m["recall@100"]
+    for split, m in (result.get("teacher_metrics") or {}).items():
+        out[f"teacher {split} ndcg@10"] = m["ndcg@10"]
+    if "model_id" in result:
+        out["model_id"] = result["model_id"]
+    return out

@@ -27,11 +27,11 @@ def test_listwise_kl_hand_value():
     assert listwise_kl(student, teacher).item() == pytest.approx(KL_HAND, abs=1e-6)
 
 
-def test_listwise_kl_temperature_scales_scores_and_loss():
-    # scores divided by T=2 give the hand case; the loss is then multiplied by T^2 = 4
+def test_listwise_kl_temperature_scales_scores():
+    # scores divided by T=0.5 give the hand case (no T^2 factor)
     student = torch.tensor([[0.0, 0.0]])
-    teacher = torch.tensor([[2 * math.log(3.0), 0.0]])
-    assert listwise_kl(student, teacher, temperature=2.0).item() == pytest.approx(4 * KL_HAND, abs=1e-6)
+    teacher = torch.tensor([[0.5 * math.log(3.0), 0.0]])
+    assert listwise_kl(student, teacher, temperature=0.5).item() == pytest.approx(KL_HAND, abs=1e-6)
 
 
 def test_listwise_kl_mask_ignores_unscored_pairs():

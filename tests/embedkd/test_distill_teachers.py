@@ -16,7 +16,7 @@ def bi_teacher(tmp_path_factory):
     return load_teacher(minilm_path(), device="cpu", cache_dir=tmp_path_factory.mktemp("cache"))
 
 
-def test_bi_encoder_teacher_scores_are_cosines_and_cached(bi_teacher, monkeypatch):
+def test_bi_encoder_teacher_scores_are_cosines_from_remembered_embeddings(bi_teacher, monkeypatch):
     assert isinstance(bi_teacher, BiEncoderTeacher) and bi_teacher.kind == "bi-encoder"
     q = "Vitamin D deficiency is linked to bone loss."
     docs = ["Low vitamin D levels reduce bone mineral density.", "The stock market fell on Tuesday."]
@@ -25,19 +25,23 @@ def test_bi_encoder_teacher_scores_are_cosines_and_cached(bi_teacher, monkeypatc
     np.testing.assert_allclose(scores, emb[1:] @ emb[0], atol=1e-5)
     assert scores[0] > scores[1]
 
-    def boom(_pairs):
-        raise AssertionError("a cached pair was scored again")
+    def boom(_texts):
+        raise AssertionError("a known text was encoded again")
 
-    monkeypatch.setattr(bi_teacher, "_compute", boom)
-    np.testing.assert_allclose(bi_teacher.score(q, docs), scores)  # served from the SQLite cache
+    monkeypatch.setattr(bi_teacher, "_run", boom)
+    np.testing.assert_allclose(bi_teacher.score(q, docs), scores)  # embeddings served from memory
 
 
-def test_embeddings_cache_on_disk(bi_teacher):
+def test_embeddings_cache_on_disk(tmp_path):
     texts = ["one text", "another text"]
-    first = bi_teacher.encode(texts)
-    files = list(bi_teacher.embedding_cache.glob("emb-*.npy"))
-    assert files
-    np.testing.assert_array_equal(bi_teacher.encode(texts), first)
+    first = load_teacher(minilm_path(), device="cpu", cache_dir=tmp_path)
+    first.disk_cache_min = 1
+    vectors = first.encode(texts)
+    assert list(tmp_path.glob("emb-*.npy"))
+    again = load_teacher(minilm_path(), device="cpu", cache_dir=tmp_path)
+    again._run = None  # a second teacher reads the file instead of encoding
+    again.disk_cache_min = 1
+    np.testing.assert_array_equal(again.encode(texts), vectors)
 
 
 def test_cross_encoder_teacher_one_logit(tmp_path):
@@ -50,6 +54,12 @@ def test_cross_encoder_teacher_one_logit(tmp_path):
     assert isinstance(teacher, CrossEncoderTeacher)
     scores = teacher.score("a query", ["doc one", "doc two", "doc one"])
     assert scores.shape == (3,) and np.isfinite(scores).all() and scores[0] == pytest.approx(scores[2])
+
+    def boom(_pairs):
+        raise AssertionError("a cached pair was scored again")
+
+    teacher._compute = boom
+    np.testing.assert_allclose(teacher.score("a query", ["doc two", "doc one"]), scores[[1, 0]])  # SQLite cache
 
 
 def test_teacher_that_cannot_score_is_a_clear_error(tmp_path):

@@ -1,0 +1,89 @@
+"""BEIR data for distillation: corpus, queries, qrels per split, and a dev split cut from train."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from indexer.corpus import read_corpus
+from indexer.errors import UserError
+
+__all__ = ["BeirData", "load_beir", "read_qrels", "split_dev"]
+
+Qrels = dict[str, dict[str, int]]
+
+
+@dataclass
+class BeirData:
+    path: Path
+    corpus: dict[str, str]  # doc id -> text ("title text", as the indexer reads it)
+    queries: dict[str, str]
+    qrels: dict[str, Qrels] = field(default_factory=dict)  # split -> query id -> doc id -> grade
+    fingerprint: str = ""  # sha256 of corpus, queries and qrels files
+
+    def require(self, split: str) -> Qrels:
+        if split not in self.qrels or not self.qrels[split]:
+            have = ", ".join(sorted(self.qrels)) or "none"
+            raise UserError(
+                f"{self.path} has no qrels/{split}.tsv (splits found: {have}); distillation needs "
+                f"BEIR {split} qrels (query-id, corpus-id, score)"
+            )
+        return self.qrels[split]
+
+
+def read_qrels(path: str | os.PathLike, corpus: dict[str, str] | None = None,
+               queries: dict[str, str] | None = None) -> Qrels:
+    """BEIR qrels TSV (header `query-id corpus-id score`); rows naming unknown ids are dropped."""
+    qrels: Qrels = {}
+    with open(path, encoding="utf-8") as f:
+        for row in csv.reader(f, delimiter="\t"):
+            if len(row) < 3 or row[0] == "query-id":
+                continue
+            qid, did, grade = row[0], row[1], int(float(row[2]))
+            if (corpus is not None and did not in corpus) or (queries is not None and qid not in queries):
+                continue
+            qrels.setdefault(qid, {})[did] = grade
+    return qrels
+
+
+def load_beir(path: str | os.PathLike) -> BeirData:
+    root = Path(path).expanduser()
+    if not (root / "corpus.jsonl").is_file() or not (root / "queries.jsonl").is_file():
+        raise UserError(f"{path} is not a BEIR folder; it needs corpus.jsonl, queries.jsonl and qrels/*.tsv")
+    h = hashlib.sha256()
+    source = read_corpus(root)
+    h.update(source.fingerprint.encode())
+    corpus = {d.id: str(d.content) for d in source}
+    queries: dict[str, str] = {}
+    with open(root / "queries.jsonl", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                queries[str(row["_id"])] = str(row["text"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UserError(f"queries.jsonl line {lineno} needs \"_id\" and \"text\"") from None
+    h.update((root / "queries.jsonl").read_bytes())
+    qrels = {}
+    for tsv in sorted((root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []:
+        qrels[tsv.stem] = read_qrels(tsv, corpus, queries)
+        h.update(tsv.name.encode() + tsv.read_bytes())
+    return BeirData(path=root, corpus=corpus, queries=queries, qrels=qrels, fingerprint=h.hexdigest())
+
+
+def split_dev(qrels: Qrels, fraction: float = 0.1, seed: int = 0) -> tuple[Qrels, Qrels]:
+    """Deterministically hold out `fraction` of the queries (by hashed id) as a dev split."""
+    if not 0 <= fraction < 1:
+        raise UserError(f"dev fraction must be in [0, 1), got {fraction}")
+
+    def bucket(qid: str) -> float:
+        return int(hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+    train = {q: d for q, d in qrels.items() if bucket(q) >= fraction}
+    dev = {q: d for q, d in qrels.items() if bucket(q) < fraction}
+    return train, dev

@@ -1,0 +1,291 @@
+"""`distill`: teacher scores + mined hard negatives -> trained student, saved, evaluated, registered.
+
+One function that the CLI calls; every step it composes lives in its own module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from indexer.encoder import ModelRecord
+from indexer.errors import UserError
+
+from .data import BeirData, load_beir, split_dev
+from .losses import DistillObjective, parse_loss_spec
+from .losses.objective import EMBEDDING_TERMS
+from .negatives import VectorLookupEncoder, ensure_mining_index, search_candidates, select_negatives
+from .prune import is_prune_spec, load_student, parse_prune_spec
+from .retrieval import encode_texts, evaluate_vectors
+from .teachers import BiEncoderTeacher, Teacher, load_teacher
+from .train import Example, TrainOptions, train_student
+
+__all__ = ["DEFAULT_LOSS", "build_examples", "distill", "evaluate_student", "mining_candidates"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOSS = "cosine+kl"
+
+
+class _VectorTable:
+    """text -> row of a stacked embedding matrix (a bi-encoder teacher's cached vectors)."""
+
+    def __init__(self, texts: list[str], vectors: np.ndarray) -> None:
+        self.rows = {t: i for i, t in enumerate(texts)}
+        self.vectors = vectors
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return self.vectors[[self.rows[t] for t in texts]]
+
+    def add(self, texts: list[str], vectors: np.ndarray) -> None:
+        new = [t for t in texts if t not in self.rows]
+        if new:
+            sel = [texts.index(t) for t in new]
+            start = len(self.vectors)
+            self.vectors = np.vstack([self.vectors, vectors[sel]])
+            self.rows.update({t: start + i for i, t in enumerate(new)})
+
+
+def mining_candidates(catalog, data: BeirData, miner: BiEncoderTeacher, query_ids: list[str], k: int,
+                      table: _VectorTable) -> dict[str, list[str]]:
+    """Top-k corpus ids per query from an `indexer` FAISS index of the corpus built with the miner."""
+    doc_texts = list(data.corpus.values())
+    record = ModelRecord(name=miner.name, source=miner.name, dimension=table.vectors.shape[1],
+                         fingerprint=miner.fingerprint, info={"role": "distillation miner"})
+    encoder = VectorLookupEncoder(record, doc_texts, table(doc_texts), miner.encode)
+    name = f"distill-mine-{miner.fingerprint[:12]}-{data.fingerprint[:12]}"
+    ensure_mining_index(catalog, name, encoder, data.corpus, fingerprint=data.fingerprint)
+    qvecs = table([data.queries[q] for q in query_ids])
+    hits = search_candidates(catalog, name, qvecs, k)
+    return {q: [d for d, _ in row] for q, row in zip(query_ids, hits)}
+
+
+def build_examples(data: BeirData, qrels: dict[str, dict[str, int]], candidates: dict[str, list[str]],
+                   teacher: Teacher, negatives: int, seed: int = 0, margin: float = 0.0) -> tuple[list[Example], dict]:
+    """One example per (query, positive): the positive + `negatives` mined negatives, teacher-scored."""
+    rng = np.random.default_rng(seed)
+    doc_ids = list(data.corpus)
+    examples: list[Example] = []
+    dropped = filled = 0
+    for qid in sorted(qrels):
+        positives = {d for d, g in qrels[qid].items() if g > 0}
+        if not positives:
+            continue
+        query = data.queries[qid]
+        cands = [d for d in candidates.get(qid, []) if d not in positives]
+        cand_scores = teacher.score(query, [data.corpus[d] for d in cands])
+        for pos in sorted(positives):
+            pos_score = float(teacher.score(query, [data.corpus[pos]])[0])
+            negs = select_negatives(cands, cand_scores, pos_score, positives, negatives, rng, margin)
+            dropped += int((cand_scores >= pos_score - margin).sum())
+            while len(negs) < negatives:  # too few left after filtering: random corpus documents
+                d = doc_ids[int(rng.integers(len(doc_ids)))]
+                if d not in positives and d not in negs:
+                    negs.append(d)
+                    filled += 1
+            docs = [data.corpus[pos]] + [data.corpus[d] for d in negs]
+            scores = [pos_score] + [float(s) for s in teacher.score(query, docs[1:])]
+            examples.append(Example(query=query, docs=docs, scores=scores))
+    return examples, {"false_negatives_dropped": dropped, "random_fill": filled}
+
+
+def evaluate_student(model, data: BeirData, splits: dict[str, dict[str, dict[str, int]]],
+                     doc_vecs: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """Metrics per split from one corpus encoding (pass `doc_vecs` to reuse one)."""
+    doc_ids = list(data.corpus)
+    if doc_vecs is None:
+        doc_vecs = encode_texts(model, list(data.corpus.values()))
+    out = {}
+    for split, qrels in splits.items():
+        qids = [q for q in qrels if q in data.queries]
+        qvecs = encode_texts(model, [data.queries[q] for q in qids])
+        out[split] = evaluate_vectors(qids, qvecs, doc_ids, doc_vecs, qrels)
+    return out
+
+
+def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT_LOSS, *,
+            teacher_kind: str = "auto", miner: str | None = None, options: TrainOptions | None = None,
+            negatives: int = 3, mine_k: int = 50, temperature: float = 0.05, eval_split: str | None = "test",
+            dev_fraction: float = 0.1, device: str | None = None, settings=None, register: bool = True,
+            progress: bool = True, time_budget_s: float | None = None, previous: str | None = None,
+            previous_weight: float = 1.0) -> dict:
+    """Distill `teacher` into `student` on the BEIR folder `data`; save to `out`; evaluate; register.
+
+    `time_budget_s` bounds the whole run: training stops early enough to leave time for the final
+    evaluation, estimated from the student's measured encoding speed.
+    `previous` (a model path, issue 4's continual training) adds the `previous` term: embedding
+    distillation from that frozen model, with `previous_weight`.
+    """
+    from embedkd.text_encoder import default_device, load_sentence_transformer
+    from indexer.context import open_catalog
+    from indexer.settings import load_settings
+
+    t_start = time.perf_counter()
+    options = options or TrainOptions()
+    device = device or default_device()
+    settings = settings or load_settings()
+    cache_dir = settings.cache_dir / "distill"
+    weights = parse_loss_spec(loss)
+    if previous is not None:
+        weights["previous"] = previous_weight
+    out_dir = Path(out).expanduser()
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "checkpoint").is_dir():
+        raise UserError(f"output folder {out} exists and is not empty; choose a new --out")
+    if is_prune_spec(student):
+        parse_prune_spec(student)  # bad spec fails before any loading
+    beir = load_beir(data)
+    train_qrels, dev_qrels = split_dev(beir.require("train"), dev_fraction, options.seed)
+    if eval_split and not beir.qrels.get(eval_split):
+        log.warning("%s has no qrels/%s.tsv; evaluating on the dev split only", beir.path, eval_split)
+        eval_split = None
+
+    t = load_teacher(teacher, teacher_kind, device, cache_dir)
+    if t.kind == "cross-encoder" and set(weights) & set(EMBEDDING_TERMS):
+        raise UserError(f"loss terms {sorted(set(weights) & set(EMBEDDING_TERMS))} need a bi-encoder teacher's "
+                        "embeddings; with a cross-encoder teacher use margin-mse, kl or labels")
+    model, lineage = load_student(student, device)
+    previous_model = None
+    if previous is not None:
+        previous_model = load_sentence_transformer(previous, device).eval()
+        if previous_model.get_embedding_dimension() != model.get_embedding_dimension():
+            raise UserError(f"previous model {previous!r} embeds in {previous_model.get_embedding_dimension()} "
+                            f"dimensions, the student in {model.get_embedding_dimension()}; they must match")
+        lineage["previous"] = previous
+    if "attention" in weights:
+        _check_same_tokenizer(model, t)
+
+    # Miner: the bi-encoder teacher itself, else the student's base model (full, unpruned).
+    if isinstance(t, BiEncoderTeacher):
+        mine_with = t
+    else:
+        base = miner or lineage["student_base"]
+        mine_with = BiEncoderTeacher(load_sentence_transformer(base, device), base)
+        mine_with.use_cache(cache_dir)
+    doc_texts = list(beir.corpus.values())
+    log.info("encoding the corpus with %s (cached after the first run)", mine_with.name)
+    query_ids = sorted(q for q in train_qrels if q in beir.queries)
+    all_qids = sorted(set(query_ids) | set(dev_qrels) | set(beir.qrels.get(eval_split or "", {})))
+    table = _VectorTable(doc_texts, mine_with.encode(doc_texts))
+    qtexts = [beir.queries[q] for q in all_qids]
+    table.add(qtexts, mine_with.encode(qtexts))
+
+    catalog = open_catalog(settings)
+    try:
+        candidates = mining_candidates(catalog, beir, mine_with, query_ids, mine_k, table)
+        examples, mining = build_examples(beir, train_qrels, candidates, t, negatives, options.seed)
+        teacher_dim = table.vectors.shape[1] if isinstance(t, BiEncoderTeacher) else None
+        objective = DistillObjective(
+            model, weights, temperature=temperature if isinstance(t, BiEncoderTeacher) else 1.0,
+            score_scale=1.0 if isinstance(t, BiEncoderTeacher) else 20.0,
+            learn_scale=not isinstance(t, BiEncoderTeacher), teacher_dim=teacher_dim,
+            relation_heads=_heads(model)).to(device)
+        if time_budget_s is not None:
+            eval_s = _estimate_eval_seconds(model, beir, 1 + int(bool(eval_split)))
+            left = time_budget_s - (time.perf_counter() - t_start) - 1.1 * eval_s - 30
+            # never less than 40% of the budget: on a crowded machine the run overshoots rather
+            # than training too little to be useful
+            left = max(0.4 * time_budget_s, left)
+            options.time_budget_s = left if options.time_budget_s is None else min(left, options.time_budget_s)
+            log.info("training budget %.0f s (evaluation estimated at %.0f s)", options.time_budget_s, eval_s)
+        options.extra = {"teacher": t.fingerprint, "data": beir.fingerprint, "student": student,
+                         "negatives": negatives, "mine_k": mine_k}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        training = train_student(model, examples, objective, options, out_dir,
+                                 teacher_vectors=table if isinstance(t, BiEncoderTeacher) else None,
+                                 teacher_model=t.model if isinstance(t, BiEncoderTeacher) else None,
+                                 previous_model=previous_model, progress=progress)
+        model.save(str(out_dir))
+        shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
+
+        splits = {"dev": dev_qrels}
+        if eval_split:
+            splits[eval_split] = beir.require(eval_split)
+        metrics = evaluate_student(model, beir, splits)
+        teacher_metrics = None
+        if isinstance(t, BiEncoderTeacher):
+            doc_vecs = table(doc_texts)
+            teacher_metrics = {}
+            for split, qrels in splits.items():
+                qids = [q for q in qrels if q in beir.queries]
+                teacher_metrics[split] = evaluate_vectors(qids, table([beir.queries[q] for q in qids]),
+                                                          list(beir.corpus), doc_vecs, qrels)
+        result = {
+            "student": str(out_dir),
+            "teacher": t.name,
+            "teacher_kind": t.kind,
+            "student_spec": student,
+            "data": str(beir.path),
+            "loss": weights,
+            "train_examples": len(examples),
+            "negatives": negatives,
+            **mining,
+            **{k: v for k, v in training.items() if k != "loss"},
+            "final_loss": training["loss"],
+            "options": {k: v for k, v in asdict(options).items() if k != "extra"},
+            "lineage": lineage,
+            "metrics": metrics,
+            "teacher_metrics": teacher_metrics,
+            "total_seconds": round(time.perf_counter() - t_start, 1),
+        }
+        if register:
+            result["model_id"] = _register(catalog, out_dir, result, beir)
+        (out_dir / "distill.json").write_text(json.dumps(result, indent=2, default=str))
+        return result
+    finally:
+        catalog.close()
+
+
+def _estimate_eval_seconds(model, beir: BeirData, splits: int) -> float:
+    """Seconds to encode the corpus (+ queries) with `model`, from a timed sample of 64 documents."""
+    texts = list(beir.corpus.values())
+    rng = np.random.default_rng(0)
+    sample = [texts[i] for i in rng.choice(len(texts), size=min(64, len(texts)), replace=False)]
+    encode_texts(model, sample[:2])  # the first call pays one-off setup
+    t0 = time.perf_counter()
+    encode_texts(model, sample)
+    per_doc = (time.perf_counter() - t0) / len(sample)
+    return per_doc * (len(texts) + 0.2 * splits * len(beir.queries))
+
+
+def _heads(model) -> int:
+    return int(getattr(model[0].auto_model.config, "num_attention_heads", 12))
+
+
+def _check_same_tokenizer(model, teacher: Teacher) -> None:
+    if not isinstance(teacher, BiEncoderTeacher):
+        raise UserError("the attention loss needs a bi-encoder teacher; choose margin-mse or kl for a cross-encoder")
+    s_tok = getattr(model, "tokenizer", None)
+    t_tok = getattr(teacher.model, "tokenizer", None)
+    if s_tok is None or t_tok is None or s_tok.get_vocab() != t_tok.get_vocab():
+        raise UserError("the attention loss compares token-by-token attention, but the student's tokenizer differs "
+                        "from the teacher's; use a student from the teacher's family or drop 'attention' from --loss")
+
+
+def _register(catalog, out_dir: Path, result: dict, beir: BeirData) -> int:
+    from embedkd.text_encoder import load_text_encoder
+    from indexer.catalog import ensure_model
+
+    record = load_text_encoder(str(out_dir), device="cpu").record
+    info = {
+        "role": "distilled student",
+        "teacher": result["teacher"],
+        "teacher_kind": result["teacher_kind"],
+        "student_spec": result["student_spec"],
+        "data": result["data"],
+        "data_fingerprint": beir.fingerprint,
+        "loss": result["loss"],
+        "steps": result["steps"],
+        "lineage": result["lineage"],
+        "metrics": result["metrics"],
+    }
+    with catalog.session() as s:
+        row = ensure_model(s, ModelRecord(**{**record.__dict__, "info": info}))
+        row.info = info
+        s.flush()
+        return int(row.id)

@@ -1,0 +1,45 @@
+"""Retrieval metrics for distillation runs: exact FAISS search + `embedkd.evaluation`'s pytrec_eval metrics.
+
+Works on vectors, so a run can score its student, teacher and dev split from one corpus encoding
+(the teacher's corpus vectors come from the on-disk cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["encode_texts", "evaluate_vectors", "exact_search", "ir_metrics"]
+
+
+def encode_texts(model, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        out = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                           show_progress_bar=False)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def exact_search(queries: np.ndarray, docs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    index = faiss.IndexFlatIP(docs.shape[1])
+    index.add(np.ascontiguousarray(docs, dtype=np.float32))
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(docs)))
+
+
+def ir_metrics(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    """Mean nDCG@10, Recall@100 and MRR@10 over the judged queries (`embedkd.evaluation`'s definitions)."""
+    from embedkd.evaluation.metrics import retrieval_metrics
+
+    return retrieval_metrics(run, qrels)
+
+
+def evaluate_vectors(query_ids: Sequence[str], query_vecs: np.ndarray, doc_ids: Sequence[str],
+                     doc_vecs: np.ndarray, qrels: dict[str, dict[str, int]], k: int = 100) -> dict[str, float]:
+    scores, idx = exact_search(query_vecs, doc_vecs, k)
+    run = {q: {doc_ids[j]: float(s) for s, j in zip(srow, irow) if j >= 0}
+           for q, srow, irow in zip(query_ids, scores, idx)}
+    return ir_metrics(run, qrels)
