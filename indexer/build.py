@@ -9,7 +9,6 @@ files are untouched, so a failed job changes nothing.
 
 from __future__ import annotations
 
-import logging
 import queue
 import re
 import shutil
@@ -42,7 +41,6 @@ from .models import Index, Job
 
 __all__ = ["build_index", "add_documents", "delete_items", "drop_index", "index_file", "check_encoder_fits"]
 
-log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEFAULT_CHUNK = 4096
 
@@ -120,8 +118,9 @@ def _encode_sorted(encoder: Encoder, contents: list[Any], bar, step: int = 512) 
 def _encode_job(catalog: Catalog, job: Job, encoder: Encoder, docs: list[Doc], chunk: int, progress: bool) -> np.ndarray:
     """Encode all chunks not yet checkpointed; return every chunk's vectors in order."""
     folder = jobs.job_dir(catalog, job.id)
-    done = int(job.checkpoint.get("chunks_done", 0))
-    done = sum(1 for k in range(done) if (folder / f"part-{k:06d}.npy").is_file()) if done else 0
+    # Resume after the last chunk whose file is still there (the checkpoint may be ahead of a lost file).
+    recorded = int(job.checkpoint.get("chunks_done", 0))
+    done = next((k for k in range(recorded) if not (folder / f"part-{k:06d}.npy").is_file()), recorded)
     started = time.perf_counter() - float(job.seconds or 0.0)
     bar = tqdm(total=len(docs), initial=min(done * chunk, len(docs)), unit="doc", disable=not progress,
                desc=f"encode {job.target}", leave=False)

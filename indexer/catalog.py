@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from .encoder import ModelRecord
@@ -117,10 +117,6 @@ def delete_items_by_faiss_ids(session: Session, index_id: int, faiss_ids: Sequen
     ids = [int(i) for i in faiss_ids]
     for start in range(0, len(ids), 500):
         session.execute(delete(Item).where(Item.index_id == index_id, Item.faiss_id.in_(ids[start : start + 500])))
-
-
-def count_items(session: Session, index_id: int) -> int:
-    return int(session.scalar(select(func.count()).select_from(Item).where(Item.index_id == index_id)) or 0)
 
 
 def active_adapter(session: Session, index: Index, source_fingerprint: str) -> Adapter:

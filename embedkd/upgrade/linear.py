@@ -141,15 +141,20 @@ def fit_affine(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_
     best = int(np.argmax(scores))
     info = {"lambda": RIDGE_GRID[best], "val_cosine": scores[best]}
     if refit:
-        x, y = np.vstack([x, x_val]), np.vstack([y, y_val])
-        mx, my = x.mean(0), y.mean(0)
-        xc, yc = x - mx, y - my
-        w = procrustes_matrix(xc, yc)
-        lam = RIDGE_GRID[best] * _lambda_scale(xc)
-        d = ridge_path(xc, yc - xc @ w, [lam])[0]
+        x, xc, mx, my, w, d = _refit(x, y, x_val, y_val, RIDGE_GRID[best])
     else:
         d = ds_path[best]
     return _adapter("affine", x.shape[1], y.shape[1], center=mx, linear=w + d, bias=my, info=info)
+
+
+def _refit(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, grid_lambda: float):
+    """Refit Procrustes + ridge residual on train and validation pairs with the chosen strength."""
+    x, y = np.vstack([x, x_val]), np.vstack([y, y_val])
+    mx, my = x.mean(0), y.mean(0)
+    xc, yc = x - mx, y - my
+    w = procrustes_matrix(xc, yc)
+    d = ridge_path(xc, yc - xc @ w, [grid_lambda * _lambda_scale(xc)])[0]
+    return x, xc, mx, my, w, d
 
 
 def _fitted_directions(gram: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -182,12 +187,7 @@ def fit_low_rank(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, 
     score, li, rank = best
     info = {"lambda": RIDGE_GRID[li], "rank": rank, "val_cosine": score}
     if refit:
-        x, y = np.vstack([x, x_val]), np.vstack([y, y_val])
-        mx, my = x.mean(0), y.mean(0)
-        xc, yc = x - mx, y - my
-        w = procrustes_matrix(xc, yc)
-        lam = RIDGE_GRID[li] * _lambda_scale(xc)
-        d = ridge_path(xc, yc - xc @ w, [lam])[0]
+        x, xc, mx, my, w, d = _refit(x, y, x_val, y_val, RIDGE_GRID[li])
     else:
         d = ridge_path(xc, yc - xc @ w, [lambdas[li]])[0]
     a, b = _low_rank_factors(d, _fitted_directions(xc.T @ xc, d), rank)
