@@ -18,6 +18,7 @@ demo: $(STAMP)
 	EMBEDKD_HOME=$${EMBEDKD_HOME:-$(CURDIR)/.embedkd-demo} bash scripts/demo.sh
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

@@ -56,6 +56,9 @@ def main() -> int:
     ap.add_argument("--deadline", default=None, help="HH:MM wall clock; entries starting later are skipped")
     ap.add_argument("--default-budget", type=float, default=25.0, help="minutes for the default distill runs")
     ap.add_argument("--ablation-budget", type=float, default=10.0, help="minutes for each ablation run")
+    ap.add_argument("--ablation-epochs", type=float, default=None,
+                    help="train each ablation for this many epochs with no time budget (equal steps for every "
+                         "loss, independent of the machine's load) instead of --ablation-budget minutes")
     ap.add_argument("--only", nargs="*", default=None, help="entry names to run, in this order (default: all)")
     ap.add_argument("--results", default="results.json", help="results file inside WORK (one per worker)")
     ap.add_argument("--unseen", nargs="*", default=[], help="BEIR folders never trained on: teacher, prunes "
@@ -105,14 +108,15 @@ def main() -> int:
         save()
         log.info("%s: %s", name, results[name])
 
-    def run_distill(name: str, student: str, loss: str, budget_min: float, teacher_model: str = teacher,
-                    **kw) -> None:
+    def run_distill(name: str, student: str, loss: str, budget_min: float | None, teacher_model: str = teacher,
+                    epochs: float = 3.0, **kw) -> None:
         out = work / "models" / name
         if out.exists() and (out / "distill.json").is_file():
             res = json.loads((out / "distill.json").read_text())
         else:
-            res = distill(teacher_model, student, args.data, str(out), loss, options=TrainOptions(epochs=3.0),
-                          time_budget_s=budget_min * 60, progress=False, settings=settings, **kw)
+            res = distill(teacher_model, student, args.data, str(out), loss, options=TrainOptions(epochs=epochs),
+                          time_budget_s=budget_min * 60 if budget_min else None, progress=False, settings=settings,
+                          **kw)
         results[name] = {"student": str(out), "loss": res["loss"], "steps": res["steps"],
                          "planned_steps": res["planned_steps"], "train_seconds": res["seconds"],
                          "total_seconds": res["total_seconds"], **res["metrics"]["test"],
@@ -166,7 +170,9 @@ def main() -> int:
         candidates = {"teacher": lambda: SentenceTransformer(teacher, device="cpu")}
         for layers in (3, 2):
             candidates[f"prune{layers}"] = (lambda n=layers: load_student(f"prune:{teacher}:{n}", "cpu")[0])
-        for name in ("distill3", "labels3", "distill2", "labels2", "distill3-from-ce"):
+        names = ["distill3", "labels3", "distill2", "labels2", "distill3-from-ce"]
+        names += [p.name for p in sorted((work / "models").glob("distill3-*")) if p.name not in names]
+        for name in names:
             path = work / "models" / name
             if (path / "distill.json").is_file():
                 candidates[name] = (lambda p=path: SentenceTransformer(str(p), device="cpu"))
@@ -179,6 +185,8 @@ def main() -> int:
                 save()
                 log.info("%s: %s", key, results[key])
 
+    ablation = ({"budget_min": None, "epochs": args.ablation_epochs} if args.ablation_epochs
+                else {"budget_min": args.ablation_budget})
     entries = {
         "teacher": teacher_entry,
         "prune3": lambda: prune_entry(3),
@@ -187,14 +195,14 @@ def main() -> int:
         "distill3": lambda: run_distill("distill3", f"prune:{teacher}:3", DEFAULT_LOSS, args.default_budget),
         "labels3": lambda: run_distill("labels3", f"prune:{teacher}:3", "labels", args.default_budget),
         "distill2": lambda: run_distill("distill2", f"prune:{teacher}:2", DEFAULT_LOSS, args.default_budget),
-        "labels2": lambda: run_distill("labels2", f"prune:{teacher}:2", "labels", args.ablation_budget),
+        "labels2": lambda: run_distill("labels2", f"prune:{teacher}:2", "labels", **ablation),
         "cross-encoder": cross_encoder_entry,
         "distill3-from-ce": lambda: run_distill("distill3-from-ce", f"prune:{teacher}:3", "margin-mse+kl",
-                                                args.ablation_budget, teacher_model=str(ce_dir)),
+                                                teacher_model=str(ce_dir), **ablation),
     }
-    for loss in ("margin-mse", "kl", "cosine", "attention"):
+    for loss in ("cosine+kl", "margin-mse", "kl", "cosine", "attention", "labels"):
         entries[f"distill3-{loss}"] = (lambda x=loss: run_distill(f"distill3-{x}", f"prune:{teacher}:3", x,
-                                                                  args.ablation_budget))
+                                                                  **ablation))
     for name in (args.only or list(entries)):
         if name not in entries:
             raise SystemExit(f"unknown entry {name!r}; choose from {', '.join(entries)}")

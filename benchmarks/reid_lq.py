@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -37,6 +39,9 @@ def main() -> None:
     ap.add_argument("--work", required=True, help="folder for the trained models")
     ap.add_argument("--out", required=True, help="path prefix for .json and .md results")
     ap.add_argument("--backbone", default="mobilenetv2_100")
+    ap.add_argument("--baseline", default=None,
+                    help="an HQ model already trained (e.g. by the default `embedkd reid train`): used as the "
+                         "baseline row and the starting point instead of training one")
     ap.add_argument("--baseline-epochs", type=int, default=12)
     ap.add_argument("--baseline-minutes", type=float, default=40)
     ap.add_argument("--finetune-epochs", type=int, default=4)
@@ -59,7 +64,7 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     data = read_market(args.data, need_train=True, need_test=True)
-    base = str(work / "hq_baseline")
+    base = args.baseline or str(work / "hq_baseline")
     common = dict(backbone=args.backbone, eval_every=0, seed=args.seed)
     finetune = dict(epochs=args.finetune_epochs, max_minutes=args.finetune_minutes, init=base, lq_prob=0.5)
     stages = [
@@ -69,11 +74,13 @@ def main() -> None:
         ("distilled_attr", TrainOptions(**common, **finetune, teacher=base, attributes=args.attributes)),
     ]
     rows: list[dict] = []
+    ranks: dict[str, dict[str, np.ndarray]] = {}  # per model, per query set: first-match rank per query
     t_start = time.time()
 
     def evaluate(name: str, model, summary: dict) -> None:
-        clean = evaluate_market(model, data)
-        lq = evaluate_market(model, data, lq=True)
+        clean = evaluate_market(model, data, per_query=True)
+        lq = evaluate_market(model, data, lq=True, per_query=True)
+        ranks[name] = {"clean": np.array(clean["first_match_rank"]), "lq": np.array(lq["first_match_rank"])}
         row = {
             "model": name,
             "rank1": clean["rank1"], "mAP": clean["mAP"], "lq_rank1": lq["rank1"], "lq_mAP": lq["mAP"],
@@ -89,7 +96,7 @@ def main() -> None:
     def write() -> None:
         out = {"command": " ".join(sys.argv), "host": platform.node(), "cpu_threads": torch.get_num_threads(),
                "queries": len(data.query), "gallery": len(data.gallery), "train_crops": len(data.train),
-               "wall_minutes": round((time.time() - t_start) / 60, 1), "rows": rows}
+               "wall_minutes": round((time.time() - t_start) / 60, 1), "rows": rows, "paired": paired()}
         Path(args.out + ".json").write_text(json.dumps(out, indent=2))
         lines = ["| model | rank-1 | mAP | LQ rank-1 | LQ mAP | train min | epochs | infer img/s |",
                  "|---|---|---|---|---|---|---|---|"]
@@ -97,7 +104,32 @@ def main() -> None:
             lines.append(f"| {r['model']} | {100 * r['rank1']:.1f} | {100 * r['mAP']:.1f} | "
                          f"{100 * r['lq_rank1']:.1f} | {100 * r['lq_mAP']:.1f} | {r['train_minutes']} | "
                          f"{r['epochs']} | {r['infer_images_per_s']} |")
+        lines += ["", "| rank-1 difference (same queries) | queries | difference | 95% CI (paired bootstrap) |",
+                  "|---|---|---|---|"]
+        for d in out["paired"]:
+            lines.append(f"| {d['a']} - {d['b']} ({d['queries']}) | {d['n']} | {100 * d['diff']:+.1f} | "
+                         f"[{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}] |")
         Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+
+    def paired() -> list[dict]:
+        """Rank-1 differences between two models on the same queries, with a paired bootstrap 95% CI
+        (queries resampled together, so the shared query difficulty cancels out)."""
+        pairs = [("distilled", "lq_aug", "lq"), ("distilled", "hq_baseline", "lq"), ("distilled", "hq_baseline", "clean"),
+                 ("distilled_attr", "lq_aug", "lq"), ("lq_aug", "hq_baseline", "lq")]
+        out = []
+        rng = np.random.default_rng(0)
+        for a, b, kind in pairs:
+            if a not in ranks or b not in ranks:
+                continue
+            ra, rb = ranks[a][kind], ranks[b][kind]
+            valid = ra >= 0  # same queries have a valid match for every model
+            ha, hb = (ra[valid] == 0).astype(float), (rb[valid] == 0).astype(float)
+            diff = ha - hb
+            boot = diff[rng.integers(0, len(diff), (10000, len(diff)))].mean(axis=1)
+            out.append({"a": a, "b": b, "queries": kind, "n": int(valid.sum()), "diff": float(diff.mean()),
+                        "ci": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+                        "a_only": int(((ha == 1) & (hb == 0)).sum()), "b_only": int(((ha == 0) & (hb == 1)).sum())})
+        return out
 
     imagenet, _ = build_model(ModelSpec(backbone=args.backbone))
     import timm
@@ -106,10 +138,14 @@ def main() -> None:
     imagenet.spec = ModelSpec(backbone=args.backbone, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
     evaluate("imagenet", imagenet, {})
     for name, opts in stages:
-        folder = work / name
-        t0 = time.time()
-        summary = train_reid(args.data, folder, opts)
-        print(f"{name}: trained in {(time.time() - t0) / 60:.1f} min", flush=True)
+        folder = Path(base) if name == "hq_baseline" else work / name
+        if name == "hq_baseline" and args.baseline:
+            info = json.loads((folder / "reid_model.json").read_text())
+            summary = info.get("info", info).get("summary", {})
+        else:
+            t0 = time.time()
+            summary = train_reid(args.data, folder, opts)
+            print(f"{name}: trained in {(time.time() - t0) / 60:.1f} min", flush=True)
         model, _ = load_model(folder)
         evaluate(name, model, summary)
     print(Path(args.out + ".md").read_text())

@@ -13,7 +13,7 @@ from PIL import Image
 
 from .data import MarketData, Sample, read_market
 from .degrade import lq_protocol
-from .metrics import cosine_distance, evaluate_rank, re_ranking
+from .metrics import cosine_distance, evaluate_rank, first_match_ranks, re_ranking
 from .model import ReIDModel
 from .transforms import TestTransform, load_image
 
@@ -56,9 +56,11 @@ def _arrays(samples: list[Sample]) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 def evaluate_market(
-    model: ReIDModel, data: MarketData, *, lq: bool = False, rerank: bool = False, batch_size: int = 128
-) -> dict[str, float]:
-    """rank1/rank5/rank10/mAP (fractions in 0..1) of query vs gallery, plus counts and images/s."""
+    model: ReIDModel, data: MarketData, *, lq: bool = False, rerank: bool = False, batch_size: int = 128,
+    per_query: bool = False,
+) -> dict:
+    """rank1/rank5/rank10/mAP (fractions in 0..1) of query vs gallery, plus counts and images/s; with
+    `per_query`, also each query's first-match rank (`first_match_ranks`) for paired comparisons."""
     q_paths, q_pids, q_cams = _arrays(data.query)
     g_paths, g_pids, g_cams = _arrays(data.gallery)
     t0 = time.perf_counter()
@@ -69,7 +71,9 @@ def evaluate_market(
     if rerank:
         dist = re_ranking(dist, cosine_distance(qf, qf), cosine_distance(gf, gf))
     cmc, mean_ap = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank=10)
+    extra = {"first_match_rank": first_match_ranks(dist, q_pids, g_pids, q_cams, g_cams).tolist()} if per_query else {}
     return {
+        **extra,
         "rank1": float(cmc[0]),
         "rank5": float(cmc[4]),
         "rank10": float(cmc[9]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["evaluate_rank", "re_ranking", "cosine_distance"]
+__all__ = ["evaluate_rank", "first_match_ranks", "re_ranking", "cosine_distance"]
 
 
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -56,6 +56,24 @@ def evaluate_rank(
     if not aps:
         raise ValueError("no query has a gallery match from another camera; check the query/gallery split")
     return np.asarray(cmc_all, dtype=np.float32).mean(axis=0), float(np.mean(aps))
+
+
+def first_match_ranks(
+    distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray
+) -> np.ndarray:
+    """Per query, the 0-based rank of its first true match under the Market protocol (same person and
+    camera removed), or -1 when it has none: the per-query view behind CMC, for paired comparisons of
+    two models on the same queries (rank-1 hit = rank 0)."""
+    distmat = np.asarray(distmat)
+    g_pids, g_camids = np.asarray(g_pids), np.asarray(g_camids)
+    order = np.argsort(distmat, axis=1, kind="stable")
+    out = np.full(distmat.shape[0], -1, dtype=np.int64)
+    for i in range(distmat.shape[0]):
+        keep = ~((g_pids[order[i]] == q_pids[i]) & (g_camids[order[i]] == q_camids[i]))
+        hits = np.flatnonzero(g_pids[order[i]][keep] == q_pids[i])
+        if len(hits):
+            out[i] = hits[0]
+    return out
 
 
 def re_ranking(

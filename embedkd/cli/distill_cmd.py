@@ -48,7 +48,8 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from embedkd.distill.pipeline import distill
-    from embedkd.distill.train import TrainOptions, cpu_threads
+    from embedkd.distill.train import TrainOptions
+    from embedkd.threads import set_torch_threads
     from indexer.errors import UserError
 
     for name in ("batch_size", "negatives", "max_length"):
@@ -57,8 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs <= 0:
         raise UserError("--epochs must be positive")
     torch.set_flush_denormal(True)
-    if not torch.cuda.is_available():
-        torch.set_num_threads(args.threads or cpu_threads())
+    set_torch_threads(args.threads)
     options = TrainOptions(epochs=args.epochs if args.epochs is not None else 4.0, batch_size=args.batch_size,
                            lr=args.lr, max_length=args.max_length)
     result = distill(args.teacher, args.student, args.data, args.out, args.loss, teacher_kind=args.teacher_kind,

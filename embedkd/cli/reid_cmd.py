@@ -145,17 +145,10 @@ def _gallery_upgrade(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import os
-
-    import torch
-
+    from embedkd.threads import set_torch_threads
     from reid.training import TrainOptions, train_reid
 
-    threads = args.threads
-    if threads is None and not torch.cuda.is_available() and os.getloadavg()[0] >= (os.cpu_count() or 1):
-        threads = 1  # a CPU already fully busy: two threads contending for two cores run 2-3x slower than one
-    if threads:
-        torch.set_num_threads(threads)
+    set_torch_threads(args.threads)
 
     opts = TrainOptions(
         backbone=args.backbone, pool=args.pool, height=args.height, width=args.width,

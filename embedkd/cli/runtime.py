@@ -18,6 +18,8 @@ def add_encoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="encoder arithmetic; auto = bf16 where the hardware has it natively")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: all cores, or 1 when other jobs already load every core)")
 
 
 def text_encoder_loader(args: argparse.Namespace):
@@ -25,8 +27,10 @@ def text_encoder_loader(args: argparse.Namespace):
     import torch
 
     from embedkd.text_encoder import load_text_encoder
+    from embedkd.threads import set_torch_threads
 
     torch.set_flush_denormal(True)
+    set_torch_threads(getattr(args, "threads", None))
 
     def load(source: str):
         return load_text_encoder(source, device=getattr(args, "device", None),

@@ -33,15 +33,14 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from embedkd.distill.cross_encoder import train_cross_encoder
-    from embedkd.distill.train import cpu_threads
+    from embedkd.threads import set_torch_threads
     from indexer.errors import UserError
 
     for name in ("batch_size", "negatives", "max_length", "rerank_depth"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     torch.set_flush_denormal(True)
-    if not torch.cuda.is_available():
-        torch.set_num_threads(args.threads or cpu_threads())
+    set_torch_threads(args.threads)
     result = train_cross_encoder(args.base, args.data, args.out, epochs=args.epochs, negatives=args.negatives,
                                  batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
                                  eval_split=args.eval_split or None, rerank_depth=args.rerank_depth,

@@ -22,6 +22,7 @@ __all__ = [
     "ensure_mining_index",
     "filter_false_negatives",
     "search_candidates",
+    "sample_negatives_lazily",
     "select_negatives",
 ]
 
@@ -95,3 +96,34 @@ def select_negatives(candidates: Sequence[str], teacher_scores: np.ndarray, posi
         return pool
     picked = rng.choice(len(pool), size=count, replace=False)
     return [pool[i] for i in sorted(picked)]
+
+
+def sample_negatives_lazily(candidates: Sequence[str], score: Callable[[list[str]], np.ndarray],
+                            positive_score: float, count: int, rng: np.random.Generator, margin: float = 0.0,
+                            scored: dict[str, float] | None = None) -> tuple[list[str], int]:
+    """Draw `count` negatives uniformly from the candidates the teacher keeps, scoring only as many as needed.
+
+    Scanning a random permutation and taking the first `count` that pass the false-negative filter is the
+    same draw as `select_negatives` (uniform without replacement over the kept pool), but a cross-encoder
+    then scores ~`count` pairs per query instead of all top-k. `scored` caches scores across positives of
+    one query. Returns the negatives and how many scored candidates were dropped as false negatives.
+    """
+    scored = {} if scored is None else scored
+    order = [candidates[i] for i in rng.permutation(len(candidates))]
+    picked: list[str] = []
+    dropped = 0
+    pos = 0
+    while len(picked) < count and pos < len(order):
+        chunk = order[pos:pos + 2 * (count - len(picked))]
+        pos += len(chunk)
+        todo = [c for c in chunk if c not in scored]
+        if todo:
+            scored.update(zip(todo, (float(x) for x in score(todo))))
+        for c in chunk:
+            if len(picked) == count:
+                break
+            if filter_false_negatives(np.array([scored[c]]), positive_score, margin)[0]:
+                picked.append(c)
+            else:
+                dropped += 1
+    return sorted(picked, key=candidates.index), dropped

@@ -20,7 +20,13 @@ from indexer.errors import UserError
 from .data import BeirData, load_beir, split_dev
 from .losses import DistillObjective, parse_loss_spec
 from .losses.objective import EMBEDDING_TERMS
-from .negatives import VectorLookupEncoder, ensure_mining_index, search_candidates, select_negatives
+from .negatives import (
+    VectorLookupEncoder,
+    ensure_mining_index,
+    sample_negatives_lazily,
+    search_candidates,
+    select_negatives,
+)
 from .prune import is_prune_spec, load_student, parse_prune_spec
 from .retrieval import encode_texts, evaluate_vectors
 from .teachers import BiEncoderTeacher, Teacher, load_teacher
@@ -79,11 +85,21 @@ def build_examples(data: BeirData, qrels: dict[str, dict[str, int]], candidates:
             continue
         query = data.queries[qid]
         cands = [d for d in candidates.get(qid, []) if d not in positives]
-        cand_scores = teacher.score(query, [data.corpus[d] for d in cands])
+        # A bi-encoder scores every candidate from cached vectors for free; a cross-encoder pays a
+        # forward pass per pair, so it scores candidates in random order only until enough pass.
+        lazy = teacher.kind == "cross-encoder"
+        cand_scores = None if lazy else teacher.score(query, [data.corpus[d] for d in cands])
+        scored: dict[str, float] = {}
         for pos in sorted(positives):
             pos_score = float(teacher.score(query, [data.corpus[pos]])[0])
-            negs = select_negatives(cands, cand_scores, pos_score, positives, negatives, rng, margin)
-            dropped += int((cand_scores >= pos_score - margin).sum())
+            if lazy:
+                negs, n_dropped = sample_negatives_lazily(
+                    cands, lambda ds: teacher.score(query, [data.corpus[d] for d in ds]), pos_score, negatives,
+                    rng, margin, scored)
+                dropped += n_dropped
+            else:
+                negs = select_negatives(cands, cand_scores, pos_score, positives, negatives, rng, margin)
+                dropped += int((cand_scores >= pos_score - margin).sum())
             while len(negs) < negatives:  # too few left after filtering: random corpus documents
                 d = doc_ids[int(rng.integers(len(doc_ids)))]
                 if d not in positives and d not in negs:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..threads import cpu_threads
 from .losses import DistillObjective, StepTensors
 
 __all__ = ["Example", "RelationTap", "TrainOptions", "cpu_threads", "train_student"]
@@ -48,17 +49,6 @@ class TrainOptions:
 
     def total_steps(self, n_examples: int) -> int:
         return max(1, math.ceil(self.epochs * n_examples / self.batch_size))
-
-
-def cpu_threads() -> int:
-    """Torch threads on CPU: all cores on an idle machine, one when others already load every core
-    (measured here: with the 2 cores busy, 1 thread trains 2.5x faster than 2 that fight for them)."""
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    return 1 if load >= cores else cores
 
 
 class RelationTap:

@@ -22,5 +22,6 @@ def snapshot(catalog) -> dict:
             "done_jobs": sorted(j.id for j in s.scalars(select(Job).where(Job.state == "done"))),
         }
     root = Path(catalog.settings.index_dir)
-    rows["files"] = sorted((str(p.relative_to(root)), sha256_file(p)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    rows["files"] = sorted((str(p.relative_to(root)), sha256_file(p)) for p in files)
     return rows

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reid.metrics import cosine_distance, evaluate_rank, re_ranking
+from reid.metrics import cosine_distance, evaluate_rank, first_match_ranks, re_ranking
 
 
 def _hand_case():
@@ -27,6 +27,19 @@ def test_hand_worked_values():
     # q0: first hit at rank 2, AP = (1/2 + 2/4) / 2 = 0.5; q1: rank 1, AP = 1
     np.testing.assert_allclose(cmc, [0.5, 1.0, 1.0, 1.0, 1.0])
     assert mean_ap == pytest.approx(0.75)
+
+
+def test_first_match_ranks_agree_with_cmc():
+    ranks = first_match_ranks(*_hand_case())
+    assert ranks.tolist() == [1, 0, -1]  # q0 first hit at rank 2 (0-based 1), q1 at rank 1, q2 has none
+    rng = np.random.default_rng(0)
+    dist = rng.random((30, 40))
+    q_pids, g_pids = rng.integers(0, 6, 30), rng.integers(0, 6, 40)
+    q_cams, g_cams = rng.integers(0, 3, 30), rng.integers(0, 3, 40)
+    ranks = first_match_ranks(dist, q_pids, g_pids, q_cams, g_cams)
+    cmc, _ = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank=5)
+    valid = ranks >= 0
+    np.testing.assert_allclose(cmc, [(ranks[valid] <= r).mean() for r in range(5)], rtol=1e-6)
 
 
 def test_same_camera_match_is_excluded():

