@@ -70,12 +70,13 @@ def main() -> int:
     from embedkd.distill.data import load_beir
     from embedkd.distill.pipeline import DEFAULT_LOSS, distill, evaluate_student
     from embedkd.distill.prune import load_student
-    from embedkd.distill.train import TrainOptions, cpu_threads
+    from embedkd.distill.train import TrainOptions
+    from embedkd.threads import set_torch_threads
     from indexer.settings import load_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_flush_denormal(True)
-    torch.set_num_threads(cpu_threads())
+    set_torch_threads()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("EMBEDKD_HOME", str(work / "home"))

@@ -140,8 +140,7 @@ def main() -> None:
     for name, opts in stages:
         folder = Path(base) if name == "hq_baseline" else work / name
         if name == "hq_baseline" and args.baseline:
-            info = json.loads((folder / "reid_model.json").read_text())
-            summary = info.get("info", info).get("summary", {})
+            summary = json.loads((folder / "reid_model.json").read_text())["info"].get("summary", {})
         else:
             t0 = time.time()
             summary = train_reid(args.data, folder, opts)

@@ -39,12 +39,8 @@ def evaluate_rank(
         raise ValueError(
             f"distmat is {nq}x{ng}; q_pids/q_camids need {nq} entries and g_pids/g_camids {ng}"
         )
-    order = np.argsort(distmat, axis=1, kind="stable")
-    matches = g_pids[order] == q_pids[:, None]
     cmc_all, aps = [], []
-    for i in range(nq):
-        keep = ~((g_pids[order[i]] == q_pids[i]) & (g_camids[order[i]] == q_camids[i]))
-        hits = matches[i][keep]
+    for hits in _ranked_hits(distmat, q_pids, g_pids, q_camids, g_camids):
         if not hits.any():
             continue
         cmc = hits.cumsum()
@@ -64,16 +60,23 @@ def first_match_ranks(
     """Per query, the 0-based rank of its first true match under the Market protocol (same person and
     camera removed), or -1 when it has none: the per-query view behind CMC, for paired comparisons of
     two models on the same queries (rank-1 hit = rank 0)."""
-    distmat = np.asarray(distmat)
-    g_pids, g_camids = np.asarray(g_pids), np.asarray(g_camids)
-    order = np.argsort(distmat, axis=1, kind="stable")
-    out = np.full(distmat.shape[0], -1, dtype=np.int64)
-    for i in range(distmat.shape[0]):
-        keep = ~((g_pids[order[i]] == q_pids[i]) & (g_camids[order[i]] == q_camids[i]))
-        hits = np.flatnonzero(g_pids[order[i]][keep] == q_pids[i])
-        if len(hits):
-            out[i] = hits[0]
+    out = np.full(np.shape(distmat)[0], -1, dtype=np.int64)
+    for i, hits in enumerate(_ranked_hits(distmat, q_pids, g_pids, q_camids, g_camids)):
+        if hits.any():
+            out[i] = int(np.argmax(hits))
     return out
+
+
+def _ranked_hits(distmat, q_pids, g_pids, q_camids, g_camids):
+    """Per query, the gallery sorted by distance (stable: ties by gallery order) as a boolean
+    true-match array, with the query's own camera's crops of the same person removed."""
+    distmat = np.asarray(distmat)
+    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
+    q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
+    order = np.argsort(distmat, axis=1, kind="stable")
+    for i in range(distmat.shape[0]):
+        same_person = g_pids[order[i]] == q_pids[i]
+        yield same_person[~(same_person & (g_camids[order[i]] == q_camids[i]))]
 
 
 def re_ranking(

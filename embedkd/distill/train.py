@@ -17,10 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..threads import cpu_threads
 from .losses import DistillObjective, StepTensors
 
-__all__ = ["Example", "RelationTap", "TrainOptions", "cpu_threads", "train_student"]
+__all__ = ["Example", "RelationTap", "TrainOptions", "train_student"]
 
 log = logging.getLogger(__name__)
 
