@@ -71,6 +71,8 @@ def main() -> None:
     ap.add_argument("--cache", default="/tmp/embedkd_upgrade/cache")
     ap.add_argument("--out", help="JSON result path (a PNG is written beside it)")
     ap.add_argument("--kinds", default=",".join(CANDIDATES))
+    ap.add_argument("--extra-kinds", default="score-map",
+                    help="kinds fitted on the same pairs and reported, but not offered to the held-out choice")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sweep", default="", help="smaller sample sizes to refit on, e.g. 250,500,1000")
     ap.add_argument("--pieces-only", action="store_true", help="fit on pieces alone, no document pairs")
@@ -109,6 +111,9 @@ def main() -> None:
     pairs = PairedVectors(doc_v1[pick], doc_v2[pick], pieces, p_v1, p_v2)
     kinds = tuple(k for k in args.kinds.split(",") if k)
     outcome = fit_from_pairs(pairs, kinds, seed=args.seed, doc_pairs=not args.pieces_only)
+    extra = tuple(k for k in args.extra_kinds.split(",") if k and k not in args.kinds.split(","))
+    if extra:
+        outcome.candidates += fit_from_pairs(pairs, extra, seed=args.seed, doc_pairs=not args.pieces_only).candidates
     adapters = {c.kind: c.adapter for c in outcome.candidates}
     report = compat_matrix(doc_v1, doc_v2, q_v1, q_v2, adapters, doc_ids, qids, qrels)
 
@@ -167,6 +172,8 @@ def main() -> None:
         sub_pieces = [type(pieces[i])(pieces[i].text, remap[pieces[i].doc], pieces[i].kind) for i in sel]
         sub = PairedVectors(doc_v1[pick][keep], doc_v2[pick][keep], sub_pieces, p_v1[sel], p_v2[sel])
         res = fit_from_pairs(sub, kinds, seed=args.seed, doc_pairs=not args.pieces_only)
+        if extra:
+            res.candidates += fit_from_pairs(sub, extra, seed=args.seed, doc_pairs=not args.pieces_only).candidates
         m = compat_matrix(doc_v1, None, q_v1, q_v2, {c.kind: c.adapter for c in res.candidates}, doc_ids, qids, qrels)
         frac = len(keep) / len(pick)
         sweep[size] = {"chosen": res.chosen.kind, "accepted": res.decision.accepted,

@@ -10,6 +10,10 @@ Every adapter kind is one composition of optional parts, so one `apply` serves t
       + bias                                          (d_tgt, or 0)
     y = y / ||y||                                     when `normalize`
 
+`doc_center` (d_src), optional, is not used on queries: it marks a *score map* (a kind that moves
+queries so they score v1's stored vectors as v2 scores its own), whose documents need the inverse
+map; see `Adapter.for_documents`.
+
 File format (``.npz``, no pickles): the arrays above by name plus ``meta``, a UTF-8 JSON document
 (uint8 array) with ``format``, ``kind``, the source/target fingerprints and dimensions, the fit's
 figures and a sha256 of the arrays. The catalog keeps the sha256 of the whole file; `load_adapter`
@@ -43,7 +47,7 @@ __all__ = [
 ]
 
 FORMAT = "embedkd-adapter/1"
-ARRAY_NAMES = ("center", "linear", "low_a", "low_b", "w1", "b1", "w2", "b2", "bias")
+ARRAY_NAMES = ("center", "linear", "low_a", "low_b", "w1", "b1", "w2", "b2", "bias", "doc_center")
 
 
 @dataclass
@@ -64,6 +68,7 @@ class Adapter:
     w2: np.ndarray | None = None
     b2: np.ndarray | None = None
     bias: np.ndarray | None = None
+    doc_center: np.ndarray | None = None
     normalize: bool = True
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -81,7 +86,10 @@ class Adapter:
                 f"adapter kind {self.kind!r} maps {ds}-d to {dt}-d and needs a linear part; "
                 "use procrustes, affine or mlp when the dimensions differ"
             )
-        expect: dict[str, tuple[int, ...]] = {"center": (ds,), "linear": (ds, dt), "bias": (dt,)}
+        expect: dict[str, tuple[int, ...]] = {"center": (ds,), "linear": (ds, dt), "bias": (dt,), "doc_center": (ds,)}
+        if self.doc_center is not None and (self.linear is None or self.center is not None or self.bias is not None
+                                            or self.low_a is not None or self.w1 is not None):
+            raise UserError("a score-map adapter (doc_center) must be purely linear; refit it")
         if self.low_a is not None or self.low_b is not None:
             if self.low_a is None or self.low_b is None:
                 raise UserError("a low-rank adapter needs both low_a and low_b")
@@ -125,6 +133,23 @@ class Adapter:
         return np.ascontiguousarray(y, dtype=np.float32)
 
     __call__ = apply
+
+    def for_documents(self) -> Adapter:
+        """The map for new v2 *documents* written into the index's space.
+
+        Every kind but the score map sends v2 toward v1's own vectors, so documents take the same
+        map as queries. A score map sends a query q to q L with L = M^T, where v1 -> v2 content is
+        d2 ~ d1 M + c; a new document d2 then goes to the s with s M = d2 - c (least squares:
+        s = (d2 - c) pinv(M)), so mapped queries score it as v2 scores d2, like the stored ones.
+        Not normalized: rescaling s would rescale its scores against the stored vectors'.
+        """
+        if self.doc_center is None:
+            return self
+        inverse = np.linalg.pinv(self.linear.astype(np.float64)).T  # pinv(M) = pinv(L)^T: (d_src, d_tgt)
+        return Adapter(kind=f"{self.kind}/documents", source_fingerprint=self.source_fingerprint,
+                       target_fingerprint=self.target_fingerprint, source_dim=self.source_dim,
+                       target_dim=self.target_dim, center=self.doc_center, linear=inverse,
+                       normalize=False, info=self.info)
 
     @property
     def parameters(self) -> int:

@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--previous", default=None,
                    help="continual training: previous model version (v1) whose embeddings v2 must stay close to")
     p.add_argument("--previous-weight", type=float, default=1.0, help="weight of the --previous term")
+    p.add_argument("--allow-weak-teacher", action="store_true",
+                   help="distill even a teacher that reranks dev queries worse than the miner")
     p.add_argument("--no-register", action="store_true", help="do not register the student in the catalog")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     p.set_defaults(handler=_run)
@@ -65,7 +67,8 @@ def _run(args: argparse.Namespace) -> int:
                      miner=args.miner, options=options, negatives=args.negatives,
                      eval_split=args.eval_split or None, register=not args.no_register, progress=not args.json,
                      time_budget_s=args.time_budget * 60 if args.time_budget > 0 else None,
-                     previous=args.previous, previous_weight=args.previous_weight)
+                     previous=args.previous, previous_weight=args.previous_weight,
+                     allow_weak_teacher=args.allow_weak_teacher)
     emit(_summary(result) if not args.json else result, args.json)
     return 0
 

@@ -29,6 +29,7 @@ from .negatives import (
 )
 from .prune import is_prune_spec, load_student, parse_prune_spec
 from .retrieval import encode_texts, evaluate_vectors
+from .teacher_check import check_teacher, teacher_verdict
 from .teachers import BiEncoderTeacher, Teacher, load_teacher
 from .train import Example, TrainOptions, train_student
 
@@ -130,13 +131,15 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             negatives: int = 3, mine_k: int = 50, temperature: float = 0.05, eval_split: str | None = "test",
             dev_fraction: float = 0.1, device: str | None = None, settings=None, register: bool = True,
             progress: bool = True, time_budget_s: float | None = None, previous: str | None = None,
-            previous_weight: float = 1.0) -> dict:
+            previous_weight: float = 1.0, allow_weak_teacher: bool = False) -> dict:
     """Distill `teacher` into `student` on the BEIR folder `data`; save to `out`; evaluate; register.
 
     `time_budget_s` bounds the whole run: training stops early enough to leave time for the final
     evaluation, estimated from the student's measured encoding speed.
     `previous` (a model path, issue 4's continual training) adds the `previous` term: embedding
     distillation from that frozen model, with `previous_weight`.
+    A teacher other than the miner (a cross-encoder) must rerank the miner's dev candidates at least
+    as well as the miner orders them, unless `allow_weak_teacher` (`teacher_check`).
     """
     from embedkd.text_encoder import default_device, load_sentence_transformer
     from indexer.context import open_catalog
@@ -194,6 +197,19 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     catalog = open_catalog(settings)
     try:
         candidates = mining_candidates(catalog, beir, mine_with, query_ids, mine_k, table)
+        teacher_check = None
+        if t is not mine_with and dev_qrels:
+            dev_ids = sorted(q for q in dev_qrels if q in beir.queries)
+            dev_cands = mining_candidates(catalog, beir, mine_with, dev_ids, mine_k, table)
+            check = check_teacher(t.score, beir.queries, beir.corpus, dev_cands, dev_qrels)
+            teacher_check = check.as_dict()
+            log.info("teacher check on dev: teacher rerank nDCG@10 %.3f, miner %.3f (%d queries)",
+                     check.teacher_ndcg, check.miner_ndcg, check.queries)
+            reason = teacher_verdict(check)
+            if reason and not allow_weak_teacher:
+                raise UserError(reason)
+            if reason:
+                log.warning("%s (continuing: --allow-weak-teacher)", reason)
         examples, mining = build_examples(beir, train_qrels, candidates, t, negatives, options.seed)
         teacher_dim = table.vectors.shape[1] if isinstance(t, BiEncoderTeacher) else None
         objective = DistillObjective(
@@ -247,6 +263,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             "lineage": lineage,
             "metrics": metrics,
             "teacher_metrics": teacher_metrics,
+            "teacher_check": teacher_check,
             "total_seconds": round(time.perf_counter() - t_start, 1),
         }
         if register:

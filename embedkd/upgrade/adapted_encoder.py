@@ -29,10 +29,11 @@ class AdaptedEncoder:
         if adapter.source_fingerprint != encoder.record.fingerprint or adapter.target_fingerprint != target.fingerprint:
             raise ValueError("the adapter does not map this encoder's model into the target model")
         self.encoder, self.adapter = encoder, adapter
+        self.document_adapter = adapter.for_documents()  # a score map moves queries and documents differently
         self.record = replace(target, info={**target.info, "adapted_from": encoder.record.name})
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        return self.adapter.apply(self.encoder(list(texts)))
+        return self.document_adapter.apply(self.encoder(list(texts)))
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         encode = getattr(self.encoder, "encode_queries", self.encoder)

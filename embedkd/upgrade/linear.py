@@ -13,6 +13,15 @@
   it far from a rotation. The ridge strength is picked on validation pairs.
 * low-rank affine: the same with D of rank r (reduced-rank ridge regression: the ridge solution
   projected on the top-r directions of its fitted values), stored as two factors (d_src x r, r x d_tgt).
+* score map: the maps above send a v2 query to where v1 would have put it, so they recover v2's
+  query-side gain only. Where v2's gain is in how it embeds *documents*, regress the other way:
+  fit v1 -> v2 on the same content, d2 ~ (d1 - m1) M + m2 (Procrustes + ridge residual, as affine),
+  and send the query to q M^T. Then q M^T . d1 = q . (d1 M) ~ q . d2 - q . (m2 - m1 M), whose last
+  term is the same for every document: ranking v1's stored vectors with the mapped query
+  approximates ranking v2's reindexed documents with the v2 query (FCT's document transformation,
+  moved to the query side by associativity, so the index is never touched). No centering or bias:
+  they would add a document-dependent term. New documents take the inverse map (`doc_center` = c,
+  `Adapter.for_documents`).
 
 All fits are numpy float64 internally and return float32 `indexer.adapters.Adapter`s whose
 fingerprints the caller fills in.
@@ -35,6 +44,7 @@ __all__ = [
     "fit_low_rank",
     "fit_mean_shift",
     "fit_procrustes",
+    "fit_score_map",
     "mean_cosine",
     "procrustes_matrix",
     "ridge_path",
@@ -192,3 +202,23 @@ def fit_low_rank(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, 
         d = ridge_path(xc, yc - xc @ w, [lambdas[li]])[0]
     a, b = _low_rank_factors(d, _fitted_directions(xc.T @ xc, d), rank)
     return _adapter("low-rank", x.shape[1], y.shape[1], center=mx, linear=w, low_a=a, low_b=b, bias=my, info=info)
+
+
+def fit_score_map(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+                  refit: bool = True) -> Adapter:
+    """Query map q -> q M^T with M the ridge v1 -> v2 regression (shrunk toward Procrustes) of the content.
+
+    x: v2 vectors, y: v1 vectors (as every fit here); the ridge strength is picked by how well d1 M
+    predicts d2 on (x_val, y_val).
+    """
+    y, x, y_val, x_val, my, mx, yc, xc, w, lambdas = _prepare(y, x, y_val, x_val)
+    ds_path = ridge_path(yc, xc - yc @ w, lambdas)
+    scores = [mean_cosine((y_val - my) @ (w + d) + mx, x_val) for d in ds_path]
+    best = int(np.argmax(scores))
+    info = {"lambda": RIDGE_GRID[best], "val_cosine": scores[best]}
+    if refit:
+        y, yc, my, mx, w, d = _refit(y, x, y_val, x_val, RIDGE_GRID[best])
+    else:
+        d = ds_path[best]
+    m = w + d  # (d_tgt, d_src): v1 -> v2
+    return _adapter("score-map", x.shape[1], y.shape[1], linear=m.T, doc_center=mx - my @ m, info=info)

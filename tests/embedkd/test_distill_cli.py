@@ -102,7 +102,8 @@ def test_teacher_train_then_distill_from_the_cross_encoder(tiny_beir, tmp_path, 
     assert trained["steps"] >= 1 and 0 <= trained["metrics"]["test"]["ndcg@10"] <= 1
     rc = main(["distill", "--teacher", str(ce), "--student", f"prune:{minilm_path()}:1", "--data", str(tiny_beir),
                "--out", str(tmp_path / "s"), "--loss", "margin-mse+kl", "--epochs", "1", "--batch-size", "4",
-               "--max-length", "32", "--json"])
+               "--max-length", "32", "--allow-weak-teacher", "--json"])  # a 1-epoch teacher may be weak
     assert rc == 0
     result = _last_json(capsys.readouterr().out)
     assert result["teacher_kind"] == "cross-encoder" and result["teacher_metrics"] is None
+    assert result["teacher_check"] is None or result["teacher_check"]["queries"] >= 1

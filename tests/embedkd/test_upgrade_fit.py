@@ -135,6 +135,35 @@ def test_new_documents_through_the_adapter(catalog, tmp_path):
     assert hits[0][0].id == "new1"
 
 
+def test_score_map_for_a_linear_upgrade_routes_queries_and_new_documents(catalog, tmp_path):
+    """v2 = v1 through a fixed linear map into 48-d: the score map ranks the stored v1 vectors as v2 ranks
+    its own, is registered, routes v2 queries, and new documents added through its inverse map are found.
+    (A non-orthogonal head would make v2 worse than v1 here, and the gate rightly refuses that.)"""
+    from embedkd.upgrade.adapted_encoder import adapted_encoder_for_index
+    from indexer.build import add_documents
+    from indexer.corpus import Doc, ListSource
+    from indexer.search import Searcher
+
+    path, v1 = _build(catalog, tmp_path)
+    head = np.linalg.qr(np.random.default_rng(4).normal(size=(48, 48)))[0][:32]
+    v2 = HashEncoder(32, 1, drift=head)
+    res = fit_upgrade(catalog, "idx", "v2", "score-map", corpus=str(path), sample_docs=80, v1_encoder=v1,
+                      v2_encoder=v2)
+    assert res["accepted"], res["reason"]
+    assert res["kind"] == "score-map" and res["heldout"]["agree_adapted"] > 0.95
+    docs = list(read_corpus(path))
+    texts = [str(d.content) for d in docs]
+    query = v2(["w1 w2 w3 w4 w5"])
+    searcher = Searcher(catalog)
+    hits = searcher.search_vectors("idx", query, k=5, source_fingerprint=v2.record.fingerprint)[0]
+    reindex = np.argsort(-(v2(texts) @ query[0]))[:5]
+    assert [h.id for h in hits][:3] == [docs[i].id for i in reindex[:3]]
+    enc = adapted_encoder_for_index(catalog, "idx", v2)
+    add_documents(catalog, "idx", enc, ListSource([Doc("new1", "w7 w8 w9 w10 w11 w12")]), progress=False)
+    hits = searcher.search_vectors("idx", v2(["w7 w8 w9 w10 w11 w12"]), k=1, source_fingerprint=v2.record.fingerprint)
+    assert hits[0][0].id == "new1"
+
+
 def test_labelled_eval_data_is_checked(catalog, tmp_path):
     path, v1 = _build(catalog, tmp_path)
     beir = tmp_path / "beir"

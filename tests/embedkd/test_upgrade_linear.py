@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from embedkd.upgrade.linear import (
+    RIDGE_GRID,
     fit_affine,
     fit_low_rank,
     fit_mean_shift,
     fit_procrustes,
+    fit_score_map,
     mean_cosine,
     procrustes_matrix,
     ridge_path,
@@ -93,3 +95,37 @@ def test_low_rank_full_rank_equals_affine_and_low_rank_is_exact_for_low_rank_dri
 def test_too_few_pairs():
     with pytest.raises(UserError, match="at least"):
         fit_affine(np.zeros((3, 2)), np.zeros((3, 2)))
+
+
+def test_score_map_ranks_v1_documents_as_v2_ranks_its_own():
+    """v2 embeds documents as a linear function of v1 (d2 = d1 M + c); queries live in v2's own space.
+    The score map must rank v1's stored vectors for a v2 query exactly as v2 ranks its reindexed ones,
+    which no map toward v1's *query* vectors can do when M is not a rotation."""
+    rng = np.random.default_rng(5)
+    d1, d2 = 6, 9
+    m = rng.normal(size=(d1, d2))
+    c = rng.normal(size=d2)
+    y = rng.normal(size=(400, d1))  # v1 content vectors
+    x = y @ m + c  # v2 content vectors
+    a = fit_score_map(x, y)
+    assert (a.source_dim, a.target_dim) == (d2, d1) and a.center is None and a.bias is None
+    docs1 = rng.normal(size=(50, d1))
+    docs2 = docs1 @ m + c
+    q2 = rng.normal(size=(20, d2))
+    mapped = a.apply(q2.astype(np.float32)).astype(np.float64)
+    # per query, scores on v1 vectors are v2's scores up to a per-query offset (q . c) and scale
+    got, want = mapped @ docs1.T, q2 @ docs2.T
+    corr = [np.corrcoef(g, w)[0, 1] for g, w in zip(got, want)]
+    assert min(corr) > 0.999
+    assert (got.argmax(1) == want.argmax(1)).all()
+    # a map toward v1's own vectors (Procrustes) cannot: it keeps v1's view of the documents
+    p = fit_procrustes(x, y).apply(q2.astype(np.float32)).astype(np.float64) @ docs1.T
+    assert np.mean([np.corrcoef(g, w)[0, 1] for g, w in zip(p, want)]) < 0.9
+    # new documents (v2 only) go in through the inverse map: old and new documents together rank as in v2
+    new2 = rng.normal(size=(30, d1)) @ m + c
+    mixed1 = np.vstack([docs1, a.for_documents().apply(new2.astype(np.float32))])
+    got, want = mapped @ mixed1.T, q2 @ np.vstack([docs2, new2]).T
+    assert min(np.corrcoef(g, w)[0, 1] for g, w in zip(got, want)) > 0.999
+    assert a.for_documents() is not a and fit_procrustes(x, y).for_documents().kind == "procrustes"
+    # noiseless pairs: validation picks the weakest ridge
+    assert a.info["lambda"] == RIDGE_GRID[0] and a.info["val_cosine"] > 0.999

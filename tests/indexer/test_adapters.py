@@ -112,3 +112,20 @@ def test_indexer_adapters_imports_no_torch():
 
     code = "import sys, indexer.adapters; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_score_map_documents_take_the_inverse_map_and_survive_a_roundtrip(tmp_path):
+    # 2-d by hand: v1 -> v2 content is d2 = d1 M + c with M = diag(2, 1), c = (1, 0); queries map by M^T
+    m = np.array([[2.0, 0.0], [0.0, 1.0]])
+    a = Adapter(kind="score-map", source_fingerprint="s", target_fingerprint="t", source_dim=2, target_dim=2,
+                linear=m.T, doc_center=np.array([1.0, 0.0]))
+    np.testing.assert_allclose(a.apply(np.array([[1.0, 0.0]])), [[1.0, 0.0]])  # doc_center unused on queries
+    docs = a.for_documents()
+    # s M = d2 - c: d2 = (3, 4) -> s = (1, 4), unnormalized
+    np.testing.assert_allclose(docs.apply(np.array([[3.0, 4.0]])), [[1.0, 4.0]], rtol=1e-6)
+    digest = save_adapter(a, tmp_path / "s.npz")
+    b = load_adapter(tmp_path / "s.npz", checksum=digest)
+    np.testing.assert_array_equal(b.doc_center, a.doc_center)
+    with pytest.raises(UserError, match="purely linear"):
+        Adapter(kind="score-map", source_fingerprint="s", target_fingerprint="t", source_dim=2, target_dim=2,
+                linear=m, bias=np.ones(2), doc_center=np.zeros(2))
