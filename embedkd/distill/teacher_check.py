@@ -3,8 +3,10 @@
 A student learns the teacher's orderings, good or bad: a cross-encoder trained too briefly reranked
 SciFact to nDCG@10 0.339 against the first stage's 0.645, and its student collapsed to 0.019 (see
 docs/distill.md). So before training, the teacher reranks the miner's top-`depth` for held-out dev
-queries (labelled, never trained on) and the run refuses a teacher that orders them worse than the
-miner does. Costs `max_queries x depth` teacher scores (cached like any other).
+queries (labelled, never trained on) and the run refuses a teacher that orders them clearly worse
+than the miner does: by more than 0.01 nDCG@10 and more than two standard errors of the paired
+per-query difference, so a teacher merely level with the miner is not refused on dev-set noise.
+Costs `max_queries x depth` teacher scores (cached like any other).
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from indexer.errors import UserError
+import numpy as np
 
-from .retrieval import ir_metrics
+from indexer.errors import UserError
 
 __all__ = ["TeacherCheck", "check_teacher", "teacher_verdict"]
 
-TOLERANCE = 0.01  # nDCG@10 a teacher may trail the miner by before it is refused (dev-set noise)
+TOLERANCE = 0.01  # nDCG@10 a teacher may always trail the miner by
 
 
 @dataclass
@@ -27,10 +29,20 @@ class TeacherCheck:
     miner_ndcg: float
     queries: int
     depth: int
+    diff_se: float = 0.0  # standard error of the mean per-query difference (teacher - miner)
 
     def as_dict(self) -> dict:
         return {"teacher_ndcg@10": self.teacher_ndcg, "miner_ndcg@10": self.miner_ndcg,
-                "queries": self.queries, "depth": self.depth}
+                "diff_se": self.diff_se, "queries": self.queries, "depth": self.depth}
+
+
+def per_query_ndcg10(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    """trec_eval's nDCG@10 per judged query (0 for a query without results)."""
+    import pytrec_eval
+
+    judged = {q: rel for q, rel in qrels.items() if rel}
+    per_q = pytrec_eval.RelevanceEvaluator(judged, {"ndcg_cut.10"}).evaluate({q: run.get(q, {}) for q in judged})
+    return {q: per_q.get(q, {}).get("ndcg_cut_10", 0.0) for q in judged}
 
 
 def check_teacher(score: Callable[[str, list[str]], Sequence[float]], queries: dict[str, str],
@@ -52,13 +64,15 @@ def check_teacher(score: Callable[[str, list[str]], Sequence[float]], queries: d
         scores = score(queries[q], [corpus[d] for d in docs])
         teacher_run[q] = {d: float(s) for d, s in zip(docs, scores)}
     judged = {q: qrels[q] for q in qids}
-    return TeacherCheck(ir_metrics(teacher_run, judged)["ndcg@10"], ir_metrics(miner_run, judged)["ndcg@10"],
-                        len(qids), depth)
+    t, m = per_query_ndcg10(teacher_run, judged), per_query_ndcg10(miner_run, judged)
+    diff = np.array([t[q] - m[q] for q in t])
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("inf")
+    return TeacherCheck(float(np.mean(list(t.values()))), float(np.mean(list(m.values()))), len(qids), depth, se)
 
 
 def teacher_verdict(check: TeacherCheck, tolerance: float = TOLERANCE) -> str | None:
     """None when the teacher may be distilled, else the reason to refuse it (one line)."""
-    if check.teacher_ndcg >= check.miner_ndcg - tolerance:
+    if check.teacher_ndcg >= check.miner_ndcg - max(tolerance, 2 * check.diff_se):
         return None
     return (f"the teacher reranks {check.queries} held-out dev queries worse than the first-stage miner it would "
             f"improve on (nDCG@10 {check.teacher_ndcg:.3f} vs {check.miner_ndcg:.3f}), so the student would learn "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from embedkd.cli.main import main
@@ -33,14 +34,17 @@ def test_check_scores_miner_order_and_teacher_rerank_by_hand():
     bad = check_teacher(_anti_oracle, QUERIES, CORPUS, CANDIDATES, QRELS, depth=4)
     # anti-oracle puts the relevant document last: q1 rank 4 -> 1/log2(5); q2 rank 3 -> 0.5
     assert bad.teacher_ndcg == pytest.approx((1 / 2.321928094887362 + 0.5) / 2)
-    assert teacher_verdict(good) is None
-    reason = teacher_verdict(bad)
+    # paired per-query differences (0.4307 - 0.5, 0.5 - 1): two queries cannot show the teacher is worse
+    assert bad.diff_se == pytest.approx(np.std([1 / 2.321928094887362 - 0.5, -0.5], ddof=1) / np.sqrt(2))
+    assert teacher_verdict(bad) is None and teacher_verdict(good) is None
+
+
+def test_verdict_refuses_only_a_clearly_worse_teacher():
+    reason = teacher_verdict(TeacherCheck(0.34, 0.65, 64, 20, diff_se=0.04))
     assert reason and "worse than the first-stage miner" in reason and "--allow-weak-teacher" in reason
-
-
-def test_verdict_tolerates_dev_noise_only():
-    assert teacher_verdict(TeacherCheck(0.695, 0.70, 50, 20)) is None
-    assert teacher_verdict(TeacherCheck(0.68, 0.70, 50, 20)) is not None
+    assert teacher_verdict(TeacherCheck(0.695, 0.70, 64, 20, diff_se=0.001)) is None  # within 0.01
+    assert teacher_verdict(TeacherCheck(0.68, 0.70, 64, 20, diff_se=0.001)) is not None
+    assert teacher_verdict(TeacherCheck(0.62, 0.70, 64, 20, diff_se=0.05)) is None  # within dev-set noise
 
 
 def test_check_needs_dev_queries():
