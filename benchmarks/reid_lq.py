@@ -47,6 +47,8 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=4)
     ap.add_argument("--finetune-minutes", type=float, default=18)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stages", default="lq_aug,distilled,distilled_attr",
+                    help="fine-tuned models to train and compare with the baseline (another seed: a subset)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 is 2-3x faster than 2 when the 2 cores are shared)")
     args = ap.parse_args()
@@ -73,6 +75,8 @@ def main() -> None:
         ("distilled", TrainOptions(**common, **finetune, teacher=base)),
         ("distilled_attr", TrainOptions(**common, **finetune, teacher=base, attributes=args.attributes)),
     ]
+    wanted = {"hq_baseline", *args.stages.split(",")}
+    stages = [(name, opts) for name, opts in stages if name in wanted]
     rows: list[dict] = []
     ranks: dict[str, dict[str, np.ndarray]] = {}  # per model, per query set: first-match rank per query
     t_start = time.time()
