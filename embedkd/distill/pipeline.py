@@ -138,8 +138,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     evaluation, estimated from the student's measured encoding speed.
     `previous` (a model path, issue 4's continual training) adds the `previous` term: embedding
     distillation from that frozen model, with `previous_weight`.
-    A teacher other than the miner (a cross-encoder) must rerank the miner's dev candidates at least
-    as well as the miner orders them, unless `allow_weak_teacher` (`teacher_check`).
+    A teacher other than the miner (a cross-encoder) must not rerank the miner's dev candidates
+    clearly worse than the miner orders them, unless `allow_weak_teacher` (`teacher_check`).
     """
     from embedkd.text_encoder import default_device, load_sentence_transformer
     from indexer.context import open_catalog
