@@ -196,12 +196,12 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
 
     catalog = open_catalog(settings)
     try:
-        candidates = mining_candidates(catalog, beir, mine_with, query_ids, mine_k, table)
+        # dev queries are mined too when the teacher is checked on them (one search for both)
+        check_ids = sorted(q for q in dev_qrels if q in beir.queries) if t is not mine_with else []
+        candidates = mining_candidates(catalog, beir, mine_with, query_ids + check_ids, mine_k, table)
         teacher_check = None
-        if t is not mine_with and dev_qrels:
-            dev_ids = sorted(q for q in dev_qrels if q in beir.queries)
-            dev_cands = mining_candidates(catalog, beir, mine_with, dev_ids, mine_k, table)
-            check = check_teacher(t.score, beir.queries, beir.corpus, dev_cands, dev_qrels)
+        if check_ids:
+            check = check_teacher(t.score, beir.queries, beir.corpus, candidates, dev_qrels)
             teacher_check = check.as_dict()
             log.info("teacher check on dev: teacher rerank nDCG@10 %.3f, miner %.3f (%d queries)",
                      check.teacher_ndcg, check.miner_ndcg, check.queries)

@@ -139,11 +139,10 @@ def _prepare(x, y, x_val, y_val):
     return x, y, x_val, y_val, mx, my, xc, yc, w, lambdas
 
 
-def fit_affine(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-               refit: bool = True) -> Adapter:
-    """Ridge affine map shrunk toward Procrustes; the ridge strength is picked on (x_val, y_val).
+def _ridge_toward_procrustes(x, y, x_val, y_val, refit: bool):
+    """y ~ (x - mx) M + my with M = Procrustes + ridge residual, the strength picked on (x_val, y_val).
 
-    With `refit`, the chosen strength is refitted on train + validation pairs.
+    Returns (mx, my, M, info); with `refit`, M is refitted on train + validation pairs.
     """
     x, y, x_val, y_val, mx, my, xc, yc, w, lambdas = _prepare(x, y, x_val, y_val)
     ds_path = ridge_path(xc, yc - xc @ w, lambdas)
@@ -154,7 +153,17 @@ def fit_affine(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_
         x, xc, mx, my, w, d = _refit(x, y, x_val, y_val, RIDGE_GRID[best])
     else:
         d = ds_path[best]
-    return _adapter("affine", x.shape[1], y.shape[1], center=mx, linear=w + d, bias=my, info=info)
+    return mx, my, w + d, info
+
+
+def fit_affine(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+               refit: bool = True) -> Adapter:
+    """Ridge affine map shrunk toward Procrustes; the ridge strength is picked on (x_val, y_val).
+
+    With `refit`, the chosen strength is refitted on train + validation pairs.
+    """
+    mx, my, m, info = _ridge_toward_procrustes(x, y, x_val, y_val, refit)
+    return _adapter("affine", m.shape[0], m.shape[1], center=mx, linear=m, bias=my, info=info)
 
 
 def _refit(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, grid_lambda: float):
@@ -211,14 +220,5 @@ def fit_score_map(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None,
     x: v2 vectors, y: v1 vectors (as every fit here); the ridge strength is picked by how well d1 M
     predicts d2 on (x_val, y_val).
     """
-    y, x, y_val, x_val, my, mx, yc, xc, w, lambdas = _prepare(y, x, y_val, x_val)
-    ds_path = ridge_path(yc, xc - yc @ w, lambdas)
-    scores = [mean_cosine((y_val - my) @ (w + d) + mx, x_val) for d in ds_path]
-    best = int(np.argmax(scores))
-    info = {"lambda": RIDGE_GRID[best], "val_cosine": scores[best]}
-    if refit:
-        y, yc, my, mx, w, d = _refit(y, x, y_val, x_val, RIDGE_GRID[best])
-    else:
-        d = ds_path[best]
-    m = w + d  # (d_tgt, d_src): v1 -> v2
-    return _adapter("score-map", x.shape[1], y.shape[1], linear=m.T, doc_center=mx - my @ m, info=info)
+    my, mx, m, info = _ridge_toward_procrustes(y, x, y_val, x_val, refit)  # m: (d_tgt, d_src), v1 -> v2
+    return _adapter("score-map", m.shape[1], m.shape[0], linear=m.T, doc_center=mx - my @ m, info=info)
