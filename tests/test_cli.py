@@ -45,6 +45,21 @@ def test_build_search_eval_json(home, beir_small):
     assert listed["indexes"][0]["name"] == "sf"
 
 
+def test_eval_runs_and_paired_compare(home, beir_small, tmp_path):
+    a, b = tmp_path / "index.trec", tmp_path / "model.trec"
+    ev = last_json(run(home, "eval", "retrieval", "--data", str(beir_small), "--index", "sf", "--run", str(a), "--json"))
+    run(home, "eval", "retrieval", "--data", str(beir_small), "--model", minilm_path(), "--run", str(b), "--json")
+    cmp = last_json(run(home, "eval", "compare", "--data", str(beir_small), str(a), str(b), "--json"))
+    nd = cmp["ndcg@10"]
+    assert cmp["queries"] == ev["queries"] and nd["mean_a"] == pytest.approx(ev["ndcg@10"], abs=1e-6)
+    assert abs(nd["diff"]) < 0.005 and nd["ci_low"] <= nd["diff"] <= nd["ci_high"]  # same model both ways
+    # A run of other queries is refused, not scored as all zeros.
+    other = tmp_path / "other.trec"
+    other.write_text("no-such-query Q0 d1 1 1.0 x\n")
+    proc = run(home, "eval", "compare", "--data", str(beir_small), str(a), str(other), check=False)
+    assert proc.returncode == 2 and "ranks none of the" in proc.stderr
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [

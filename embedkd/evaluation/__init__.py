@@ -1,7 +1,10 @@
 """Retrieval evaluation on BEIR-format data."""
 
 from .beir import BeirData, load_beir
-from .metrics import retrieval_metrics
-from .retrieval import evaluate_index, evaluate_model, exact_run
+from .compare import paired_comparison
+from .metrics import METRICS, per_query_metrics, retrieval_metrics
+from .retrieval import evaluate_index, evaluate_model, exact_run, index_run, model_run
+from .runs import read_trec_run, write_trec_run
 
-__all__ = ["BeirData", "load_beir", "retrieval_metrics", "evaluate_index", "evaluate_model", "exact_run"]
+__all__ = ["BeirData", "load_beir", "METRICS", "per_query_metrics", "retrieval_metrics", "paired_comparison",
+           "evaluate_index", "evaluate_model", "exact_run", "index_run", "model_run", "read_trec_run", "write_trec_run"]

@@ -13,7 +13,7 @@ from indexer.search import Searcher
 from .beir import BeirData
 from .metrics import retrieval_metrics
 
-__all__ = ["exact_run", "evaluate_model", "evaluate_index"]
+__all__ = ["exact_run", "model_run", "index_run", "evaluate_model", "evaluate_index"]
 
 
 def exact_run(doc_ids: list[str], doc_vectors: np.ndarray, query_ids: list[str], query_vectors: np.ndarray,
@@ -26,18 +26,19 @@ def exact_run(doc_ids: list[str], doc_vectors: np.ndarray, query_ids: list[str],
             for q, srow, irow in zip(query_ids, scores, ids)}
 
 
-def evaluate_model(encoder: Encoder, data: BeirData, k: int = 100) -> dict[str, Any]:
+def model_run(encoder: Encoder, data: BeirData, k: int = 100) -> dict[str, dict[str, float]]:
+    """Each query's top-k over the whole corpus, encoded by `encoder`, by exact search."""
     docs = list(data.corpus)
     doc_vectors = encoder([d.content for d in docs])
     qids = list(data.queries)
     encode = getattr(encoder, "encode_queries", encoder)
     query_vectors = encode([data.queries[q] for q in qids])
-    run = exact_run([d.id for d in docs], doc_vectors, qids, query_vectors, k)
-    return retrieval_metrics(run, data.qrels)
+    return exact_run([d.id for d in docs], doc_vectors, qids, query_vectors, k)
 
 
-def evaluate_index(searcher: Searcher, index: str, data: BeirData, query_model: str | None = None,
-                   k: int = 100, batch: int = 256) -> dict[str, Any]:
+def index_run(searcher: Searcher, index: str, data: BeirData, query_model: str | None = None,
+              k: int = 100, batch: int = 256) -> dict[str, dict[str, float]]:
+    """Each query's top-k from `index` through the search path (its adapter when `query_model` differs)."""
     qids = list(data.queries)
     run: dict[str, dict[str, float]] = {}
     for start in range(0, len(qids), batch):
@@ -45,4 +46,13 @@ def evaluate_index(searcher: Searcher, index: str, data: BeirData, query_model: 
         hits = searcher.search(index, [data.queries[q] for q in part], k=k, query_model=query_model)
         for q, row in zip(part, hits):
             run[q] = {h.id: h.score for h in row}
-    return retrieval_metrics(run, data.qrels)
+    return run
+
+
+def evaluate_model(encoder: Encoder, data: BeirData, k: int = 100) -> dict[str, Any]:
+    return retrieval_metrics(model_run(encoder, data, k), data.qrels)
+
+
+def evaluate_index(searcher: Searcher, index: str, data: BeirData, query_model: str | None = None,
+                   k: int = 100, batch: int = 256) -> dict[str, Any]:
+    return retrieval_metrics(index_run(searcher, index, data, query_model, k, batch), data.qrels)
