@@ -76,6 +76,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sweep", default="", help="smaller sample sizes to refit on, e.g. 250,500,1000")
     ap.add_argument("--pieces-only", action="store_true", help="fit on pieces alone, no document pairs")
+    ap.add_argument("--query-log-split", default="",
+                    help="use this split's query texts (no labels) as the user's query log, as `upgrade fit --queries`")
+    ap.add_argument("--eval-split", default="",
+                    help="labelled split standing in for `upgrade fit --eval-data` (`dev`: the 10%% of train queries "
+                         "that `embedkd distill` holds out, which its v2 models never saw): the gate and the "
+                         "choice then use its nDCG@10, as the CLI does; the test split is still only reported")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
@@ -110,11 +116,46 @@ def main() -> None:
     p_v2, t_p_v2 = _cached(cache, f"{v2_tag}.{stag}", lambda: get("v2", args.v2).encode_queries(ptexts))
     pairs = PairedVectors(doc_v1[pick], doc_v2[pick], pieces, p_v1, p_v2)
     kinds = tuple(k for k in args.kinds.split(",") if k)
-    outcome = fit_from_pairs(pairs, kinds, seed=args.seed, doc_pairs=not args.pieces_only)
+    log_pairs = None
+    if args.query_log_split:
+        _, log_texts, _ = load_beir_queries(args.data, args.query_log_split)
+        s = args.query_log_split
+        log_v1, _ = _cached(cache, f"{v1_tag}.queries-{s}", lambda: get("v1", args.v1).encode_queries(log_texts))
+        log_v2, _ = _cached(cache, f"{v2_tag}.queries-{s}", lambda: get("v2", args.v2).encode_queries(log_texts))
+        log_pairs = (log_v2, log_v1)
+    outcome = fit_from_pairs(pairs, kinds, seed=args.seed, doc_pairs=not args.pieces_only, extra_pairs=log_pairs)
     extra = tuple(k for k in args.extra_kinds.split(",") if k and k not in args.kinds.split(","))
     if extra:
-        outcome.candidates += fit_from_pairs(pairs, extra, seed=args.seed, doc_pairs=not args.pieces_only).candidates
+        outcome.candidates += fit_from_pairs(pairs, extra, seed=args.seed, doc_pairs=not args.pieces_only,
+                                             extra_pairs=log_pairs).candidates
     adapters = {c.kind: c.adapter for c in outcome.candidates}
+    labelled_choice = None
+    if args.eval_split:  # as `upgrade fit --eval-data`: choose and gate on labelled queries of another split
+        from embedkd.evaluation import exact_run, retrieval_metrics
+        from embedkd.upgrade.gate import decide
+
+        if args.eval_split == "dev":  # the train queries `embedkd distill` held out: v2 never trained on them
+            from embedkd.distill.data import split_dev
+
+            lq_ids, lq_texts, lq_rels = load_beir_queries(args.data, "train")
+            lq_rels = split_dev(lq_rels)[1]
+            keep = [i for i, q in enumerate(lq_ids) if q in lq_rels]
+            lq_ids, lq_texts = [lq_ids[i] for i in keep], [lq_texts[i] for i in keep]
+        else:
+            lq_ids, lq_texts, lq_rels = load_beir_queries(args.data, args.eval_split)
+        lq1, _ = _cached(cache, f"{v1_tag}.queries-{args.eval_split}", lambda: get("v1", args.v1).encode_queries(lq_texts))
+        lq2, _ = _cached(cache, f"{v2_tag}.queries-{args.eval_split}", lambda: get("v2", args.v2).encode_queries(lq_texts))
+        ndcg = {"v1": retrieval_metrics(exact_run(doc_ids, doc_v1, lq_ids, lq1), lq_rels)["ndcg@10"]}
+        offered = [c for c in outcome.candidates if c.kind in kinds]
+        for c in offered:
+            ndcg[c.kind] = retrieval_metrics(exact_run(doc_ids, doc_v1, lq_ids, c.adapter.apply(lq2)), lq_rels)["ndcg@10"]
+        ranked = sorted(offered, key=lambda c: (decide({**c.figures, "ndcg_v1": ndcg["v1"],
+                                                          "ndcg_adapted": ndcg[c.kind]}).accepted, ndcg[c.kind]),
+                        reverse=True)
+        pick_l = ranked[0]
+        dec = decide({**pick_l.figures, "ndcg_v1": ndcg["v1"], "ndcg_adapted": ndcg[pick_l.kind]})
+        labelled_choice = {"split": args.eval_split, "queries": len(lq_ids), "ndcg@10": ndcg,
+                           "chosen": pick_l.kind, "accepted": dec.accepted, "reason": dec.reason}
     report = compat_matrix(doc_v1, doc_v2, q_v1, q_v2, adapters, doc_ids, qids, qrels)
 
     # speed: adapter apply vs FAISS flat search, per query (batch of 300 and one at a time)
@@ -154,12 +195,14 @@ def main() -> None:
         **report,
         "chosen": chosen,
         "gate": {"accepted": outcome.decision.accepted, "reason": outcome.decision.reason},
+        "labelled_choice": labelled_choice,
         "heldout_baseline": outcome.baseline,
         "heldout": {c.kind: {**c.figures, "score": selection_score(c.figures), "fit_seconds": c.fit_seconds,
                              "info": c.adapter.info, "parameters": c.adapter.parameters, "bytes": c.adapter.nbytes}
                     for c in outcome.candidates},
         "counts": outcome.counts,
         "doc_pairs": not args.pieces_only,
+        "query_log": {"split": args.query_log_split, "queries": len(log_pairs[0])} if log_pairs else None,
         "speed": speed,
         "cost": cost,
     }

@@ -48,6 +48,7 @@ __all__ = [
 
 FORMAT = "embedkd-adapter/1"
 ARRAY_NAMES = ("center", "linear", "low_a", "low_b", "w1", "b1", "w2", "b2", "bias", "doc_center")
+QUERY_ONLY_MLP_KINDS = ("rank",)  # their MLP part is a query-side ranking correction (for_documents)
 
 
 @dataclass
@@ -142,7 +143,15 @@ class Adapter:
         d2 ~ d1 M + c; a new document d2 then goes to the s with s M = d2 - c (least squares:
         s = (d2 - c) pinv(M)), so mapped queries score it as v2 scores d2, like the stored ones.
         Not normalized: rescaling s would rescale its scores against the stored vectors'.
+
+        A ranking adapter's MLP part moves queries to where they rank v1's vectors as a reindex
+        would; it was never fitted on documents, which take its Procrustes part alone.
         """
+        if self.kind in QUERY_ONLY_MLP_KINDS:
+            return Adapter(kind=f"{self.kind}/documents", source_fingerprint=self.source_fingerprint,
+                           target_fingerprint=self.target_fingerprint, source_dim=self.source_dim,
+                           target_dim=self.target_dim, center=self.center, linear=self.linear, bias=self.bias,
+                           normalize=self.normalize, info=self.info)
         if self.doc_center is None:
             return self
         inverse = np.linalg.pinv(self.linear.astype(np.float64)).T  # pinv(M) = pinv(L)^T: (d_src, d_tgt)

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--previous", default=None,
                    help="continual training: previous model version (v1) whose embeddings v2 must stay close to")
     p.add_argument("--previous-weight", type=float, default=1.0, help="weight of the --previous term")
+    p.add_argument("--pseudo-queries", type=int, default=0, metavar="N",
+                   help="add N unlabelled queries cut from the corpus (one sentence of a document each) for the "
+                        "teacher to label; documents judged in dev/eval never give one")
     p.add_argument("--allow-weak-teacher", action="store_true",
                    help="distill even a teacher that reranks dev queries worse than the miner")
     p.add_argument("--no-register", action="store_true", help="do not register the student in the catalog")
@@ -57,6 +60,8 @@ def _run(args: argparse.Namespace) -> int:
     for name in ("batch_size", "negatives", "max_length"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.pseudo_queries < 0:
+        raise UserError("--pseudo-queries must be 0 (none) or a positive count")
     if args.epochs is not None and args.epochs <= 0:
         raise UserError("--epochs must be positive")
     torch.set_flush_denormal(True)
@@ -68,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
                      eval_split=args.eval_split or None, register=not args.no_register, progress=not args.json,
                      time_budget_s=args.time_budget * 60 if args.time_budget > 0 else None,
                      previous=args.previous, previous_weight=args.previous_weight,
-                     allow_weak_teacher=args.allow_weak_teacher)
+                     allow_weak_teacher=args.allow_weak_teacher, pseudo=args.pseudo_queries)
     emit(_summary(result) if not args.json else result, args.json)
     return 0
 

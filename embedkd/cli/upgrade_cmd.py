@@ -1,6 +1,6 @@
 """`embedkd upgrade`: fit a query-drift adapter so a new model's queries search an index built by the old.
 
-    embedkd upgrade fit --index NAME --model MODEL [--kind auto|mean-shift|procrustes|affine|low-rank|mlp|score-map]
+    embedkd upgrade fit --index NAME --model MODEL [--kind auto|mean-shift|procrustes|affine|low-rank|mlp|rank|score-map]
                         [--corpus PATH] [--sample-docs N] [--queries FILE] [--eval-data BEIR_DIR] [--json]
     embedkd upgrade report --index NAME --model MODEL --data BEIR_DIR [--out DIR] [--json]
     embedkd upgrade add --index NAME --model MODEL --corpus PATH [--json]   (new docs into v1's space)
@@ -21,7 +21,7 @@ from .runtime import add_encoder_options, catalog_from_env, text_encoder_loader
 
 __all__ = ["register"]
 
-_KINDS = ("auto", "mean-shift", "procrustes", "affine", "low-rank", "mlp", "score-map")
+_KINDS = ("auto", "mean-shift", "procrustes", "affine", "low-rank", "mlp", "rank", "score-map")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -28,6 +28,7 @@ from .negatives import (
     select_negatives,
 )
 from .prune import is_prune_spec, load_student, parse_prune_spec
+from .pseudo import pseudo_queries
 from .retrieval import encode_texts, evaluate_vectors
 from .teacher_check import check_teacher, teacher_verdict
 from .teachers import BiEncoderTeacher, Teacher, load_teacher
@@ -131,7 +132,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             negatives: int = 3, mine_k: int = 50, temperature: float = 0.05, eval_split: str | None = "test",
             dev_fraction: float = 0.1, device: str | None = None, settings=None, register: bool = True,
             progress: bool = True, time_budget_s: float | None = None, previous: str | None = None,
-            previous_weight: float = 1.0, allow_weak_teacher: bool = False) -> dict:
+            previous_weight: float = 1.0, allow_weak_teacher: bool = False, pseudo: int = 0) -> dict:
     """Distill `teacher` into `student` on the BEIR folder `data`; save to `out`; evaluate; register.
 
     `time_budget_s` bounds the whole run: training stops early enough to leave time for the final
@@ -140,6 +141,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     distillation from that frozen model, with `previous_weight`.
     A teacher other than the miner (a cross-encoder) must not rerank the miner's dev candidates
     clearly worse than the miner orders them, unless `allow_weak_teacher` (`teacher_check`).
+    `pseudo` adds that many unlabelled pseudo-queries cut from the corpus (`pseudo.py`) for the
+    teacher to label; documents judged in the dev or evaluation split never give one.
     """
     from embedkd.text_encoder import default_device, load_sentence_transformer
     from indexer.context import open_catalog
@@ -163,6 +166,15 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     if eval_split and not beir.qrels.get(eval_split):
         log.warning("%s has no qrels/%s.tsv; evaluating on the dev split only", beir.path, eval_split)
         eval_split = None
+    n_pseudo = 0
+    if pseudo:
+        judged = {d for qrels in (dev_qrels, beir.qrels.get(eval_split or "", {})) for rel in qrels.values()
+                  for d in rel}
+        pq, pqrels = pseudo_queries(beir.corpus, pseudo, options.seed, exclude=judged)
+        beir.queries.update(pq)
+        train_qrels = {**train_qrels, **pqrels}
+        n_pseudo = len(pq)
+        log.info("added %d pseudo-queries from the corpus", n_pseudo)
 
     t = load_teacher(teacher, teacher_kind, device, cache_dir)
     if t.kind == "cross-encoder" and set(weights) & set(EMBEDDING_TERMS):
@@ -226,7 +238,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             options.time_budget_s = left if options.time_budget_s is None else min(left, options.time_budget_s)
             log.info("training budget %.0f s (evaluation estimated at %.0f s)", options.time_budget_s, eval_s)
         options.extra = {"teacher": t.fingerprint, "data": beir.fingerprint, "student": student,
-                         "negatives": negatives, "mine_k": mine_k}
+                         "negatives": negatives, "mine_k": mine_k, "pseudo_queries": n_pseudo}
         out_dir.mkdir(parents=True, exist_ok=True)
         training = train_student(model, examples, objective, options, out_dir,
                                  teacher_vectors=table if isinstance(t, BiEncoderTeacher) else None,
@@ -255,6 +267,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             "data": str(beir.path),
             "loss": weights,
             "train_examples": len(examples),
+            "pseudo_queries": n_pseudo,
             "negatives": negatives,
             **mining,
             **{k: v for k, v in training.items() if k != "loss"},

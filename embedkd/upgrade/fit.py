@@ -92,7 +92,8 @@ def fit_from_pairs(pairs: PairedVectors, kinds: Sequence[str] = CANDIDATES, *, h
 
     with single_threaded_blas():
         t0 = time.perf_counter()
-        candidates = fit_candidates(x, y, groups, kinds, seed=seed, log=log.info)
+        candidates = fit_candidates(x, y, groups, kinds, seed=seed, log=log.info,
+                                    docs=(pairs.doc_v2[~held_docs], pairs.doc_v1[~held_docs]))
         fit_seconds = time.perf_counter() - t0
 
         q1, q2 = pairs.piece_v1[held_piece], pairs.piece_v2[held_piece]

@@ -11,7 +11,10 @@ and v2 query among v2 vectors (what a full reindex would give). The gate refuses
 3. with labelled queries (`--eval-data`), adapted nDCG@10 is below v1's by more than `tolerance`.
 
 Rule 1 is the one the design asks for; rules 2 and 3 guard "never worse than v1" when v2 itself is
-worse than v1, where agreeing with the reindex is no virtue.
+worse than v1, where agreeing with the reindex is no virtue. With labelled queries, rule 3 replaces
+rule 2: a piece finding its own document is a label-free stand-in for relevance, and it can disagree
+with real queries (measured on SciFact: a fine-tuned v2 that is +10 nDCG@10 on labelled queries is
+0.8 points *worse* than v1 at it), so where the real measurement exists the stand-in does not veto it.
 """
 
 from __future__ import annotations
@@ -37,12 +40,13 @@ def decide(figures: dict[str, float], tolerance: float = TOLERANCE) -> GateDecis
             f"the adapted queries agree with a reindex on {a:.3f} of their top-10 held-out neighbours, "
             f"less than v1 itself does ({v:.3f}), so the adapter would not bring search closer to the new "
             "model; keep v1, or run a backfill to re-embed the index with the new model"))
+    labelled = "ndcg_adapted" in figures and "ndcg_v1" in figures
     sa, sv = figures["self_adapted"], figures["self_v1"]
-    if sa < sv - tolerance:
+    if not labelled and sa < sv - tolerance:
         return GateDecision(False, (
             f"the adapted queries find held-out pieces' own documents worse than v1 (nDCG@10 {sa:.3f} "
             f"vs {sv:.3f}), so search would get worse; keep v1, or run a backfill to re-embed the index"))
-    if "ndcg_adapted" in figures and "ndcg_v1" in figures:
+    if labelled:
         na, nv = figures["ndcg_adapted"], figures["ndcg_v1"]
         if na < nv - tolerance:
             return GateDecision(False, (

@@ -30,10 +30,11 @@ def test_distill_end_to_end_registers_a_loadable_student(tiny_beir, tmp_path, mo
     out = tmp_path / "student"
     rc = main(["distill", "--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data",
                str(tiny_beir), "--out", str(out), "--loss", "cosine+kl+margin-mse+attention", "--epochs", "1",
-               "--batch-size", "4", "--negatives", "2", "--max-length", "32", "--json"])
+               "--batch-size", "4", "--negatives", "2", "--max-length", "32", "--pseudo-queries", "4", "--json"])
     assert rc == 0
     result = _last_json(capsys.readouterr().out)
     assert result["steps"] == result["planned_steps"] >= 1
+    assert result["pseudo_queries"] == 4 and result["train_examples"] >= 4 + 1
     assert result["lineage"]["kept_layers"] == [5]
     assert set(result["final_loss"]) == {"cosine", "kl", "margin-mse", "attention"}
     assert 0 <= result["metrics"]["test"]["ndcg@10"] <= 1 and result["metrics"]["test"]["queries"] > 0

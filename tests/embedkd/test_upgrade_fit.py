@@ -73,7 +73,7 @@ def test_fit_registers_and_routes(catalog, tmp_path):
     res = fit_upgrade(catalog, "idx", "v2", "auto", corpus=str(path), sample_docs=80, v1_encoder=v1, v2_encoder=v2)
     assert res["accepted"], res["reason"]
     assert res["heldout"]["agree_adapted"] >= res["heldout"]["agree_v1"]
-    assert set(res["candidates"]) == {"procrustes", "affine", "low-rank", "mlp"}  # no mean-shift across dims
+    assert set(res["candidates"]) == {"procrustes", "affine", "low-rank", "mlp", "rank"}  # no mean-shift across dims
     with catalog.session() as s:
         rows = s.query(AdapterRow).all()
         assert len(rows) == 1 and rows[0].active and rows[0].kind == res["kind"]

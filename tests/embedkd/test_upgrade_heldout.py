@@ -48,6 +48,10 @@ def test_gate_decisions():
     assert not decide({**ok, "self_adapted": 0.79}).accepted
     assert decide({**ok, "self_adapted": 0.796}).accepted  # within the 0.005 tolerance
     assert not decide({**ok, "ndcg_v1": 0.6, "ndcg_adapted": 0.59}).accepted
+    # labelled queries are the real measurement: the label-free stand-in no longer vetoes...
+    assert decide({**ok, "self_adapted": 0.79, "ndcg_v1": 0.6, "ndcg_adapted": 0.62}).accepted
+    # ...but rule 1 still does
+    assert not decide({**ok, "agree_adapted": 0.4, "ndcg_v1": 0.6, "ndcg_adapted": 0.62}).accepted
 
 
 def test_sentences_and_pieces():
