@@ -132,7 +132,8 @@ def main() -> None:
     labelled_choice = None
     if args.eval_split:  # as `upgrade fit --eval-data`: choose and gate on labelled queries of another split
         from embedkd.evaluation import exact_run, retrieval_metrics
-        from embedkd.upgrade.gate import decide
+        from embedkd.upgrade.fit import choose_by_labels
+        from embedkd.upgrade.select import Candidate
 
         if args.eval_split == "dev":  # the train queries `embedkd distill` held out: v2 never trained on them
             from embedkd.distill.data import split_dev
@@ -146,14 +147,12 @@ def main() -> None:
         lq1, _ = _cached(cache, f"{v1_tag}.queries-{args.eval_split}", lambda: get("v1", args.v1).encode_queries(lq_texts))
         lq2, _ = _cached(cache, f"{v2_tag}.queries-{args.eval_split}", lambda: get("v2", args.v2).encode_queries(lq_texts))
         ndcg = {"v1": retrieval_metrics(exact_run(doc_ids, doc_v1, lq_ids, lq1), lq_rels)["ndcg@10"]}
-        offered = [c for c in outcome.candidates if c.kind in kinds]
+        # copies: the held-out figures reported below stay label-free
+        offered = [Candidate(c.kind, c.adapter, c.fit_seconds, dict(c.figures))
+                   for c in outcome.candidates if c.kind in kinds]
         for c in offered:
             ndcg[c.kind] = retrieval_metrics(exact_run(doc_ids, doc_v1, lq_ids, c.adapter.apply(lq2)), lq_rels)["ndcg@10"]
-        ranked = sorted(offered, key=lambda c: (decide({**c.figures, "ndcg_v1": ndcg["v1"],
-                                                          "ndcg_adapted": ndcg[c.kind]}).accepted, ndcg[c.kind]),
-                        reverse=True)
-        pick_l = ranked[0]
-        dec = decide({**pick_l.figures, "ndcg_v1": ndcg["v1"], "ndcg_adapted": ndcg[pick_l.kind]})
+        pick_l, dec = choose_by_labels(offered, ndcg)
         labelled_choice = {"split": args.eval_split, "queries": len(lq_ids), "ndcg@10": ndcg,
                            "chosen": pick_l.kind, "accepted": dec.accepted, "reason": dec.reason}
     report = compat_matrix(doc_v1, doc_v2, q_v1, q_v2, adapters, doc_ids, qids, qrels)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedkd.evaluation.metrics import per_query_metrics
 from indexer.errors import UserError
 
 __all__ = ["TeacherCheck", "check_teacher", "teacher_verdict"]
@@ -34,15 +35,6 @@ class TeacherCheck:
     def as_dict(self) -> dict:
         return {"teacher_ndcg@10": self.teacher_ndcg, "miner_ndcg@10": self.miner_ndcg,
                 "diff_se": self.diff_se, "queries": self.queries, "depth": self.depth}
-
-
-def per_query_ndcg10(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
-    """trec_eval's nDCG@10 per judged query (0 for a query without results)."""
-    import pytrec_eval
-
-    judged = {q: rel for q, rel in qrels.items() if rel}
-    per_q = pytrec_eval.RelevanceEvaluator(judged, {"ndcg_cut.10"}).evaluate({q: run.get(q, {}) for q in judged})
-    return {q: per_q.get(q, {}).get("ndcg_cut_10", 0.0) for q in judged}
 
 
 def check_teacher(score: Callable[[str, list[str]], Sequence[float]], queries: dict[str, str],
@@ -64,7 +56,8 @@ def check_teacher(score: Callable[[str, list[str]], Sequence[float]], queries: d
         scores = score(queries[q], [corpus[d] for d in docs])
         teacher_run[q] = {d: float(s) for d, s in zip(docs, scores)}
     judged = {q: qrels[q] for q in qids}
-    t, m = per_query_ndcg10(teacher_run, judged), per_query_ndcg10(miner_run, judged)
+    t = {q: v["ndcg@10"] for q, v in per_query_metrics(teacher_run, judged).items()}
+    m = {q: v["ndcg@10"] for q, v in per_query_metrics(miner_run, judged).items()}
     diff = np.array([t[q] - m[q] for q in t])
     se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("inf")
     return TeacherCheck(float(np.mean(list(t.values()))), float(np.mean(list(m.values()))), len(qids), depth, se)

@@ -25,7 +25,7 @@ from .heldout import heldout_figures
 from .pairs import PairedVectors
 from .select import CANDIDATES, Candidate, fit_candidates, group_split
 
-__all__ = ["MIN_DOCS", "FitOutcome", "fit_from_pairs", "selection_score"]
+__all__ = ["MIN_DOCS", "FitOutcome", "choose_by_labels", "fit_from_pairs", "selection_score"]
 
 log = logging.getLogger(__name__)
 MIN_DOCS = 50
@@ -57,6 +57,17 @@ def single_threaded_blas() -> Iterator[None]:
 def selection_score(figures: dict[str, float]) -> float:
     """Held-out score used by `auto`: agreement with the reindex plus self-retrieval nDCG@10."""
     return figures["agree_adapted"] + figures["self_adapted"]
+
+
+def choose_by_labels(candidates: Sequence[Candidate], ndcg: dict[str, float],
+                     tolerance: float = TOLERANCE) -> tuple[Candidate, GateDecision]:
+    """With labelled queries (`ndcg`: nDCG@10 of "v1" and of each kind), the gated candidate with the best
+    labelled nDCG@10, else the best refused one with its refusal. Adds `ndcg_v1` / `ndcg_adapted` to
+    each candidate's figures, so the gate checks them."""
+    for c in candidates:
+        c.figures.update(ndcg_v1=ndcg["v1"], ndcg_adapted=ndcg[c.kind])
+    best = max(candidates, key=lambda c: (decide(c.figures, tolerance).accepted, c.figures["ndcg_adapted"]))
+    return best, decide(best.figures, tolerance)
 
 
 def fit_from_pairs(pairs: PairedVectors, kinds: Sequence[str] = CANDIDATES, *, holdout: float = 0.2,

@@ -18,7 +18,7 @@ from indexer.adapters import Adapter
 
 from .linear import fit_affine, mean_cosine
 
-__all__ = ["fit_mlp"]
+__all__ = ["fit_mlp", "residual_adapter"]
 
 
 def fit_mlp(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *, hidden: int = 256,
@@ -97,10 +97,16 @@ def _train(x, y, x_val, y_val, *, hidden, epochs, batch_size, lr, weight_decay, 
             break
     info = {"hidden": hidden, "val_cosine": best_score, "val_cosine_affine": base_score,
             "lambda": base.info.get("lambda")}
-    if best_state is None:  # the MLP never beat its affine base on validation pairs
-        return Adapter(kind="mlp", source_fingerprint="", target_fingerprint="", source_dim=ds, target_dim=dt,
-                       center=base.center, linear=base.linear, bias=base.bias, info={**info, "mlp_used": False})
-    w1, b1, w2, b2 = (t.numpy() for t in best_state)
-    return Adapter(kind="mlp", source_fingerprint="", target_fingerprint="", source_dim=ds, target_dim=dt,
-                   center=base.center, linear=base.linear, bias=base.bias, w1=w1.T, b1=b1, w2=w2.T, b2=b2,
-                   info={**info, "mlp_used": True})
+    return residual_adapter("mlp", base, best_state, info)
+
+
+def residual_adapter(kind: str, base: Adapter, state: list | None, info: dict) -> Adapter:
+    """`base`'s linear map plus the trained residual MLP `state` (torch [W1, b1, W2, b2] of two
+    `nn.Linear`s), or `base`'s map alone when training never beat it (`state` None)."""
+    parts = {}
+    if state is not None:
+        w1, b1, w2, b2 = (t.numpy() for t in state)
+        parts = {"w1": w1.T, "b1": b1, "w2": w2.T, "b2": b2}
+    return Adapter(kind=kind, source_fingerprint="", target_fingerprint="", source_dim=base.source_dim,
+                   target_dim=base.target_dim, center=base.center, linear=base.linear, bias=base.bias, **parts,
+                   info={**info, "mlp_used": state is not None})

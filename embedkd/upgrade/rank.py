@@ -28,6 +28,7 @@ import numpy as np
 from indexer.adapters import Adapter
 
 from .linear import fit_procrustes
+from .mlp import residual_adapter
 
 __all__ = ["fit_rank"]
 
@@ -104,11 +105,4 @@ def _train(base: Adapter, x, x_val, doc_v2, doc_v1, *, hidden, epochs, batch_siz
             break
     info = {"hidden": hidden, "temperature": temperature, "val_kl": best, "val_kl_procrustes": start_kl,
             "epochs": done, "candidates": len(d1)}
-    if best_state is None:  # never beat Procrustes on the validation inputs: ship Procrustes itself
-        return Adapter(kind="rank", source_fingerprint="", target_fingerprint="", source_dim=base.source_dim,
-                       target_dim=base.target_dim, center=base.center, linear=base.linear, bias=base.bias,
-                       info={**info, "mlp_used": False})
-    w1, b1, w2, b2 = (t.numpy() for t in best_state)
-    return Adapter(kind="rank", source_fingerprint="", target_fingerprint="", source_dim=base.source_dim,
-                   target_dim=base.target_dim, center=base.center, linear=base.linear, bias=base.bias,
-                   w1=w1.T, b1=b1, w2=w2.T, b2=b2, info={**info, "mlp_used": True})
+    return residual_adapter("rank", base, best_state, info)  # no state: Procrustes never beaten, ship it

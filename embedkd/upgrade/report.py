@@ -47,30 +47,14 @@ def load_beir_queries(data: str | Path, split: str = "test") -> tuple[list[str],
 
 def retrieval_metrics(ranked: np.ndarray, scores: np.ndarray | None, doc_ids: Sequence[str], qids: Sequence[str],
                       qrels: Mapping[str, Mapping[str, int]]) -> dict[str, float]:
-    """nDCG@10, recall@100 and MRR@10 (pytrec_eval for the first two) of ranked corpus rows per query."""
-    import pytrec_eval
+    """nDCG@10, recall@100 and MRR@10 of ranked corpus rows per query (`embedkd.evaluation`'s metrics)."""
+    from embedkd.evaluation.metrics import METRICS
+    from embedkd.evaluation.metrics import retrieval_metrics as run_metrics
 
-    run = {}
-    for i, qid in enumerate(qids):
-        row = ranked[i]
-        run[qid] = {doc_ids[j]: float(len(row) - r) for r, j in enumerate(row)}
+    run = {qid: {doc_ids[j]: float(len(row) - r) for r, j in enumerate(row)} for qid, row in zip(qids, ranked)}
     judged = {q: dict(qrels[q]) for q in qids if q in qrels}
-    ev = pytrec_eval.RelevanceEvaluator(judged, {"ndcg_cut.10", "recall.100"})
-    res = ev.evaluate(run)
-    mrr = []
-    for i, qid in enumerate(qids):
-        rel = {d for d, s in qrels.get(qid, {}).items() if s > 0}
-        rr = 0.0
-        for r, j in enumerate(ranked[i][:10]):
-            if doc_ids[j] in rel:
-                rr = 1.0 / (r + 1)
-                break
-        mrr.append(rr)
-    return {
-        "ndcg@10": float(np.mean([v["ndcg_cut_10"] for v in res.values()])),
-        "recall@100": float(np.mean([v["recall_100"] for v in res.values()])),
-        "mrr@10": float(np.mean(mrr)),
-    }
+    means = run_metrics(run, judged)
+    return {m: float(means[m]) for m in METRICS}
 
 
 def recovered_share(adapted: float, v1: float, v2: float) -> float | None:

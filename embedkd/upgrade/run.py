@@ -25,8 +25,7 @@ from indexer.errors import Conflict, UserError
 from indexer.hashing import sha256_text
 from indexer.models import Job
 
-from .fit import FitOutcome, fit_from_pairs, selection_score
-from .gate import decide
+from .fit import FitOutcome, choose_by_labels, fit_from_pairs, selection_score
 from .pairs import PairedVectors, Sample, encode_pairs, reservoir_sample
 from .register import register_adapter
 from .select import CANDIDATES, KINDS
@@ -192,11 +191,7 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
     if eval_data:
         labelled = labelled_ndcg(catalog, index, eval_data, _encode_fn(v1, True), _encode_fn(v2, True),
                                  {c.kind: c.adapter for c in outcome.candidates})
-        for c in outcome.candidates:
-            c.figures.update(ndcg_v1=labelled["v1"], ndcg_adapted=labelled[c.kind])
-        ranked = sorted(outcome.candidates, key=lambda c: (decide(c.figures).accepted, c.figures["ndcg_adapted"]),
-                        reverse=True)
-        outcome.chosen, outcome.decision = ranked[0], decide(ranked[0].figures)
+        outcome.chosen, outcome.decision = choose_by_labels(outcome.candidates, labelled)
     seconds = time.perf_counter() - t_start
     docs_v2_seconds = pairs.seconds.get("encode_docs_v2", 0.0)
     reindex_estimate = docs_v2_seconds / max(1, len(sample.ids)) * n_index
