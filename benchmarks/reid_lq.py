@@ -59,6 +59,7 @@ def main() -> None:
 
     from reid.data import read_market
     from reid.evaluation import evaluate_market
+    from reid.metrics import paired_rank1_difference
     from reid.model import ModelSpec, build_model, load_model
     from reid.training import TrainOptions, train_reid
 
@@ -116,24 +117,11 @@ def main() -> None:
         Path(args.out + ".md").write_text("\n".join(lines) + "\n")
 
     def paired() -> list[dict]:
-        """Rank-1 differences between two models on the same queries, with a paired bootstrap 95% CI
-        (queries resampled together, so the shared query difficulty cancels out)."""
+        """Rank-1 differences between two models on the same queries (paired bootstrap 95% CI)."""
         pairs = [("distilled", "lq_aug", "lq"), ("distilled", "hq_baseline", "lq"), ("distilled", "hq_baseline", "clean"),
                  ("distilled_attr", "lq_aug", "lq"), ("lq_aug", "hq_baseline", "lq")]
-        out = []
-        rng = np.random.default_rng(0)
-        for a, b, kind in pairs:
-            if a not in ranks or b not in ranks:
-                continue
-            ra, rb = ranks[a][kind], ranks[b][kind]
-            valid = ra >= 0  # same queries have a valid match for every model
-            ha, hb = (ra[valid] == 0).astype(float), (rb[valid] == 0).astype(float)
-            diff = ha - hb
-            boot = diff[rng.integers(0, len(diff), (10000, len(diff)))].mean(axis=1)
-            out.append({"a": a, "b": b, "queries": kind, "n": int(valid.sum()), "diff": float(diff.mean()),
-                        "ci": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
-                        "a_only": int(((ha == 1) & (hb == 0)).sum()), "b_only": int(((ha == 0) & (hb == 1)).sum())})
-        return out
+        return [{"a": a, "b": b, "queries": kind, **paired_rank1_difference(ranks[a][kind], ranks[b][kind])}
+                for a, b, kind in pairs if a in ranks and b in ranks]
 
     imagenet, _ = build_model(ModelSpec(backbone=args.backbone))
     import timm

@@ -88,7 +88,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer, models
 
     torch.set_flush_denormal(True)
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(__import__("os").environ.get("THREADS", "2")))
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="/work/shared/data/scifact")
     ap.add_argument("--out", default="/tmp/embedkd_upgrade/models")

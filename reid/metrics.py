@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["evaluate_rank", "first_match_ranks", "re_ranking", "cosine_distance"]
+__all__ = ["evaluate_rank", "first_match_ranks", "paired_rank1_difference", "re_ranking", "cosine_distance"]
 
 
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -65,6 +65,28 @@ def first_match_ranks(
         if hits.any():
             out[i] = int(np.argmax(hits))
     return out
+
+
+def paired_rank1_difference(ranks_a: np.ndarray, ranks_b: np.ndarray, resamples: int = 10000,
+                            seed: int = 0) -> dict[str, object]:
+    """Rank-1 of model A minus model B on the same queries, with a paired bootstrap 95% CI.
+
+    `ranks_a` / `ranks_b`: first-match ranks (`first_match_ranks`) of the same queries, shape (q,) for
+    one model or (runs, q) for several training runs of it (seeds): a query's rank-1 hit is then the
+    share of runs that rank its match first, so seed noise averages out while the queries stay paired.
+    Queries are resampled together (the difficulty both models share cancels); queries without a
+    valid match (rank -1) are left out."""
+    ra, rb = np.atleast_2d(np.asarray(ranks_a)), np.atleast_2d(np.asarray(ranks_b))
+    if ra.shape[1] != rb.shape[1]:
+        raise ValueError(f"the two models were evaluated on different query sets ({ra.shape[1]} vs {rb.shape[1]})")
+    valid = (ra >= 0).all(0) & (rb >= 0).all(0)
+    ha, hb = (ra[:, valid] == 0).mean(0), (rb[:, valid] == 0).mean(0)
+    diff = ha - hb
+    rng = np.random.default_rng(seed)
+    boot = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(axis=1)
+    return {"n": int(valid.sum()), "runs": [len(ra), len(rb)], "diff": float(diff.mean()),
+            "ci": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+            "a_better": int((diff > 0).sum()), "b_better": int((diff < 0).sum())}
 
 
 def _ranked_hits(distmat, q_pids, g_pids, q_camids, g_camids):

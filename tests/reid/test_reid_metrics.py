@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reid.metrics import cosine_distance, evaluate_rank, first_match_ranks, re_ranking
+from reid.metrics import cosine_distance, evaluate_rank, first_match_ranks, paired_rank1_difference, re_ranking
 
 
 def _hand_case():
@@ -40,6 +40,20 @@ def test_first_match_ranks_agree_with_cmc():
     cmc, _ = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank=5)
     valid = ranks >= 0
     np.testing.assert_allclose(cmc, [(ranks[valid] <= r).mean() for r in range(5)], rtol=1e-6)
+
+
+def test_paired_rank1_difference_hand_values():
+    # query 3 has no valid match for A: left out; hits A [1, 1, 0, 1], B [1, 0, 1, 0]
+    d = paired_rank1_difference(np.array([0, 0, 1, -1, 0]), np.array([0, 2, 0, 0, 1]), resamples=2000)
+    assert d["n"] == 4 and d["diff"] == pytest.approx(0.25) and (d["a_better"], d["b_better"]) == (2, 1)
+    assert -1.0 <= d["ci"][0] <= 0.25 <= d["ci"][1] <= 1.0
+    # two runs of A (seeds): a query's hit is the share of runs that rank its match first
+    two = paired_rank1_difference(np.array([[0, 1], [1, 1]]), np.array([1, 1]))
+    assert two["runs"] == [2, 1] and two["diff"] == pytest.approx(0.25)
+    same = paired_rank1_difference(np.array([0, 3, 0]), np.array([0, 3, 0]))
+    assert same["diff"] == 0.0 and same["ci"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="different query sets"):
+        paired_rank1_difference(np.array([0, 1]), np.array([0, 1, 2]))
 
 
 def test_same_camera_match_is_excluded():
