@@ -72,8 +72,16 @@ def _scan(docs: Iterable[Doc]) -> list[Doc]:
         seen[doc.id] = pos
         out.append(doc)
     if not out:
-        raise UserError("the corpus has no documents; give a file with at least one {\"_id\", \"text\"} line")
+        empty = len(getattr(docs, "empty_ids", []))
+        why = f" (its {empty} lines have neither title nor text)" if empty else ""
+        raise UserError(f"the corpus has no documents{why}; give a file with at least one {{\"_id\", \"text\"}} line")
     return out
+
+
+def _skipped(docs: DocSource) -> dict[str, int]:
+    """How many documents the source skipped for having no text (reported, so nothing vanishes silently)."""
+    n = len(getattr(docs, "empty_ids", []))
+    return {"skipped_empty": n} if n else {}
 
 
 def check_encoder_fits(index: Index, encoder: Encoder) -> None:
@@ -204,7 +212,8 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
                 "file": str(path), "checksum": checksum}
 
     with jobs.target_lock(catalog, name):
-        return _run_job(catalog, "build", name, params, encoder, all_docs, chunk_size, progress, finalize)
+        out = _run_job(catalog, "build", name, params, encoder, all_docs, chunk_size, progress, finalize)
+    return {**out, **_skipped(docs)}
 
 
 def _plan_add(catalog: Catalog, index: Index, docs: list[Doc]) -> _Plan:
@@ -283,8 +292,10 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
             return out
 
         if not plan.docs:
-            return {"index": name, "count": index.count, "added": 0, "updated": 0, "unchanged": plan.skipped}
-        return _run_job(catalog, "add", name, params, encoder, plan.docs, chunk_size, progress, finalize)
+            return {"index": name, "count": index.count, "added": 0, "updated": 0, "unchanged": plan.skipped,
+                    **_skipped(docs)}
+        out = _run_job(catalog, "add", name, params, encoder, plan.docs, chunk_size, progress, finalize)
+    return {**out, **_skipped(docs)}
 
 
 def delete_items(catalog: Catalog, name: str, external_ids: list[str]) -> dict[str, Any]:

@@ -33,7 +33,12 @@ class DocSource(Protocol):
 
 
 class JsonlCorpus:
-    """Streams a JSONL corpus; each malformed line raises a UserError naming the line."""
+    """Streams a JSONL corpus; each malformed line raises a UserError naming the line.
+
+    A document with neither title nor text is skipped, its id kept in `empty_ids` after a pass:
+    real corpora have them (BEIR's FiQA has a few), and refusing a 57k-document corpus for five empty
+    rows would help nobody; there is nothing in them to embed or to find.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         p = Path(path)
@@ -43,16 +48,24 @@ class JsonlCorpus:
             raise UserError(f"corpus not found: {path}; give a BEIR folder or a .jsonl file with id and text")
         self.path = p
         self.fingerprint = sha256_file(p)
+        self.empty_ids: list[str] = []
 
     def __iter__(self) -> Iterator[Doc]:
+        empty: list[str] = []
         with open(self.path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                yield _parse_line(line, lineno, self.path)
+                doc = _parse_line(line, lineno, self.path)
+                if doc.content:
+                    yield doc
+                else:
+                    empty.append(doc.id)
+        self.empty_ids = empty
 
 
 def _parse_line(line: str, lineno: int, path: Path) -> Doc:
+    """One document; its content is "" when it has neither title nor text (the caller skips it)."""
     where = f"{path.name} line {lineno}"
     try:
         row = json.loads(line)
@@ -67,8 +80,6 @@ def _parse_line(line: str, lineno: int, path: Path) -> Doc:
     body = row.get("text")
     body = "" if body is None else str(body).strip()
     text = f"{title} {body}".strip()
-    if not text:
-        raise UserError(f"{where} (id {doc_id}) has no text; each line needs a non-empty \"text\" or \"title\"")
     info: dict[str, Any] = {}
     if title:
         info["title"] = title

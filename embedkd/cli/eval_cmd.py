@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--query-model", default=None, help="with --index: model that encodes the queries")
     r.add_argument("--run", metavar="FILE", help="also write the ranking as a TREC run file (for `eval compare`, "
                    "trec_eval or ranx)")
+    r.add_argument("--keep-identical-ids", action="store_true",
+                   help="keep a document whose id is the query's id in its ranking (BEIR, and so this command, "
+                   "drop it by default: ArguAna and Quora store each query in the corpus under its own id)")
     add_encoder_options(r)
     r.add_argument("--json", action="store_true")
     r.set_defaults(handler=_retrieval)
@@ -45,12 +48,13 @@ def _retrieval(args: argparse.Namespace) -> int:
         raise UserError("--query-model goes with --index; with --model the same model encodes queries and corpus")
     data = load_beir(args.data, args.split)
     if args.model:
-        run = model_run(text_encoder_loader(args)(args.model), data)
+        run = model_run(text_encoder_loader(args)(args.model), data, ignore_identical_ids=not args.keep_identical_ids)
     else:
         from indexer.search import Searcher
 
         searcher = Searcher(catalog_from_env(), text_encoder_loader(args))
-        run = index_run(searcher, args.index, data, query_model=args.query_model)
+        run = index_run(searcher, args.index, data, query_model=args.query_model,
+                        ignore_identical_ids=not args.keep_identical_ids)
     result = retrieval_metrics(run, data.qrels)
     if args.run:
         result["run"] = str(write_trec_run(run, args.run, tag=args.model or args.index))

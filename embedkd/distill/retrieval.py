@@ -39,7 +39,6 @@ def ir_metrics(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]
 
 def evaluate_vectors(query_ids: Sequence[str], query_vecs: np.ndarray, doc_ids: Sequence[str],
                      doc_vecs: np.ndarray, qrels: dict[str, dict[str, int]], k: int = 100) -> dict[str, float]:
-    scores, idx = exact_search(query_vecs, doc_vecs, k)
-    run = {q: {doc_ids[j]: float(s) for s, j in zip(srow, irow) if j >= 0}
-           for q, srow, irow in zip(query_ids, scores, idx)}
-    return ir_metrics(run, qrels)
+    from embedkd.evaluation.retrieval import exact_run
+
+    return ir_metrics(exact_run(list(doc_ids), doc_vecs, list(query_ids), query_vecs, k), qrels)

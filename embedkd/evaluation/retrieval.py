@@ -13,40 +13,55 @@ from indexer.search import Searcher
 from .beir import BeirData
 from .metrics import retrieval_metrics
 
-__all__ = ["exact_run", "model_run", "index_run", "evaluate_model", "evaluate_index"]
+__all__ = ["drop_identical_ids", "exact_run", "model_run", "index_run", "evaluate_model", "evaluate_index"]
 
 
 def exact_run(doc_ids: list[str], doc_vectors: np.ndarray, query_ids: list[str], query_vectors: np.ndarray,
-              k: int = 100) -> dict[str, dict[str, float]]:
-    """Top-k by inner product with an exact FAISS index: the reference every index is compared with."""
+              k: int = 100, ignore_identical_ids: bool = True) -> dict[str, dict[str, float]]:
+    """Top-k by inner product with an exact FAISS index: the reference every index is compared with.
+
+    With `ignore_identical_ids` a document whose id is the query's own id is left out, as BEIR's
+    evaluation does: ArguAna and Quora hold each query in the corpus under its own id, and finding
+    the query itself is neither relevant nor informative.
+    """
     index = faiss.IndexFlatIP(doc_vectors.shape[1])
     index.add(np.ascontiguousarray(doc_vectors, dtype=np.float32))
-    scores, ids = index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), min(k, len(doc_ids)))
-    return {q: {doc_ids[i]: float(s) for s, i in zip(srow, irow) if i >= 0}
-            for q, srow, irow in zip(query_ids, scores, ids)}
+    depth = min(k + int(ignore_identical_ids), len(doc_ids))
+    scores, ids = index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), depth)
+    run = {q: {doc_ids[i]: float(s) for s, i in zip(srow, irow) if i >= 0}
+           for q, srow, irow in zip(query_ids, scores, ids)}
+    return drop_identical_ids(run, k) if ignore_identical_ids else run
 
 
-def model_run(encoder: Encoder, data: BeirData, k: int = 100) -> dict[str, dict[str, float]]:
+def drop_identical_ids(run: dict[str, dict[str, float]], k: int) -> dict[str, dict[str, float]]:
+    """Each query's ranking without the document that has the query's id, cut to its best k."""
+    return {q: dict(list((d, s) for d, s in docs.items() if d != q)[:k]) for q, docs in run.items()}
+
+
+def model_run(encoder: Encoder, data: BeirData, k: int = 100,
+              ignore_identical_ids: bool = True) -> dict[str, dict[str, float]]:
     """Each query's top-k over the whole corpus, encoded by `encoder`, by exact search."""
     docs = list(data.corpus)
     doc_vectors = encoder([d.content for d in docs])
     qids = list(data.queries)
     encode = getattr(encoder, "encode_queries", encoder)
     query_vectors = encode([data.queries[q] for q in qids])
-    return exact_run([d.id for d in docs], doc_vectors, qids, query_vectors, k)
+    return exact_run([d.id for d in docs], doc_vectors, qids, query_vectors, k, ignore_identical_ids)
 
 
 def index_run(searcher: Searcher, index: str, data: BeirData, query_model: str | None = None,
-              k: int = 100, batch: int = 256) -> dict[str, dict[str, float]]:
-    """Each query's top-k from `index` through the search path (its adapter when `query_model` differs)."""
+              k: int = 100, batch: int = 256, ignore_identical_ids: bool = True) -> dict[str, dict[str, float]]:
+    """Each query's top-k from `index` through the search path (its adapter when `query_model` differs);
+    `ignore_identical_ids` as in `exact_run`."""
     qids = list(data.queries)
     run: dict[str, dict[str, float]] = {}
     for start in range(0, len(qids), batch):
         part = qids[start : start + batch]
-        hits = searcher.search(index, [data.queries[q] for q in part], k=k, query_model=query_model)
+        hits = searcher.search(index, [data.queries[q] for q in part], k=k + int(ignore_identical_ids),
+                               query_model=query_model)
         for q, row in zip(part, hits):
             run[q] = {h.id: h.score for h in row}
-    return run
+    return drop_identical_ids(run, k) if ignore_identical_ids else run
 
 
 def evaluate_model(encoder: Encoder, data: BeirData, k: int = 100) -> dict[str, Any]:

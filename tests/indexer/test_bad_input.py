@@ -35,7 +35,8 @@ def built(sqlite_catalog, minilm, beir_small):
 BAD_CORPORA = {
     "not json": ([json.dumps(GOOD), "{not json"], "line 2 is not valid JSON"),
     "no id": ([json.dumps({"text": "x"})], "line 1 has no id"),
-    "no text": ([json.dumps({"_id": "a", "text": "  "})], "has no text"),
+    "only empty documents": ([json.dumps({"_id": "a", "text": "  "}), json.dumps({"_id": "b", "title": ""})],
+                             "no documents \\(its 2 lines have neither title nor text\\)"),
     "repeated id": ([json.dumps(GOOD), json.dumps(GOOD)], "appears twice"),
     "empty": ([""], "no documents"),
 }
@@ -50,6 +51,20 @@ def test_bad_corpus_changes_nothing(built, minilm, tmp_path, case):
     with pytest.raises(UserError, match=message):
         add_documents(built, "base", minilm, read_corpus(_write(tmp_path, lines)), progress=False)
     assert snapshot(built) == before
+
+
+def test_empty_documents_are_skipped_and_counted(built, minilm, tmp_path):
+    """BEIR's FiQA has rows with neither title nor text: they are skipped and reported, the rest indexed."""
+    lines = [json.dumps(GOOD), json.dumps({"_id": "e1", "title": "", "text": ""}),
+             json.dumps({"_id": "d2", "title": "", "text": "Statins reduce LDL cholesterol."})]
+    out = build_index(built, "withempty", minilm, read_corpus(_write(tmp_path, lines)), progress=False)
+    assert (out["count"], out["skipped_empty"]) == (2, 1)
+    with built.session() as s:
+        assert get_index(s, "withempty").count == 2
+    hits = Searcher(built, lambda _s: minilm).search("withempty", ["cholesterol"], k=5)[0]
+    assert [h.id for h in hits] == ["d2", "d1"]
+    added = add_documents(built, "base", minilm, read_corpus(_write(tmp_path, lines)), progress=False)
+    assert (added["added"], added["skipped_empty"]) == (2, 1)
 
 
 class _Projected:

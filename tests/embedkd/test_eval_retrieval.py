@@ -1,0 +1,64 @@
+"""`embedkd eval retrieval` drops a query's own id from its ranking, as BEIR does (ArguAna, Quora)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedkd.cli.main import main
+from embedkd.evaluation import drop_identical_ids, exact_run, read_trec_run, retrieval_metrics
+
+from ..conftest import minilm_path
+
+
+def test_exact_run_leaves_out_the_query_itself_by_hand():
+    docs = np.eye(3, dtype=np.float32)  # a, b, c
+    query = np.array([[1.0, 0.5, 0.1]], dtype=np.float32)  # closest to a, then b, then c
+    qrels = {"a": {"b": 1}}
+    kept = exact_run(["a", "b", "c"], docs, ["a"], query, k=2, ignore_identical_ids=False)
+    assert list(kept["a"]) == ["a", "b"]
+    assert retrieval_metrics(kept, qrels)["ndcg@10"] == pytest.approx(1 / math.log2(3))
+    dropped = exact_run(["a", "b", "c"], docs, ["a"], query, k=2)
+    assert list(dropped["a"]) == ["b", "c"]  # still k documents: one more was retrieved
+    assert retrieval_metrics(dropped, qrels)["ndcg@10"] == pytest.approx(1.0)
+
+
+def test_drop_identical_ids_keeps_order_and_cuts_to_k():
+    run = {"q": {"x": 0.9, "q": 0.8, "y": 0.7, "z": 0.6}, "r": {"q": 0.5}}
+    assert drop_identical_ids(run, 2) == {"q": {"x": 0.9, "y": 0.7}, "r": {"q": 0.5}}
+
+
+def _arguana_like(beir_small: Path, dest: Path) -> tuple[Path, list[str]]:
+    """Queries that are documents of the corpus under the same id, judged against another document."""
+    docs = [json.loads(line) for line in (beir_small / "corpus.jsonl").read_text().splitlines()]
+    dest.mkdir()
+    (dest / "corpus.jsonl").write_text((beir_small / "corpus.jsonl").read_text())
+    pairs = [(docs[i], docs[i + 1]) for i in range(0, 20, 2)]
+    (dest / "queries.jsonl").write_text("".join(json.dumps({"_id": q["_id"], "text": q["text"]}) + "\n" for q, _ in pairs))
+    (dest / "qrels").mkdir()
+    (dest / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q['_id']}\t{d['_id']}\t1\n" for q, d in pairs))
+    return dest, [q["_id"] for q, _ in pairs]
+
+
+def test_eval_cli_drops_identical_ids_unless_asked(tmp_path, beir_small, capsys):
+    data, qids = _arguana_like(beir_small, tmp_path / "arguana-like")
+    figures = {}
+    for name, extra in (("dropped", []), ("kept", ["--keep-identical-ids"])):
+        run_file = tmp_path / f"{name}.trec"
+        assert main(["eval", "retrieval", "--data", str(data), "--model", minilm_path(), "--run", str(run_file),
+                     "--json", *extra]) == 0
+        figures[name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        run = read_trec_run(run_file)
+        assert all(len(docs) == min(100, 60 - (name == "dropped")) for docs in run.values())
+        selves = sum(q in run[q] for q in qids)
+        assert selves == (0 if name == "dropped" else len(qids))
+    # A query's own text is its nearest document, so keeping it pushes every judged document down a rank.
+    assert figures["kept"]["mrr@10"] <= 0.5 + 1e-9
+    assert figures["dropped"]["ndcg@10"] > figures["kept"]["ndcg@10"]
+
+
