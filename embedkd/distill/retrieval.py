@@ -41,4 +41,4 @@ def evaluate_vectors(query_ids: Sequence[str], query_vecs: np.ndarray, doc_ids: 
                      doc_vecs: np.ndarray, qrels: dict[str, dict[str, int]], k: int = 100) -> dict[str, float]:
     from embedkd.evaluation.retrieval import exact_run
 
-    return ir_metrics(exact_run(list(doc_ids), doc_vecs, list(query_ids), query_vecs, k), qrels)
+    return ir_metrics(exact_run(list(doc_ids), doc_vecs, list(query_ids), query_vecs, k, qrels=qrels), qrels)

@@ -17,12 +17,14 @@ __all__ = ["drop_identical_ids", "exact_run", "model_run", "index_run", "evaluat
 
 
 def exact_run(doc_ids: list[str], doc_vectors: np.ndarray, query_ids: list[str], query_vectors: np.ndarray,
-              k: int = 100, ignore_identical_ids: bool = True) -> dict[str, dict[str, float]]:
+              k: int = 100, ignore_identical_ids: bool = True,
+              qrels: dict[str, dict[str, int]] | None = None) -> dict[str, dict[str, float]]:
     """Top-k by inner product with an exact FAISS index: the reference every index is compared with.
 
     With `ignore_identical_ids` a document whose id is the query's own id is left out, as BEIR's
     evaluation does: ArguAna and Quora hold each query in the corpus under its own id, and finding
-    the query itself is neither relevant nor informative.
+    the query itself is neither relevant nor informative. It stays where `qrels` judge it relevant
+    (a set whose answers share their query's id), where dropping it would hide the answer.
     """
     index = faiss.IndexFlatIP(doc_vectors.shape[1])
     index.add(np.ascontiguousarray(doc_vectors, dtype=np.float32))
@@ -30,12 +32,17 @@ def exact_run(doc_ids: list[str], doc_vectors: np.ndarray, query_ids: list[str],
     scores, ids = index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), depth)
     run = {q: {doc_ids[i]: float(s) for s, i in zip(srow, irow) if i >= 0}
            for q, srow, irow in zip(query_ids, scores, ids)}
-    return drop_identical_ids(run, k) if ignore_identical_ids else run
+    return drop_identical_ids(run, k, qrels) if ignore_identical_ids else run
 
 
-def drop_identical_ids(run: dict[str, dict[str, float]], k: int) -> dict[str, dict[str, float]]:
-    """Each query's ranking without the document that has the query's id, cut to its best k."""
-    return {q: dict(list((d, s) for d, s in docs.items() if d != q)[:k]) for q, docs in run.items()}
+def drop_identical_ids(run: dict[str, dict[str, float]], k: int,
+                       qrels: dict[str, dict[str, int]] | None = None) -> dict[str, dict[str, float]]:
+    """Each query's ranking without the document that has the query's id (unless `qrels` judge that
+    document relevant to it), cut to its best k."""
+    def keep(q: str, d: str) -> bool:
+        return d != q or (qrels or {}).get(q, {}).get(q, 0) > 0
+
+    return {q: dict(list((d, s) for d, s in docs.items() if keep(q, d))[:k]) for q, docs in run.items()}
 
 
 def model_run(encoder: Encoder, data: BeirData, k: int = 100,
@@ -46,7 +53,7 @@ def model_run(encoder: Encoder, data: BeirData, k: int = 100,
     qids = list(data.queries)
     encode = getattr(encoder, "encode_queries", encoder)
     query_vectors = encode([data.queries[q] for q in qids])
-    return exact_run([d.id for d in docs], doc_vectors, qids, query_vectors, k, ignore_identical_ids)
+    return exact_run([d.id for d in docs], doc_vectors, qids, query_vectors, k, ignore_identical_ids, data.qrels)
 
 
 def index_run(searcher: Searcher, index: str, data: BeirData, query_model: str | None = None,
@@ -61,7 +68,7 @@ def index_run(searcher: Searcher, index: str, data: BeirData, query_model: str |
                                query_model=query_model)
         for q, row in zip(part, hits):
             run[q] = {h.id: h.score for h in row}
-    return drop_identical_ids(run, k) if ignore_identical_ids else run
+    return drop_identical_ids(run, k, data.qrels) if ignore_identical_ids else run
 
 
 def evaluate_model(encoder: Encoder, data: BeirData, k: int = 100) -> dict[str, Any]:

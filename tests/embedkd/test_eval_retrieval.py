@@ -30,6 +30,9 @@ def test_exact_run_leaves_out_the_query_itself_by_hand():
 def test_drop_identical_ids_keeps_order_and_cuts_to_k():
     run = {"q": {"x": 0.9, "q": 0.8, "y": 0.7, "z": 0.6}, "r": {"q": 0.5}}
     assert drop_identical_ids(run, 2) == {"q": {"x": 0.9, "y": 0.7}, "r": {"q": 0.5}}
+    # A set whose answers share their query's id keeps them: dropping would hide the answer.
+    assert drop_identical_ids(run, 2, {"q": {"q": 1}}) == {"q": {"x": 0.9, "q": 0.8}, "r": {"q": 0.5}}
+    assert drop_identical_ids(run, 2, {"q": {"q": 0, "x": 1}}) == {"q": {"x": 0.9, "y": 0.7}, "r": {"q": 0.5}}
 
 
 def _arguana_like(beir_small: Path, dest: Path) -> tuple[Path, list[str]]:
