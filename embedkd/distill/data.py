@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from embedkd.evaluation.beir import load_qrels, load_queries
 from indexer.corpus import read_corpus
 from indexer.errors import UserError
 
@@ -37,16 +36,14 @@ class BeirData:
 
 def read_qrels(path: str | os.PathLike, corpus: dict[str, str] | None = None,
                queries: dict[str, str] | None = None) -> Qrels:
-    """BEIR qrels TSV (header `query-id corpus-id score`); rows naming unknown ids are dropped."""
+    """BEIR qrels TSV (`embedkd.evaluation`'s reader); rows naming unknown ids are dropped."""
     qrels: Qrels = {}
-    with open(path, encoding="utf-8") as f:
-        for row in csv.reader(f, delimiter="\t"):
-            if len(row) < 3 or row[0] == "query-id":
-                continue
-            qid, did, grade = row[0], row[1], int(float(row[2]))
-            if (corpus is not None and did not in corpus) or (queries is not None and qid not in queries):
-                continue
-            qrels.setdefault(qid, {})[did] = grade
+    for qid, rels in load_qrels(Path(path)).items():
+        if queries is not None and qid not in queries:
+            continue
+        kept = {did: grade for did, grade in rels.items() if corpus is None or did in corpus}
+        if kept:
+            qrels[qid] = kept
     return qrels
 
 
@@ -58,16 +55,7 @@ def load_beir(path: str | os.PathLike) -> BeirData:
     source = read_corpus(root)
     h.update(source.fingerprint.encode())
     corpus = {d.id: str(d.content) for d in source}
-    queries: dict[str, str] = {}
-    with open(root / "queries.jsonl", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                queries[str(row["_id"])] = str(row["text"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise UserError(f"queries.jsonl line {lineno} needs \"_id\" and \"text\"") from None
+    queries = load_queries(root / "queries.jsonl")
     h.update((root / "queries.jsonl").read_bytes())
     qrels = {}
     for tsv in sorted((root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []:
