@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -88,7 +89,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer, models
 
     torch.set_flush_denormal(True)
-    torch.set_num_threads(int(__import__("os").environ.get("THREADS", "2")))
+    torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="/work/shared/data/scifact")
     ap.add_argument("--out", default="/tmp/embedkd_upgrade/models")

@@ -31,19 +31,21 @@ def rerank_metrics(cross_encoder, data: BeirData, qrels: dict[str, dict[str, int
     """nDCG@10 etc. after the cross-encoder reranks the first stage's top-`depth` per query."""
     import torch
 
-    from .retrieval import exact_search
+    from embedkd.evaluation.retrieval import exact_run
 
-    doc_ids = list(data.corpus)
     doc_vecs = first_stage.encode(list(data.corpus.values()))
     qids = [q for q in qrels if q in data.queries]
     qvecs = first_stage.encode([data.queries[q] for q in qids])
-    _, idx = exact_search(qvecs, doc_vecs, depth)
-    pairs = [(data.queries[q], data.corpus[doc_ids[j]]) for q, row in zip(qids, idx) for j in row]
+    # The first stage as every other figure is computed (a query's own id left out, as in BEIR).
+    first = exact_run(list(data.corpus), doc_vecs, qids, qvecs, depth, qrels=qrels)
+    pairs = [(q, d) for q in qids for d in first[q]]
     with torch.inference_mode():
-        scores = cross_encoder.predict(pairs, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False,
+        scores = cross_encoder.predict([(data.queries[q], data.corpus[d]) for q, d in pairs], batch_size=batch_size,
+                                       convert_to_numpy=True, show_progress_bar=False,
                                        activation_fn=torch.nn.Identity())
-    scores = np.asarray(scores).reshape(len(qids), -1)
-    run = {q: {doc_ids[j]: float(s) for j, s in zip(row, srow)} for q, row, srow in zip(qids, idx, scores)}
+    run: dict[str, dict[str, float]] = {}
+    for (q, d), score in zip(pairs, np.asarray(scores).ravel()):
+        run.setdefault(q, {})[d] = float(score)
     out = ir_metrics(run, qrels)
     out["rerank_depth"] = depth
     return out

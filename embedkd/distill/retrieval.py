@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["encode_texts", "evaluate_vectors", "exact_search", "ir_metrics"]
+__all__ = ["encode_texts", "evaluate_vectors", "ir_metrics"]
 
 
 def encode_texts(model, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -20,14 +20,6 @@ def encode_texts(model, texts: Sequence[str], batch_size: int = 64) -> np.ndarra
         out = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
                            show_progress_bar=False)
     return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def exact_search(queries: np.ndarray, docs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    import faiss
-
-    index = faiss.IndexFlatIP(docs.shape[1])
-    index.add(np.ascontiguousarray(docs, dtype=np.float32))
-    return index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(docs)))
 
 
 def ir_metrics(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:

@@ -39,8 +39,10 @@ def drop_identical_ids(run: dict[str, dict[str, float]], k: int,
                        qrels: dict[str, dict[str, int]] | None = None) -> dict[str, dict[str, float]]:
     """Each query's ranking without the document that has the query's id (unless `qrels` judge that
     document relevant to it), cut to its best k."""
+    qrels = qrels or {}
+
     def keep(q: str, d: str) -> bool:
-        return d != q or (qrels or {}).get(q, {}).get(q, 0) > 0
+        return d != q or qrels.get(q, {}).get(q, 0) > 0
 
     return {q: dict(list((d, s) for d, s in docs.items() if keep(q, d))[:k]) for q, docs in run.items()}
 

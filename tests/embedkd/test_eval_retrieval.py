@@ -63,5 +63,3 @@ def test_eval_cli_drops_identical_ids_unless_asked(tmp_path, beir_small, capsys)
     # A query's own text is its nearest document, so keeping it pushes every judged document down a rank.
     assert figures["kept"]["mrr@10"] <= 0.5 + 1e-9
     assert figures["dropped"]["ndcg@10"] > figures["kept"]["ndcg@10"]
-
-
