@@ -15,7 +15,8 @@ from indexer.errors import UserError
 
 from .fingerprint import fingerprint_module
 
-__all__ = ["TextEncoder", "load_text_encoder", "default_device", "load_sentence_transformer", "resolve_precision"]
+__all__ = ["TextEncoder", "encode_role", "role_prompts", "load_text_encoder", "default_device",
+           "load_sentence_transformer", "resolve_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,32 @@ def load_sentence_transformer(model: str, device: str | None = None):
         ) from None
 
 
+ROLE_PROMPTS = {"query": ("query",), "document": ("document", "passage", "corpus")}
+
+
+def role_prompts(model) -> dict[str, str]:
+    """The prompt the model puts before queries and before documents, for the roles that have one."""
+    prompts = getattr(model, "prompts", None) or {}
+    found = {role: next((prompts[n] for n in names if prompts.get(n)), "") for role, names in ROLE_PROMPTS.items()}
+    return {role: p for role, p in found.items() if p}
+
+
+def encode_role(model, texts: Sequence[str], role: str, **kwargs):
+    """`model.encode` for queries or documents: sentence-transformers' `encode_query` / `encode_document`
+    add the model's own prompt for that role ("query: ", "search_document: ", ...) and route asymmetric
+    models to the right branch; a model without prompts gets the same vectors as from `encode`."""
+    if role not in ("query", "document"):
+        raise ValueError(f"role must be 'query' or 'document', not {role!r}")
+    prompts = getattr(model, "prompts", None) or {}
+    # First non-empty prompt: sentence-transformers 6 fills in an empty "document" prompt, which would
+    # otherwise hide an e5-style "passage" one.
+    name = next((n for n in ROLE_PROMPTS[role] if prompts.get(n)), None)
+    if name is not None:
+        kwargs["prompt_name"] = name
+    method = getattr(model, f"encode_{role}", None)  # sentence-transformers >= 5
+    return (method or model.encode)(list(texts), **kwargs)
+
+
 class TextEncoder:
     """Callable `list[str] -> float32 (n, d)`, L2-normalized, plus the model's catalog record.
 
@@ -78,26 +105,26 @@ class TextEncoder:
                                   kind="text", normalized=True, info=info or {})
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        """Documents: the model's document prompt ("document", "passage" or "corpus") where it has one."""
         if not len(texts):
             return np.zeros((0, self.record.dimension), np.float32)
-        return self._encode(list(texts))
+        return self._encode(list(texts), "document")
 
-    def _encode(self, texts: list[str], **kwargs) -> np.ndarray:
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Queries: the model's query prompt where it has one (e5, bge, nomic-style models)."""
+        if not len(texts):
+            return np.zeros((0, self.record.dimension), np.float32)
+        return self._encode(list(texts), "query")
+
+    def _encode(self, texts: list[str], role: str) -> np.ndarray:
         device_type = "cuda" if str(self.model.device).startswith("cuda") else "cpu"
         with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16,
                                                     enabled=self.precision == "bf16"):
-            out = self.model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True,
-                                    show_progress_bar=False, **kwargs)
+            out = encode_role(self.model, texts, role, batch_size=self.batch_size, convert_to_tensor=True,
+                              show_progress_bar=False)
         out = out.float()
         out = torch.nn.functional.normalize(out, dim=-1)  # after the cast: unit norm in float32
         return np.ascontiguousarray(out.cpu().numpy(), dtype=np.float32)
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Queries use the model's query prompt where it has one (e5/bge-style models)."""
-        prompts = getattr(self.model, "prompts", None) or {}
-        if "query" not in prompts:
-            return self(texts)
-        return self._encode(list(texts), prompt_name="query")
 
 
 def load_text_encoder(model: str, device: str | None = None, batch_size: int = 64,

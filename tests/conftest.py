@@ -128,3 +128,17 @@ def sqlite_catalog(tmp_path):
     cat = open_catalog(load_settings(home=tmp_path / "home"))
     yield cat
     cat.close()
+
+
+def prompted_copy(src: str, dest, prompts: dict) -> str:
+    """The real MiniLM's files, with prompts in its sentence-transformers config (as e5/nomic models ship)."""
+    import json
+    from pathlib import Path
+
+    dest.mkdir()
+    for item in Path(src).iterdir():
+        if item.name != "config_sentence_transformers.json":
+            (dest / item.name).symlink_to(item)
+    (dest / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
+    return str(dest)
+

@@ -144,7 +144,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     `pseudo` adds that many unlabelled pseudo-queries cut from the corpus (`pseudo.py`) for the
     teacher to label; documents judged in the dev or evaluation split never give one.
     """
-    from embedkd.text_encoder import default_device, load_sentence_transformer
+    from embedkd.text_encoder import default_device, load_sentence_transformer, role_prompts
     from indexer.context import open_catalog
     from indexer.settings import load_settings
 
@@ -181,6 +181,14 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         raise UserError(f"loss terms {sorted(set(weights) & set(EMBEDDING_TERMS))} need a bi-encoder teacher's "
                         "embeddings; with a cross-encoder teacher use margin-mse, kl or labels")
     model, lineage = load_student(student, device)
+    # Distillation feeds raw texts to teacher and student alike; models that want role prompts
+    # (e5's "query: "/"passage: ") are distilled without them and the student is saved without them,
+    # so it is used as it was trained.
+    prompted = {who: p for who, p in (("teacher", role_prompts(t.model) if t.kind == "bi-encoder" else {}),
+                                      ("student", role_prompts(model))) if p}
+    if prompted:
+        log.warning("prompts %s are not used in distillation; the student is saved without prompts", prompted)
+        lineage["prompts_not_used"] = prompted
     previous_model = None
     if previous is not None:
         previous_model = load_sentence_transformer(previous, device).eval()
@@ -244,6 +252,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
                                  teacher_vectors=table if isinstance(t, BiEncoderTeacher) else None,
                                  teacher_model=t.model if isinstance(t, BiEncoderTeacher) else None,
                                  previous_model=previous_model, progress=progress)
+        if role_prompts(model):
+            model.prompts, model.default_prompt_name = {}, None
         model.save(str(out_dir))
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
 

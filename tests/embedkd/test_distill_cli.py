@@ -108,3 +108,21 @@ def test_teacher_train_then_distill_from_the_cross_encoder(tiny_beir, tmp_path, 
     result = _last_json(capsys.readouterr().out)
     assert result["teacher_kind"] == "cross-encoder" and result["teacher_metrics"] is None
     assert result["teacher_check"] is None or result["teacher_check"]["queries"] >= 1
+
+
+def test_distill_with_prompted_models_saves_a_student_used_as_trained(tiny_beir, tmp_path, monkeypatch, capsys):
+    """Distillation feeds raw texts, so a student pruned from an e5-style model is saved without its prompts."""
+    from embedkd.text_encoder import load_text_encoder, role_prompts
+    from tests.conftest import prompted_copy
+
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    prompted = prompted_copy(minilm_path(), tmp_path / "e5", {"query": "query: ", "passage": "passage: "})
+    out = tmp_path / "student"
+    rc = main(["distill", "--teacher", prompted, "--student", f"prune:{prompted}:1", "--data", str(tiny_beir),
+               "--out", str(out), "--loss", "cosine", "--epochs", "1", "--batch-size", "4", "--negatives", "1",
+               "--max-length", "32", "--no-register", "--json"])
+    assert rc == 0
+    result = _last_json(capsys.readouterr().out)
+    assert result["lineage"]["prompts_not_used"] == {"teacher": {"query": "query: ", "document": "passage: "},
+                                                     "student": {"query": "query: ", "document": "passage: "}}
+    assert role_prompts(load_text_encoder(str(out), device="cpu").model) == {}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedkd.text_encoder import TextEncoder, resolve_precision
+from embedkd.text_encoder import TextEncoder, resolve_precision, role_prompts
 from indexer.errors import UserError
+from tests.conftest import prompted_copy
 
 TEXTS = ["Aspirin lowers the risk of heart attack.", "x", "Vitamin D " * 40, "Statins and LDL cholesterol."]
 
@@ -31,3 +32,32 @@ def test_precision_choices():
     assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
     with pytest.raises(UserError, match="precision"):
         resolve_precision("fp8", "cpu")
+
+
+def test_queries_and_documents_get_the_models_own_prompts(minilm, tmp_path):
+    from embedkd.text_encoder import load_text_encoder
+
+    path = prompted_copy(minilm.record.source, tmp_path / "prompted",
+                          {"query": "search_query: ", "document": "search_document: "})
+    enc = load_text_encoder(path, device="cpu", precision="fp32")
+    plain = minilm.model
+    docs, queries = enc(TEXTS), enc.encode_queries(TEXTS)
+    np.testing.assert_allclose(docs, plain.encode(["search_document: " + t for t in TEXTS], normalize_embeddings=True),
+                               atol=1e-5)
+    np.testing.assert_allclose(queries, plain.encode(["search_query: " + t for t in TEXTS], normalize_embeddings=True),
+                               atol=1e-5)
+    assert (docs * queries).sum(1).min() < 0.99  # the two roles really differ
+    assert enc.record.fingerprint == minilm.record.fingerprint  # prompts change inputs, not weights
+
+
+def test_passage_prompt_is_a_document_prompt_and_no_prompt_means_one_space(minilm, tmp_path):
+    from embedkd.text_encoder import load_text_encoder
+
+    enc = load_text_encoder(prompted_copy(minilm.record.source, tmp_path / "e5", {"query": "query: ",
+                                                                                   "passage": "passage: "}),
+                            device="cpu", precision="fp32")
+    np.testing.assert_allclose(enc(TEXTS[:1]), minilm.model.encode(["passage: " + TEXTS[0]], normalize_embeddings=True),
+                               atol=1e-5)
+    np.testing.assert_allclose(minilm.encode_queries(TEXTS), minilm(TEXTS), atol=1e-6)
+    assert role_prompts(enc.model) == {"query": "query: ", "document": "passage: "}
+    assert role_prompts(minilm.model) == {}
