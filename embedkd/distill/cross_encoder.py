@@ -35,7 +35,7 @@ def rerank_metrics(cross_encoder, data: BeirData, qrels: dict[str, dict[str, int
 
     doc_vecs = first_stage.encode(list(data.corpus.values()))
     qids = [q for q in qrels if q in data.queries]
-    qvecs = first_stage.encode([data.queries[q] for q in qids])
+    qvecs = first_stage.encode_queries([data.queries[q] for q in qids])
     # The first stage as every other figure is computed (a query's own id left out, as in BEIR).
     first = exact_run(list(data.corpus), doc_vecs, qids, qvecs, depth, qrels=qrels)
     pairs = [(q, d) for q in qids for d in first[q]]
@@ -80,10 +80,10 @@ def train_cross_encoder(base: str, data: str, out: str, *, epochs: float = 1.0, 
     table = _VectorTable(doc_texts, miner.encode(doc_texts))
     qids = sorted(q for q in train_qrels if q in beir.queries)
     qtexts = [beir.queries[q] for q in qids]
-    table.add(qtexts, miner.encode(qtexts))
+    qtable = _VectorTable(qtexts, miner.encode_queries(qtexts))
     catalog = open_catalog(settings)
     try:
-        candidates = mining_candidates(catalog, beir, miner, qids, mine_k, table)
+        candidates = mining_candidates(catalog, beir, miner, qids, mine_k, table, qtable)
     finally:
         catalog.close()
     rng = np.random.default_rng(0)
@@ -157,8 +157,8 @@ def train_cross_encoder(base: str, data: str, out: str, *, epochs: float = 1.0, 
         from .retrieval import evaluate_vectors
 
         metrics[f"{split} first stage"] = evaluate_vectors(
-            qids_s, table([beir.queries[q] for q in qids_s]) if all(beir.queries[q] in table.rows for q in qids_s)
-            else miner.encode([beir.queries[q] for q in qids_s]), list(beir.corpus), table(doc_texts), qrels)
+            qids_s, miner.encode_queries([beir.queries[q] for q in qids_s]), list(beir.corpus), table(doc_texts),
+            qrels)
     result["metrics"] = metrics
     result["total_seconds"] = round(time.perf_counter() - t0, 1)
     (out_dir / "teacher_train.json").write_text(json.dumps(result, indent=2))

@@ -61,7 +61,7 @@ class _VectorTable:
 
 
 def mining_candidates(catalog, data: BeirData, miner: BiEncoderTeacher, query_ids: list[str], k: int,
-                      table: _VectorTable) -> dict[str, list[str]]:
+                      table: _VectorTable, query_table: _VectorTable) -> dict[str, list[str]]:
     """Top-k corpus ids per query from an `indexer` FAISS index of the corpus built with the miner."""
     doc_texts = list(data.corpus.values())
     record = ModelRecord(name=miner.name, source=miner.name, dimension=table.vectors.shape[1],
@@ -69,7 +69,7 @@ def mining_candidates(catalog, data: BeirData, miner: BiEncoderTeacher, query_id
     encoder = VectorLookupEncoder(record, doc_texts, table(doc_texts), miner.encode)
     name = f"distill-mine-{miner.fingerprint[:12]}-{data.fingerprint[:12]}"
     ensure_mining_index(catalog, name, encoder, data.corpus, fingerprint=data.fingerprint)
-    qvecs = table([data.queries[q] for q in query_ids])
+    qvecs = query_table([data.queries[q] for q in query_ids])
     hits = search_candidates(catalog, name, qvecs, k)
     return {q: [d for d, _ in row] for q, row in zip(query_ids, hits)}
 
@@ -122,7 +122,7 @@ def evaluate_student(model, data: BeirData, splits: dict[str, dict[str, dict[str
     out = {}
     for split, qrels in splits.items():
         qids = [q for q in qrels if q in data.queries]
-        qvecs = encode_texts(model, [data.queries[q] for q in qids])
+        qvecs = encode_texts(model, [data.queries[q] for q in qids], role="query")
         out[split] = evaluate_vectors(qids, qvecs, doc_ids, doc_vecs, qrels)
     return out
 
@@ -181,14 +181,12 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         raise UserError(f"loss terms {sorted(set(weights) & set(EMBEDDING_TERMS))} need a bi-encoder teacher's "
                         "embeddings; with a cross-encoder teacher use margin-mse, kl or labels")
     model, lineage = load_student(student, device)
-    # Distillation feeds raw texts to teacher and student alike; models that want role prompts
-    # (e5's "query: "/"passage: ") are distilled without them and the student is saved without them,
-    # so it is used as it was trained.
+    # Role prompts (e5's "query: "/"passage: ") are used as the models use them at search time: the
+    # teacher's for its targets, the student's (a prune keeps its base's) in its own forward passes.
     prompted = {who: p for who, p in (("teacher", role_prompts(t.model) if t.kind == "bi-encoder" else {}),
                                       ("student", role_prompts(model))) if p}
     if prompted:
-        log.warning("prompts %s are not used in distillation; the student is saved without prompts", prompted)
-        lineage["prompts_not_used"] = prompted
+        lineage["prompts"] = prompted
     previous_model = None
     if previous is not None:
         previous_model = load_sentence_transformer(previous, device).eval()
@@ -212,13 +210,14 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     all_qids = sorted(set(query_ids) | set(dev_qrels) | set(beir.qrels.get(eval_split or "", {})))
     table = _VectorTable(doc_texts, mine_with.encode(doc_texts))
     qtexts = [beir.queries[q] for q in all_qids]
-    table.add(qtexts, mine_with.encode(qtexts))
+    qtable = _VectorTable(qtexts, mine_with.encode_queries(qtexts))
 
     catalog = open_catalog(settings)
     try:
         # dev queries are mined too when the teacher is checked on them (one search for both)
         check_ids = sorted(q for q in dev_qrels if q in beir.queries) if t is not mine_with else []
-        candidates = mining_candidates(catalog, beir, mine_with, query_ids + check_ids, mine_k, table)
+        candidates = mining_candidates(catalog, beir, mine_with, query_ids + check_ids, mine_k, table,
+                                       qtable)
         teacher_check = None
         if check_ids:
             check = check_teacher(t.score, beir.queries, beir.corpus, candidates, dev_qrels)
@@ -250,10 +249,9 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         out_dir.mkdir(parents=True, exist_ok=True)
         training = train_student(model, examples, objective, options, out_dir,
                                  teacher_vectors=table if isinstance(t, BiEncoderTeacher) else None,
+                                 teacher_query_vectors=qtable if isinstance(t, BiEncoderTeacher) else None,
                                  teacher_model=t.model if isinstance(t, BiEncoderTeacher) else None,
                                  previous_model=previous_model, progress=progress)
-        if role_prompts(model):
-            model.prompts, model.default_prompt_name = {}, None
         model.save(str(out_dir))
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
 
@@ -267,7 +265,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             teacher_metrics = {}
             for split, qrels in splits.items():
                 qids = [q for q in qrels if q in beir.queries]
-                teacher_metrics[split] = evaluate_vectors(qids, table([beir.queries[q] for q in qids]),
+                teacher_metrics[split] = evaluate_vectors(qids, qtable([beir.queries[q] for q in qids]),
                                                           list(beir.corpus), doc_vecs, qrels)
         result = {
             "student": str(out_dir),

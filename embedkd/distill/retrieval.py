@@ -13,12 +13,14 @@ import numpy as np
 __all__ = ["encode_texts", "evaluate_vectors", "ir_metrics"]
 
 
-def encode_texts(model, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+def encode_texts(model, texts: Sequence[str], batch_size: int = 64, role: str = "document") -> np.ndarray:
     import torch
 
+    from embedkd.text_encoder import encode_role
+
     with torch.inference_mode():
-        out = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                           show_progress_bar=False)
+        out = encode_role(model, texts, role, batch_size=batch_size, convert_to_numpy=True,
+                          normalize_embeddings=True, show_progress_bar=False)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 

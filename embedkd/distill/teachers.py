@@ -18,7 +18,7 @@ import numpy as np
 
 from indexer.errors import UserError
 
-from .cache import ScoreCache, cached_embeddings
+from .cache import ScoreCache, cached_embeddings, texts_key
 
 __all__ = ["BiEncoderTeacher", "CrossEncoderTeacher", "Teacher", "detect_kind", "load_teacher"]
 
@@ -81,7 +81,7 @@ class BiEncoderTeacher(_Cached):
         self.batch_size = batch_size
         self.fingerprint = fingerprint_module(model)
         self.embedding_cache: Path | None = None
-        self._known: dict[str, np.ndarray] = {}
+        self._known: dict[str, dict[str, np.ndarray]] = {"query": {}, "document": {}}
         self.disk_cache_min = 256  # fewer new texts than this are not worth a cache file
 
     def use_cache(self, cache_dir: Path | None) -> None:
@@ -89,26 +89,44 @@ class BiEncoderTeacher(_Cached):
         self.embedding_cache = Path(cache_dir) if cache_dir is not None else None
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Normalized float32 embeddings. Texts seen before come from memory; a large batch of new
-        texts (a corpus) is cached on disk by teacher fingerprint and texts."""
-        texts = list(texts)
-        missing = list(dict.fromkeys(t for t in texts if t not in self._known))
+        """Normalized float32 document embeddings (the model's document prompt, if it has one). Texts
+        seen before come from memory; a large batch of new texts (a corpus) is cached on disk by
+        teacher fingerprint and texts."""
+        return self._encode_role(texts, "document")
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Like `encode`, for queries (the model's query prompt, if it has one)."""
+        return self._encode_role(texts, "query")
+
+    def _encode_role(self, texts: Sequence[str], role: str) -> np.ndarray:
+        from embedkd.text_encoder import role_prompts
+
+        texts, known = list(texts), self._known[role]
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
         if missing:
+            def run(batch: list[str]) -> np.ndarray:
+                return self._run(batch, role)
+
+            prompt = role_prompts(self.model).get(role)
             if self.embedding_cache is not None and len(missing) >= self.disk_cache_min:
-                vectors = cached_embeddings(self.embedding_cache, self.fingerprint, missing, self._run)
+                # a prompt changes the vectors, so it is part of the key; prompt-less keys stay as they were
+                key = self.fingerprint if not prompt else f"{self.fingerprint[:8]}{texts_key([role, prompt])[:8]}"
+                vectors = cached_embeddings(self.embedding_cache, key, missing, run)
             else:
-                vectors = self._run(missing)
-            self._known.update(zip(missing, vectors))
+                vectors = run(missing)
+            known.update(zip(missing, vectors))
         if not texts:
             return np.zeros((0, self.model.get_embedding_dimension()), np.float32)
-        return np.stack([self._known[t] for t in texts]).astype(np.float32, copy=False)
+        return np.stack([known[t] for t in texts]).astype(np.float32, copy=False)
 
-    def _run(self, batch: list[str]) -> np.ndarray:
+    def _run(self, batch: list[str], role: str) -> np.ndarray:
         import torch
 
+        from embedkd.text_encoder import encode_role
+
         with torch.inference_mode():
-            out = self.model.encode(batch, batch_size=self.batch_size, convert_to_numpy=True,
-                                    normalize_embeddings=True, show_progress_bar=len(batch) > 2000)
+            out = encode_role(self.model, batch, role, batch_size=self.batch_size, convert_to_numpy=True,
+                              normalize_embeddings=True, show_progress_bar=len(batch) > 2000)
         return np.asarray(out, dtype=np.float32)
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
@@ -116,7 +134,7 @@ class BiEncoderTeacher(_Cached):
         return self._compute(list(pairs)) if pairs else np.zeros(0, np.float32)
 
     def _compute(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        queries = self.encode([q for q, _ in pairs])
+        queries = self.encode_queries([q for q, _ in pairs])
         docs = self.encode([d for _, d in pairs])
         return (queries * docs).sum(axis=1).astype(np.float32)
 

@@ -83,10 +83,14 @@ class RelationTap:
             h.remove()
 
 
-def _encode(model, texts: Sequence[str], device) -> tuple[Tensor, dict]:
+def _encode(model, texts: Sequence[str], device, role: str = "document") -> tuple[Tensor, dict]:
+    """The model's embedding of `texts` as queries or documents (with its own prompt for that role)."""
     from sentence_transformers.util import batch_to_device
 
-    features = batch_to_device(model.preprocess(list(texts)), device)
+    from embedkd.text_encoder import role_prompts
+
+    prompt = role_prompts(model).get(role, "")
+    features = batch_to_device(model.preprocess([prompt + t for t in texts]), device)
     out = model(dict(features))
     return out["sentence_embedding"], features
 
@@ -99,10 +103,12 @@ def _config_hash(options: TrainOptions, n_examples: int, weights: dict) -> str:
 
 def train_student(model, examples: Sequence[Example], objective: DistillObjective, options: TrainOptions,
                   workdir: Path, teacher_vectors: Callable[[list[str]], np.ndarray] | None = None,
-                  teacher_model=None, previous_model=None, progress: bool = True) -> dict:
+                  teacher_model=None, previous_model=None, progress: bool = True,
+                  teacher_query_vectors: Callable[[list[str]], np.ndarray] | None = None) -> dict:
     """Train `model` in place; returns {"steps", "planned_steps", "seconds", "loss", "resumed_from", ...}.
 
-    `teacher_vectors(texts)` gives a bi-encoder teacher's embeddings (for mse/cosine/kl in-batch);
+    `teacher_vectors(texts)` gives a bi-encoder teacher's embeddings (for mse/cosine/kl in-batch), of
+    documents, and `teacher_query_vectors` of queries where they differ (a teacher with a query prompt);
     `teacher_model` is the teacher SentenceTransformer (for attention distillation);
     `previous_model` is a frozen previous model version whose embeddings of the same texts the
     `previous` term (continual training, QDC) keeps the student close to.
@@ -190,18 +196,18 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
             batch = [examples[i] for i in idx]
             queries = [e.query for e in batch]
             docs = [d for e in batch for d in e.docs]
-            q_emb, _ = _encode(model, queries, device)
+            q_emb, _ = _encode(model, queries, device, "query")
             d_emb, d_features = _encode(model, docs, device)
             tensors = StepTensors(
                 query=q_emb, docs=d_emb.view(len(batch), cands, -1),
                 teacher_scores=torch.tensor([e.scores for e in batch], dtype=torch.float32, device=device))
             if teacher_vectors is not None and (objective.needs_teacher_embeddings or "kl" in objective.weights):
-                tq = torch.from_numpy(teacher_vectors(queries)).to(device)
+                tq = torch.from_numpy((teacher_query_vectors or teacher_vectors)(queries)).to(device)
                 td = torch.from_numpy(teacher_vectors(docs)).to(device)
                 tensors.teacher_query, tensors.teacher_docs = tq, td.view(len(batch), cands, -1)
             if previous_model is not None and "previous" in objective.weights:
                 with torch.no_grad():
-                    pq, _ = _encode(previous_model, queries, device)
+                    pq, _ = _encode(previous_model, queries, device, "query")
                     pd, _ = _encode(previous_model, docs, device)
                 tensors.previous_query, tensors.previous_docs = pq, pd.view(len(batch), cands, -1)
             if student_tap is not None and teacher_tap is not None:

@@ -110,19 +110,30 @@ def test_teacher_train_then_distill_from_the_cross_encoder(tiny_beir, tmp_path, 
     assert result["teacher_check"] is None or result["teacher_check"]["queries"] >= 1
 
 
-def test_distill_with_prompted_models_saves_a_student_used_as_trained(tiny_beir, tmp_path, monkeypatch, capsys):
-    """Distillation feeds raw texts, so a student pruned from an e5-style model is saved without its prompts."""
+def test_distill_with_prompted_models_uses_the_prompts_as_search_does(tiny_beir, tmp_path, monkeypatch, capsys):
+    """An e5-style teacher and its prune: targets from the teacher's role prompts, the student trained and
+    evaluated with its own, and saved with them, so `eval retrieval` and search see what training saw."""
+    from embedkd.evaluation.beir import load_beir
+    from embedkd.evaluation.retrieval import evaluate_model
     from embedkd.text_encoder import load_text_encoder, role_prompts
     from tests.conftest import prompted_copy
 
     monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
-    prompted = prompted_copy(minilm_path(), tmp_path / "e5", {"query": "query: ", "passage": "passage: "})
+    prompts = {"query": "query: ", "passage": "passage: "}
+    prompted = prompted_copy(minilm_path(), tmp_path / "e5", prompts)
     out = tmp_path / "student"
     rc = main(["distill", "--teacher", prompted, "--student", f"prune:{prompted}:1", "--data", str(tiny_beir),
                "--out", str(out), "--loss", "cosine", "--epochs", "1", "--batch-size", "4", "--negatives", "1",
                "--max-length", "32", "--no-register", "--json"])
     assert rc == 0
     result = _last_json(capsys.readouterr().out)
-    assert result["lineage"]["prompts_not_used"] == {"teacher": {"query": "query: ", "document": "passage: "},
-                                                     "student": {"query": "query: ", "document": "passage: "}}
-    assert role_prompts(load_text_encoder(str(out), device="cpu").model) == {}
+    expected = {"query": "query: ", "document": "passage: "}
+    assert result["lineage"]["prompts"] == {"teacher": expected, "student": expected}
+    student = load_text_encoder(str(out), device="cpu", precision="fp32")
+    assert role_prompts(student.model) == expected
+    # the run's own figures are those of the saved student used with its prompts
+    again = evaluate_model(student, load_beir(tiny_beir, "test"))
+    assert abs(again["ndcg@10"] - result["metrics"]["test"]["ndcg@10"]) < 1e-4
+    teacher = load_text_encoder(prompted, device="cpu", precision="fp32")
+    assert abs(evaluate_model(teacher, load_beir(tiny_beir, "test"))["ndcg@10"]
+               - result["teacher_metrics"]["test"]["ndcg@10"]) < 1e-4

@@ -25,7 +25,7 @@ def test_bi_encoder_teacher_scores_are_cosines_from_remembered_embeddings(bi_tea
     np.testing.assert_allclose(scores, emb[1:] @ emb[0], atol=1e-5)
     assert scores[0] > scores[1]
 
-    def boom(_texts):
+    def boom(*_args):
         raise AssertionError("a known text was encoded again")
 
     monkeypatch.setattr(bi_teacher, "_run", boom)
@@ -42,6 +42,25 @@ def test_embeddings_cache_on_disk(tmp_path):
     again._run = None  # a second teacher reads the file instead of encoding
     again.disk_cache_min = 1
     np.testing.assert_array_equal(again.encode(texts), vectors)
+
+
+def test_prompted_teacher_scores_queries_and_documents_with_their_own_prompts(tmp_path):
+    from tests.conftest import prompted_copy
+
+    path = prompted_copy(minilm_path(), tmp_path / "e5", {"query": "query: ", "passage": "passage: "})
+    teacher = load_teacher(path, device="cpu", cache_dir=tmp_path / "cache")
+    teacher.disk_cache_min = 1
+    q, docs = "Vitamin D and bone loss", ["Low vitamin D reduces bone density.", "Stocks fell on Tuesday."]
+    emb_q = teacher.model.encode(["query: " + q], normalize_embeddings=True)[0]
+    emb_d = teacher.model.encode(["passage: " + d for d in docs], normalize_embeddings=True)
+    np.testing.assert_allclose(teacher.score(q, docs), emb_d @ emb_q, atol=1e-5)
+    # one cache file per role, none under the prompt-less name (whose vectors would differ)
+    plain = load_teacher(minilm_path(), device="cpu", cache_dir=tmp_path / "plain")
+    plain.disk_cache_min = 1
+    plain.encode(docs)
+    plain_name = next((tmp_path / "plain").glob("emb-*.npy")).name
+    names = {f.name for f in (tmp_path / "cache").glob("emb-*.npy")}
+    assert len(names) == 2 and plain_name not in names
 
 
 def test_cross_encoder_teacher_one_logit(tmp_path):
