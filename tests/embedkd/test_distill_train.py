@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,3 +74,23 @@ def test_examples_must_have_equal_candidates(tmp_path):
     bad = EXAMPLES + [Example("q", ["a", "b", "c"], [1.0, 0.0, 0.0])]
     with pytest.raises(ValueError, match="same number of candidates"):
         train_student(model, bad, DistillObjective(model, {"margin-mse": 1.0}), TrainOptions(), tmp_path)
+
+
+def test_training_forward_of_a_prompted_model_is_its_search_time_embedding(tmp_path):
+    """Queries and documents pass the model's own prompts in training exactly as `encode_query` /
+    `encode_document` add them, so the student learns the function search will call."""
+    from sentence_transformers import SentenceTransformer
+
+    from embedkd.distill.train import _encode
+    from tests.conftest import prompted_copy
+
+    model = SentenceTransformer(prompted_copy(minilm_path(), tmp_path / "e5", {"query": "query: ",
+                                                                               "passage": "passage: "}),
+                                device="cpu").eval()
+    texts = ["Vitamin D and bone loss", "Statins lower LDL cholesterol"]
+    with torch.no_grad():
+        q, _ = _encode(model, texts, "cpu", "query")
+        d, _ = _encode(model, texts, "cpu")
+    np.testing.assert_allclose(q.numpy(), model.encode_query(texts), atol=1e-5)
+    np.testing.assert_allclose(d.numpy(), model.encode(["passage: " + t for t in texts]), atol=1e-5)
+    assert np.abs(q.numpy() - d.numpy()).max() > 1e-3  # the roles differ
