@@ -64,23 +64,26 @@ def load_sentence_transformer(model: str, device: str | None = None):
 ROLE_PROMPTS = {"query": ("query",), "document": ("document", "passage", "corpus")}
 
 
+def role_prompt_name(model, role: str) -> str | None:
+    """Name of the model's prompt for `role`: the first non-empty one (sentence-transformers 6 fills in
+    an empty "document" prompt, which would otherwise hide an e5-style "passage" one)."""
+    if role not in ROLE_PROMPTS:
+        raise ValueError(f"role must be 'query' or 'document', not {role!r}")
+    prompts = getattr(model, "prompts", None) or {}
+    return next((n for n in ROLE_PROMPTS[role] if prompts.get(n)), None)
+
+
 def role_prompts(model) -> dict[str, str]:
     """The prompt the model puts before queries and before documents, for the roles that have one."""
-    prompts = getattr(model, "prompts", None) or {}
-    found = {role: next((prompts[n] for n in names if prompts.get(n)), "") for role, names in ROLE_PROMPTS.items()}
-    return {role: p for role, p in found.items() if p}
+    names = {role: role_prompt_name(model, role) for role in ROLE_PROMPTS}
+    return {role: model.prompts[name] for role, name in names.items() if name is not None}
 
 
 def encode_role(model, texts: Sequence[str], role: str, **kwargs):
     """`model.encode` for queries or documents: sentence-transformers' `encode_query` / `encode_document`
     add the model's own prompt for that role ("query: ", "search_document: ", ...) and route asymmetric
     models to the right branch; a model without prompts gets the same vectors as from `encode`."""
-    if role not in ("query", "document"):
-        raise ValueError(f"role must be 'query' or 'document', not {role!r}")
-    prompts = getattr(model, "prompts", None) or {}
-    # First non-empty prompt: sentence-transformers 6 fills in an empty "document" prompt, which would
-    # otherwise hide an e5-style "passage" one.
-    name = next((n for n in ROLE_PROMPTS[role] if prompts.get(n)), None)
+    name = role_prompt_name(model, role)
     if name is not None:
         kwargs["prompt_name"] = name
     method = getattr(model, f"encode_{role}", None)  # sentence-transformers >= 5

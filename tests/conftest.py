@@ -141,4 +141,3 @@ def prompted_copy(src: str, dest, prompts: dict) -> str:
             (dest / item.name).symlink_to(item)
     (dest / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
     return str(dest)
-

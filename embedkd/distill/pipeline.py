@@ -51,14 +51,6 @@ class _VectorTable:
     def __call__(self, texts: list[str]) -> np.ndarray:
         return self.vectors[[self.rows[t] for t in texts]]
 
-    def add(self, texts: list[str], vectors: np.ndarray) -> None:
-        new = [t for t in texts if t not in self.rows]
-        if new:
-            sel = [texts.index(t) for t in new]
-            start = len(self.vectors)
-            self.vectors = np.vstack([self.vectors, vectors[sel]])
-            self.rows.update({t: start + i for i, t in enumerate(new)})
-
 
 def mining_candidates(catalog, data: BeirData, miner: BiEncoderTeacher, query_ids: list[str], k: int,
                       table: _VectorTable, query_table: _VectorTable) -> dict[str, list[str]]:

@@ -91,9 +91,7 @@ def _encode(model, texts: Sequence[str], device, role: str = "document") -> tupl
 
     # sentence-transformers prepends the prompt itself and, for poolings that exclude prompt tokens,
     # records its length: training then pools exactly as `encode` will
-    prompt = role_prompts(model).get(role)
-    features = model.preprocess(list(texts), prompt=prompt) if prompt else model.preprocess(list(texts))
-    features = batch_to_device(features, device)
+    features = batch_to_device(model.preprocess(list(texts), prompt=role_prompts(model).get(role)), device)
     out = model(dict(features))
     return out["sentence_embedding"], features
 
