@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pseudo-queries", type=int, default=0, metavar="N",
                    help="add N unlabelled queries cut from the corpus (one sentence of a document each) for the "
                         "teacher to label; documents judged in dev/eval never give one")
+    p.add_argument("--lexical", default="0", metavar="W|auto",
+                   help="fuse BM25 over the corpus into a bi-encoder teacher's scores: cosine + W x BM25 / the "
+                        "query's best BM25 ('auto': W picked on the dev split; 0: off). The student stays dense")
     p.add_argument("--allow-weak-teacher", action="store_true",
                    help="distill even a teacher that reranks dev queries worse than the miner")
     p.add_argument("--no-register", action="store_true", help="do not register the student in the catalog")
@@ -73,7 +76,8 @@ def _run(args: argparse.Namespace) -> int:
                      eval_split=args.eval_split or None, register=not args.no_register, progress=not args.json,
                      time_budget_s=args.time_budget * 60 if args.time_budget > 0 else None,
                      previous=args.previous, previous_weight=args.previous_weight,
-                     allow_weak_teacher=args.allow_weak_teacher, pseudo=args.pseudo_queries)
+                     allow_weak_teacher=args.allow_weak_teacher, pseudo=args.pseudo_queries,
+                     lexical=args.lexical)
     emit(_summary(result) if not args.json else result, args.json)
     return 0
 

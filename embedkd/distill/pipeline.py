@@ -18,6 +18,7 @@ from indexer.encoder import ModelRecord
 from indexer.errors import UserError
 
 from .data import BeirData, load_beir, split_dev
+from .lexical import fused_run
 from .losses import DistillObjective, parse_loss_spec
 from .losses.objective import EMBEDDING_TERMS
 from .negatives import (
@@ -29,7 +30,7 @@ from .negatives import (
 )
 from .prune import is_prune_spec, load_student, parse_prune_spec
 from .pseudo import pseudo_queries
-from .retrieval import encode_texts, evaluate_vectors
+from .retrieval import encode_texts, evaluate_vectors, ir_metrics
 from .teacher_check import check_teacher, teacher_verdict
 from .teachers import BiEncoderTeacher, Teacher, load_teacher
 from .train import Example, TrainOptions, train_student
@@ -39,6 +40,8 @@ __all__ = ["DEFAULT_LOSS", "build_examples", "distill", "evaluate_student", "min
 log = logging.getLogger(__name__)
 
 DEFAULT_LOSS = "cosine+kl"
+# `--lexical auto` tries these BM25 weights on the dev split (0: the teacher alone)
+LEXICAL_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 
 class _VectorTable:
@@ -124,7 +127,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             negatives: int = 3, mine_k: int = 50, temperature: float = 0.05, eval_split: str | None = "test",
             dev_fraction: float = 0.1, device: str | None = None, settings=None, register: bool = True,
             progress: bool = True, time_budget_s: float | None = None, previous: str | None = None,
-            previous_weight: float = 1.0, allow_weak_teacher: bool = False, pseudo: int = 0) -> dict:
+            previous_weight: float = 1.0, allow_weak_teacher: bool = False, pseudo: int = 0,
+            lexical: float | str = 0.0) -> dict:
     """Distill `teacher` into `student` on the BEIR folder `data`; save to `out`; evaluate; register.
 
     `time_budget_s` bounds the whole run: training stops early enough to leave time for the final
@@ -135,6 +139,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     clearly worse than the miner orders them, unless `allow_weak_teacher` (`teacher_check`).
     `pseudo` adds that many unlabelled pseudo-queries cut from the corpus (`pseudo.py`) for the
     teacher to label; documents judged in the dev or evaluation split never give one.
+    `lexical` (a weight, or "auto" to pick one on the dev split) fuses BM25 over the corpus into a
+    bi-encoder teacher's scores (`lexical.py`); the student stays dense.
     """
     from embedkd.text_encoder import default_device, load_sentence_transformer, role_prompts
     from indexer.context import open_catalog
@@ -153,6 +159,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         raise UserError(f"output folder {out} exists and is not empty; choose a new --out")
     if is_prune_spec(student):
         parse_prune_spec(student)  # bad spec fails before any loading
+    lexical = _parse_lexical(lexical)
     beir = load_beir(data)
     train_qrels, dev_qrels = split_dev(beir.require("train"), dev_fraction, options.seed)
     if eval_split and not beir.qrels.get(eval_split):
@@ -172,6 +179,9 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     if t.kind == "cross-encoder" and set(weights) & set(EMBEDDING_TERMS):
         raise UserError(f"loss terms {sorted(set(weights) & set(EMBEDDING_TERMS))} need a bi-encoder teacher's "
                         "embeddings; with a cross-encoder teacher use margin-mse, kl or labels")
+    if lexical and t.kind != "bi-encoder":
+        raise UserError("--lexical fuses BM25 into a bi-encoder teacher's cosine; a cross-encoder teacher "
+                        "reads the words itself, so drop --lexical")
     model, lineage = load_student(student, device)
     # Role prompts (e5's "query: "/"passage: ") are used as the models use them at search time: the
     # teacher's for its targets, the student's (a prune keeps its base's) in its own forward passes.
@@ -221,6 +231,10 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
                 raise UserError(reason)
             if reason:
                 log.warning("%s (continuing: --allow-weak-teacher)", reason)
+        lexical_info = None
+        if isinstance(t, BiEncoderTeacher) and lexical:
+            lexical_info = _fuse_lexical(t, beir, lexical, table, qtable, dev_qrels)
+            lineage["lexical"] = lexical_info
         examples, mining = build_examples(beir, train_qrels, candidates, t, negatives, options.seed)
         teacher_dim = table.vectors.shape[1] if isinstance(t, BiEncoderTeacher) else None
         objective = DistillObjective(
@@ -237,12 +251,14 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             options.time_budget_s = left if options.time_budget_s is None else min(left, options.time_budget_s)
             log.info("training budget %.0f s (evaluation estimated at %.0f s)", options.time_budget_s, eval_s)
         options.extra = {"teacher": t.fingerprint, "data": beir.fingerprint, "student": student,
-                         "negatives": negatives, "mine_k": mine_k, "pseudo_queries": n_pseudo}
+                         "negatives": negatives, "mine_k": mine_k, "pseudo_queries": n_pseudo,
+                         "lexical": lexical_info and lexical_info["weight"]}
         out_dir.mkdir(parents=True, exist_ok=True)
         training = train_student(model, examples, objective, options, out_dir,
                                  teacher_vectors=table if isinstance(t, BiEncoderTeacher) else None,
                                  teacher_query_vectors=qtable if isinstance(t, BiEncoderTeacher) else None,
                                  teacher_model=t.model if isinstance(t, BiEncoderTeacher) else None,
+                                 teacher_lexical=t.lexical_matrix if isinstance(t, BiEncoderTeacher) else None,
                                  previous_model=previous_model, progress=progress)
         model.save(str(out_dir))
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
@@ -257,8 +273,12 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             teacher_metrics = {}
             for split, qrels in splits.items():
                 qids = [q for q in qrels if q in beir.queries]
-                teacher_metrics[split] = evaluate_vectors(qids, qtable([beir.queries[q] for q in qids]),
-                                                          list(beir.corpus), doc_vecs, qrels)
+                qtexts = [beir.queries[q] for q in qids]
+                if t.lexical is None:
+                    teacher_metrics[split] = evaluate_vectors(qids, qtable(qtexts), list(beir.corpus), doc_vecs, qrels)
+                else:  # the fused teacher is what the student learnt from: report it
+                    teacher_metrics[split] = ir_metrics(fused_run(qids, qtexts, qtable(qtexts), list(beir.corpus),
+                                                                  doc_vecs, t.lexical, t.lexical_weight), qrels)
         result = {
             "student": str(out_dir),
             "teacher": t.name,
@@ -277,6 +297,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             "metrics": metrics,
             "teacher_metrics": teacher_metrics,
             "teacher_check": teacher_check,
+            "lexical": lexical_info,
             "total_seconds": round(time.perf_counter() - t_start, 1),
         }
         if register:
@@ -285,6 +306,44 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         return result
     finally:
         catalog.close()
+
+
+def _parse_lexical(lexical: float | str | None) -> float | str:
+    """'auto', or a weight in [0, 100] (0: no fusion)."""
+    if lexical is None or lexical == "auto":
+        return lexical or 0.0
+    try:
+        weight = float(lexical)
+    except ValueError:
+        raise UserError(f"--lexical takes a weight (e.g. 0.5) or 'auto', not {lexical!r}") from None
+    if not 0 <= weight <= 100:
+        raise UserError(f"--lexical weight must be between 0 and 100 (cosine units), got {weight}")
+    return weight
+
+
+def _fuse_lexical(teacher: BiEncoderTeacher, beir: BeirData, lexical: float | str, table: _VectorTable,
+                  qtable: _VectorTable, dev_qrels: dict[str, dict[str, int]]) -> dict:
+    """Fuse BM25 into `teacher`; with "auto", the weight of LEXICAL_GRID that ranks dev queries best."""
+    from .lexical import LexicalScorer
+
+    doc_ids, doc_texts = list(beir.corpus), list(beir.corpus.values())
+    scorer = LexicalScorer(doc_texts)
+    info: dict = {"kind": "bm25", "normalised": "by the query's best score over the corpus"}
+    if lexical == "auto":
+        dev_ids = sorted(q for q in dev_qrels if q in beir.queries)
+        if not dev_ids:
+            raise UserError("--lexical auto picks its weight on the dev split, which is empty here; "
+                            "give a weight instead (e.g. --lexical 0.5)")
+        texts = [beir.queries[q] for q in dev_ids]
+        qvecs, doc_vecs = qtable(texts), table(doc_texts)
+        figures = {w: ir_metrics(fused_run(dev_ids, texts, qvecs, doc_ids, doc_vecs, scorer, w), dev_qrels)["ndcg@10"]
+                   for w in LEXICAL_GRID}
+        lexical = max(LEXICAL_GRID, key=lambda w: (round(figures[w], 6), -w))  # ties: the smaller weight
+        info["dev_ndcg@10"] = {str(w): round(v, 4) for w, v in figures.items()}
+        log.info("lexical weight %.2f picked on %d dev queries (%s)", lexical, len(dev_ids), info["dev_ndcg@10"])
+    info["weight"] = float(lexical)
+    teacher.fuse_lexical(scorer, float(lexical))
+    return info
 
 
 def _estimate_eval_seconds(model, beir: BeirData, splits: int) -> float:

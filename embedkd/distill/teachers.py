@@ -83,6 +83,18 @@ class BiEncoderTeacher(_Cached):
         self.embedding_cache: Path | None = None
         self._known: dict[str, dict[str, np.ndarray]] = {"query": {}, "document": {}}
         self.disk_cache_min = 256  # fewer new texts than this are not worth a cache file
+        self.lexical = None  # a LexicalScorer fused into every score (`fuse_lexical`)
+        self.lexical_weight = 0.0
+
+    def fuse_lexical(self, scorer, weight: float) -> None:
+        """Score = cosine + weight x normalised BM25 (`lexical.py`); embeddings stay the dense model's."""
+        self.lexical, self.lexical_weight = (scorer, float(weight)) if weight > 0 else (None, 0.0)
+
+    def lexical_matrix(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray | None:
+        """What fusion adds to every (query, document) cosine of a batch, or None without fusion."""
+        if self.lexical is None:
+            return None
+        return self.lexical_weight * self.lexical.matrix(queries, documents)
 
     def use_cache(self, cache_dir: Path | None) -> None:
         super().use_cache(cache_dir)
@@ -136,7 +148,10 @@ class BiEncoderTeacher(_Cached):
     def _compute(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         queries = self.encode_queries([q for q, _ in pairs])
         docs = self.encode([d for _, d in pairs])
-        return (queries * docs).sum(axis=1).astype(np.float32)
+        scores = (queries * docs).sum(axis=1).astype(np.float32)
+        if self.lexical is not None:
+            scores += self.lexical_weight * np.asarray([self.lexical.score(q, [d])[0] for q, d in pairs], np.float32)
+        return scores
 
 
 class CrossEncoderTeacher(_Cached):

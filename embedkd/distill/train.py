@@ -105,11 +105,13 @@ def _config_hash(options: TrainOptions, n_examples: int, weights: dict) -> str:
 def train_student(model, examples: Sequence[Example], objective: DistillObjective, options: TrainOptions,
                   workdir: Path, teacher_vectors: Callable[[list[str]], np.ndarray] | None = None,
                   teacher_model=None, previous_model=None, progress: bool = True,
-                  teacher_query_vectors: Callable[[list[str]], np.ndarray] | None = None) -> dict:
+                  teacher_query_vectors: Callable[[list[str]], np.ndarray] | None = None,
+                  teacher_lexical: Callable[[list[str], list[str]], np.ndarray | None] | None = None) -> dict:
     """Train `model` in place; returns {"steps", "planned_steps", "seconds", "loss", "resumed_from", ...}.
 
     `teacher_vectors(texts)` gives a bi-encoder teacher's embeddings (for mse/cosine/kl in-batch), of
     documents, and `teacher_query_vectors` of queries where they differ (a teacher with a query prompt);
+    `teacher_lexical(queries, docs)` is what a fused teacher adds to those in-batch cosines (BM25);
     `teacher_model` is the teacher SentenceTransformer (for attention distillation);
     `previous_model` is a frozen previous model version whose embeddings of the same texts the
     `previous` term (continual training, QDC) keeps the student close to.
@@ -206,6 +208,9 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
                 tq = torch.from_numpy((teacher_query_vectors or teacher_vectors)(queries)).to(device)
                 td = torch.from_numpy(teacher_vectors(docs)).to(device)
                 tensors.teacher_query, tensors.teacher_docs = tq, td.view(len(batch), cands, -1)
+                extra = teacher_lexical(queries, docs) if teacher_lexical is not None else None
+                if extra is not None:
+                    tensors.teacher_lexical = torch.from_numpy(extra).to(device)
             if previous_model is not None and "previous" in objective.weights:
                 with torch.no_grad():
                     pq, _ = _encode(previous_model, queries, device, "query")

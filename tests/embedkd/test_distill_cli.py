@@ -137,3 +137,33 @@ def test_distill_with_prompted_models_uses_the_prompts_as_search_does(tiny_beir,
     teacher = load_text_encoder(prompted, device="cpu", precision="fp32")
     assert abs(evaluate_model(teacher, load_beir(tiny_beir, "test"))["ndcg@10"]
                - result["teacher_metrics"]["test"]["ndcg@10"]) < 1e-4
+
+
+def test_distill_with_a_lexical_teacher_reports_the_fused_teacher(tiny_beir, tmp_path, monkeypatch, capsys):
+    """--lexical auto: the weight is picked on dev from the grid, the lineage says so, and the teacher's
+    figures are the fused teacher's (they change with the weight)."""
+    from embedkd.distill.pipeline import LEXICAL_GRID
+
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    common = ["--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data", str(tiny_beir),
+              "--epochs", "1", "--batch-size", "4", "--negatives", "2", "--max-length", "32", "--no-register", "--json"]
+    results = {}
+    for lexical in ("auto", "0", "100"):
+        assert main(["distill", *common, "--out", str(tmp_path / lexical), "--lexical", lexical]) == 0
+        results[lexical] = _last_json(capsys.readouterr().out)
+    auto = results["auto"]
+    assert auto["lexical"]["weight"] in LEXICAL_GRID
+    assert set(auto["lexical"]["dev_ndcg@10"]) == {str(w) for w in LEXICAL_GRID}
+    assert auto["lineage"]["lexical"] == auto["lexical"] and set(auto["final_loss"]) == {"cosine", "kl"}
+    assert results["0"]["lexical"] is None and "lexical" not in results["0"]["lineage"]
+    # at weight 100 the teacher ranks by BM25 alone, which differs from the cosine teacher on this slice
+    plain, lexical_only = results["0"]["teacher_metrics"]["test"], results["100"]["teacher_metrics"]["test"]
+    assert plain["ndcg@10"] != lexical_only["ndcg@10"] or plain["mrr@10"] != lexical_only["mrr@10"]
+
+
+def test_distill_lexical_refuses_bad_weights_and_cross_encoders(tiny_beir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    rc = main(["distill", "--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data",
+               str(tiny_beir), "--out", str(tmp_path / "s"), "--lexical", "lots", "--epochs", "1"])
+    assert rc != 0 and "--lexical takes a weight" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

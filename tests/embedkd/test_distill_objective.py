@@ -65,6 +65,16 @@ def test_kl_term_in_batch_uses_teacher_embeddings():
     assert parts["kl"] == pytest.approx(float((p * (p / q).log()).sum()), abs=1e-6)
 
 
+def test_kl_term_adds_a_fused_teachers_lexical_scores_to_its_cosines():
+    obj = DistillObjective(_FakeST(), {"kl": 1.0}, temperature=1.0)
+    step = _step()
+    step.teacher_lexical = torch.tensor([[math.log(3.0), 0.0]])  # cosines 0, 0 + lexical -> p = [3/4, 1/4]
+    _, parts = obj(step)
+    p = torch.tensor([0.75, 0.25])
+    q = torch.softmax(torch.tensor([1.0, 0.0]), 0)
+    assert parts["kl"] == pytest.approx(float((p * (p / q).log()).sum()), abs=1e-6)
+
+
 def test_kl_term_cross_encoder_scores_only_own_candidates():
     obj = DistillObjective(_FakeST(), {"kl": 1.0}, temperature=1.0)
     step = _step()

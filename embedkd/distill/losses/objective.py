@@ -64,6 +64,7 @@ class StepTensors:
     teacher_scores: Tensor | None = None  # (B, C) teacher scores of each query's own candidates
     teacher_query: Tensor | None = None  # (B, dt) bi-encoder teacher embeddings
     teacher_docs: Tensor | None = None  # (B, C, dt)
+    teacher_lexical: Tensor | None = None  # (B, B*C) added to the teacher's in-batch cosines (fused BM25)
     student_relations: dict[str, Tensor] | None = None  # last-layer query/key/value (n, L, h)
     teacher_relations: dict[str, Tensor] | None = None
     relation_mask: Tensor | None = None  # (n, L) attention mask of the texts behind the relations
@@ -153,6 +154,8 @@ class DistillObjective(nn.Module):
         student = (step.query * scale) @ all_docs.T  # (B, B*C): own candidates and in-batch documents
         if step.teacher_query is not None and step.teacher_docs is not None:
             teacher = step.teacher_query @ step.teacher_docs.reshape(bsz * cands, -1).T
+            if step.teacher_lexical is not None:
+                teacher = teacher + step.teacher_lexical
             return listwise_kl(student, teacher.to(student.dtype), self.temperature)
         scores = _need(step.teacher_scores, "kl")  # only own candidates were scored: mask the rest
         own = torch.zeros(bsz, bsz * cands, dtype=torch.bool, device=student.device)

@@ -1,0 +1,74 @@
+"""BM25 fused into a bi-encoder teacher (`--lexical`): normalisation, lookups, the fused run and score."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embedkd.distill.data import load_beir
+from embedkd.distill.lexical import LexicalScorer, fused_run, fused_scores
+from embedkd.distill.teachers import load_teacher
+from tests.conftest import SCIFACT, minilm_path
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[str]:
+    data = load_beir(SCIFACT)
+    return list(data.corpus.values())[:200]
+
+
+@pytest.fixture(scope="module")
+def scorer(corpus) -> LexicalScorer:
+    return LexicalScorer(corpus)
+
+
+def test_scores_are_normalised_by_the_querys_best_match(scorer, corpus):
+    query = corpus[7].split(".")[0]  # a sentence of document 7: BM25 finds it
+    scores = scorer.corpus_scores(query)
+    assert scores.shape == (len(corpus),) and scores.dtype == np.float32
+    assert scores.max() == pytest.approx(1.0) and scores.min() >= 0
+    assert int(np.argmax(scores)) == 7
+    # stemming: an inflected form of a word matches the document that has it
+    assert scorer.corpus_scores("proteins")[corpus.index(next(d for d in corpus if " protein " in d))] > 0
+
+
+def test_queries_without_known_words_score_zero_everywhere(scorer):
+    assert not scorer.corpus_scores("zzqxj wvvkk").any()
+    assert not scorer.corpus_scores("the of and").any()  # stop words only
+
+
+def test_score_and_matrix_address_documents_by_text(scorer, corpus):
+    query = "vitamin D deficiency and bone density"
+    full = scorer.corpus_scores(query)
+    np.testing.assert_array_equal(scorer.score(query, [corpus[3], corpus[0]]), full[[3, 0]])
+    m = scorer.matrix([query, "cancer"], [corpus[1], corpus[2], corpus[1]])
+    assert m.shape == (2, 3)
+    np.testing.assert_array_equal(m[0], full[[1, 2, 1]])
+    with pytest.raises(ValueError, match="only for documents of the corpus"):
+        scorer.score(query, ["a document that is not in the corpus"])
+
+
+def test_fused_run_is_the_exact_top_k_of_cosine_plus_weighted_bm25(scorer, corpus):
+    rng = np.random.default_rng(0)
+    doc_vecs = rng.normal(size=(len(corpus), 8)).astype(np.float32)
+    queries = ["gene expression in tumours", "insulin resistance", "vaccine efficacy in children"]
+    qvecs = rng.normal(size=(3, 8)).astype(np.float32)
+    ids = [f"d{i}" for i in range(len(corpus))]
+    run = fused_run(["a", "b", "c"], queries, qvecs, ids, doc_vecs, scorer, 0.7, k=5, chunk=2)
+    for row, qid in enumerate("abc"):
+        full = fused_scores(qvecs[row] @ doc_vecs.T, scorer.corpus_scores(queries[row]), 0.7)
+        best = np.argsort(-full)[:5]
+        assert set(run[qid]) == {ids[j] for j in best}
+        assert run[qid][ids[best[0]]] == pytest.approx(float(full[best[0]]))
+
+
+def test_fused_teacher_scores_cosine_plus_weighted_bm25(scorer, corpus, tmp_path):
+    teacher = load_teacher(minilm_path(), device="cpu", cache_dir=tmp_path)
+    query, docs = "vitamin D and bone health", corpus[:4]
+    cosine = teacher.score(query, docs)
+    teacher.fuse_lexical(scorer, 0.5)
+    np.testing.assert_allclose(teacher.score(query, docs), cosine + 0.5 * scorer.score(query, docs), atol=1e-6)
+    np.testing.assert_allclose(teacher.lexical_matrix([query], docs)[0], 0.5 * scorer.score(query, docs))
+    teacher.fuse_lexical(scorer, 0.0)  # weight 0: the plain teacher again
+    np.testing.assert_allclose(teacher.score(query, docs), cosine, atol=1e-6)
+    assert teacher.lexical_matrix([query], docs) is None
