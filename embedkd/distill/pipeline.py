@@ -278,7 +278,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
                     teacher_metrics[split] = evaluate_vectors(qids, qtable(qtexts), list(beir.corpus), doc_vecs, qrels)
                 else:  # the fused teacher is what the student learnt from: report it
                     teacher_metrics[split] = ir_metrics(fused_run(qids, qtexts, qtable(qtexts), list(beir.corpus),
-                                                                  doc_vecs, t.lexical, t.lexical_weight), qrels)
+                                                                  doc_vecs, t.lexical, t.lexical_weight, qrels=qrels),
+                                                        qrels)
         result = {
             "student": str(out_dir),
             "teacher": t.name,
@@ -336,8 +337,8 @@ def _fuse_lexical(teacher: BiEncoderTeacher, beir: BeirData, lexical: float | st
                             "give a weight instead (e.g. --lexical 0.5)")
         texts = [beir.queries[q] for q in dev_ids]
         qvecs, doc_vecs = qtable(texts), table(doc_texts)
-        figures = {w: ir_metrics(fused_run(dev_ids, texts, qvecs, doc_ids, doc_vecs, scorer, w), dev_qrels)["ndcg@10"]
-                   for w in LEXICAL_GRID}
+        figures = {w: ir_metrics(fused_run(dev_ids, texts, qvecs, doc_ids, doc_vecs, scorer, w, qrels=dev_qrels),
+                                 dev_qrels)["ndcg@10"] for w in LEXICAL_GRID}
         lexical = max(LEXICAL_GRID, key=lambda w: (round(figures[w], 6), -w))  # ties: the smaller weight
         info["dev_ndcg@10"] = {str(w): round(v, 4) for w, v in figures.items()}
         log.info("lexical weight %.2f picked on %d dev queries (%s)", lexical, len(dev_ids), info["dev_ndcg@10"])

@@ -72,3 +72,17 @@ def test_fused_teacher_scores_cosine_plus_weighted_bm25(scorer, corpus, tmp_path
     teacher.fuse_lexical(scorer, 0.0)  # weight 0: the plain teacher again
     np.testing.assert_allclose(teacher.score(query, docs), cosine, atol=1e-6)
     assert teacher.lexical_matrix([query], docs) is None
+
+
+def test_fused_run_leaves_out_a_querys_own_id_as_exact_run_does(scorer, corpus):
+    """BEIR's rule (ArguAna, Quora store each query in the corpus under its own id): the document with
+    the query's id is dropped unless the qrels judge it relevant; the run still has k documents."""
+    rng = np.random.default_rng(1)
+    doc_vecs = rng.normal(size=(len(corpus), 8)).astype(np.float32)
+    ids = [f"d{i}" for i in range(len(corpus))]
+    query = corpus[7].split(".")[0]  # BM25 puts document 7 first
+    run = fused_run(["d7"], [query], np.zeros((1, 8), np.float32), ids, doc_vecs, scorer, 1.0, k=5)
+    assert "d7" not in run["d7"] and len(run["d7"]) == 5
+    kept = fused_run(["d7"], [query], np.zeros((1, 8), np.float32), ids, doc_vecs, scorer, 1.0, k=5,
+                     qrels={"d7": {"d7": 1}})
+    assert max(kept["d7"], key=kept["d7"].get) == "d7" and len(kept["d7"]) == 5
