@@ -45,6 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lexical", default="0", metavar="W|auto",
                    help="fuse BM25 over the corpus into a bi-encoder teacher's scores: cosine + W x BM25 / the "
                         "query's best BM25 ('auto': W picked on the dev split; 0: off). The student stays dense")
+    p.add_argument("--mine-k", type=int, default=50, metavar="K",
+                   help="negative candidates per training query from the dense miner's index (default 50)")
+    p.add_argument("--mine-lexical", type=int, default=0, metavar="N",
+                   help="hybrid mining: also take each training query's top-N BM25 documents as negative "
+                        "candidates (filtered by the teacher like the dense ones; 0: off)")
+    p.add_argument("--lexical-language", default="english",
+                   help="with --lexical / --mine-lexical: BM25's Snowball stemmer and stop words (default english)")
     p.add_argument("--allow-weak-teacher", action="store_true",
                    help="distill even a teacher that reranks dev queries worse than the miner")
     p.add_argument("--no-register", action="store_true", help="do not register the student in the catalog")
@@ -60,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     from embedkd.threads import set_torch_threads
     from indexer.errors import UserError
 
-    for name in ("batch_size", "negatives", "max_length"):
+    for name in ("batch_size", "negatives", "max_length", "mine_k"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if args.pseudo_queries < 0:
@@ -77,7 +84,8 @@ def _run(args: argparse.Namespace) -> int:
                      time_budget_s=args.time_budget * 60 if args.time_budget > 0 else None,
                      previous=args.previous, previous_weight=args.previous_weight,
                      allow_weak_teacher=args.allow_weak_teacher, pseudo=args.pseudo_queries,
-                     lexical=args.lexical)
+                     lexical=args.lexical, lexical_language=args.lexical_language,
+                     mine_k=args.mine_k, mine_lexical=args.mine_lexical)
     emit(_summary(result) if not args.json else result, args.json)
     return 0
 

@@ -20,6 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     who = r.add_mutually_exclusive_group(required=True)
     who.add_argument("--model", help="encode the corpus with this model and search exactly")
     who.add_argument("--index", help="search this index (its model, or --query-model through its adapter)")
+    who.add_argument("--bm25", action="store_true",
+                     help="rank by BM25 over the corpus (bm25s; the lexical baseline to compare a model with)")
+    r.add_argument("--language", default="english",
+                   help="with --bm25: Snowball stemmer and stop words (default english)")
     r.add_argument("--query-model", default=None, help="with --index: model that encodes the queries")
     r.add_argument("--run", metavar="FILE", help="also write the ranking as a TREC run file (for `eval compare`, "
                    "trec_eval or ranx)")
@@ -46,8 +50,12 @@ def _retrieval(args: argparse.Namespace) -> int:
 
     if args.query_model and not args.index:
         raise UserError("--query-model goes with --index; with --model the same model encodes queries and corpus")
+    if args.language != "english" and not args.bm25:
+        raise UserError("--language goes with --bm25 (a model reads text its own way)")
     data = load_beir(args.data, args.split)
-    if args.model:
+    if args.bm25:
+        run = _bm25_run(data, args.language, not args.keep_identical_ids)
+    elif args.model:
         run = model_run(text_encoder_loader(args)(args.model), data, ignore_identical_ids=not args.keep_identical_ids)
     else:
         from indexer.search import Searcher
@@ -57,9 +65,20 @@ def _retrieval(args: argparse.Namespace) -> int:
                         ignore_identical_ids=not args.keep_identical_ids)
     result = retrieval_metrics(run, data.qrels)
     if args.run:
-        result["run"] = str(write_trec_run(run, args.run, tag=args.model or args.index))
+        result["run"] = str(write_trec_run(run, args.run, tag=args.model or args.index or "bm25"))
     emit(result, args.json)
     return 0
+
+
+def _bm25_run(data, language: str, ignore_identical_ids: bool) -> dict[str, dict[str, float]]:
+    from embedkd.bm25 import LexicalScorer, bm25_run, check_language
+
+    check_language(language)  # before indexing the corpus
+    docs = list(data.corpus)
+    scorer = LexicalScorer([d.content for d in docs], language=language)
+    qids = list(data.queries)
+    return bm25_run(qids, [data.queries[q] for q in qids], [d.id for d in docs], scorer,
+                    qrels=data.qrels if ignore_identical_ids else None, drop_identical=ignore_identical_ids)
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -7,74 +7,19 @@ student stays a plain dense model, so search and indexes are unchanged.
 
 A query's BM25 scores are divided by its best score over the corpus, so they lie in [0, 1] whatever
 the query's length and sit on the cosine's scale; `weight` is how many cosine units a perfect
-lexical match is worth. bm25s does the scoring (English stop words, Snowball stemming).
+lexical match is worth. The scorer is `embedkd.bm25.LexicalScorer` (bm25s, stop words, Snowball
+stemming).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
+from embedkd.bm25 import LexicalScorer
+
 __all__ = ["LexicalScorer", "fused_run", "fused_scores"]
-
-
-class LexicalScorer:
-    """Normalised BM25 of a query against corpus documents, addressed by their text."""
-
-    def __init__(self, corpus_texts: Sequence[str], language: str = "english", memo_floats: int = 2**25) -> None:
-        import bm25s
-        import Stemmer
-
-        self.texts = list(corpus_texts)
-        self.rows: dict[str, int] = {}
-        for i, t in enumerate(self.texts):
-            self.rows.setdefault(t, i)
-        self._stemmer = Stemmer.Stemmer(language)
-        self._stopwords = "en" if language == "english" else None
-        self._bm25 = bm25s.BM25()
-        self._bm25.index(self._tokenize(self.texts), show_progress=False)
-        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
-        # recent queries' corpus scores, ~128 MB at most: a training batch asks about 16 queries at once
-        self._memo_size = max(32, memo_floats // max(len(self.texts), 1))
-
-    def _tokenize(self, texts: list[str], ids: bool = True):
-        import bm25s
-
-        return bm25s.tokenize(texts, stopwords=self._stopwords, stemmer=self._stemmer, show_progress=False,
-                              return_ids=ids)
-
-    def corpus_scores(self, query: str) -> np.ndarray:
-        """(N,) float32 BM25 scores over the corpus, divided by the best (0 when no term matches)."""
-        hit = self._memo.get(query)
-        if hit is not None:
-            self._memo.move_to_end(query)
-            return hit
-        # words the corpus never has match nothing; dropping them keeps bm25s from looking them up
-        known = [w for w in self._tokenize([query], ids=False)[0] if w in self._bm25.vocab_dict]
-        scores = (np.asarray(self._bm25.get_scores(known), dtype=np.float32) if known
-                  else np.zeros(len(self.texts), np.float32))
-        top = float(scores.max()) if scores.size else 0.0
-        scores = scores / top if top > 0 else scores
-        self._memo[query] = scores
-        if len(self._memo) > self._memo_size:
-            self._memo.popitem(last=False)
-        return scores
-
-    def rows_of(self, documents: Sequence[str]) -> np.ndarray:
-        try:
-            return np.asarray([self.rows[d] for d in documents], dtype=np.int64)
-        except KeyError as e:
-            raise ValueError("lexical scores exist only for documents of the corpus they were built on") from e
-
-    def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
-        return self.corpus_scores(query)[self.rows_of(documents)]
-
-    def matrix(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
-        """(len(queries), len(documents)) normalised BM25, for in-batch targets."""
-        rows = self.rows_of(documents)
-        return np.stack([self.corpus_scores(q)[rows] for q in queries]).astype(np.float32)
 
 
 def fused_scores(dense: np.ndarray, lexical: np.ndarray, weight: float) -> np.ndarray:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedkd.bm25 import LexicalScorer, bm25_run, check_language
 from indexer.encoder import ModelRecord
 from indexer.errors import UserError
 
@@ -35,7 +36,8 @@ from .teacher_check import check_teacher, teacher_verdict
 from .teachers import BiEncoderTeacher, Teacher, load_teacher
 from .train import Example, TrainOptions, train_student
 
-__all__ = ["DEFAULT_LOSS", "build_examples", "distill", "evaluate_student", "mining_candidates"]
+__all__ = ["DEFAULT_LOSS", "add_lexical_candidates", "build_examples", "distill", "evaluate_student",
+           "mining_candidates"]
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             dev_fraction: float = 0.1, device: str | None = None, settings=None, register: bool = True,
             progress: bool = True, time_budget_s: float | None = None, previous: str | None = None,
             previous_weight: float = 1.0, allow_weak_teacher: bool = False, pseudo: int = 0,
-            lexical: float | str = 0.0) -> dict:
+            lexical: float | str = 0.0, lexical_language: str = "english", mine_lexical: int = 0) -> dict:
     """Distill `teacher` into `student` on the BEIR folder `data`; save to `out`; evaluate; register.
 
     `time_budget_s` bounds the whole run: training stops early enough to leave time for the final
@@ -140,7 +142,9 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     `pseudo` adds that many unlabelled pseudo-queries cut from the corpus (`pseudo.py`) for the
     teacher to label; documents judged in the dev or evaluation split never give one.
     `lexical` (a weight, or "auto" to pick one on the dev split) fuses BM25 over the corpus into a
-    bi-encoder teacher's scores (`lexical.py`); the student stays dense.
+    bi-encoder teacher's scores (`lexical.py`), tokenised for `lexical_language`; the student stays dense.
+    `mine_lexical` adds each training query's top-N BM25 documents to its negative candidates (hybrid
+    mining: lexically hard negatives that a dense miner ranks low), filtered by the teacher like the rest.
     """
     from embedkd.text_encoder import default_device, load_sentence_transformer, role_prompts
     from indexer.context import open_catalog
@@ -160,6 +164,12 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     if is_prune_spec(student):
         parse_prune_spec(student)  # bad spec fails before any loading
     lexical = _parse_lexical(lexical)
+    if mine_lexical < 0:
+        raise UserError(f"--mine-lexical takes a count of BM25 candidates per query (0: off), got {mine_lexical}")
+    if lexical or mine_lexical:
+        check_language(lexical_language)
+    elif lexical_language != "english":
+        raise UserError("--lexical-language goes with --lexical or --mine-lexical; without them BM25 is not used")
     beir = load_beir(data)
     train_qrels, dev_qrels = split_dev(beir.require("train"), dev_fraction, options.seed)
     if eval_split and not beir.qrels.get(eval_split):
@@ -232,10 +242,17 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             if reason:
                 log.warning("%s (continuing: --allow-weak-teacher)", reason)
         lexical_info = None
+        scorer = _lexical_scorer(beir, lexical_language) if lexical or mine_lexical else None
         if isinstance(t, BiEncoderTeacher) and lexical:
-            lexical_info = _fuse_lexical(t, beir, lexical, table, qtable, dev_qrels)
+            lexical_info = _fuse_lexical(t, beir, lexical, table, qtable, dev_qrels, scorer)
             lineage["lexical"] = lexical_info
+        added = 0
+        if mine_lexical:
+            candidates, added = add_lexical_candidates(candidates, beir, query_ids, scorer, mine_lexical)
+            lineage["mine_lexical"] = {"per_query": mine_lexical, "language": lexical_language,
+                                       "candidates_added": added}
         examples, mining = build_examples(beir, train_qrels, candidates, t, negatives, options.seed)
+        mining["lexical_candidates_added"] = added
         teacher_dim = table.vectors.shape[1] if isinstance(t, BiEncoderTeacher) else None
         objective = DistillObjective(
             model, weights, temperature=temperature if isinstance(t, BiEncoderTeacher) else 1.0,
@@ -253,6 +270,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         options.extra = {"teacher": t.fingerprint, "data": beir.fingerprint, "student": student,
                          "negatives": negatives, "mine_k": mine_k, "pseudo_queries": n_pseudo,
                          "lexical": lexical_info and lexical_info["weight"]}
+        if mine_lexical:  # only when set, so checkpoints from before the option still resume
+            options.extra["mine_lexical"] = mine_lexical
         out_dir.mkdir(parents=True, exist_ok=True)
         training = train_student(model, examples, objective, options, out_dir,
                                  teacher_vectors=table if isinstance(t, BiEncoderTeacher) else None,
@@ -322,14 +341,34 @@ def _parse_lexical(lexical: float | str | None) -> float | str:
     return weight
 
 
-def _fuse_lexical(teacher: BiEncoderTeacher, beir: BeirData, lexical: float | str, table: _VectorTable,
-                  qtable: _VectorTable, dev_qrels: dict[str, dict[str, int]]) -> dict:
-    """Fuse BM25 into `teacher`; with "auto", the weight of LEXICAL_GRID that ranks dev queries best."""
-    from .lexical import LexicalScorer
+def _lexical_scorer(beir: BeirData, language: str) -> LexicalScorer:
+    return LexicalScorer(list(beir.corpus.values()), language=language)
 
+
+def add_lexical_candidates(candidates: dict[str, list[str]], data: BeirData, query_ids: list[str],
+                           scorer: LexicalScorer, per_query: int) -> tuple[dict[str, list[str]], int]:
+    """Each query's dense candidates followed by those of its top-`per_query` BM25 documents the dense
+    miner did not return; other queries' candidates unchanged. Returns them and how many were added."""
+    doc_ids = list(data.corpus)
+    bm25 = bm25_run(query_ids, [data.queries[q] for q in query_ids], doc_ids, scorer, k=per_query,
+                    drop_identical=False)
+    merged = dict(candidates)
+    added = 0
+    for q in query_ids:
+        dense = candidates.get(q, [])
+        seen = set(dense)
+        extra = [d for d in bm25[q] if d not in seen]
+        merged[q] = dense + extra
+        added += len(extra)
+    return merged, added
+
+
+def _fuse_lexical(teacher: BiEncoderTeacher, beir: BeirData, lexical: float | str, table: _VectorTable,
+                  qtable: _VectorTable, dev_qrels: dict[str, dict[str, int]], scorer: LexicalScorer) -> dict:
+    """Fuse BM25 into `teacher`; with "auto", the weight of LEXICAL_GRID that ranks dev queries best."""
     doc_ids, doc_texts = list(beir.corpus), list(beir.corpus.values())
-    scorer = LexicalScorer(doc_texts)
-    info: dict = {"kind": "bm25", "normalised": "by the query's best score over the corpus"}
+    info: dict = {"kind": "bm25", "language": scorer.language,
+                  "normalised": "by the query's best score over the corpus"}
     if lexical == "auto":
         dev_ids = sorted(q for q in dev_qrels if q in beir.queries)
         if not dev_ids:

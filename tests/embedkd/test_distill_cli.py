@@ -149,13 +149,17 @@ def test_distill_with_a_lexical_teacher_reports_the_fused_teacher(tiny_beir, tmp
               "--epochs", "1", "--batch-size", "4", "--negatives", "2", "--max-length", "32", "--no-register", "--json"]
     results = {}
     for lexical in ("auto", "0", "100"):
-        assert main(["distill", *common, "--out", str(tmp_path / lexical), "--lexical", lexical]) == 0
+        # BM25 candidates without fusion, beyond a dense miner that looks only 3 deep
+        hybrid = ["--mine-k", "3", "--mine-lexical", "5"] if lexical == "0" else []
+        assert main(["distill", *common, "--out", str(tmp_path / lexical), "--lexical", lexical, *hybrid]) == 0
         results[lexical] = _last_json(capsys.readouterr().out)
     auto = results["auto"]
     assert auto["lexical"]["weight"] in LEXICAL_GRID
     assert set(auto["lexical"]["dev_ndcg@10"]) == {str(w) for w in LEXICAL_GRID}
     assert auto["lineage"]["lexical"] == auto["lexical"] and set(auto["final_loss"]) == {"cosine", "kl"}
     assert results["0"]["lexical"] is None and "lexical" not in results["0"]["lineage"]
+    added = results["0"]["lineage"]["mine_lexical"]["candidates_added"]
+    assert results["0"]["lexical_candidates_added"] == added > 0 and auto["lexical_candidates_added"] == 0
     # at weight 100 the teacher ranks by BM25 alone, which differs from the cosine teacher on this slice
     plain, lexical_only = results["0"]["teacher_metrics"]["test"], results["100"]["teacher_metrics"]["test"]
     assert plain["ndcg@10"] != lexical_only["ndcg@10"] or plain["mrr@10"] != lexical_only["mrr@10"]
@@ -167,3 +171,10 @@ def test_distill_lexical_refuses_bad_weights_and_cross_encoders(tiny_beir, tmp_p
                str(tiny_beir), "--out", str(tmp_path / "s"), "--lexical", "lots", "--epochs", "1"])
     assert rc != 0 and "--lexical takes a weight" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+    for extra, message in ((["--lexical", "0.5", "--lexical-language", "klingon"], "no Snowball stemmer for language"),
+                           (["--lexical-language", "french"], "--lexical-language goes with --lexical"),
+                           (["--mine-lexical", "-1"], "--mine-lexical takes a count")):
+        rc = main(["distill", "--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data",
+                   str(tiny_beir), "--out", str(tmp_path / "s"), "--epochs", "1", *extra])
+        assert rc != 0 and message in capsys.readouterr().err
+        assert not (tmp_path / "s").exists()

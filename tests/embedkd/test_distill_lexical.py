@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from embedkd.bm25 import bm25_run
 from embedkd.distill.data import load_beir
 from embedkd.distill.lexical import LexicalScorer, fused_run, fused_scores
 from embedkd.distill.teachers import load_teacher
@@ -86,3 +87,50 @@ def test_fused_run_leaves_out_a_querys_own_id_as_exact_run_does(scorer, corpus):
     kept = fused_run(["d7"], [query], np.zeros((1, 8), np.float32), ids, doc_vecs, scorer, 1.0, k=5,
                      qrels={"d7": {"d7": 1}})
     assert max(kept["d7"], key=kept["d7"].get) == "d7" and len(kept["d7"]) == 5
+
+
+def test_bm25_run_is_each_querys_top_k_by_bm25_without_its_own_id(scorer, corpus):
+    ids = [f"d{i}" for i in range(len(corpus))]
+    queries = {"q1": corpus[5].split(".")[0], "d3": corpus[3].split(".")[0], "q0": "zzqxj"}
+    run = bm25_run(list(queries), list(queries.values()), ids, scorer, k=5)
+    for qid, text in queries.items():
+        scores = scorer.corpus_scores(text)
+        expected = [ids[j] for j in np.argsort(-scores, kind="stable") if scores[j] > 0 and ids[j] != qid][:5]
+        assert list(run[qid]) == expected
+    assert run["q1"] and next(iter(run["q1"])) == "d5" and run["q0"] == {}  # no shared term: nothing ranked
+    kept = bm25_run(["d3"], [queries["d3"]], ids, scorer, k=5, drop_identical=False)
+    assert next(iter(kept["d3"])) == "d3"  # its own sentence: its own document first, when kept
+    with pytest.raises(ValueError, match="document ids"):
+        bm25_run(["q"], ["x"], ids[:3], scorer)
+
+
+def test_languages_other_than_english_stem_with_their_own_rules_and_bad_ones_are_refused():
+    from indexer.errors import UserError
+
+    french = LexicalScorer(["les chats noirs dorment", "un chien court"], language="french")
+    assert french.corpus_scores("chat")[0] == pytest.approx(1.0)  # chats -> chat
+    assert not french.corpus_scores("les un").any()  # French stop words
+    with pytest.raises(UserError, match="no Snowball stemmer for language 'klingon'.*english"):
+        LexicalScorer(["x"], language="klingon")
+
+
+def test_hybrid_mining_appends_the_bm25_documents_the_dense_miner_missed(tmp_path):
+    from embedkd.bm25 import LexicalScorer as Scorer
+    from embedkd.distill.pipeline import add_lexical_candidates
+
+    data = load_beir(SCIFACT)
+    qids = sorted(data.qrels["train"])[:5]
+    scorer = Scorer(list(data.corpus.values()))
+    doc_ids = list(data.corpus)
+    dense = {q: doc_ids[i * 3 : i * 3 + 4] for i, q in enumerate(qids)}
+    dense["other"] = ["x"]
+    merged, added = add_lexical_candidates(dense, data, qids, scorer, per_query=6)
+    assert merged["other"] == ["x"]  # queries not asked about keep their candidates
+    total = 0
+    for q in qids:
+        bm25_top = list(bm25_run([q], [data.queries[q]], doc_ids, scorer, k=6, drop_identical=False)[q])
+        assert merged[q][:4] == dense[q]  # the dense order first
+        assert merged[q][4:] == [d for d in bm25_top if d not in dense[q]]
+        assert len(set(merged[q])) == len(merged[q])
+        total += len(merged[q]) - 4
+    assert added == total > 0

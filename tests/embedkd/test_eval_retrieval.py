@@ -63,3 +63,22 @@ def test_eval_cli_drops_identical_ids_unless_asked(tmp_path, beir_small, capsys)
     # A query's own text is its nearest document, so keeping it pushes every judged document down a rank.
     assert figures["kept"]["mrr@10"] <= 0.5 + 1e-9
     assert figures["dropped"]["ndcg@10"] > figures["kept"]["ndcg@10"]
+
+
+def test_eval_cli_bm25_baseline_ranks_by_bm25_and_refuses_a_bad_language(tmp_path, beir_small, capsys):
+    """--bm25: the lexical baseline, through the same metrics and run files as a model; ArguAna-like
+    queries (their own text under their own id) find themselves first unless the id is dropped."""
+    data, qids = _arguana_like(beir_small, tmp_path / "arguana-like")
+    figures = {}
+    for name, extra in (("dropped", []), ("kept", ["--keep-identical-ids"])):
+        run_file = tmp_path / f"bm25-{name}.trec"
+        assert main(["eval", "retrieval", "--data", str(data), "--bm25", "--run", str(run_file), "--json", *extra]) == 0
+        figures[name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        run = read_trec_run(run_file)
+        firsts = [max(run[q], key=run[q].get) for q in qids]
+        assert (sum(f == q for f, q in zip(firsts, qids)) == len(qids)) == (name == "kept")
+    assert 0 < figures["kept"]["ndcg@10"] < figures["dropped"]["ndcg@10"]
+    assert main(["eval", "retrieval", "--data", str(data), "--bm25", "--language", "klingon"]) != 0
+    assert "no Snowball stemmer" in capsys.readouterr().err
+    assert main(["eval", "retrieval", "--data", str(data), "--model", minilm_path(), "--language", "french"]) != 0
+    assert "--language goes with --bm25" in capsys.readouterr().err
