@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from indexer.errors import UserError
@@ -165,7 +166,11 @@ def train_reid(
     id_loss = nn.CrossEntropyLoss(label_smoothing=opts.label_smoothing)
 
     spec = model.spec
-    transform = PairedTrainTransform(spec.height, spec.width, spec.mean, spec.std, lq_prob=opts.lq_prob)
+    # the teacher sees the clean crop normalized its own way (another backbone may expect other statistics)
+    tspec = teacher.spec if teacher is not None else spec
+    transform = PairedTrainTransform(spec.height, spec.width, spec.mean, spec.std, lq_prob=opts.lq_prob,
+                                     teacher_mean=tspec.mean, teacher_std=tspec.std)
+    teacher_size = (tspec.height, tspec.width)
     dataset = TrainSet(samples, transform, attr_targets)
     sampler = PKBatchSampler([s.pid for s in samples], opts.p, opts.k, seed=opts.seed)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=opts.workers, persistent_workers=opts.workers > 0)
@@ -240,7 +245,11 @@ def train_reid(
                     terms["center"] = opts.center_weight * center(pooled, labels)
                 if distill_now:
                     with torch.no_grad():
-                        target = teacher(batch["teacher"].to(device, memory_format=fmt))
+                        teacher_x = batch["teacher"].to(device)
+                        if teacher_x.shape[-2:] != teacher_size:  # a teacher trained at another input size
+                            teacher_x = F.interpolate(teacher_x, size=teacher_size, mode="bilinear",
+                                                      align_corners=False)
+                        target = teacher(teacher_x.contiguous(memory_format=fmt))
                     s = projector(emb)
                     terms["kd_feat"] = opts.distill_feature * feature_distillation(s, target)
                     terms["kd_rel"] = opts.distill_relation * relation_distillation(s, target)

@@ -54,7 +54,10 @@ class PairedTrainTransform:
     """Resize, flip, pad 10 px (scaled) and crop back, then maybe degrade, normalize, random-erase.
 
     Returns `(student, teacher, degraded)`: the student input (degraded with probability `lq_prob`),
-    the clean teacher input (same geometry, same erased box) and whether it was degraded.
+    the clean teacher input (same geometry, same erased box) and whether it was degraded. The teacher's
+    input is normalized with `teacher_mean` / `teacher_std` (default: the student's): a teacher of
+    another architecture expects its own statistics (timm's tf_ EfficientNets 0.5/0.5, MobileNetV2
+    ImageNet's), and fed the student's it sees shifted colours and gives worse targets.
     """
 
     def __init__(
@@ -65,10 +68,14 @@ class PairedTrainTransform:
         std: tuple[float, ...],
         lq_prob: float = 0.0,
         erase_prob: float = 0.5,
+        teacher_mean: tuple[float, ...] | None = None,
+        teacher_std: tuple[float, ...] | None = None,
     ) -> None:
         self.size = (height, width)
         self.pad = max(1, round(10 * height / 256))
         self.mean, self.std = list(mean), list(std)
+        self.teacher_mean = list(teacher_mean) if teacher_mean is not None else self.mean
+        self.teacher_std = list(teacher_std) if teacher_std is not None else self.std
         self.lq_prob, self.erase_prob = lq_prob, erase_prob
 
     def __call__(self, img: Image.Image) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -84,8 +91,9 @@ class PairedTrainTransform:
         clean = TF.crop(padded, top, left, h, w)
         degraded = bool(self.lq_prob > 0 and rng.random() < self.lq_prob)
         student_img = random_degradation(clean, rng) if degraded else clean
-        teacher = TF.normalize(TF.to_tensor(clean), self.mean, self.std)
-        student = TF.normalize(TF.to_tensor(student_img), self.mean, self.std) if degraded else teacher.clone()
+        clean_t = TF.to_tensor(clean)
+        teacher = TF.normalize(clean_t, self.teacher_mean, self.teacher_std)
+        student = TF.normalize(TF.to_tensor(student_img) if degraded else clean_t, self.mean, self.std)
         if rng.random() < self.erase_prob:
             i, j, eh, ew, _ = T.RandomErasing.get_params(teacher, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=[0.0])
             teacher = teacher.clone()

@@ -56,3 +56,33 @@ def test_severity_scales_with_height(crop):
     big_out = degrade(big, "pixelate", 3).resize(crop.size, Image.Resampling.BOX)
     # the same severity destroys about as much detail at 2x the size
     assert _mse(crop, big_out) == pytest.approx(small_err, rel=0.6)
+
+
+def test_paired_transform_normalizes_the_teachers_input_with_the_teachers_statistics(crop):
+    """A teacher of another architecture (timm's tf_ EfficientNets: mean = std = 0.5) gets the same clean
+    pixels as the student would, in its own normalization; same geometry and the same erased box."""
+    import torch
+
+    from reid.transforms import PairedTrainTransform
+
+    s_mean, s_std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    t_mean, t_std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+    def pixels(x, mean, std):
+        return x * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+
+    for erase in (0.0, 1.0):
+        torch.manual_seed(3)
+        tf = PairedTrainTransform(128, 64, s_mean, s_std, lq_prob=0.0, erase_prob=erase, teacher_mean=t_mean,
+                                  teacher_std=t_std)
+        student, teacher, degraded = tf(crop)
+        assert not degraded and student.shape == teacher.shape == (3, 128, 64)
+        kept = (student != 0).any(0) & (teacher != 0).any(0)  # outside the erased box
+        assert (~kept).any() == bool(erase)
+        torch.testing.assert_close(pixels(teacher, t_mean, t_std)[:, kept], pixels(student, s_mean, s_std)[:, kept],
+                                   atol=1e-5, rtol=0)
+        assert not torch.allclose(teacher, student)  # the two normalizations differ
+        torch.manual_seed(3)
+        same_student, same_teacher, _ = PairedTrainTransform(128, 64, s_mean, s_std, erase_prob=erase)(crop)
+        torch.testing.assert_close(same_teacher, same_student)  # default: the student's statistics
+        torch.testing.assert_close(same_student, student)

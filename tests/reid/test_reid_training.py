@@ -86,16 +86,19 @@ def test_bad_options(market_slice, tmp_path):
         train_reid(market_slice, tmp_path / "o", TrainOptions(**{**TINY, "p": 50}), quiet=True)
 
 
-def test_cross_architecture_teacher_gets_a_projection(market_slice, tmp_path):
+@pytest.mark.parametrize("backbone, size", [("resnet18", (64, 32)), ("tf_efficientnet_lite0", (96, 48))])
+def test_cross_architecture_teacher_gets_a_projection(market_slice, tmp_path, backbone, size):
+    """A teacher of another architecture: a projection when its dimension differs (resnet18: 512), its own
+    input statistics and size (tf_efficientnet_lite0: mean = std = 0.5, here trained at 96x48)."""
     from reid.model import ModelSpec, build_model, save_model
 
-    teacher, _ = build_model(ModelSpec(backbone="resnet18", height=64, width=32), pretrained=False)
-    save_model(teacher.eval(), tmp_path / "r18")
-    summary = train_reid(market_slice, tmp_path / "s", TrainOptions(**TINY, teacher=str(tmp_path / "r18"),
+    teacher, _ = build_model(ModelSpec(backbone=backbone, height=size[0], width=size[1]), pretrained=False)
+    save_model(teacher.eval(), tmp_path / "t")
+    summary = train_reid(market_slice, tmp_path / "s", TrainOptions(**TINY, teacher=str(tmp_path / "t"),
                                                                     backbone="mobilenetv2_100"), quiet=True)
     assert summary["backbone"] == "mobilenetv2_100" and summary["weights"].startswith("package:")
     log = json.loads((tmp_path / "s" / "train_log.jsonl").read_text().splitlines()[0])
-    assert log["kd_feat"] > 0
+    assert log["kd_feat"] > 0 and np.isfinite(log["kd_rel"])
 
 
 @pytest.mark.slow
