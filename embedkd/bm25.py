@@ -108,9 +108,9 @@ def bm25_run(query_ids: Sequence[str], query_texts: Sequence[str], doc_ids: Sequ
 
     if len(doc_ids) != len(scorer.texts):
         raise ValueError(f"{len(doc_ids)} document ids for a scorer over {len(scorer.texts)} documents")
-    run: dict[str, dict[str, float]] = {}
+    run: dict[str, dict[str, float]] = {q: {} for q in query_ids}
     depth = min(k + 1, len(doc_ids))  # one spare for the dropped identical id
-    for qid, text in zip(query_ids, query_texts):
+    for qid, text in zip(query_ids, query_texts) if depth > 0 else ():
         scores = scorer.corpus_scores(text)
         top = np.argpartition(-scores, depth - 1)[:depth]
         best = top[np.argsort(-scores[top], kind="stable")]
