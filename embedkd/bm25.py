@@ -104,15 +104,13 @@ def bm25_run(query_ids: Sequence[str], query_texts: Sequence[str], doc_ids: Sequ
     """Each query's top-k documents by BM25 (a TREC-style run), with a query's own id left out as in
     `exact_run` (BEIR's rule) unless not `drop_identical`. Documents that share no term with the query
     are not ranked."""
-    from embedkd.evaluation.retrieval import drop_identical_ids
+    from embedkd.evaluation.retrieval import drop_identical_ids, top_k_indices
 
     if len(doc_ids) != len(scorer.texts):
         raise ValueError(f"{len(doc_ids)} document ids for a scorer over {len(scorer.texts)} documents")
-    run: dict[str, dict[str, float]] = {q: {} for q in query_ids}
-    depth = min(k + 1, len(doc_ids))  # one spare for the dropped identical id
-    for qid, text in zip(query_ids, query_texts) if depth > 0 else ():
+    run: dict[str, dict[str, float]] = {}
+    depth = k + int(drop_identical)  # one spare for the dropped identical id
+    for qid, text in zip(query_ids, query_texts):
         scores = scorer.corpus_scores(text)
-        top = np.argpartition(-scores, depth - 1)[:depth]
-        best = top[np.argsort(-scores[top], kind="stable")]
-        run[qid] = {doc_ids[j]: float(scores[j]) for j in best if scores[j] > 0}
-    return drop_identical_ids(run, k, qrels) if drop_identical else {q: dict(list(d.items())[:k]) for q, d in run.items()}
+        run[qid] = {doc_ids[j]: float(scores[j]) for j in top_k_indices(scores[None], depth)[0] if scores[j] > 0}
+    return drop_identical_ids(run, k, qrels) if drop_identical else run

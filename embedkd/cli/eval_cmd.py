@@ -71,11 +71,10 @@ def _retrieval(args: argparse.Namespace) -> int:
 
 
 def _bm25_run(data, language: str, ignore_identical_ids: bool) -> dict[str, dict[str, float]]:
-    from embedkd.bm25 import LexicalScorer, bm25_run, check_language
+    from embedkd.bm25 import LexicalScorer, bm25_run
 
-    check_language(language)  # before indexing the corpus
     docs = list(data.corpus)
-    scorer = LexicalScorer([d.content for d in docs], language=language)
+    scorer = LexicalScorer([d.content for d in docs], language=language)  # checks the language before indexing
     qids = list(data.queries)
     return bm25_run(qids, [data.queries[q] for q in qids], [d.id for d in docs], scorer,
                     qrels=data.qrels if ignore_identical_ids else None, drop_identical=ignore_identical_ids)

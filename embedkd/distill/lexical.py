@@ -32,16 +32,14 @@ def fused_run(query_ids: Sequence[str], query_texts: Sequence[str], query_vecs: 
               qrels: dict[str, dict[str, int]] | None = None, chunk: int = 64) -> dict[str, dict[str, float]]:
     """Exact top-k of the fused score over the whole corpus, per query (a TREC-style run), with a query's
     own id left out as in `exact_run` (BEIR's rule), so fused and dense figures are computed alike."""
-    from embedkd.evaluation.retrieval import drop_identical_ids
+    from embedkd.evaluation.retrieval import drop_identical_ids, top_k_indices
 
     run: dict[str, dict[str, float]] = {}
-    depth = min(k + 1, len(doc_ids))  # one spare for the dropped identical id
     for start in range(0, len(query_ids), chunk):
         end = min(start + chunk, len(query_ids))
         lex = np.stack([lexical.corpus_scores(q) for q in query_texts[start:end]])
         scores = fused_scores(query_vecs[start:end] @ doc_vecs.T, lex, weight)
-        top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
-        for row, qid in enumerate(query_ids[start:end]):
-            best = top[row][np.argsort(-scores[row, top[row]], kind="stable")]  # drop_identical_ids keeps the first k
+        # one spare for the dropped identical id; drop_identical_ids keeps the first k
+        for row, (qid, best) in enumerate(zip(query_ids[start:end], top_k_indices(scores, k + 1))):
             run[qid] = {doc_ids[j]: float(scores[row, j]) for j in best}
     return drop_identical_ids(run, k, qrels)

@@ -242,7 +242,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             if reason:
                 log.warning("%s (continuing: --allow-weak-teacher)", reason)
         lexical_info = None
-        scorer = _lexical_scorer(beir, lexical_language) if lexical or mine_lexical else None
+        scorer = LexicalScorer(doc_texts, language=lexical_language) if lexical or mine_lexical else None
         if isinstance(t, BiEncoderTeacher) and lexical:
             lexical_info = _fuse_lexical(t, beir, lexical, table, qtable, dev_qrels, scorer)
             lineage["lexical"] = lexical_info
@@ -339,10 +339,6 @@ def _parse_lexical(lexical: float | str | None) -> float | str:
     if not 0 <= weight <= 100:
         raise UserError(f"--lexical weight must be between 0 and 100 (cosine units), got {weight}")
     return weight
-
-
-def _lexical_scorer(beir: BeirData, language: str) -> LexicalScorer:
-    return LexicalScorer(list(beir.corpus.values()), language=language)
 
 
 def add_lexical_candidates(candidates: dict[str, list[str]], data: BeirData, query_ids: list[str],

@@ -13,7 +13,7 @@ from indexer.search import Searcher
 from .beir import BeirData
 from .metrics import retrieval_metrics
 
-__all__ = ["drop_identical_ids", "exact_run", "model_run", "index_run", "evaluate_model", "evaluate_index"]
+__all__ = ["drop_identical_ids", "top_k_indices", "exact_run", "model_run", "index_run", "evaluate_model", "evaluate_index"]
 
 
 def exact_run(doc_ids: list[str], doc_vectors: np.ndarray, query_ids: list[str], query_vectors: np.ndarray,
@@ -33,6 +33,16 @@ def exact_run(doc_ids: list[str], doc_vectors: np.ndarray, query_ids: list[str],
     run = {q: {doc_ids[i]: float(s) for s, i in zip(srow, irow) if i >= 0}
            for q, srow, irow in zip(query_ids, scores, ids)}
     return drop_identical_ids(run, k, qrels) if ignore_identical_ids else run
+
+
+def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """(queries, documents) scores -> each row's best min(k, documents) column indices, best first."""
+    depth = min(k, scores.shape[1])
+    if depth == 0:
+        return np.zeros((scores.shape[0], 0), dtype=np.int64)
+    top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
 
 
 def drop_identical_ids(run: dict[str, dict[str, float]], k: int,

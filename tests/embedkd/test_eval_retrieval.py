@@ -11,6 +11,7 @@ import pytest
 
 from embedkd.cli.main import main
 from embedkd.evaluation import drop_identical_ids, exact_run, read_trec_run, retrieval_metrics
+from embedkd.evaluation.retrieval import top_k_indices
 
 from ..conftest import minilm_path
 
@@ -25,6 +26,12 @@ def test_exact_run_leaves_out_the_query_itself_by_hand():
     dropped = exact_run(["a", "b", "c"], docs, ["a"], query, k=2)
     assert list(dropped["a"]) == ["b", "c"]  # still k documents: one more was retrieved
     assert retrieval_metrics(dropped, qrels)["ndcg@10"] == pytest.approx(1.0)
+
+
+def test_top_k_indices_are_each_rows_best_columns_best_first():
+    scores = np.random.default_rng(0).normal(size=(4, 30)).astype(np.float32)
+    np.testing.assert_array_equal(top_k_indices(scores, 5), np.argsort(-scores, axis=1)[:, :5])
+    assert top_k_indices(scores, 50).shape == (4, 30) and top_k_indices(scores, 0).shape == (4, 0)
 
 
 def test_drop_identical_ids_keeps_order_and_cuts_to_k():
