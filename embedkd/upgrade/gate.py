@@ -7,7 +7,8 @@ and v2 query among v2 vectors (what a full reindex would give). The gate refuses
 1. the adapted queries agree with the reindex's top-k *less* than v1's queries do (the adapter moves
    search away from v2 instead of toward it), or
 2. the adapted queries find the pieces' own documents (nDCG@10) worse than v1 does, by more than
-   `tolerance` (the adapter makes a label-free retrieval task worse), or
+   `tolerance` (the adapter makes a label-free retrieval task worse): among the whole index's stored
+   vectors where the fit could read them (`self_*_index`), else among the sampled documents, or
 3. with labelled queries (`--eval-data`), adapted nDCG@10 is below v1's by more than `tolerance`.
 
 Rule 1 is the one the design asks for; rules 2 and 3 guard "never worse than v1" when v2 itself is
@@ -41,10 +42,12 @@ def decide(figures: dict[str, float], tolerance: float = TOLERANCE) -> GateDecis
             f"less than v1 itself does ({v:.3f}), so the adapter would not bring search closer to the new "
             "model; keep v1, or run a backfill to re-embed the index with the new model"))
     labelled = "ndcg_adapted" in figures and "ndcg_v1" in figures
-    sa, sv = figures["self_adapted"], figures["self_v1"]
+    suffix = "_index" if "self_adapted_index" in figures else ""
+    sa, sv = figures["self_adapted" + suffix], figures["self_v1" + suffix]
     if not labelled and sa < sv - tolerance:
+        where = " among the index's documents" if suffix else ""
         return GateDecision(False, (
-            f"the adapted queries find held-out pieces' own documents worse than v1 (nDCG@10 {sa:.3f} "
+            f"the adapted queries find held-out pieces' own documents{where} worse than v1 (nDCG@10 {sa:.3f} "
             f"vs {sv:.3f}), so search would get worse; keep v1, or run a backfill to re-embed the index"))
     if labelled:
         na, nv = figures["ndcg_adapted"], figures["ndcg_v1"]

@@ -6,6 +6,10 @@ with "v2 among v2" (what a full reindex would return).
 
 `self_retrieval`: each held-out piece (a sentence, title or span of a document) should find its own
 document; nDCG@k and MRR@k with that one relevant document. A retrieval task that needs no labels.
+Among the sampled documents alone it is easy (a few hundred candidates): an adapted query that lands
+near its document still finds it. With the index's other stored v1 vectors as distractors it asks
+what search asks, and an imprecise adapter shows (measured: a static-embedding v1 and a transformer
+v2, docs/upgrade.md).
 """
 
 from __future__ import annotations
@@ -55,11 +59,14 @@ def self_retrieval(queries: np.ndarray, corpus: np.ndarray, relevant: np.ndarray
 
 
 def heldout_figures(q_v1: np.ndarray, q_v2: np.ndarray, q_adapted: np.ndarray | None, docs_v1: np.ndarray,
-                    docs_v2: np.ndarray, relevant: np.ndarray, k: int = 10) -> dict[str, float]:
+                    docs_v2: np.ndarray, relevant: np.ndarray, k: int = 10,
+                    distractors_v1: np.ndarray | None = None) -> dict[str, float]:
     """The held-out figures of one adapter (or of v1/v2 alone when q_adapted is None).
 
     agree_v1 / agree_adapted: overlap@k with the reindex (v2 queries among v2 documents);
-    self_v1 / self_v2 / self_adapted: nDCG@k of pieces finding their own document.
+    self_v1 / self_v2 / self_adapted: nDCG@k of pieces finding their own document among the sample;
+    self_v1_index / self_adapted_index (with `distractors_v1`, the index's other v1 vectors): the same
+    among the sample and the distractors. v2 has no vectors for the distractors, so no self_v2_index.
     """
     reindex = top_k(q_v2, docs_v2, k)
     v1 = top_k(q_v1, docs_v1, k)
@@ -72,4 +79,9 @@ def heldout_figures(q_v1: np.ndarray, q_v2: np.ndarray, q_adapted: np.ndarray | 
         adapted = top_k(q_adapted, docs_v1, k)
         out["agree_adapted"] = neighbour_agreement(adapted, reindex)
         out["self_adapted"] = float(ndcg_single(adapted, relevant, k)[0].mean())
+    if distractors_v1 is not None and len(distractors_v1):
+        everything = np.vstack([docs_v1, distractors_v1])  # sample first: `relevant` indexes stay valid
+        out["self_v1_index"] = float(ndcg_single(top_k(q_v1, everything, k), relevant, k)[0].mean())
+        if q_adapted is not None:
+            out["self_adapted_index"] = float(ndcg_single(top_k(q_adapted, everything, k), relevant, k)[0].mean())
     return out

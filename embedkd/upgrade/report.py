@@ -127,7 +127,7 @@ def compatibility_report(catalog, index_name: str, model: str, data: str, *, spl
 
     from .fit import fit_from_pairs
     from .pairs import encode_pairs
-    from .run import _stored_vectors, default_sample_docs, find_corpus, sample_index
+    from .run import default_sample_docs, find_corpus, sample_index, stored_vectors
     from .select import CANDIDATES
 
     with catalog.session() as s:
@@ -140,9 +140,10 @@ def compatibility_report(catalog, index_name: str, model: str, data: str, *, spl
     v2 = encoder_for(model)
     path = find_corpus(catalog, index_name, corpus)
     sample, index = sample_index(catalog, index_name, path, sample_docs or default_sample_docs(index.count), seed)
+    stored, distractors = stored_vectors(catalog, index, sample.faiss_ids, seed=seed)
     pairs = encode_pairs(sample, getattr(v1, "encode_queries", v1), getattr(v2, "encode_queries", v2),
-                         _stored_vectors(catalog, index, sample.faiss_ids), v1_docs=v1, v2_docs=v2, seed=seed)
-    outcome = fit_from_pairs(pairs, CANDIDATES, seed=seed)
+                         stored, v1_docs=v1, v2_docs=v2, seed=seed)
+    outcome = fit_from_pairs(pairs, CANDIDATES, seed=seed, distractors_v1=distractors)
     faiss_index = store.read_index(catalog.settings.index_dir / index.name / index.file, index.checksum)
     import faiss
 

@@ -23,17 +23,19 @@ from indexer.context import Catalog
 from indexer.corpus import read_corpus
 from indexer.errors import Conflict, UserError
 from indexer.hashing import sha256_text
-from indexer.models import Job
+from indexer.models import Item, Job
 
 from .fit import FitOutcome, choose_by_labels, fit_from_pairs, selection_score
 from .pairs import PairedVectors, Sample, encode_pairs, reservoir_sample
 from .register import register_adapter
 from .select import CANDIDATES, KINDS
 
-__all__ = ["DEFAULT_SAMPLE_DOCS", "default_sample_docs", "find_corpus", "fit_upgrade", "labelled_ndcg", "sample_index"]
+__all__ = ["DEFAULT_SAMPLE_DOCS", "default_sample_docs", "find_corpus", "fit_upgrade", "labelled_ndcg", "sample_index",
+           "stored_vectors"]
 
 log = logging.getLogger(__name__)
 DEFAULT_SAMPLE_DOCS = 2000
+MAX_DISTRACTORS = 20_000  # other index documents the gate's self-retrieval searches among
 
 
 def default_sample_docs(index_count: int) -> int:
@@ -82,11 +84,19 @@ def sample_index(catalog: Catalog, index_name: str, corpus: Path, size: int, see
     return sample, index
 
 
-def _stored_vectors(catalog: Catalog, index: Any, faiss_ids: np.ndarray) -> np.ndarray | None:
+def stored_vectors(catalog: Catalog, index: Any, faiss_ids: np.ndarray, distractors: int = MAX_DISTRACTORS,
+                    seed: int = 0) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The sample's stored v1 vectors, and those of up to `distractors` other index documents (for the
+    gate's self-retrieval among the index); (None, None) where the index does not store vectors exactly."""
     if not store.stores_exact_vectors(index.factory):
-        return None
+        return None, None
+    with catalog.session() as s:
+        others = np.array(s.scalars(select(Item.faiss_id).where(Item.index_id == index.id)).all(), np.int64)
+    others = np.setdiff1d(others, faiss_ids)
+    if len(others) > distractors:
+        others = np.sort(np.random.default_rng(seed).choice(others, distractors, replace=False))
     faiss_index = store.read_index(catalog.settings.index_dir / index.name / index.file, index.checksum)
-    return store.reconstruct(faiss_index, faiss_ids)
+    return store.reconstruct(faiss_index, faiss_ids), store.reconstruct(faiss_index, others)
 
 
 def _encode_fn(encoder, queries: bool):
@@ -173,7 +183,7 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
             f"the index's model at {v1_source} no longer has the weights the index was built with; "
             "an adapter needs that model to encode query-like pieces"
         )
-    stored = _stored_vectors(catalog, index, sample.faiss_ids)
+    stored, distractors = stored_vectors(catalog, index, sample.faiss_ids, seed=seed)
     log.info("sampled %d documents of %s; v1 document vectors %s", len(sample.ids), path,
              "read from the index" if stored is not None else "re-encoded (the index does not store them exactly)")
     pairs: PairedVectors = encode_pairs(sample, _encode_fn(v1, True), _encode_fn(v2, True), stored,
@@ -186,7 +196,7 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
     kinds = CANDIDATES if kind == "auto" else (kind,)
     log.info("encoded %d pieces with both models in %.1fs; fitting %s", len(pairs.pieces),
              sum(pairs.seconds.values()), ", ".join(kinds))
-    outcome: FitOutcome = fit_from_pairs(pairs, kinds, seed=seed, extra_pairs=extra)
+    outcome: FitOutcome = fit_from_pairs(pairs, kinds, seed=seed, extra_pairs=extra, distractors_v1=distractors)
     labelled = None
     if eval_data:
         labelled = labelled_ndcg(catalog, index, eval_data, _encode_fn(v1, True), _encode_fn(v2, True),

@@ -70,9 +70,12 @@ def test_fit_registers_and_routes(catalog, tmp_path):
     path, v1 = _build(catalog, tmp_path)
     drift = np.linalg.qr(np.random.default_rng(3).normal(size=(48, 48)))[0][:32]
     v2 = HashEncoder(32, 1, drift=drift)  # a 48-d model whose space is a rotated embedding of v1's
-    res = fit_upgrade(catalog, "idx", "v2", "auto", corpus=str(path), sample_docs=80, v1_encoder=v1, v2_encoder=v2)
+    res = fit_upgrade(catalog, "idx", "v2", "auto", corpus=str(path), sample_docs=60, v1_encoder=v1, v2_encoder=v2)
     assert res["accepted"], res["reason"]
     assert res["heldout"]["agree_adapted"] >= res["heldout"]["agree_v1"]
+    # the gate's self-retrieval also searched the 20 index documents outside the sample
+    assert res["counts"]["distractors"] == 20
+    assert res["heldout"]["self_adapted_index"] >= res["heldout"]["self_v1_index"] - 0.005
     assert set(res["candidates"]) == {"procrustes", "affine", "low-rank", "mlp", "rank"}  # no mean-shift across dims
     with catalog.session() as s:
         rows = s.query(AdapterRow).all()

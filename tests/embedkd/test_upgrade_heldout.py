@@ -39,6 +39,21 @@ def test_heldout_figures_perfect_adapter():
     assert f["self_adapted"] == f["self_v1"] == f["self_v2"] == 1.0
 
 
+def test_heldout_self_retrieval_among_distractors():
+    # the adapted queries still find their documents among the sample (3 orthogonal documents), but an
+    # index document outside the sample sits between each adapted query and its document
+    docs = np.eye(4)[:3]
+    q_adapted = np.array([[0.8, 0.0, 0.0, 0.6], [0.0, 0.8, 0.0, 0.6], [0.0, 0.0, 0.8, 0.6]])
+    distractors = np.array([[0.6, 0.0, 0.0, 0.8], [0.0, 0.6, 0.0, 0.8], [0.0, 0.0, 0.6, 0.8]])
+    plain = heldout_figures(docs, docs, q_adapted, docs, docs, np.arange(3), k=1)
+    assert plain["self_adapted"] == plain["self_v1"] == 1.0 and "self_v1_index" not in plain
+    f = heldout_figures(docs, docs, q_adapted, docs, docs, np.arange(3), k=1, distractors_v1=distractors)
+    assert f["self_v1_index"] == 1.0 and f["self_adapted_index"] == 0.0
+    assert f["self_adapted"] == 1.0  # the sample-only figure is unchanged
+    refused = decide({"agree_v1": 0.5, "agree_adapted": 0.6, **f})
+    assert not refused.accepted and "among the index's documents" in refused.reason
+
+
 def test_gate_decisions():
     ok = {"agree_v1": 0.5, "agree_adapted": 0.6, "self_v1": 0.8, "self_adapted": 0.8}
     assert decide(ok).accepted
@@ -47,6 +62,9 @@ def test_gate_decisions():
     assert "\n" not in worse.reason
     assert not decide({**ok, "self_adapted": 0.79}).accepted
     assert decide({**ok, "self_adapted": 0.796}).accepted  # within the 0.005 tolerance
+    # among the index's documents, where the fit had them, instead of among the sample
+    assert not decide({**ok, "self_v1_index": 0.7, "self_adapted_index": 0.69}).accepted
+    assert decide({**ok, "self_adapted": 0.7, "self_v1_index": 0.7, "self_adapted_index": 0.698}).accepted
     assert not decide({**ok, "ndcg_v1": 0.6, "ndcg_adapted": 0.59}).accepted
     # labelled queries are the real measurement: the label-free stand-in no longer vetoes...
     assert decide({**ok, "self_adapted": 0.79, "ndcg_v1": 0.6, "ndcg_adapted": 0.62}).accepted
