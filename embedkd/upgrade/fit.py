@@ -22,7 +22,7 @@ import numpy as np
 from indexer.errors import UserError
 
 from .gate import TOLERANCE, GateDecision, decide
-from .heldout import heldout_figures
+from .heldout import adapter_figures, heldout_check
 from .pairs import PairedVectors
 from .select import CANDIDATES, Candidate, fit_candidates, group_split
 
@@ -113,10 +113,10 @@ def fit_from_pairs(pairs: PairedVectors, kinds: Sequence[str] = CANDIDATES, *, h
 
         q1, q2 = pairs.piece_v1[held_piece], pairs.piece_v2[held_piece]
         relevant = piece_doc[held_piece]
-        baseline = heldout_figures(q1, q2, None, pairs.doc_v1, pairs.doc_v2, relevant, k, distractors_v1)
+        check = heldout_check(q1, q2, pairs.doc_v1, pairs.doc_v2, relevant, k, distractors_v1)
+        baseline = dict(check.baseline)
         for c in candidates:
-            c.figures = heldout_figures(q1, q2, c.adapter.apply(q2), pairs.doc_v1, pairs.doc_v2, relevant, k,
-                                        distractors_v1)
+            c.figures = adapter_figures(check, c.adapter.apply(q2))
             log.info("%s: %s", c.kind, {k_: round(v, 4) for k_, v in c.figures.items()})
     ranked = sorted(candidates, key=lambda c: selection_score(c.figures), reverse=True)
     decisions = [(c, decide(c.figures, tolerance)) for c in ranked]

@@ -14,9 +14,12 @@ v2, docs/upgrade.md).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-__all__ = ["heldout_figures", "ndcg_single", "neighbour_agreement", "self_retrieval", "top_k"]
+__all__ = ["HeldoutCheck", "adapter_figures", "heldout_check", "heldout_figures", "ndcg_single", "neighbour_agreement",
+           "self_retrieval", "top_k"]
 
 
 def top_k(queries: np.ndarray, corpus: np.ndarray, k: int, block: int = 2048) -> np.ndarray:
@@ -58,30 +61,54 @@ def self_retrieval(queries: np.ndarray, corpus: np.ndarray, relevant: np.ndarray
     return {"ndcg": float(ndcg.mean()), "mrr": float(rr.mean())}
 
 
-def heldout_figures(q_v1: np.ndarray, q_v2: np.ndarray, q_adapted: np.ndarray | None, docs_v1: np.ndarray,
-                    docs_v2: np.ndarray, relevant: np.ndarray, k: int = 10,
-                    distractors_v1: np.ndarray | None = None) -> dict[str, float]:
-    """The held-out figures of one adapter (or of v1/v2 alone when q_adapted is None).
+@dataclass(frozen=True)
+class HeldoutCheck:
+    """What today's search (v1) and a reindex (v2) find for the held-out pieces, computed once and shared
+    by every candidate adapter: `baseline` holds agree_v1, self_v1, self_v2 (and self_v1_index)."""
 
-    agree_v1 / agree_adapted: overlap@k with the reindex (v2 queries among v2 documents);
-    self_v1 / self_v2 / self_adapted: nDCG@k of pieces finding their own document among the sample;
-    self_v1_index / self_adapted_index (with `distractors_v1`, the index's other v1 vectors): the same
-    among the sample and the distractors. v2 has no vectors for the distractors, so no self_v2_index.
-    """
+    reindex: np.ndarray  # top-k of v2 pieces among v2 documents
+    docs_v1: np.ndarray
+    with_distractors_v1: np.ndarray | None  # the sample's v1 vectors, then the index's other ones
+    relevant: np.ndarray
+    k: int
+    baseline: dict[str, float]
+
+
+def heldout_check(q_v1: np.ndarray, q_v2: np.ndarray, docs_v1: np.ndarray, docs_v2: np.ndarray,
+                  relevant: np.ndarray, k: int = 10, distractors_v1: np.ndarray | None = None) -> HeldoutCheck:
+    """agree_v1: overlap@k of v1's top-k with the reindex's (v2 queries among v2 documents);
+    self_v1 / self_v2: nDCG@k of pieces finding their own document among the sample;
+    self_v1_index (with `distractors_v1`, the index's other v1 vectors): the same among the sample and
+    the distractors. v2 has no vectors for the distractors, so there is no self_v2_index."""
     reindex = top_k(q_v2, docs_v2, k)
     v1 = top_k(q_v1, docs_v1, k)
-    out = {
+    baseline = {
         "agree_v1": neighbour_agreement(v1, reindex),
         "self_v1": float(ndcg_single(v1, relevant, k)[0].mean()),
         "self_v2": float(ndcg_single(reindex, relevant, k)[0].mean()),
     }
-    if q_adapted is not None:
-        adapted = top_k(q_adapted, docs_v1, k)
-        out["agree_adapted"] = neighbour_agreement(adapted, reindex)
-        out["self_adapted"] = float(ndcg_single(adapted, relevant, k)[0].mean())
+    everything = None
     if distractors_v1 is not None and len(distractors_v1):
         everything = np.vstack([docs_v1, distractors_v1])  # sample first: `relevant` indexes stay valid
-        out["self_v1_index"] = float(ndcg_single(top_k(q_v1, everything, k), relevant, k)[0].mean())
-        if q_adapted is not None:
-            out["self_adapted_index"] = float(ndcg_single(top_k(q_adapted, everything, k), relevant, k)[0].mean())
+        baseline["self_v1_index"] = float(ndcg_single(top_k(q_v1, everything, k), relevant, k)[0].mean())
+    return HeldoutCheck(reindex, docs_v1, everything, relevant, k, baseline)
+
+
+def adapter_figures(check: HeldoutCheck, q_adapted: np.ndarray) -> dict[str, float]:
+    """The baseline figures plus the adapted queries': agree_adapted, self_adapted (and self_adapted_index)."""
+    adapted = top_k(q_adapted, check.docs_v1, check.k)
+    out = {**check.baseline,
+           "agree_adapted": neighbour_agreement(adapted, check.reindex),
+           "self_adapted": float(ndcg_single(adapted, check.relevant, check.k)[0].mean())}
+    if check.with_distractors_v1 is not None:
+        found = top_k(q_adapted, check.with_distractors_v1, check.k)
+        out["self_adapted_index"] = float(ndcg_single(found, check.relevant, check.k)[0].mean())
     return out
+
+
+def heldout_figures(q_v1: np.ndarray, q_v2: np.ndarray, q_adapted: np.ndarray | None, docs_v1: np.ndarray,
+                    docs_v2: np.ndarray, relevant: np.ndarray, k: int = 10,
+                    distractors_v1: np.ndarray | None = None) -> dict[str, float]:
+    """The held-out figures of one adapter (or of v1/v2 alone when q_adapted is None), in one call."""
+    check = heldout_check(q_v1, q_v2, docs_v1, docs_v2, relevant, k, distractors_v1)
+    return dict(check.baseline) if q_adapted is None else adapter_figures(check, q_adapted)
