@@ -9,6 +9,8 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from .store import stored_ids
+
 __all__ = ["gpu_available", "to_gpu"]
 
 
@@ -36,7 +38,7 @@ class TorchExactIndex:
         inner = faiss.downcast_index(index.index)
         vectors = faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d).reshape(inner.ntotal, inner.d)
         self._torch = torch
-        self.ids = torch.as_tensor(faiss.vector_to_array(index.id_map).astype(np.int64), device=device)
+        self.ids = torch.as_tensor(stored_ids(index), device=device)
         self.xb = torch.as_tensor(np.array(vectors), device=device, dtype=torch.float32)
         self.metric = metric
         self.d = inner.d

@@ -113,6 +113,11 @@ def stores_exact_vectors(factory: str) -> bool:
     return not _LOSSY.search(factory)
 
 
+def stored_ids(index: faiss.Index) -> np.ndarray:
+    """Every 64-bit id the index holds, in storage order."""
+    return faiss.vector_to_array(index.id_map).astype(np.int64)
+
+
 def reconstruct(index: faiss.Index, ids: np.ndarray) -> np.ndarray:
     """Stored vectors by 64-bit id (IDMap2 keeps the id -> position map)."""
     ids = np.asarray(ids, dtype=np.int64)
@@ -136,7 +141,7 @@ def remove_ids(index: faiss.Index, ids: np.ndarray, factory: str, metric: str = 
         return index
     except RuntimeError:
         pass
-    keep = np.setdiff1d(faiss.vector_to_array(index.id_map), ids)
+    keep = np.setdiff1d(stored_ids(index), ids)
     vectors = reconstruct(index, keep)
     fresh = make_index(index.d, factory, metric)
     if needs_training(fresh):

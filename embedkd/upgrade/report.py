@@ -145,9 +145,7 @@ def compatibility_report(catalog, index_name: str, model: str, data: str, *, spl
                          stored, v1_docs=v1, v2_docs=v2, seed=seed)
     outcome = fit_from_pairs(pairs, CANDIDATES, seed=seed, distractors_v1=distractors)
     faiss_index = store.read_index(catalog.settings.index_dir / index.name / index.file, index.checksum)
-    import faiss
-
-    faiss_ids = faiss.vector_to_array(faiss_index.id_map)
+    faiss_ids = store.stored_ids(faiss_index)
     with catalog.session() as s:
         items = items_by_faiss_ids(s, index.id, faiss_ids.tolist())
         ext = {f: it.external_id for f, it in items.items()}

@@ -23,7 +23,7 @@ from indexer.context import Catalog
 from indexer.corpus import read_corpus
 from indexer.errors import Conflict, UserError
 from indexer.hashing import sha256_text
-from indexer.models import Item, Job
+from indexer.models import Job
 
 from .fit import FitOutcome, choose_by_labels, fit_from_pairs, selection_score
 from .pairs import PairedVectors, Sample, encode_pairs, reservoir_sample
@@ -90,12 +90,10 @@ def stored_vectors(catalog: Catalog, index: Any, faiss_ids: np.ndarray, distract
     gate's self-retrieval among the index); (None, None) where the index does not store vectors exactly."""
     if not store.stores_exact_vectors(index.factory):
         return None, None
-    with catalog.session() as s:
-        others = np.array(s.scalars(select(Item.faiss_id).where(Item.index_id == index.id)).all(), np.int64)
-    others = np.setdiff1d(others, faiss_ids)
+    faiss_index = store.read_index(catalog.settings.index_dir / index.name / index.file, index.checksum)
+    others = np.setdiff1d(store.stored_ids(faiss_index), faiss_ids)
     if len(others) > distractors:
         others = np.sort(np.random.default_rng(seed).choice(others, distractors, replace=False))
-    faiss_index = store.read_index(catalog.settings.index_dir / index.name / index.file, index.checksum)
     return store.reconstruct(faiss_index, faiss_ids), store.reconstruct(faiss_index, others)
 
 
