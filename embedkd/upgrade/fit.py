@@ -80,7 +80,7 @@ def fit_from_pairs(pairs: PairedVectors, kinds: Sequence[str] = CANDIDATES, *, h
     `extra_pairs` (v2, v1) are added to the fitting pairs only (e.g. the user's logged queries);
     `doc_pairs` False fits on the pieces alone (documents then serve only the held-out check);
     `distractors_v1`: stored v1 vectors of index documents outside the sample, for the gate's
-    self-retrieval among the index (`heldout.heldout_figures`).
+    self-retrieval among the index (`heldout.heldout_check`).
     """
     n_docs = len(pairs.doc_v1)
     if n_docs < MIN_DOCS:

@@ -34,7 +34,7 @@ class GateDecision:
 
 
 def decide(figures: dict[str, float], tolerance: float = TOLERANCE) -> GateDecision:
-    """Decide from held-out figures (`heldout.heldout_figures`, plus `ndcg_v1`/`ndcg_adapted` with labels)."""
+    """Decide from held-out figures (`heldout.adapter_figures`, plus `ndcg_v1`/`ndcg_adapted` with labels)."""
     a, v = figures["agree_adapted"], figures["agree_v1"]
     if a < v:
         return GateDecision(False, (

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["HeldoutCheck", "adapter_figures", "heldout_check", "heldout_figures", "ndcg_single", "neighbour_agreement",
-           "self_retrieval", "top_k"]
+__all__ = ["HeldoutCheck", "adapter_figures", "heldout_check", "ndcg_single", "neighbour_agreement", "self_retrieval",
+           "top_k"]
 
 
 def top_k(queries: np.ndarray, corpus: np.ndarray, k: int, block: int = 2048) -> np.ndarray:
@@ -104,11 +104,3 @@ def adapter_figures(check: HeldoutCheck, q_adapted: np.ndarray) -> dict[str, flo
         found = top_k(q_adapted, check.with_distractors_v1, check.k)
         out["self_adapted_index"] = float(ndcg_single(found, check.relevant, check.k)[0].mean())
     return out
-
-
-def heldout_figures(q_v1: np.ndarray, q_v2: np.ndarray, q_adapted: np.ndarray | None, docs_v1: np.ndarray,
-                    docs_v2: np.ndarray, relevant: np.ndarray, k: int = 10,
-                    distractors_v1: np.ndarray | None = None) -> dict[str, float]:
-    """The held-out figures of one adapter (or of v1/v2 alone when q_adapted is None), in one call."""
-    check = heldout_check(q_v1, q_v2, docs_v1, docs_v2, relevant, k, distractors_v1)
-    return dict(check.baseline) if q_adapted is None else adapter_figures(check, q_adapted)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from embedkd.upgrade.gate import decide
-from embedkd.upgrade.heldout import heldout_figures, ndcg_single, neighbour_agreement, self_retrieval, top_k
+from embedkd.upgrade.heldout import adapter_figures, heldout_check, ndcg_single, neighbour_agreement, self_retrieval, top_k
 from embedkd.upgrade.sampling import query_like_pieces, sample_indices, split_sentences
 from embedkd.upgrade.select import fit_candidates, group_split, pick_best
 
@@ -27,14 +27,14 @@ def test_agreement_and_ndcg_hand_values():
     assert self_retrieval(np.eye(3), docs, np.array([0, 1, 2]), k=2) == {"ndcg": 1.0, "mrr": 1.0}
 
 
-def test_heldout_figures_perfect_adapter():
+def test_adapter_figures_perfect_adapter():
     rng = np.random.default_rng(1)
     d1 = rng.normal(size=(20, 4))
     d1 /= np.linalg.norm(d1, axis=1, keepdims=True)
     r, _ = np.linalg.qr(rng.normal(size=(4, 4)))
     d2 = d1 @ r
     q1 = d1[:5] + 0.01
-    f = heldout_figures(q1, q1 @ r, q1, d1, d2, np.arange(5), k=3)
+    f = adapter_figures(heldout_check(q1, q1 @ r, d1, d2, np.arange(5), k=3), q1)
     assert f["agree_adapted"] == pytest.approx(1.0) and f["agree_v1"] == pytest.approx(1.0)
     assert f["self_adapted"] == f["self_v1"] == f["self_v2"] == 1.0
 
@@ -45,9 +45,9 @@ def test_heldout_self_retrieval_among_distractors():
     docs = np.eye(4)[:3]
     q_adapted = np.array([[0.8, 0.0, 0.0, 0.6], [0.0, 0.8, 0.0, 0.6], [0.0, 0.0, 0.8, 0.6]])
     distractors = np.array([[0.6, 0.0, 0.0, 0.8], [0.0, 0.6, 0.0, 0.8], [0.0, 0.0, 0.6, 0.8]])
-    plain = heldout_figures(docs, docs, q_adapted, docs, docs, np.arange(3), k=1)
+    plain = adapter_figures(heldout_check(docs, docs, docs, docs, np.arange(3), k=1), q_adapted)
     assert plain["self_adapted"] == plain["self_v1"] == 1.0 and "self_v1_index" not in plain
-    f = heldout_figures(docs, docs, q_adapted, docs, docs, np.arange(3), k=1, distractors_v1=distractors)
+    f = adapter_figures(heldout_check(docs, docs, docs, docs, np.arange(3), k=1, distractors_v1=distractors), q_adapted)
     assert f["self_v1_index"] == 1.0 and f["self_adapted_index"] == 0.0
     assert f["self_adapted"] == 1.0  # the sample-only figure is unchanged
     refused = decide({"agree_v1": 0.5, "agree_adapted": 0.6, **f})
