@@ -60,9 +60,11 @@ def check_k(k: int) -> int:
 
 class Searcher:
     def __init__(self, catalog: Catalog, encoder_for: Callable[[str], Encoder] | None = None,
-                 use_gpu: bool = False) -> None:
+                 use_gpu: bool = False, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """`nprobe` / `ef_search` override the IVF / HNSW search defaults of `store.set_search_params`."""
         self.catalog = catalog
         self.use_gpu = use_gpu
+        self.nprobe, self.ef_search = nprobe, ef_search
         self._encoder_for = encoder_for
         self._encoders: dict[str, Encoder] = {}
         self._indexes: dict[str, _Loaded] = {}
@@ -87,6 +89,7 @@ class Searcher:
             cached = self._indexes.get(name)
             if cached is None or cached.generation != gen or cached.index_id != meta[3]:
                 index = store.read_index(self.catalog.settings.index_dir / name / file, checksum)
+                store.set_search_params(index, self.nprobe, self.ef_search)
                 if self.use_gpu:
                     from .gpu import to_gpu
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .output import emit
-from .runtime import add_encoder_options, catalog_from_env, text_encoder_loader
+from .runtime import add_encoder_options, add_search_options, searcher_from_args, text_encoder_loader
 
 __all__ = ["register"]
 
@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep a document whose id is the query's id in its ranking (BEIR, and so this command, "
                    "drop it by default: ArguAna and Quora store each query in the corpus under its own id)")
     add_encoder_options(r)
+    add_search_options(r)
     r.add_argument("--json", action="store_true")
     r.set_defaults(handler=_retrieval)
 
@@ -58,10 +59,7 @@ def _retrieval(args: argparse.Namespace) -> int:
     elif args.model:
         run = model_run(text_encoder_loader(args)(args.model), data, ignore_identical_ids=not args.keep_identical_ids)
     else:
-        from indexer.search import Searcher
-
-        searcher = Searcher(catalog_from_env(), text_encoder_loader(args))
-        run = index_run(searcher, args.index, data, query_model=args.query_model,
+        run = index_run(searcher_from_args(args), args.index, data, query_model=args.query_model,
                         ignore_identical_ids=not args.keep_identical_ids)
     result = retrieval_metrics(run, data.qrels)
     if args.run:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .output import emit
-from .runtime import add_encoder_options, catalog_from_env, text_encoder_loader
+from .runtime import add_encoder_options, add_search_options, catalog_from_env, searcher_from_args, text_encoder_loader
 
 __all__ = ["register"]
 
@@ -52,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("-k", type=int, default=10)
     s.add_argument("--query-model", default=None, help="model for the query (through the index's adapter)")
     add_encoder_options(s)
+    add_search_options(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=_search)
 
@@ -113,9 +114,7 @@ def _drop(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from indexer.search import Searcher
-
-    searcher = Searcher(catalog_from_env(), text_encoder_loader(args))
+    searcher = searcher_from_args(args)
     hits = searcher.search(args.index, [args.query], k=args.k, query_model=args.query_model)[0]
     if args.json:
         emit({"results": [h.as_dict() for h in hits]}, True)

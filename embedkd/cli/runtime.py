@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["catalog_from_env", "text_encoder_loader", "add_encoder_options"]
+__all__ = ["add_encoder_options", "add_search_options", "catalog_from_env", "searcher_from_args", "text_encoder_loader"]
 
 
 def catalog_from_env():
@@ -20,6 +20,20 @@ def add_encoder_options(p: argparse.ArgumentParser) -> None:
                    help="encoder arithmetic; auto = bf16 where the hardware has it natively")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: all cores, or 1 when other jobs already load every core)")
+
+
+def add_search_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nprobe", type=int, default=None,
+                   help="IVF indexes: inverted lists to visit (default: 1/16 of them, at least 16)")
+    p.add_argument("--ef-search", type=int, default=None, help="HNSW indexes: candidate list size (default 128)")
+
+
+def searcher_from_args(args: argparse.Namespace):
+    """A Searcher over the catalog with the command's encoder and search options."""
+    from indexer.search import Searcher
+
+    return Searcher(catalog_from_env(), text_encoder_loader(args), nprobe=getattr(args, "nprobe", None),
+                    ef_search=getattr(args, "ef_search", None))
 
 
 def text_encoder_loader(args: argparse.Namespace):
