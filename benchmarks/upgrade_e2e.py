@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--v1", default="", help="the index's model (default: all-MiniLM-L6-v2)")
     ap.add_argument("--v2", required=True)
     ap.add_argument("--index", default="scifact-v1")
+    ap.add_argument("--factory", default="Flat", help="FAISS factory string of the v1 index")
     ap.add_argument("--cache", default="/tmp/embedkd_upgrade/cache")
     ap.add_argument("--kind", default="auto")
     ap.add_argument("--sample-docs", default="", help="documents to sample (default: the CLI's own default)")
@@ -81,7 +82,7 @@ def main() -> None:
         cached = Path(args.cache) / "all-MiniLM-L6-v2.docs.npy"
         if cached.is_file() and not args.v1:
             v1 = CachedEncoder(v1, [str(d.content) for d in docs], np.load(cached))
-        print(json.dumps(build_index(catalog, args.index, v1, docs, progress=False)), flush=True)
+        print(json.dumps(build_index(catalog, args.index, v1, docs, factory=args.factory, progress=False)), flush=True)
     catalog.close()
     fit = ["upgrade", "fit", "--index", args.index, "--model", args.v2, "--corpus", args.data, "--kind", args.kind,
            "--device", "cpu"]

@@ -81,9 +81,9 @@ def main() -> None:
         sub_pieces = [type(pieces[i])(pieces[i].text, new_pos[pieces[i].doc], pieces[i].kind) for i in sel]
         sampled = pick[keep]
         pairs = PairedVectors(d1[sampled], d2[sampled], sub_pieces, p1[sel], p2[sel])
-        others = d1[np.setdiff1d(np.arange(len(docs)), sampled)]
+        index_v1 = np.vstack([d1[sampled], d1[np.setdiff1d(np.arange(len(docs)), sampled)]])
         with single_threaded_blas():
-            outcome = fit_from_pairs(pairs, CANDIDATES, seed=seed, distractors_v1=others)
+            outcome = fit_from_pairs(pairs, CANDIDATES, seed=seed, index_v1=index_v1)
         kinds = {c.kind: {"figures": c.figures, "test_ndcg@10": ndcg(c.adapter.apply(q2), d1)}
                  for c in outcome.candidates}
         run = {"seed": seed, "baseline": outcome.baseline, "kinds": kinds}

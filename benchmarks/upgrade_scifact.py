@@ -123,14 +123,14 @@ def main() -> None:
         log_v1, _ = _cached(cache, f"{v1_tag}.queries-{s}", lambda: get("v1", args.v1).encode_queries(log_texts))
         log_v2, _ = _cached(cache, f"{v2_tag}.queries-{s}", lambda: get("v2", args.v2).encode_queries(log_texts))
         log_pairs = (log_v2, log_v1)
-    # the index's other documents, as `upgrade fit` reads them for the gate's self-retrieval
-    distractors = doc_v1[np.setdiff1d(np.arange(len(docs)), pick)]
+    # the index's view, as `upgrade fit` reads it for the gate's self-retrieval: the sample, then the rest
+    index_v1 = np.vstack([doc_v1[pick], doc_v1[np.setdiff1d(np.arange(len(docs)), pick)]])
     outcome = fit_from_pairs(pairs, kinds, seed=args.seed, doc_pairs=not args.pieces_only, extra_pairs=log_pairs,
-                             distractors_v1=distractors)
+                             index_v1=index_v1)
     extra = tuple(k for k in args.extra_kinds.split(",") if k and k not in args.kinds.split(","))
     if extra:
         outcome.candidates += fit_from_pairs(pairs, extra, seed=args.seed, doc_pairs=not args.pieces_only,
-                                             extra_pairs=log_pairs, distractors_v1=distractors).candidates
+                                             extra_pairs=log_pairs, index_v1=index_v1).candidates
     adapters = {c.kind: c.adapter for c in outcome.candidates}
     labelled_choice = None
     if args.eval_split:  # as `upgrade fit --eval-data`: choose and gate on labelled queries of another split
@@ -216,11 +216,11 @@ def main() -> None:
         sel = [i for i, p in enumerate(pieces) if p.doc in remap]
         sub_pieces = [type(pieces[i])(pieces[i].text, remap[pieces[i].doc], pieces[i].kind) for i in sel]
         sub = PairedVectors(doc_v1[pick][keep], doc_v2[pick][keep], sub_pieces, p_v1[sel], p_v2[sel])
-        others = doc_v1[np.setdiff1d(np.arange(len(docs)), pick[keep])]
-        res = fit_from_pairs(sub, kinds, seed=args.seed, doc_pairs=not args.pieces_only, distractors_v1=others)
+        view = np.vstack([doc_v1[pick][keep], doc_v1[np.setdiff1d(np.arange(len(docs)), pick[keep])]])
+        res = fit_from_pairs(sub, kinds, seed=args.seed, doc_pairs=not args.pieces_only, index_v1=view)
         if extra:
             res.candidates += fit_from_pairs(sub, extra, seed=args.seed, doc_pairs=not args.pieces_only,
-                                             distractors_v1=others).candidates
+                                             index_v1=view).candidates
         m = compat_matrix(doc_v1, None, q_v1, q_v2, {c.kind: c.adapter for c in res.candidates}, doc_ids, qids, qrels)
         frac = len(keep) / len(pick)
         sweep[size] = {"chosen": res.chosen.kind, "accepted": res.decision.accepted,

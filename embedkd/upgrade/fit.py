@@ -6,7 +6,8 @@ gets the arrays from an index and two encoders and registers the result.
 Split: documents are split 80/20 into fit and held-out documents. Fitting pairs are the fit
 documents' query-like pieces plus the fit documents themselves (v1 vector from the index, v2 encoded).
 The held-out check searches the held-out documents' pieces over *all* sampled documents, and for
-self-retrieval also over the index's other stored v1 vectors where the caller passes them.
+self-retrieval also over the index's own view of the sample and of other documents where the caller
+passes it.
 """
 
 from __future__ import annotations
@@ -74,13 +75,13 @@ def choose_by_labels(candidates: Sequence[Candidate], ndcg: dict[str, float],
 def fit_from_pairs(pairs: PairedVectors, kinds: Sequence[str] = CANDIDATES, *, holdout: float = 0.2,
                    seed: int = 0, tolerance: float = TOLERANCE, k: int = 10,
                    extra_pairs: tuple[np.ndarray, np.ndarray] | None = None, doc_pairs: bool = True,
-                   distractors_v1: np.ndarray | None = None) -> FitOutcome:
+                   index_v1: np.ndarray | None = None) -> FitOutcome:
     """Fit each kind, measure it on held-out documents' pieces, keep the best that passes the gate.
 
     `extra_pairs` (v2, v1) are added to the fitting pairs only (e.g. the user's logged queries);
     `doc_pairs` False fits on the pieces alone (documents then serve only the held-out check);
-    `distractors_v1`: stored v1 vectors of index documents outside the sample, for the gate's
-    self-retrieval among the index (`heldout.heldout_check`).
+    `index_v1`: v1 vectors as the index holds them, the sampled documents first (in sample order), then
+    other index documents: for the gate's self-retrieval among the index (`heldout.heldout_check`).
     """
     n_docs = len(pairs.doc_v1)
     if n_docs < MIN_DOCS:
@@ -113,7 +114,7 @@ def fit_from_pairs(pairs: PairedVectors, kinds: Sequence[str] = CANDIDATES, *, h
 
         q1, q2 = pairs.piece_v1[held_piece], pairs.piece_v2[held_piece]
         relevant = piece_doc[held_piece]
-        check = heldout_check(q1, q2, pairs.doc_v1, pairs.doc_v2, relevant, k, distractors_v1)
+        check = heldout_check(q1, q2, pairs.doc_v1, pairs.doc_v2, relevant, k, index_v1)
         baseline = dict(check.baseline)
         for c in candidates:
             c.figures = adapter_figures(check, c.adapter.apply(q2))
@@ -124,5 +125,5 @@ def fit_from_pairs(pairs: PairedVectors, kinds: Sequence[str] = CANDIDATES, *, h
     chosen, decision = passing[0] if passing else decisions[0]
     counts = {"documents": n_docs, "heldout_documents": int(held_docs.sum()), "pieces": len(pairs.pieces),
               "heldout_pieces": int(held_piece.sum()), "fit_pairs": len(x),
-              "distractors": 0 if distractors_v1 is None else len(distractors_v1)}
+              "distractors": 0 if index_v1 is None else len(index_v1) - n_docs}
     return FitOutcome(chosen, candidates, decision, baseline, counts, fit_seconds)

@@ -68,18 +68,19 @@ class HeldoutCheck:
 
     reindex: np.ndarray  # top-k of v2 pieces among v2 documents
     docs_v1: np.ndarray
-    with_distractors_v1: np.ndarray | None  # the sample's v1 vectors, then the index's other ones
+    index_v1: np.ndarray | None  # the sample's v1 vectors as the index holds them, then other documents
     relevant: np.ndarray
     k: int
     baseline: dict[str, float]
 
 
 def heldout_check(q_v1: np.ndarray, q_v2: np.ndarray, docs_v1: np.ndarray, docs_v2: np.ndarray,
-                  relevant: np.ndarray, k: int = 10, distractors_v1: np.ndarray | None = None) -> HeldoutCheck:
+                  relevant: np.ndarray, k: int = 10, index_v1: np.ndarray | None = None) -> HeldoutCheck:
     """agree_v1: overlap@k of v1's top-k with the reindex's (v2 queries among v2 documents);
     self_v1 / self_v2: nDCG@k of pieces finding their own document among the sample;
-    self_v1_index (with `distractors_v1`, the index's other v1 vectors): the same among the sample and
-    the distractors. v2 has no vectors for the distractors, so there is no self_v2_index."""
+    self_v1_index (with `index_v1`: the sample's v1 vectors as the index holds them, in sample order,
+    then other index documents): the same among those. v2 has no vectors for the other documents, so
+    there is no self_v2_index."""
     reindex = top_k(q_v2, docs_v2, k)
     v1 = top_k(q_v1, docs_v1, k)
     baseline = {
@@ -87,11 +88,9 @@ def heldout_check(q_v1: np.ndarray, q_v2: np.ndarray, docs_v1: np.ndarray, docs_
         "self_v1": float(ndcg_single(v1, relevant, k)[0].mean()),
         "self_v2": float(ndcg_single(reindex, relevant, k)[0].mean()),
     }
-    everything = None
-    if distractors_v1 is not None and len(distractors_v1):
-        everything = np.vstack([docs_v1, distractors_v1])  # sample first: `relevant` indexes stay valid
-        baseline["self_v1_index"] = float(ndcg_single(top_k(q_v1, everything, k), relevant, k)[0].mean())
-    return HeldoutCheck(reindex, docs_v1, everything, relevant, k, baseline)
+    if index_v1 is not None:  # the sample comes first, so `relevant` indexes it as it does docs_v1
+        baseline["self_v1_index"] = float(ndcg_single(top_k(q_v1, index_v1, k), relevant, k)[0].mean())
+    return HeldoutCheck(reindex, docs_v1, index_v1, relevant, k, baseline)
 
 
 def adapter_figures(check: HeldoutCheck, q_adapted: np.ndarray) -> dict[str, float]:
@@ -100,7 +99,7 @@ def adapter_figures(check: HeldoutCheck, q_adapted: np.ndarray) -> dict[str, flo
     out = {**check.baseline,
            "agree_adapted": neighbour_agreement(adapted, check.reindex),
            "self_adapted": float(ndcg_single(adapted, check.relevant, check.k)[0].mean())}
-    if check.with_distractors_v1 is not None:
-        found = top_k(q_adapted, check.with_distractors_v1, check.k)
+    if check.index_v1 is not None:
+        found = top_k(q_adapted, check.index_v1, check.k)
         out["self_adapted_index"] = float(ndcg_single(found, check.relevant, check.k)[0].mean())
     return out

@@ -85,16 +85,26 @@ def sample_index(catalog: Catalog, index_name: str, corpus: Path, size: int, see
 
 
 def stored_vectors(catalog: Catalog, index: Any, faiss_ids: np.ndarray, distractors: int = MAX_DISTRACTORS,
-                    seed: int = 0) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The sample's stored v1 vectors, and those of up to `distractors` other index documents (for the
-    gate's self-retrieval among the index); (None, None) where the index does not store vectors exactly."""
-    if not store.stores_exact_vectors(index.factory):
-        return None, None
+                   seed: int = 0) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(the sample's v1 vectors where the index stores them exactly, else None; the index's view of
+    its documents for the gate: the sample's vectors as search sees them, then those of up to
+    `distractors` other documents, or None where the index cannot give vectors back). A PQ/SQ index
+    gives back its quantized vectors, which is what search scores against, so the gate checks them;
+    the fit itself needs exact vectors and re-encodes the sample there."""
     faiss_index = store.read_index(catalog.settings.index_dir / index.name / index.file, index.checksum)
     others = np.setdiff1d(store.stored_ids(faiss_index), faiss_ids)
     if len(others) > distractors:
         others = np.sort(np.random.default_rng(seed).choice(others, distractors, replace=False))
-    return store.reconstruct(faiss_index, faiss_ids), store.reconstruct(faiss_index, others)
+    try:
+        as_indexed = store.reconstruct(faiss_index, np.concatenate([faiss_ids, others]))
+    except RuntimeError:  # an index type FAISS cannot reconstruct from: the gate checks the sample alone
+        log.info("index %s cannot give its vectors back; the gate's self-retrieval uses the sample alone",
+                 index.name)
+        as_indexed = None
+    exact = store.stores_exact_vectors(index.factory)
+    if exact and as_indexed is not None:
+        return as_indexed[: len(faiss_ids)], as_indexed
+    return (store.reconstruct(faiss_index, faiss_ids) if exact else None), as_indexed
 
 
 def _encode_fn(encoder, queries: bool):
@@ -181,7 +191,7 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
             f"the index's model at {v1_source} no longer has the weights the index was built with; "
             "an adapter needs that model to encode query-like pieces"
         )
-    stored, distractors = stored_vectors(catalog, index, sample.faiss_ids, seed=seed)
+    stored, as_indexed = stored_vectors(catalog, index, sample.faiss_ids, seed=seed)
     log.info("sampled %d documents of %s; v1 document vectors %s", len(sample.ids), path,
              "read from the index" if stored is not None else "re-encoded (the index does not store them exactly)")
     pairs: PairedVectors = encode_pairs(sample, _encode_fn(v1, True), _encode_fn(v2, True), stored,
@@ -194,7 +204,7 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
     kinds = CANDIDATES if kind == "auto" else (kind,)
     log.info("encoded %d pieces with both models in %.1fs; fitting %s", len(pairs.pieces),
              sum(pairs.seconds.values()), ", ".join(kinds))
-    outcome: FitOutcome = fit_from_pairs(pairs, kinds, seed=seed, extra_pairs=extra, distractors_v1=distractors)
+    outcome: FitOutcome = fit_from_pairs(pairs, kinds, seed=seed, extra_pairs=extra, index_v1=as_indexed)
     labelled = None
     if eval_data:
         labelled = labelled_ndcg(catalog, index, eval_data, _encode_fn(v1, True), _encode_fn(v2, True),

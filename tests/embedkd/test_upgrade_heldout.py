@@ -47,7 +47,8 @@ def test_heldout_self_retrieval_among_distractors():
     distractors = np.array([[0.6, 0.0, 0.0, 0.8], [0.0, 0.6, 0.0, 0.8], [0.0, 0.0, 0.6, 0.8]])
     plain = adapter_figures(heldout_check(docs, docs, docs, docs, np.arange(3), k=1), q_adapted)
     assert plain["self_adapted"] == plain["self_v1"] == 1.0 and "self_v1_index" not in plain
-    f = adapter_figures(heldout_check(docs, docs, docs, docs, np.arange(3), k=1, distractors_v1=distractors), q_adapted)
+    index_v1 = np.vstack([docs, distractors])  # the sample as the index holds it, then the others
+    f = adapter_figures(heldout_check(docs, docs, docs, docs, np.arange(3), k=1, index_v1=index_v1), q_adapted)
     assert f["self_v1_index"] == 1.0 and f["self_adapted_index"] == 0.0
     assert f["self_adapted"] == 1.0  # the sample-only figure is unchanged
     refused = decide({"agree_v1": 0.5, "agree_adapted": 0.6, **f})
