@@ -109,10 +109,10 @@ def read_index(path: Path, checksum: str | None) -> faiss.Index:
 
 
 def default_nprobe(nlist: int) -> int:
-    """Inverted lists an IVF search visits unless told otherwise: FAISS's own default is 1, which on
-    SciFact (IVF64, 5,183 documents) loses more than half of exact search's nDCG@10 (docs/index_benchmark.md).
-    One sixteenth of the lists, at least 16: recall close to exact for a few percent of the work at
-    nlist in the thousands."""
+    """Inverted lists an IVF search visits unless told otherwise. FAISS's own default is 1: on SciFact
+    (IVF64,PQ32, 5,183 documents) that scored nDCG@10 0.363 against 0.574 with 16 lists and 0.579 with
+    all 64 (docs/index_benchmark.md). One sixteenth of the lists, at least 16: close to every list's
+    recall for a few percent of the work at nlist in the thousands."""
     return int(min(nlist, max(16, nlist // 16)))
 
 
@@ -128,9 +128,8 @@ def set_search_params(index: faiss.Index, nprobe: int | None = None, ef_search: 
     ivf = faiss.try_extract_index_ivf(inner)
     if ivf is not None:
         ivf.nprobe = int(min(ivf.nlist, nprobe or default_nprobe(ivf.nlist)))
-    hnsw = inner if isinstance(inner, faiss.IndexHNSW) else None
-    if hnsw is not None:
-        hnsw.hnsw.efSearch = int(ef_search or DEFAULT_EF_SEARCH)
+    if isinstance(inner, faiss.IndexHNSW):
+        inner.hnsw.efSearch = int(ef_search or DEFAULT_EF_SEARCH)
     return index
 
 

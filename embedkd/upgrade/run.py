@@ -101,10 +101,8 @@ def stored_vectors(catalog: Catalog, index: Any, faiss_ids: np.ndarray, distract
         log.info("index %s cannot give its vectors back; the gate's self-retrieval uses the sample alone",
                  index.name)
         as_indexed = None
-    exact = store.stores_exact_vectors(index.factory)
-    if exact and as_indexed is not None:
-        return as_indexed[: len(faiss_ids)], as_indexed
-    return (store.reconstruct(faiss_index, faiss_ids) if exact else None), as_indexed
+    exact = store.stores_exact_vectors(index.factory) and as_indexed is not None
+    return (as_indexed[: len(faiss_ids)] if exact else None), as_indexed
 
 
 def _encode_fn(encoder, queries: bool):
