@@ -66,6 +66,7 @@ def test_eval_runs_and_paired_compare(home, beir_small, tmp_path):
         (["index", "search", "--index", "nope", "--query", "x"], "no index named"),
         (["index", "search", "--index", "sf", "--query", "  "], "empty"),
         (["index", "search", "--index", "sf", "--query", "x", "-k", "0"], "positive"),
+        (["index", "search", "--index", "sf", "--query", "x", "--nprobe", "0"], "nprobe must be at least 1"),
         (["index", "build", "--index", "sf2", "--model", "/no/such/model", "--corpus", "/no/such/corpus"], "corpus not found"),
         (["eval", "retrieval", "--data", "/tmp", "--index", "sf"], "not a BEIR folder"),
         (["index", "frobnicate"], "invalid choice"),
