@@ -23,16 +23,15 @@ __all__ = ["HeldoutCheck", "adapter_figures", "heldout_check", "ndcg_single", "n
 
 
 def top_k(queries: np.ndarray, corpus: np.ndarray, k: int, block: int = 2048) -> np.ndarray:
-    """Indices (n_queries, k) of the highest inner products, best first (exact, numpy)."""
+    """Indices (n_queries, k) of the highest inner products, best first (exact, numpy), in blocks of
+    queries so the score matrix stays small."""
+    from embedkd.evaluation.retrieval import top_k_indices
+
     queries = np.asarray(queries, np.float32)
     corpus = np.asarray(corpus, np.float32)
-    k = min(k, len(corpus))
-    out = np.empty((len(queries), k), dtype=np.int64)
+    out = np.empty((len(queries), min(k, len(corpus))), dtype=np.int64)
     for start in range(0, len(queries), block):
-        s = queries[start : start + block] @ corpus.T
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
-        out[start : start + block] = np.take_along_axis(part, order, axis=1)
+        out[start : start + block] = top_k_indices(queries[start : start + block] @ corpus.T, k)
     return out
 
 
