@@ -140,11 +140,11 @@ def compatibility_report(catalog, index_name: str, model: str, data: str, *, spl
     v2 = encoder_for(model)
     path = find_corpus(catalog, index_name, corpus)
     sample, index = sample_index(catalog, index_name, path, sample_docs or default_sample_docs(index.count), seed)
-    stored, as_indexed = stored_vectors(catalog, index, sample.faiss_ids, seed=seed)
+    faiss_index = store.read_index(catalog.settings.index_dir / index.name / index.file, index.checksum)
+    stored, as_indexed = stored_vectors(faiss_index, index.factory, sample.faiss_ids, seed=seed)
     pairs = encode_pairs(sample, getattr(v1, "encode_queries", v1), getattr(v2, "encode_queries", v2),
                          stored, v1_docs=v1, v2_docs=v2, seed=seed)
     outcome = fit_from_pairs(pairs, CANDIDATES, seed=seed, index_v1=as_indexed)
-    faiss_index = store.read_index(catalog.settings.index_dir / index.name / index.file, index.checksum)
     faiss_ids = store.stored_ids(faiss_index)
     with catalog.session() as s:
         items = items_by_faiss_ids(s, index.id, faiss_ids.tolist())

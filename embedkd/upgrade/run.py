@@ -84,24 +84,23 @@ def sample_index(catalog: Catalog, index_name: str, corpus: Path, size: int, see
     return sample, index
 
 
-def stored_vectors(catalog: Catalog, index: Any, faiss_ids: np.ndarray, distractors: int = MAX_DISTRACTORS,
+def stored_vectors(faiss_index: Any, factory: str, faiss_ids: np.ndarray, distractors: int = MAX_DISTRACTORS,
                    seed: int = 0) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(the sample's v1 vectors where the index stores them exactly, else None; the index's view of
     its documents for the gate: the sample's vectors as search sees them, then those of up to
     `distractors` other documents, or None where the index cannot give vectors back). A PQ/SQ index
     gives back its quantized vectors, which is what search scores against, so the gate checks them;
     the fit itself needs exact vectors and re-encodes the sample there."""
-    faiss_index = store.read_index(catalog.settings.index_dir / index.name / index.file, index.checksum)
     others = np.setdiff1d(store.stored_ids(faiss_index), faiss_ids)
     if len(others) > distractors:
         others = np.sort(np.random.default_rng(seed).choice(others, distractors, replace=False))
     try:
         as_indexed = store.reconstruct(faiss_index, np.concatenate([faiss_ids, others]))
     except RuntimeError:  # an index type FAISS cannot reconstruct from: the gate checks the sample alone
-        log.info("index %s cannot give its vectors back; the gate's self-retrieval uses the sample alone",
-                 index.name)
+        log.info("a %s index cannot give its vectors back; the gate's self-retrieval uses the sample alone",
+                 factory)
         as_indexed = None
-    exact = store.stores_exact_vectors(index.factory) and as_indexed is not None
+    exact = store.stores_exact_vectors(factory) and as_indexed is not None
     return (as_indexed[: len(faiss_ids)] if exact else None), as_indexed
 
 
@@ -109,9 +108,10 @@ def _encode_fn(encoder, queries: bool):
     return encoder.encode_queries if queries and hasattr(encoder, "encode_queries") else encoder
 
 
-def labelled_ndcg(catalog: Catalog, index: Any, data: str, query_v1, query_v2, adapters: dict[str, Any],
-                  split: str = "test", k: int = 10) -> dict[str, float]:
-    """nDCG@10 on a BEIR folder's labelled queries searched in the index: v1 queries and each adapter."""
+def labelled_ndcg(catalog: Catalog, index: Any, faiss_index: Any, data: str, query_v1, query_v2,
+                  adapters: dict[str, Any], split: str = "test", k: int = 10) -> dict[str, float]:
+    """nDCG@10 on a BEIR folder's labelled queries searched in the index (`faiss_index`, loaded): v1
+    queries and each adapter."""
     import pytrec_eval
 
     root = Path(data)
@@ -132,7 +132,6 @@ def labelled_ndcg(catalog: Catalog, index: Any, data: str, query_v1, query_v2, a
                 queries[q["_id"]] = q["text"]
     qids = list(queries)
     texts = [queries[q] for q in qids]
-    faiss_index = store.read_index(catalog.settings.index_dir / index.name / index.file, index.checksum)
     v1, v2 = query_v1(texts), query_v2(texts)
     runs = {"v1": v1, **{name: a.apply(v2) for name, a in adapters.items()}}
     out = {}
@@ -189,7 +188,11 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
             f"the index's model at {v1_source} no longer has the weights the index was built with; "
             "an adapter needs that model to encode query-like pieces"
         )
-    stored, as_indexed = stored_vectors(catalog, index, sample.faiss_ids, seed=seed)
+    # read (and checksummed) once: the gate's vectors and the labelled check both come from it
+    faiss_index = store.read_index(catalog.settings.index_dir / index.name / index.file, index.checksum)
+    stored, as_indexed = stored_vectors(faiss_index, index.factory, sample.faiss_ids, seed=seed)
+    if not eval_data:
+        faiss_index = None  # not held through the encoding when the labelled check will not search it
     log.info("sampled %d documents of %s; v1 document vectors %s", len(sample.ids), path,
              "read from the index" if stored is not None else "re-encoded (the index does not store them exactly)")
     pairs: PairedVectors = encode_pairs(sample, _encode_fn(v1, True), _encode_fn(v2, True), stored,
@@ -205,7 +208,7 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
     outcome: FitOutcome = fit_from_pairs(pairs, kinds, seed=seed, extra_pairs=extra, index_v1=as_indexed)
     labelled = None
     if eval_data:
-        labelled = labelled_ndcg(catalog, index, eval_data, _encode_fn(v1, True), _encode_fn(v2, True),
+        labelled = labelled_ndcg(catalog, index, faiss_index, eval_data, _encode_fn(v1, True), _encode_fn(v2, True),
                                  {c.kind: c.adapter for c in outcome.candidates})
         outcome.chosen, outcome.decision = choose_by_labels(outcome.candidates, labelled)
     seconds = time.perf_counter() - t_start
