@@ -164,6 +164,7 @@ def upgrade_gallery(catalog: Catalog, name: str, model_dir: str | Path, sample: 
     """
     from embedkd.upgrade.linear import fit_affine, fit_mean_shift, fit_procrustes, mean_cosine
     from embedkd.upgrade.register import register_adapter
+    from embedkd.upgrade.run import distractor_ids, stored_vectors
     from indexer import store
     from indexer.models import Item
 
@@ -180,24 +181,32 @@ def upgrade_gallery(catalog: Catalog, name: str, model_dir: str | Path, sample: 
         rows = s.query(Item).filter(Item.index_id == index.id).order_by(Item.faiss_id).all()
         items = [(r.external_id, r.faiss_id, dict(r.info or {})) for r in rows]
         factory, file, checksum = index.factory, index.file, index.checksum
+    known = {fid: (info.get("pid", -1), info.get("camid", -1)) for _, fid, info in items}
     items = [it for it in items if "pid" in it[2] and "path" in it[2]]
     rng = np.random.default_rng(seed)
     if len(items) > sample:
         items = [items[i] for i in sorted(rng.choice(len(items), size=sample, replace=False))]
     pids = np.array([it[2]["pid"] for it in items])
     cams = np.array([it[2]["camid"] for it in items])
-    if len(set(pids.tolist())) < 10:
-        raise UserError(f"gallery {name!r} has crops of {len(set(pids.tolist()))} known persons; the adapter's "
+    persons = np.unique(pids[pids > 0])  # Market's id 0 marks distractor crops, not one person
+    if len(persons) < 10:
+        raise UserError(f"gallery {name!r} has crops of {len(persons)} known persons; the adapter's "
                         "check needs Market-style names (PID_cCAM...) of at least 10 persons")
     paths = [it[2]["path"] for it in items]
-    if store.stores_exact_vectors(factory):
-        faiss_index = store.read_index(catalog.settings.index_dir / name / file, checksum)
-        y = store.reconstruct(faiss_index, np.array([it[1] for it in items]))
-    else:
-        y = load_image_encoder(source)(paths)
+    sample_ids = np.array([it[1] for it in items])
+    faiss_index = store.read_index(catalog.settings.index_dir / name / file, checksum)
+    # the gate's queries search the gallery as search does: the sample plus up to 20,000 other stored
+    # crops (quantized as stored for PQ/SQ); among a sample alone an imprecise adapter still finds its match
+    others = distractor_ids(faiss_index, sample_ids, seed=seed)
+    exact, as_indexed = stored_vectors(faiss_index, factory, sample_ids, others, seed=seed)
+    del faiss_index
+    y = exact if exact is not None else load_image_encoder(source)(paths)
+    if as_indexed is None:
+        as_indexed, others = y, others[:0]
+    g_pids = np.concatenate([pids, [known[i][0] for i in others.tolist()]]).astype(int)
+    g_cams = np.concatenate([cams, [known[i][1] for i in others.tolist()]]).astype(int)
     x = v2(paths)
-    uniq = np.unique(pids)
-    held_ids = rng.choice(uniq, size=max(2, int(round(holdout * len(uniq)))), replace=False)
+    held_ids = rng.choice(persons, size=max(2, int(round(holdout * len(persons)))), replace=False)
     held = np.isin(pids, held_ids)
     candidates = {}
     if x.shape[1] == y.shape[1]:  # QDC's mean drift shift; often best for a fine-tuned model of one family
@@ -211,10 +220,10 @@ def upgrade_gallery(catalog: Catalog, name: str, model_dir: str | Path, sample: 
 
     def rank1(queries: np.ndarray) -> float:
         q = queries[held] / np.maximum(np.linalg.norm(queries[held], axis=1, keepdims=True), 1e-12)
-        dist = 1.0 - q @ y.T
+        dist = 1.0 - q @ as_indexed.T
         dist[np.arange(len(q)), np.flatnonzero(held)] = np.inf  # a crop never matches itself
         try:
-            return float(evaluate_rank(dist, pids[held], pids, cams[held], cams, max_rank=1)[0][0])
+            return float(evaluate_rank(dist, pids[held], g_pids, cams[held], g_cams, max_rank=1)[0][0])
         except ValueError:
             return float("nan")
 
@@ -226,7 +235,7 @@ def upgrade_gallery(catalog: Catalog, name: str, model_dir: str | Path, sample: 
     figures = {"kind": kind, "heldout_cosine": scores[kind], "rank1_v1": rank1(y),
                "rank1_adapted": rank1(adapter.apply(x)), "lq_rank1_v1": rank1(lq_v1),
                "lq_rank1_adapted": rank1(adapter.apply(lq_v2)), "check": check,
-               "pairs": int((~held).sum()), "heldout": int(held.sum())}
+               "pairs": int((~held).sum()), "heldout": int(held.sum()), "distractors": len(others)}
     key = "lq_rank1" if check == "lq" else "rank1"
     if not figures[f"{key}_adapted"] >= figures[f"{key}_v1"]:
         raise UserError(

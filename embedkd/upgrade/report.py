@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from indexer.errors import UserError
+
 from .heldout import top_k
 
 __all__ = [
@@ -27,22 +29,17 @@ __all__ = [
 
 
 def load_beir_queries(data: str | Path, split: str = "test") -> tuple[list[str], list[str], dict[str, dict[str, int]]]:
-    """(query ids, query texts, qrels) of a BEIR folder's split; only queries with judgements."""
+    """(query ids, query texts, qrels) of a BEIR folder's split; only queries with judgements, in the
+    order of queries.jsonl."""
+    from embedkd.evaluation.beir import load_qrels, load_queries
+
     root = Path(data)
-    qrels: dict[str, dict[str, int]] = {}
-    with open(root / "qrels" / f"{split}.tsv") as fh:
-        next(fh)
-        for line in fh:
-            qid, did, score = line.rstrip("\n").split("\t")[:3]
-            qrels.setdefault(qid, {})[did] = int(score)
-    qids, texts = [], []
-    with open(root / "queries.jsonl") as fh:
-        for line in fh:
-            q = json.loads(line)
-            if q["_id"] in qrels:
-                qids.append(q["_id"])
-                texts.append(q["text"])
-    return qids, texts, qrels
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        raise UserError(f"{qrels_path} not found: a BEIR folder needs qrels/{split}.tsv for labelled queries")
+    qrels = load_qrels(qrels_path)
+    judged = [(qid, text) for qid, text in load_queries(root / "queries.jsonl").items() if qid in qrels]
+    return [q for q, _ in judged], [t for _, t in judged], qrels
 
 
 def retrieval_metrics(ranked: np.ndarray, scores: np.ndarray | None, doc_ids: Sequence[str], qids: Sequence[str],

@@ -7,7 +7,6 @@ their stored v1 vectors are the ones search compares against.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -28,10 +27,11 @@ from indexer.models import Job
 from .fit import FitOutcome, choose_by_labels, fit_from_pairs, selection_score
 from .pairs import PairedVectors, Sample, encode_pairs, reservoir_sample
 from .register import register_adapter
+from .report import load_beir_queries
 from .select import CANDIDATES, KINDS
 
-__all__ = ["DEFAULT_SAMPLE_DOCS", "default_sample_docs", "find_corpus", "fit_upgrade", "labelled_ndcg", "sample_index",
-           "stored_vectors"]
+__all__ = ["DEFAULT_SAMPLE_DOCS", "default_sample_docs", "distractor_ids", "find_corpus", "fit_upgrade", "labelled_ndcg",
+           "sample_index", "stored_vectors"]
 
 log = logging.getLogger(__name__)
 DEFAULT_SAMPLE_DOCS = 2000
@@ -84,16 +84,25 @@ def sample_index(catalog: Catalog, index_name: str, corpus: Path, size: int, see
     return sample, index
 
 
-def stored_vectors(faiss_index: Any, factory: str, faiss_ids: np.ndarray, distractors: int = MAX_DISTRACTORS,
-                   seed: int = 0) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(the sample's v1 vectors where the index stores them exactly, else None; the index's view of
-    its documents for the gate: the sample's vectors as search sees them, then those of up to
-    `distractors` other documents, or None where the index cannot give vectors back). A PQ/SQ index
-    gives back its quantized vectors, which is what search scores against, so the gate checks them;
-    the fit itself needs exact vectors and re-encodes the sample there."""
+def distractor_ids(faiss_index: Any, faiss_ids: np.ndarray, distractors: int = MAX_DISTRACTORS,
+                   seed: int = 0) -> np.ndarray:
+    """Ids of up to `distractors` stored vectors outside the sample, sorted: what the gate's queries
+    search among besides the sample, as search would."""
     others = np.setdiff1d(store.stored_ids(faiss_index), faiss_ids)
     if len(others) > distractors:
         others = np.sort(np.random.default_rng(seed).choice(others, distractors, replace=False))
+    return others
+
+
+def stored_vectors(faiss_index: Any, factory: str, faiss_ids: np.ndarray, others: np.ndarray | None = None,
+                   seed: int = 0) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(the sample's v1 vectors where the index stores them exactly, else None; the index's view of
+    its documents for the gate: the sample's vectors as search sees them, then those of `others`
+    (default: `distractor_ids`), or None where the index cannot give vectors back). A PQ/SQ index
+    gives back its quantized vectors, which is what search scores against, so the gate checks them;
+    the fit itself needs exact vectors and re-encodes the sample there."""
+    if others is None:
+        others = distractor_ids(faiss_index, faiss_ids, seed=seed)
     try:
         as_indexed = store.reconstruct(faiss_index, np.concatenate([faiss_ids, others]))
     except RuntimeError:  # an index type FAISS cannot reconstruct from: the gate checks the sample alone
@@ -114,24 +123,7 @@ def labelled_ndcg(catalog: Catalog, index: Any, faiss_index: Any, data: str, que
     queries and each adapter."""
     import pytrec_eval
 
-    root = Path(data)
-    qrels_path = root / "qrels" / f"{split}.tsv"
-    if not qrels_path.is_file():
-        raise UserError(f"{qrels_path} not found; --eval-data needs a BEIR folder with qrels/{split}.tsv")
-    qrels: dict[str, dict[str, int]] = {}
-    with open(qrels_path) as fh:
-        next(fh)
-        for line in fh:
-            qid, did, score = line.rstrip("\n").split("\t")[:3]
-            qrels.setdefault(qid, {})[did] = int(score)
-    queries = {}
-    with open(root / "queries.jsonl") as fh:
-        for line in fh:
-            q = json.loads(line)
-            if q["_id"] in qrels:
-                queries[q["_id"]] = q["text"]
-    qids = list(queries)
-    texts = [queries[q] for q in qids]
+    qids, texts, qrels = load_beir_queries(data, split)
     v1, v2 = query_v1(texts), query_v2(texts)
     runs = {"v1": v1, **{name: a.apply(v2) for name, a in adapters.items()}}
     out = {}

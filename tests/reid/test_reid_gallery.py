@@ -77,13 +77,15 @@ def test_query_with_a_model_of_another_dimension(trained_model, market_slice, ca
 def test_upgrade_registers_an_adapter_and_queries_go_through_it(trained_model, catalog, tmp_path):
     root = make_slice(tmp_path / "m10", train_ids=(), test_ids=("0955", "0957", "0958", "0961", "0962", "0963",
                                                                 "0967", "0969", "0970", "0971"))
-    build_gallery(catalog, "people", trained_model, [root / "bounding_box_test"])
+    n = build_gallery(catalog, "people", trained_model, [root / "bounding_box_test"])["count"]
     # v2: same embedding directions at twice the scale (a new fingerprint, a known relation)
     model, _ = load_model(trained_model)
     with torch.no_grad():
         model.neck.weight.mul_(2.0)
     save_model(model, tmp_path / "v2")
-    out = upgrade_gallery(catalog, "people", tmp_path / "v2")
+    # a sample smaller than the gallery: the gate's queries also search the crops left out of it
+    out = upgrade_gallery(catalog, "people", tmp_path / "v2", sample=n - 7)
+    assert out["distractors"] == 7 and out["pairs"] + out["heldout"] == n - 7
     assert out["active"] and out["rank1_adapted"] >= out["rank1_v1"]
     assert out["heldout_cosine"] > 0.99
     q = [str(p) for p in sorted((root / "query").iterdir())[:3]]
