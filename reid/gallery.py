@@ -156,11 +156,12 @@ def upgrade_gallery(catalog: Catalog, name: str, model_dir: str | Path, sample: 
     Fit: QDC mean shift (same dimension), and orthogonal Procrustes and ridge affine maps when there
     are at least as many pairs as dimensions (embedkd.upgrade.linear), on crops of 1 - holdout of the
     identities; the one with the highest held-out mean cosine to v1 is kept. Gate: held-out crops
-    are used as queries against the stored v1 vectors (Market protocol: same person and camera
-    excluded); the adapted v2 queries' rank-1 must be at least the v1 queries' rank-1, with queries
-    degraded by the `--lq` protocol (`check="lq"`, what a robust model upgrade is for) or clean
-    (`check="clean"`). Both figures are reported; when the gate refuses, nothing is registered and a
-    UserError says why. Needs Market-style names (person ids) on the gallery crops.
+    are used as queries against the stored v1 vectors of the sample and of up to 20,000 other crops
+    (Market protocol: same person and camera excluded); the adapted v2 queries' rank-1 must be at
+    least the v1 queries' rank-1, with queries degraded by the `--lq` protocol (`check="lq"`, what a
+    robust model upgrade is for) or clean (`check="clean"`). Both figures are reported; when the gate
+    refuses, nothing is registered and a UserError says why. Needs Market-style names (person ids)
+    on the gallery crops.
     """
     from embedkd.upgrade.linear import fit_affine, fit_mean_shift, fit_procrustes, mean_cosine
     from embedkd.upgrade.register import register_adapter
@@ -198,7 +199,7 @@ def upgrade_gallery(catalog: Catalog, name: str, model_dir: str | Path, sample: 
     # the gate's queries search the gallery as search does: the sample plus up to 20,000 other stored
     # crops (quantized as stored for PQ/SQ); among a sample alone an imprecise adapter still finds its match
     others = distractor_ids(faiss_index, sample_ids, seed=seed)
-    exact, as_indexed = stored_vectors(faiss_index, factory, sample_ids, others, seed=seed)
+    exact, as_indexed = stored_vectors(faiss_index, factory, sample_ids, others)
     del faiss_index
     y = exact if exact is not None else load_image_encoder(source)(paths)
     if as_indexed is None:
