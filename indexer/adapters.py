@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .errors import Conflict, NotFound, UserError
+from .hashing import sha256_file as file_sha256
 
 __all__ = [
     "ARRAY_NAMES",
@@ -191,14 +192,6 @@ class Adapter:
             "arrays_sha256": self.arrays_sha256(),
             "info": self.info,
         }
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_adapter(adapter: Adapter, path: str | os.PathLike) -> str:

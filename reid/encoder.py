@@ -6,7 +6,6 @@ or encoded image bytes (HTTP uploads). `indexer` never sees torch: it calls the 
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from embedkd.fingerprint import fingerprint_module
 from indexer.encoder import ModelRecord
 from indexer.errors import UserError
+from indexer.hashing import sha256_file as file_sha256
 
 from .transforms import MIN_SIDE, load_image
 
@@ -29,14 +29,6 @@ __all__ = ["ImageRef", "ImageEncoder", "load_image_encoder", "file_sha256", "fin
 def fingerprint_model(module) -> str:
     """The model's weight fingerprint (shared with text models)."""
     return fingerprint_module(module)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
