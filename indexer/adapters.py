@@ -14,6 +14,11 @@ Every adapter kind is one composition of optional parts, so one `apply` serves t
 queries so they score v1's stored vectors as v2 scores its own), whose documents need the inverse
 map; see `Adapter.for_documents`.
 
+`blend` (0 < blend < 1), optional: a *blended* adapter mixes the map above with the same query
+encoded by the index's own model, q = normalize((1 - blend) v1(query) + blend y/|y|). A blend costs one
+v1 encoding per query, so search encodes with both models; `upgrade fit` offers it only where labelled
+queries find it clearly better (docs/upgrade.md, "Blending with v1's query").
+
 File format (``.npz``, no pickles): the arrays above by name plus ``meta``, a UTF-8 JSON document
 (uint8 array) with ``format``, ``kind``, the source/target fingerprints and dimensions, the fit's
 figures and a sha256 of the arrays. The catalog keeps the sha256 of the whole file; `load_adapter`
@@ -27,7 +32,7 @@ import io
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +77,12 @@ class Adapter:
     bias: np.ndarray | None = None
     doc_center: np.ndarray | None = None
     normalize: bool = True
+    blend: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.blend is not None and not 0.0 < float(self.blend) < 1.0:
+            raise UserError(f"an adapter's blend weight must lie strictly between 0 and 1, got {self.blend}; refit it")
         for name in ARRAY_NAMES:
             value = getattr(self, name)
             if value is not None:
@@ -111,8 +119,39 @@ class Adapter:
                     f"{ds}-d -> {dt}-d adapter; refit it"
                 )
 
-    def apply(self, vectors: np.ndarray) -> np.ndarray:
-        """Map (n, source_dim) float32 query vectors to (n, target_dim) float32."""
+    @property
+    def needs_index_queries(self) -> bool:
+        """True for a blend: `apply` then also needs the queries encoded by the index's own model."""
+        return self.blend is not None
+
+    def apply(self, vectors: np.ndarray, index_vectors: np.ndarray | None = None) -> np.ndarray:
+        """Map (n, source_dim) float32 query vectors to (n, target_dim) float32. `index_vectors`: the same
+        queries encoded by the index's model, needed by a blend and ignored otherwise."""
+        y = self._map(vectors)
+        if self.blend is None:
+            return y
+        if index_vectors is None:
+            raise UserError(
+                "this adapter blends the new model's query with the index model's; encode each query with "
+                "both models (search by text does this), or refit with `embedkd upgrade fit --no-blend`"
+            )
+        v1 = np.asarray(index_vectors, dtype=np.float32).reshape(len(y), -1)
+        if v1.shape[1] != self.target_dim:
+            raise UserError(f"a blend needs {self.target_dim}-d query vectors from the index's model, got "
+                            f"{v1.shape[1]}-d; encode the query with the index's model")
+        v1 = v1 / np.maximum(np.linalg.norm(v1, axis=1, keepdims=True), 1e-12)
+        y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)  # the weight mixes unit vectors
+        out = (1.0 - self.blend) * v1 + self.blend * y
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def with_blend(self, blend: float) -> Adapter:
+        """The same map blended with the index model's queries at weight `blend` on the map (kind
+        "procrustes+v1@0.3": 0.3 of the mapped v2 query, 0.7 of v1's)."""
+        base = self.kind.split("+v1@")[0]  # re-blending an adapter replaces its weight
+        return replace(self, kind=f"{base}+v1@{blend:g}", blend=float(blend), info=dict(self.info))
+
+    def _map(self, vectors: np.ndarray) -> np.ndarray:
         x = np.asarray(vectors, dtype=np.float32)
         if x.ndim == 1:
             x = x[None, :]
@@ -147,7 +186,15 @@ class Adapter:
 
         A ranking adapter's MLP part moves queries to where they rank v1's vectors as a reindex
         would; it was never fitted on documents, which take its Procrustes part alone.
+
+        A blend has no document map: it exists because v2 through the map is worse than v1, so new
+        documents go in with the index's own model, which a blend keeps serving anyway.
         """
+        if self.blend is not None:
+            raise UserError(
+                "the active adapter blends in the index's own model because no plain map was as good; "
+                "add new documents with the index's model (`embedkd index add`), or run a backfill"
+            )
         if self.kind in QUERY_ONLY_MLP_KINDS:
             return Adapter(kind=f"{self.kind}/documents", source_fingerprint=self.source_fingerprint,
                            target_fingerprint=self.target_fingerprint, source_dim=self.source_dim,
@@ -189,6 +236,7 @@ class Adapter:
             "source_dim": self.source_dim,
             "target_dim": self.target_dim,
             "normalize": self.normalize,
+            **({"blend": self.blend} if self.blend is not None else {}),
             "arrays_sha256": self.arrays_sha256(),
             "info": self.info,
         }
@@ -248,6 +296,7 @@ def load_adapter(
         source_dim=int(meta["source_dim"]),
         target_dim=int(meta["target_dim"]),
         normalize=bool(meta.get("normalize", True)),
+        blend=meta.get("blend"),
         info=meta.get("info", {}),
         **arrays,
     )

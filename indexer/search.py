@@ -58,6 +58,10 @@ def check_k(k: int) -> int:
     return k
 
 
+def _encode_queries(encoder: Encoder, queries: Sequence[Any]) -> np.ndarray:
+    return getattr(encoder, "encode_queries", encoder)(list(queries))
+
+
 class Searcher:
     def __init__(self, catalog: Catalog, encoder_for: Callable[[str], Encoder] | None = None,
                  use_gpu: bool = False, nprobe: int | None = None, ef_search: int | None = None) -> None:
@@ -98,6 +102,16 @@ class Searcher:
                 self._indexes[name] = cached
             return cached
 
+    def _index_encoder(self, loaded: _Loaded, name: str) -> Encoder:
+        """The index's own model, refused when its weights are no longer those the index was built with."""
+        encoder = self.encoder(loaded.model_source)
+        if encoder.record.fingerprint != loaded.model_fingerprint:
+            raise Conflict(
+                f"the model at {loaded.model_source!r} has changed since index {name!r} was built "
+                "(weight fingerprint differs); restore it or rebuild the index"
+            )
+        return encoder
+
     def _adapter(self, loaded: _Loaded, name: str, source_fingerprint: str):
         key = (loaded.index_id, source_fingerprint)
         with self.catalog.session() as s:
@@ -113,16 +127,17 @@ class Searcher:
                 self._adapters[key] = cached
             return cached[1]
 
-    def search_vectors(self, name: str, vectors: np.ndarray, k: int = 10,
-                       source_fingerprint: str | None = None) -> list[list[Hit]]:
-        """Search with query vectors from a model with `source_fingerprint` (default: the index's model)."""
+    def search_vectors(self, name: str, vectors: np.ndarray, k: int = 10, source_fingerprint: str | None = None,
+                       index_vectors: np.ndarray | None = None) -> list[list[Hit]]:
+        """Search with query vectors from a model with `source_fingerprint` (default: the index's model).
+        `index_vectors`: the same queries by the index's model, which a blended adapter needs."""
         check_k(k)
         loaded = self._load(name)
         q = np.ascontiguousarray(vectors, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
         if source_fingerprint is not None and source_fingerprint != loaded.model_fingerprint:
-            q = self._adapter(loaded, name, source_fingerprint).apply(q)
+            q = self._adapter(loaded, name, source_fingerprint).apply(q, index_vectors)
             q = np.ascontiguousarray(q, dtype=np.float32)
             q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
         if q.shape[1] != loaded.dimension:
@@ -148,12 +163,10 @@ class Searcher:
             if isinstance(qtext, str) and not qtext.strip():
                 raise UserError("the query is empty; give some text to search for")
         loaded = self._load(name)
-        encoder = self.encoder(query_model or loaded.model_source)
-        if query_model is None and encoder.record.fingerprint != loaded.model_fingerprint:
-            raise Conflict(
-                f"the model at {loaded.model_source!r} has changed since index {name!r} was built "
-                "(weight fingerprint differs); restore it or rebuild the index"
-            )
-        encode = getattr(encoder, "encode_queries", encoder)
-        vectors = encode(list(queries))
-        return self.search_vectors(name, vectors, k, encoder.record.fingerprint)
+        encoder = self.encoder(query_model) if query_model is not None else self._index_encoder(loaded, name)
+        vectors = _encode_queries(encoder, queries)
+        index_vectors = None
+        if encoder.record.fingerprint != loaded.model_fingerprint:
+            if self._adapter(loaded, name, encoder.record.fingerprint).needs_index_queries:  # a blend
+                index_vectors = _encode_queries(self._index_encoder(loaded, name), queries)
+        return self.search_vectors(name, vectors, k, encoder.record.fingerprint, index_vectors)

@@ -1,13 +1,16 @@
 """`embedkd upgrade`: fit a query-drift adapter so a new model's queries search an index built by the old.
 
     embedkd upgrade fit --index NAME --model MODEL [--kind auto|mean-shift|procrustes|affine|low-rank|mlp|rank|score-map]
-                        [--corpus PATH] [--sample-docs N] [--queries FILE] [--eval-data BEIR_DIR] [--json]
+                        [--corpus PATH] [--sample-docs N] [--queries FILE] [--eval-data BEIR_DIR] [--no-blend] [--json]
     embedkd upgrade report --index NAME --model MODEL --data BEIR_DIR [--out DIR] [--json]
     embedkd upgrade add --index NAME --model MODEL --corpus PATH [--json]   (new docs into v1's space)
     embedkd upgrade backfill --index NAME --model MODEL [--corpus PATH] [--json]
 
 `fit` prints the held-out figures and registers the adapter as the index's active one for MODEL; it
-exits 2 with a one-line reason (and registers nothing) when the safety gate refuses.
+exits 2 with a one-line reason (and registers nothing) when the safety gate refuses. With `--eval-data`
+it also tries v1's own query blended with a share of the mapped one (kind "procrustes+v1@0.6"), kept only
+when the labelled queries find it clearly better than v1 and than the plain adapter; such an adapter needs
+the index's model at query time too (`query_models` in the output; `--no-blend` forbids it).
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--queries", help="optional query log, one query per line, added to the fitting pairs")
     f.add_argument("--eval-data", help="BEIR folder with labelled queries: the gate then checks nDCG@10 too")
     f.add_argument("--no-activate", action="store_true", help="register the adapter but leave it inactive")
+    f.add_argument("--no-blend", action="store_true",
+                   help="with --eval-data: never blend the index model's query with the mapped one (a blend is kept "
+                        "only when clearly better on the labelled queries, and encodes each query twice)")
     f.add_argument("--seed", type=int, default=0)
     add_encoder_options(f)
     f.add_argument("--json", action="store_true", help="print one JSON object on the last line")
@@ -81,7 +87,8 @@ def _fit(args: argparse.Namespace) -> int:
     try:
         result = fit_upgrade(catalog, args.index, args.model, args.kind, corpus=args.corpus,
                              sample_docs=args.sample_docs, queries=args.queries, eval_data=args.eval_data,
-                             seed=args.seed, activate=not args.no_activate, encoder_for=text_encoder_loader(args))
+                             seed=args.seed, activate=not args.no_activate, encoder_for=text_encoder_loader(args),
+                             blend=not args.no_blend)
     finally:
         catalog.close()
     emit(result, args.json)

@@ -23,14 +23,16 @@ import numpy as np
 from indexer.errors import UserError
 
 from .gate import TOLERANCE, GateDecision, decide
-from .heldout import adapter_figures, heldout_check
+from .heldout import HeldoutCheck, adapter_figures, heldout_check
 from .pairs import PairedVectors
 from .select import CANDIDATES, Candidate, fit_candidates, group_split
 
-__all__ = ["MIN_DOCS", "FitOutcome", "choose_by_labels", "fit_from_pairs", "selection_score"]
+__all__ = ["BLENDS", "MIN_DOCS", "FitOutcome", "blend_candidates", "choose_by_labels", "fit_from_pairs",
+           "selection_score"]
 
 log = logging.getLogger(__name__)
 MIN_DOCS = 50
+BLENDS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)  # weight of the mapped v2 query in a blend
 
 
 @dataclass
@@ -41,6 +43,8 @@ class FitOutcome:
     baseline: dict[str, float]
     counts: dict[str, int] = field(default_factory=dict)
     fit_seconds: float = 0.0
+    check: HeldoutCheck | None = None  # the held-out check and its pieces' v1 / v2 vectors, for blends
+    heldout_queries: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @contextlib.contextmanager
@@ -61,15 +65,39 @@ def selection_score(figures: dict[str, float]) -> float:
     return figures["agree_adapted"] + figures["self_adapted"]
 
 
-def choose_by_labels(candidates: Sequence[Candidate], ndcg: dict[str, float],
-                     tolerance: float = TOLERANCE) -> tuple[Candidate, GateDecision]:
+def choose_by_labels(candidates: Sequence[Candidate], ndcg: dict[str, float], tolerance: float = TOLERANCE,
+                     gain_se: dict[str, float] | None = None) -> tuple[Candidate, GateDecision]:
     """With labelled queries (`ndcg`: nDCG@10 of "v1" and of each kind), the gated candidate with the best
-    labelled nDCG@10, else the best refused one with its refusal. Adds `ndcg_v1` / `ndcg_adapted` to
-    each candidate's figures, so the gate checks them."""
+    labelled nDCG@10, else the best refused one with its refusal. Adds `ndcg_v1` / `ndcg_adapted` (and
+    `ndcg_gain_se`, the standard error of the paired per-query gain, from `gain_se`) to each candidate's
+    figures, so the gate checks them."""
     for c in candidates:
         c.figures.update(ndcg_v1=ndcg["v1"], ndcg_adapted=ndcg[c.kind])
+        if gain_se is not None:
+            c.figures["ndcg_gain_se"] = gain_se[c.kind]
     best = max(candidates, key=lambda c: (decide(c.figures, tolerance).accepted, c.figures["ndcg_adapted"]))
     return best, decide(best.figures, tolerance)
+
+
+def blend_candidates(candidates: Sequence[Candidate], check: HeldoutCheck, q_v1: np.ndarray,
+                     q_v2: np.ndarray) -> list[Candidate]:
+    """Each candidate blended with the index model's query at every weight in BLENDS, with held-out figures.
+
+    Why: between unrelated models (all-MiniLM-L6-v2 and all-mpnet-base-v2, a static model and a
+    transformer) every map from pieces falls below v1 on real queries, yet v1's query plus a share of the
+    mapped v2 query can beat v1 (docs/upgrade.md, "Blending with v1's query"): the two queries err differently.
+    It can as well lose to v1 while every label-free figure looks fine (measured: a worse v2, blended,
+    passed them and cost 1.9 points), so blends are offered to a labelled check only, which must find them
+    clearly better than v1 (`gate.decide`). A blend costs one v1 encoding per query.
+    """
+    out = []
+    for c in candidates:
+        for weight in BLENDS:
+            adapter = c.adapter.with_blend(weight)
+            blended = Candidate(adapter.kind, adapter, c.fit_seconds)
+            blended.figures = {**adapter_figures(check, adapter.apply(q_v2, q_v1)), "blend": weight}
+            out.append(blended)
+    return out
 
 
 def fit_from_pairs(pairs: PairedVectors, kinds: Sequence[str] = CANDIDATES, *, holdout: float = 0.2,
@@ -82,6 +110,8 @@ def fit_from_pairs(pairs: PairedVectors, kinds: Sequence[str] = CANDIDATES, *, h
     `doc_pairs` False fits on the pieces alone (documents then serve only the held-out check);
     `index_v1`: v1 vectors as the index holds them, the sampled documents first (in sample order), then
     other index documents: for the gate's self-retrieval among the index (`heldout.heldout_check`).
+    Never chooses a blend (`blend_candidates`): only labelled queries can tell one that helps from one
+    that hurts.
     """
     n_docs = len(pairs.doc_v1)
     if n_docs < MIN_DOCS:
@@ -119,11 +149,16 @@ def fit_from_pairs(pairs: PairedVectors, kinds: Sequence[str] = CANDIDATES, *, h
         for c in candidates:
             c.figures = adapter_figures(check, c.adapter.apply(q2))
             log.info("%s: %s", c.kind, {k_: round(v, 4) for k_, v in c.figures.items()})
-    ranked = sorted(candidates, key=lambda c: selection_score(c.figures), reverse=True)
-    decisions = [(c, decide(c.figures, tolerance)) for c in ranked]
-    passing = [(c, d) for c, d in decisions if d.accepted]
-    chosen, decision = passing[0] if passing else decisions[0]
+        chosen, decision = _choose(candidates, tolerance)
     counts = {"documents": n_docs, "heldout_documents": int(held_docs.sum()), "pieces": len(pairs.pieces),
               "heldout_pieces": int(held_piece.sum()), "fit_pairs": len(x),
               "distractors": 0 if index_v1 is None else len(index_v1) - n_docs}
-    return FitOutcome(chosen, candidates, decision, baseline, counts, fit_seconds)
+    return FitOutcome(chosen, candidates, decision, baseline, counts, fit_seconds, check, (q1, q2))
+
+
+def _choose(candidates: Sequence[Candidate], tolerance: float) -> tuple[Candidate, GateDecision]:
+    """The best candidate by `selection_score` that the gate accepts, else the best one with its refusal."""
+    ranked = sorted(candidates, key=lambda c: selection_score(c.figures), reverse=True)
+    decisions = [(c, decide(c.figures, tolerance)) for c in ranked]
+    passing = [(c, d) for c, d in decisions if d.accepted]
+    return passing[0] if passing else decisions[0]

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["HeldoutCheck", "adapter_figures", "heldout_check", "ndcg_single", "neighbour_agreement", "self_retrieval",
-           "top_k"]
+__all__ = ["HeldoutCheck", "adapter_figures", "heldout_check", "ndcg_single", "neighbour_agreement",
+           "neighbour_overlap", "self_retrieval", "top_k"]
 
 
 def top_k(queries: np.ndarray, corpus: np.ndarray, k: int, block: int = 2048) -> np.ndarray:
@@ -35,12 +35,17 @@ def top_k(queries: np.ndarray, corpus: np.ndarray, k: int, block: int = 2048) ->
     return out
 
 
-def neighbour_agreement(found: np.ndarray, reference: np.ndarray) -> float:
-    """Mean share of each row of `reference` (top-k ids) that the same row of `found` contains."""
+def neighbour_overlap(found: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per row: the share of `reference`'s top-k ids that the same row of `found` contains."""
     found, reference = np.asarray(found), np.asarray(reference)
     k = reference.shape[1]
-    hits = [len(set(f.tolist()) & set(r.tolist())) for f, r in zip(found, reference, strict=True)]
-    return float(np.mean(hits) / k) if len(hits) else 0.0
+    return np.array([len(set(f.tolist()) & set(r.tolist())) / k for f, r in zip(found, reference, strict=True)])
+
+
+def neighbour_agreement(found: np.ndarray, reference: np.ndarray) -> float:
+    """Mean share of each row of `reference` (top-k ids) that the same row of `found` contains."""
+    overlap = neighbour_overlap(found, reference)
+    return float(overlap.mean()) if len(overlap) else 0.0
 
 
 def ndcg_single(ranked: np.ndarray, relevant: np.ndarray, k: int = 10) -> np.ndarray:
@@ -66,6 +71,7 @@ class HeldoutCheck:
     by every candidate adapter: `baseline` holds agree_v1, self_v1, self_v2 (and self_v1_index)."""
 
     reindex: np.ndarray  # top-k of v2 pieces among v2 documents
+    v1_overlap: np.ndarray  # per piece: share of the reindex's top-k that v1's top-k holds
     docs_v1: np.ndarray
     index_v1: np.ndarray | None  # the sample's v1 vectors as the index holds them, then other documents
     relevant: np.ndarray
@@ -82,21 +88,25 @@ def heldout_check(q_v1: np.ndarray, q_v2: np.ndarray, docs_v1: np.ndarray, docs_
     there is no self_v2_index."""
     reindex = top_k(q_v2, docs_v2, k)
     v1 = top_k(q_v1, docs_v1, k)
+    v1_overlap = neighbour_overlap(v1, reindex)
     baseline = {
-        "agree_v1": neighbour_agreement(v1, reindex),
+        "agree_v1": float(v1_overlap.mean()) if len(v1_overlap) else 0.0,
         "self_v1": float(ndcg_single(v1, relevant, k)[0].mean()),
         "self_v2": float(ndcg_single(reindex, relevant, k)[0].mean()),
     }
     if index_v1 is not None:  # the sample comes first, so `relevant` indexes it as it does docs_v1
         baseline["self_v1_index"] = float(ndcg_single(top_k(q_v1, index_v1, k), relevant, k)[0].mean())
-    return HeldoutCheck(reindex, docs_v1, index_v1, relevant, k, baseline)
+    return HeldoutCheck(reindex, v1_overlap, docs_v1, index_v1, relevant, k, baseline)
 
 
 def adapter_figures(check: HeldoutCheck, q_adapted: np.ndarray) -> dict[str, float]:
-    """The baseline figures plus the adapted queries': agree_adapted, self_adapted (and self_adapted_index)."""
+    """The baseline figures plus the adapted queries': agree_adapted, self_adapted (and self_adapted_index),
+    and agree_gain_se, the standard error of the per-piece gain in agreement over v1 (paired)."""
     adapted = top_k(q_adapted, check.docs_v1, check.k)
+    gain = neighbour_overlap(adapted, check.reindex) - check.v1_overlap
     out = {**check.baseline,
-           "agree_adapted": neighbour_agreement(adapted, check.reindex),
+           "agree_adapted": float(check.v1_overlap.mean() + gain.mean()) if len(gain) else 0.0,
+           "agree_gain_se": float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0,
            "self_adapted": float(ndcg_single(adapted, check.relevant, check.k)[0].mean())}
     if check.index_v1 is not None:
         found = top_k(q_adapted, check.index_v1, check.k)

@@ -24,14 +24,15 @@ from indexer.errors import Conflict, UserError
 from indexer.hashing import sha256_text
 from indexer.models import Job
 
-from .fit import FitOutcome, choose_by_labels, fit_from_pairs, selection_score
+from .fit import FitOutcome, blend_candidates, choose_by_labels, fit_from_pairs, selection_score
+from .gate import GateDecision
 from .pairs import PairedVectors, Sample, encode_pairs, reservoir_sample
 from .register import register_adapter
 from .report import load_beir_queries
-from .select import CANDIDATES, KINDS
+from .select import CANDIDATES, KINDS, Candidate
 
-__all__ = ["DEFAULT_SAMPLE_DOCS", "default_sample_docs", "distractor_ids", "find_corpus", "fit_upgrade", "labelled_ndcg",
-           "sample_index", "stored_vectors"]
+__all__ = ["DEFAULT_SAMPLE_DOCS", "default_sample_docs", "distractor_ids", "find_corpus", "fit_upgrade",
+           "labelled_blend", "labelled_ndcg", "labelled_per_query", "sample_index", "stored_vectors"]
 
 log = logging.getLogger(__name__)
 DEFAULT_SAMPLE_DOCS = 2000
@@ -117,15 +118,34 @@ def _encode_fn(encoder, queries: bool):
     return encoder.encode_queries if queries and hasattr(encoder, "encode_queries") else encoder
 
 
+def _encode_once(encode: Callable[[list[str]], np.ndarray]) -> Callable[[list[str]], np.ndarray]:
+    """`encode`, remembering its last call: the labelled check encodes the same queries again for blends."""
+    last: list = [None, None]
+
+    def run(texts: list[str]) -> np.ndarray:
+        if last[0] != texts:
+            last[:] = [list(texts), encode(texts)]
+        return last[1]
+
+    return run
+
+
 def labelled_ndcg(catalog: Catalog, index: Any, faiss_index: Any, data: str, query_v1, query_v2,
                   adapters: dict[str, Any], split: str = "test", k: int = 10) -> dict[str, float]:
     """nDCG@10 on a BEIR folder's labelled queries searched in the index (`faiss_index`, loaded): v1
     queries and each adapter."""
+    per_query = labelled_per_query(catalog, index, faiss_index, data, query_v1, query_v2, adapters, split, k)
+    return {name: float(values.mean()) for name, values in per_query.items()}
+
+
+def labelled_per_query(catalog: Catalog, index: Any, faiss_index: Any, data: str, query_v1, query_v2,
+                       adapters: dict[str, Any], split: str = "test", k: int = 10) -> dict[str, np.ndarray]:
+    """As `labelled_ndcg`, per labelled query (in query order), for paired comparisons."""
     import pytrec_eval
 
     qids, texts, qrels = load_beir_queries(data, split)
     v1, v2 = query_v1(texts), query_v2(texts)
-    runs = {"v1": v1, **{name: a.apply(v2) for name, a in adapters.items()}}
+    runs = {"v1": v1, **{name: a.apply(v2, v1) for name, a in adapters.items()}}
     out = {}
     evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"})
     for name, vectors in runs.items():
@@ -136,19 +156,47 @@ def labelled_ndcg(catalog: Catalog, index: Any, faiss_index: Any, data: str, que
         run = {qid: {items[int(f)]: float(sc) for f, sc in zip(ids[i], scores[i], strict=True) if int(f) in items}
                for i, qid in enumerate(qids)}
         res = evaluator.evaluate(run)
-        out[name] = float(np.mean([r["ndcg_cut_10"] for r in res.values()]))
+        out[name] = np.array([res[q]["ndcg_cut_10"] for q in qids if q in res])
     return out
+
+
+def labelled_blend(catalog: Catalog, index: Any, faiss_index: Any, data: str, query_v1, query_v2,
+                   outcome: FitOutcome, labelled: dict[str, float]) -> tuple[Candidate, GateDecision]:
+    """The kind best on the labelled queries, blended with v1's query at each weight (`fit.blend_candidates`),
+    chosen and gated on the same queries (`gate.decide`: clearly above v1). Where the labelled check
+    accepted a plain adapter (`outcome.chosen`), the blend must also be clearly above that one: it costs a
+    second encoding of every query."""
+    base = max(outcome.candidates, key=lambda c: labelled[c.kind])
+    blends = blend_candidates([base], outcome.check, *outcome.heldout_queries)
+    rival = outcome.chosen if outcome.decision.accepted else None
+    per_query = labelled_per_query(catalog, index, faiss_index, data, query_v1, query_v2,
+                                   {c.kind: c.adapter for c in blends + ([rival] if rival else [])})
+    labelled.update({name: float(v.mean()) for name, v in per_query.items() if name not in labelled})
+    gain_se = {c.kind: _paired_se(per_query[c.kind], per_query["v1"]) for c in blends}
+    chosen, decision = choose_by_labels(blends, labelled, gain_se=gain_se)
+    if decision.accepted and rival is not None:
+        gain, se = labelled[chosen.kind] - labelled[rival.kind], _paired_se(per_query[chosen.kind], per_query[rival.kind])
+        if gain <= 2 * se:
+            decision = GateDecision(False, f"the best blend is not clearly above the {rival.kind} adapter on the "
+                                           f"labelled queries (nDCG@10 +{gain:.4f}, standard error {se:.4f})")
+    return chosen, decision
+
+
+def _paired_se(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.std(a - b, ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
 
 
 def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto", *, corpus: str | None = None,
                 sample_docs: int | None = None, queries: str | None = None, eval_data: str | None = None,
                 seed: int = 0, activate: bool = True, encoder_for: Callable[[str], Any] | None = None,
-                v1_encoder: Any = None, v2_encoder: Any = None) -> dict[str, Any]:
+                v1_encoder: Any = None, v2_encoder: Any = None, blend: bool = True) -> dict[str, Any]:
     """Fit, check and (when the gate accepts) register an adapter from `model` into the index's space.
 
     Returns the held-out figures; `accepted` False with `reason` when the gate refuses (nothing is
     registered then). `encoder_for(source)` loads a model (default `load_text_encoder`);
     `v1_encoder` / `v2_encoder` (callables with `.record`) replace loading, for library use and tests.
+    `blend` (with `eval_data` only): also try v1's query blended with a share of the mapped one
+    (`labelled_blend`), kept only when clearly better; False when v1 will not be served any more.
     """
     if encoder_for is None:
         from embedkd.text_encoder import load_text_encoder as encoder_for
@@ -198,11 +246,19 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
     log.info("encoded %d pieces with both models in %.1fs; fitting %s", len(pairs.pieces),
              sum(pairs.seconds.values()), ", ".join(kinds))
     outcome: FitOutcome = fit_from_pairs(pairs, kinds, seed=seed, extra_pairs=extra, index_v1=as_indexed)
-    labelled = None
+    labelled, blend_result = None, None
     if eval_data:
-        labelled = labelled_ndcg(catalog, index, faiss_index, eval_data, _encode_fn(v1, True), _encode_fn(v2, True),
+        query_v1, query_v2 = _encode_once(_encode_fn(v1, True)), _encode_once(_encode_fn(v2, True))
+        labelled = labelled_ndcg(catalog, index, faiss_index, eval_data, query_v1, query_v2,
                                  {c.kind: c.adapter for c in outcome.candidates})
         outcome.chosen, outcome.decision = choose_by_labels(outcome.candidates, labelled)
+        if blend:  # v1's query plus a share of the mapped one, where the labels say it is clearly better
+            chosen, decision = labelled_blend(catalog, index, faiss_index, eval_data, query_v1, query_v2, outcome,
+                                              labelled)
+            blend_result = {"kind": chosen.kind, "accepted": decision.accepted, "reason": decision.reason}
+            if decision.accepted:
+                outcome.chosen, outcome.decision = chosen, decision
+                outcome.candidates.append(chosen)
     seconds = time.perf_counter() - t_start
     docs_v2_seconds = pairs.seconds.get("encode_docs_v2", 0.0)
     reindex_estimate = docs_v2_seconds / max(1, len(sample.ids)) * n_index
@@ -225,9 +281,13 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
                     **{k: round(v, 2) for k, v in pairs.seconds.items()},
                     "reindex_estimate": round(reindex_estimate, 2)},
         "v1_vectors": "index" if stored is not None else "re-encoded",
+        # a blend also encodes every query with the index's model: say so where the user reads the result
+        "query_models": [v2.record.name, v1.record.name] if chosen.adapter.needs_index_queries else [v2.record.name],
     }
     if labelled is not None:
         result["labelled_ndcg@10"] = labelled
+    if blend_result is not None:
+        result["blend"] = blend_result
     if outcome.decision.accepted:
         metrics = {k: v for k, v in result.items() if k in ("heldout", "candidates", "counts", "seconds")}
         if labelled is not None:

@@ -167,22 +167,46 @@ def test_score_map_for_a_linear_upgrade_routes_queries_and_new_documents(catalog
     assert hits[0][0].id == "new1"
 
 
-def test_labelled_eval_data_is_checked(catalog, tmp_path):
-    path, v1 = _build(catalog, tmp_path)
+def _labelled(tmp_path, path):
+    """A BEIR folder whose queries are the first 20 documents' titles, each relevant to its document."""
     beir = tmp_path / "beir"
-    (beir / "qrels").mkdir(parents=True)
+    (beir / "qrels").mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in path.read_text().splitlines()[:20]]
     (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": r["title"]}) + "\n"
                                                 for i, r in enumerate(rows)))
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
         f"q{i}\t{r['_id']}\t1\n" for i, r in enumerate(rows)))
+    return beir
+
+
+def test_labelled_eval_data_is_checked(catalog, tmp_path):
+    path, v1 = _build(catalog, tmp_path)
+    beir = _labelled(tmp_path, path)
     drift = np.linalg.qr(np.random.default_rng(3).normal(size=(48, 48)))[0][:32]
     v2 = HashEncoder(32, 1, drift=drift)
     res = fit_upgrade(catalog, "idx", "v2", "procrustes", corpus=str(path), sample_docs=80, eval_data=str(beir),
                       v1_encoder=v1, v2_encoder=v2)
     ndcg = res["labelled_ndcg@10"]
-    assert set(ndcg) == {"v1", "procrustes"} and ndcg["procrustes"] >= ndcg["v1"] - 0.005
-    assert res["accepted"] and res["heldout"]["ndcg_adapted"] == ndcg["procrustes"]
+    assert ndcg["procrustes"] >= ndcg["v1"] - 0.005
+    assert res["accepted"] and res["kind"] == "procrustes" and res["heldout"]["ndcg_adapted"] == ndcg["procrustes"]
+    # blends were scored too, and none is clearly better than an exact map: the plain one needs no v1 query
+    assert sorted(k for k in ndcg if k.startswith("procrustes+v1@")) == [f"procrustes+v1@0.{i}" for i in range(1, 10)]
+    assert res["query_models"] == [v2.record.name]
+
+
+def test_labelled_refusal_tries_blends_and_registers_nothing(catalog, tmp_path):
+    path, v1 = _build(catalog, tmp_path)
+    other = HashEncoder(32, 99)  # unrelated space: every map is far below v1 on the labelled queries
+    res = fit_upgrade(catalog, "idx", "other", "procrustes", corpus=str(path), sample_docs=80,
+                      eval_data=str(_labelled(tmp_path, path)), v1_encoder=v1, v2_encoder=other)
+    blends = [k for k in res["labelled_ndcg@10"] if k.startswith("procrustes+v1@")]
+    assert len(blends) == 9 and not res["accepted"]  # tried at every weight, none clearly above v1
+    assert not res["blend"]["accepted"] and "not clearly above v1" in res["blend"]["reason"]
+    with catalog.session() as s:
+        assert s.query(AdapterRow).count() == 0
+    res = fit_upgrade(catalog, "idx", "other", "procrustes", corpus=str(path), sample_docs=80,
+                      eval_data=str(_labelled(tmp_path, path)), v1_encoder=v1, v2_encoder=other, blend=False)
+    assert not any("+v1@" in k for k in res["labelled_ndcg@10"])
 
 
 def test_no_recorded_corpus(catalog, tmp_path):
@@ -210,3 +234,74 @@ def test_fit_reads_the_index_view_per_factory(catalog, tmp_path, factory, exact)
     assert res["counts"]["distractors"] == 20
     assert res["heldout"]["self_adapted_index"] >= res["heldout"]["self_v1_index"] - 0.005
     assert res["accepted"], res["reason"]
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _two_views(own: float = 0.8, n: int = 300, d: int = 24, seed: int = 0):
+    """Two unrelated models of the same topics: each document and its pieces share a topic, and a
+    model-specific part (the model's own view of that document) that the other model lacks. A map from
+    v2 cannot recover v1's part, so pieces mapped from v2 find their own documents among v1's vectors
+    worse than v1's pieces do, while v2 still knows which documents share a topic."""
+    from embedkd.upgrade.pairs import PairedVectors
+    from embedkd.upgrade.sampling import Piece
+
+    rng = np.random.default_rng(seed)
+    topic, e1, e2 = rng.normal(size=(n, d)), rng.normal(size=(n, d)), rng.normal(size=(n, d))
+    rot = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    owner = np.repeat(np.arange(n), 5)
+    u = rng.normal(size=(len(owner), d))
+    p1 = _unit(topic[owner] + own * e1[owner] + 0.8 * u + 0.3 * rng.normal(size=u.shape))
+    p2 = _unit((topic[owner] + own * e2[owner] + 0.8 * u + 0.3 * rng.normal(size=u.shape)) @ rot)
+    pieces = [Piece(f"p{i}", int(o), "span") for i, o in enumerate(owner)]
+    return PairedVectors(_unit(topic + own * e1), _unit((topic + own * e2) @ rot), pieces, p1, p2)
+
+
+def test_blends_are_chosen_and_gated_on_labelled_queries_only():
+    from embedkd.upgrade.fit import BLENDS, blend_candidates, choose_by_labels, fit_from_pairs
+
+    pairs = _two_views()
+    out = fit_from_pairs(pairs, ("procrustes", "affine"))
+    # the label-free gate refuses both maps and never offers a blend: its figures cannot tell a blend
+    # that helps from one that hurts
+    assert not out.decision.accepted and "own documents worse than v1" in out.decision.reason
+    assert not any(c.adapter.needs_index_queries for c in out.candidates)
+    blends = blend_candidates(out.candidates[:1], out.check, *out.heldout_queries)
+    assert [b.adapter.blend for b in blends] == list(BLENDS)
+    assert all(b.adapter.needs_index_queries and b.kind.startswith("procrustes+v1@") for b in blends)
+    good = "procrustes+v1@0.3"
+    fig = next(b.figures for b in blends if b.kind == good)
+    assert fig["agree_adapted"] - fig["agree_v1"] > 2 * fig["agree_gain_se"] > 0  # clearly nearer the reindex
+    # labelled queries decide: a blend within two standard errors of v1 is refused, one clearly above is taken
+    ndcg = {"v1": 0.50, **{b.kind: 0.51 for b in blends}}
+    _, decision = choose_by_labels(blends, ndcg, gain_se={b.kind: 0.006 for b in blends})
+    assert not decision.accepted and "not clearly above v1" in decision.reason
+    chosen, decision = choose_by_labels(blends, {**ndcg, good: 0.53}, gain_se={b.kind: 0.006 for b in blends})
+    assert decision.accepted and chosen.kind == good and chosen.adapter.blend == 0.3
+
+
+def test_blended_adapter_routes_text_search_through_both_models(catalog, tmp_path):
+    from embedkd.upgrade.register import register_adapter
+    from indexer.adapters import Adapter
+    from indexer.search import Searcher
+
+    path, v1 = _build(catalog, tmp_path)
+    rot = np.linalg.qr(np.random.default_rng(5).normal(size=(32, 32)))[0]
+    v2 = HashEncoder(32, 1, drift=rot)  # v1 rotated: rot^T maps it back exactly
+    # half the mapped v2 query, half v1's: both are v1's query here, so search must match v1's own
+    adapter = Adapter(kind="procrustes", source_fingerprint=v2.record.fingerprint,
+                      target_fingerprint=v1.record.fingerprint, source_dim=32, target_dim=32,
+                      linear=rot.T).with_blend(0.5)
+    register_adapter(catalog, "idx", adapter, v2.record, {})
+    encoders = {v1.record.source: v1, v2.record.source: v2}
+    searcher = Searcher(catalog, encoder_for=encoders.__getitem__)
+    query = ["w1 w2 w3 w4 w5"]
+    routed = searcher.search("idx", query, k=5, query_model=v2.record.source)[0]
+    own = searcher.search("idx", query, k=5)[0]
+    assert [h.id for h in routed] == [h.id for h in own]
+    np.testing.assert_allclose([h.score for h in routed], [h.score for h in own], atol=1e-5)
+    # vectors alone cannot be blended: a clear error, not a silent v2-only search
+    with pytest.raises(UserError, match="both models"):
+        searcher.search_vectors("idx", v2(query), k=5, source_fingerprint=v2.record.fingerprint)

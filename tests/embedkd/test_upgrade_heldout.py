@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from embedkd.upgrade.gate import decide
-from embedkd.upgrade.heldout import adapter_figures, heldout_check, ndcg_single, neighbour_agreement, self_retrieval, top_k
+from embedkd.upgrade.heldout import (
+    adapter_figures,
+    heldout_check,
+    ndcg_single,
+    neighbour_agreement,
+    neighbour_overlap,
+    self_retrieval,
+    top_k,
+)
 from embedkd.upgrade.sampling import query_like_pieces, sample_indices, split_sentences
 from embedkd.upgrade.select import fit_candidates, group_split, pick_best
 
@@ -108,3 +116,20 @@ def test_fit_candidates_and_pick_best():
     # mean-shift is skipped when the dimensions differ
     cands = fit_candidates(x, y[:, :3], np.arange(400) // 4, ["mean-shift", "procrustes"])
     assert [c.kind for c in cands] == ["procrustes"]
+
+
+def test_agreement_gain_standard_error_and_the_blend_rule():
+    reindex = np.array([[0, 1], [2, 3], [4, 5]])
+    v1 = np.array([[0, 9], [9, 8], [4, 5]])  # overlaps 0.5, 0, 1
+    np.testing.assert_allclose(neighbour_overlap(v1, reindex), [0.5, 0.0, 1.0])
+    docs = np.eye(10, dtype=np.float32)
+    check = heldout_check(docs[[0, 9, 4]], docs[[0, 2, 4]], docs, docs, np.array([0, 2, 4]), k=1)
+    # v1 finds 0, 9, 4; the reindex 0, 2, 4: v1 agrees on 2 of 3. An adapter finding 0, 2, 4 gains (0, 1, 0)
+    fig = adapter_figures(check, docs[[0, 2, 4]])
+    assert fig["agree_v1"] == pytest.approx(2 / 3) and fig["agree_adapted"] == pytest.approx(1.0)
+    assert fig["agree_gain_se"] == pytest.approx(np.std([0, 1, 0], ddof=1) / np.sqrt(3))
+    # as a plain adapter it passes rule 1; as a blend the gain (1/3) is within 2 SE (0.67): refused
+    assert decide(fig).accepted
+    refused = decide({**fig, "blend": 0.5})
+    assert not refused.accepted and "not clearly more than v1" in refused.reason
+    assert decide({**fig, "blend": 0.5, "agree_gain_se": 0.1}).accepted

@@ -129,3 +129,32 @@ def test_score_map_documents_take_the_inverse_map_and_survive_a_roundtrip(tmp_pa
     with pytest.raises(UserError, match="purely linear"):
         Adapter(kind="score-map", source_fingerprint="s", target_fingerprint="t", source_dim=2, target_dim=2,
                 linear=m, bias=np.ones(2), doc_center=np.zeros(2))
+
+
+def test_blend_hand_values_roundtrip_and_errors(tmp_path):
+    # map: identity on 2-d; blend 0.25 of the mapped v2 query with 0.75 of v1's (both unit first)
+    a = Adapter(kind="procrustes", source_fingerprint="s", target_fingerprint="t", source_dim=2, target_dim=2,
+                linear=np.eye(2)).with_blend(0.25)
+    assert a.kind == "procrustes+v1@0.25"
+    assert a.needs_index_queries
+    mixed = 0.75 * np.array([0.0, 1.0]) + 0.25 * np.array([1.0, 0.0])  # v1 (0, 2) -> unit (0, 1)
+    np.testing.assert_allclose(a.apply(np.array([[3.0, 0.0]]), np.array([[0.0, 2.0]])),
+                               [mixed / np.linalg.norm(mixed)], rtol=1e-6)
+    with pytest.raises(UserError, match="encode each query with both models"):
+        a.apply(np.array([[3.0, 0.0]]))
+    with pytest.raises(UserError, match="2-d query vectors from the index's model"):
+        a.apply(np.array([[3.0, 0.0]]), np.ones((1, 3)))
+    with pytest.raises(UserError, match="add new documents with the index's model"):
+        a.for_documents()
+    with pytest.raises(UserError, match="strictly between 0 and 1"):
+        a.with_blend(1.0)
+    assert a.with_blend(0.5).kind == "procrustes+v1@0.5"
+    path = tmp_path / "blend.npz"
+    b = load_adapter(path, checksum=save_adapter(a, path))
+    assert b.blend == 0.25 and b.kind == a.kind
+    x, v1 = np.array([[1.0, 2.0]]), np.array([[2.0, -1.0]])
+    np.testing.assert_array_equal(a.apply(x, v1), b.apply(x, v1))
+    plain = Adapter(kind="procrustes", source_fingerprint="s", target_fingerprint="t", source_dim=2, target_dim=2,
+                    linear=np.eye(2))
+    assert not plain.needs_index_queries
+    np.testing.assert_array_equal(plain.apply(x, v1), plain.apply(x))  # index vectors only matter to a blend
