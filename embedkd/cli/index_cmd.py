@@ -61,10 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(handler=_list)
 
 
-def _check_positive(name: str, value: int) -> None:
+def _check_positive(name: str, value: int | None) -> None:
     from indexer.errors import UserError
 
-    if value <= 0:
+    if value is not None and value <= 0:
         raise UserError(f"--{name} must be a positive integer, got {value}")
 
 

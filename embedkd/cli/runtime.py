@@ -14,7 +14,8 @@ def catalog_from_env():
 
 
 def add_encoder_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=64, help="texts per encoder batch (default 64)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="texts per encoder batch (default 16 on a CPU, where small batches encode faster, 64 on a GPU)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="encoder arithmetic; auto = bf16 where the hardware has it natively")
@@ -48,7 +49,7 @@ def text_encoder_loader(args: argparse.Namespace):
 
     def load(source: str):
         return load_text_encoder(source, device=getattr(args, "device", None),
-                                 batch_size=getattr(args, "batch_size", 64),
+                                 batch_size=getattr(args, "batch_size", None),
                                  precision=getattr(args, "precision", "auto"))
 
     return load

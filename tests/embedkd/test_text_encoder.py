@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedkd.text_encoder import TextEncoder, resolve_precision, role_prompts
+from embedkd.text_encoder import TextEncoder, default_batch_size, resolve_precision, role_prompts
 from indexer.errors import UserError
 from tests.conftest import prompted_copy
 
@@ -25,6 +25,14 @@ def test_bf16_stays_close_to_fp32(minilm):
     cos = (bf16(TEXTS) * minilm(TEXTS)).sum(1)
     assert cos.min() > 0.999
     assert bf16.record.fingerprint == minilm.record.fingerprint  # same weights, same space
+
+
+def test_batch_size_defaults_by_device_and_does_not_change_vectors(minilm):
+    assert default_batch_size("cpu") == 16 and default_batch_size("cuda:0") == 64
+    small = TextEncoder(minilm.model, name="m", precision="fp32")
+    assert small.batch_size == 16  # a CPU model
+    big = TextEncoder(minilm.model, name="m", batch_size=64, precision="fp32")
+    np.testing.assert_allclose(small(TEXTS * 5), big(TEXTS * 5), atol=1e-5)
 
 
 def test_precision_choices():
