@@ -68,7 +68,7 @@ class ImageEncoder:
     """Wraps a loaded `ReIDModel`. With `lq`, inputs are degraded by the fixed LQ protocol first
     (keyed by file name; images without a name use the key "upload") — for tests of LQ queries."""
 
-    def __init__(self, model, source: str, batch_size: int = 64, lq: bool = False) -> None:
+    def __init__(self, model, source: str, batch_size: int | None = None, lq: bool = False) -> None:
         self.model = model.eval()
         self.batch_size = batch_size
         self.lq = lq
@@ -100,7 +100,7 @@ class ImageEncoder:
         return embed_images(self.model, images, self.batch_size)
 
 
-def load_image_encoder(model_dir: str | Path, batch_size: int = 64, lq: bool = False) -> ImageEncoder:
+def load_image_encoder(model_dir: str | Path, batch_size: int | None = None, lq: bool = False) -> ImageEncoder:
     """The encoder of a model folder written by `embedkd reid train`; its record's source is the
     folder's absolute path (what the index remembers to load it again)."""
     from .model import load_model

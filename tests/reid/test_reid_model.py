@@ -60,3 +60,18 @@ def test_save_load_roundtrip(tmp_path):
 def test_unknown_backbone_is_a_user_error():
     with pytest.raises(UserError, match="timm model name"):
         build_model(ModelSpec(backbone="no_such_net_42"), pretrained=False)
+
+
+def test_embeddings_do_not_depend_on_the_batch_size():
+    import numpy as np
+    from PIL import Image
+
+    from reid.evaluation import default_image_batch, embed_images
+
+    assert default_image_batch("cpu") == 32 and default_image_batch("cuda:0") == 128
+    model, _ = build_model(ModelSpec(backbone="mobilenetv2_100", height=64, width=32), pretrained=False)
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (128, 64, 3), dtype=np.uint8)) for _ in range(37)]
+    default = embed_images(model, images)  # 32 on this CPU: a full batch and a partial one
+    np.testing.assert_allclose(default, embed_images(model, images, batch_size=5), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(default, axis=1), 1.0, atol=1e-5)
