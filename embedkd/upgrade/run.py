@@ -32,7 +32,7 @@ from .report import load_beir_queries
 from .select import CANDIDATES, KINDS, Candidate
 
 __all__ = ["DEFAULT_SAMPLE_DOCS", "default_sample_docs", "distractor_ids", "find_corpus", "fit_upgrade",
-           "labelled_blend", "labelled_ndcg", "labelled_per_query", "sample_index", "stored_vectors"]
+           "labelled_blend", "labelled_per_query", "sample_index", "stored_vectors"]
 
 log = logging.getLogger(__name__)
 DEFAULT_SAMPLE_DOCS = 2000
@@ -118,38 +118,17 @@ def _encode_fn(encoder, queries: bool):
     return encoder.encode_queries if queries and hasattr(encoder, "encode_queries") else encoder
 
 
-def _encode_once(encode: Callable[[list[str]], np.ndarray]) -> Callable[[list[str]], np.ndarray]:
-    """`encode`, remembering its last call: the labelled check encodes the same queries again for blends."""
-    last: list = [None, None]
-
-    def run(texts: list[str]) -> np.ndarray:
-        if last[0] != texts:
-            last[:] = [list(texts), encode(texts)]
-        return last[1]
-
-    return run
-
-
-def labelled_ndcg(catalog: Catalog, index: Any, faiss_index: Any, data: str, query_v1, query_v2,
-                  adapters: dict[str, Any], split: str = "test", k: int = 10) -> dict[str, float]:
-    """nDCG@10 on a BEIR folder's labelled queries searched in the index (`faiss_index`, loaded): v1
-    queries and each adapter."""
-    per_query = labelled_per_query(catalog, index, faiss_index, data, query_v1, query_v2, adapters, split, k)
-    return {name: float(values.mean()) for name, values in per_query.items()}
-
-
-def labelled_per_query(catalog: Catalog, index: Any, faiss_index: Any, data: str, query_v1, query_v2,
-                       adapters: dict[str, Any], split: str = "test", k: int = 10) -> dict[str, np.ndarray]:
-    """As `labelled_ndcg`, per labelled query (in query order), for paired comparisons."""
+def labelled_per_query(catalog: Catalog, index: Any, faiss_index: Any, qids: list[str],
+                       qrels: dict[str, dict[str, int]], vectors: dict[str, np.ndarray],
+                       k: int = 100) -> dict[str, np.ndarray]:
+    """nDCG@10 of each labelled query (in `qids` order) searched in the index (`faiss_index`, loaded) with
+    each named set of query vectors (v1's, or v2's through an adapter): per query, for paired comparisons."""
     import pytrec_eval
 
-    qids, texts, qrels = load_beir_queries(data, split)
-    v1, v2 = query_v1(texts), query_v2(texts)
-    runs = {"v1": v1, **{name: a.apply(v2, v1) for name, a in adapters.items()}}
     out = {}
     evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"})
-    for name, vectors in runs.items():
-        scores, ids = faiss_index.search(np.ascontiguousarray(vectors, np.float32), 100)
+    for name, q in vectors.items():
+        scores, ids = faiss_index.search(np.ascontiguousarray(q, np.float32), k)
         with catalog.session() as s:
             items = {f: it.external_id for f, it in
                      items_by_faiss_ids(s, index.id, np.unique(ids[ids >= 0]).tolist()).items()}
@@ -160,22 +139,22 @@ def labelled_per_query(catalog: Catalog, index: Any, faiss_index: Any, data: str
     return out
 
 
-def labelled_blend(catalog: Catalog, index: Any, faiss_index: Any, data: str, query_v1, query_v2,
-                   outcome: FitOutcome, labelled: dict[str, float]) -> tuple[Candidate, GateDecision]:
-    """The kind best on the labelled queries, blended with v1's query at each weight (`fit.blend_candidates`),
-    chosen and gated on the same queries (`gate.decide`: clearly above v1). Where the labelled check
-    accepted a plain adapter (`outcome.chosen`), the blend must also be clearly above that one: it costs a
-    second encoding of every query."""
-    base = max(outcome.candidates, key=lambda c: labelled[c.kind])
+def labelled_blend(outcome: FitOutcome, per_query: dict[str, np.ndarray],
+                   score: Callable[[list[Candidate]], dict[str, np.ndarray]]) -> tuple[Candidate, GateDecision]:
+    """The kind best on the labelled queries (`per_query`: nDCG@10 per query of "v1" and each candidate),
+    blended with v1's query at each weight (`fit.blend_candidates`; `score` gives their per-query nDCG@10,
+    added to `per_query`), chosen and gated on the same queries (`gate.decide`: clearly above v1). Where
+    the labelled check accepted a plain adapter (`outcome.chosen`), the blend must also be clearly above
+    that one: it costs a second encoding of every query."""
+    base = max(outcome.candidates, key=lambda c: per_query[c.kind].mean())
     blends = blend_candidates([base], outcome.check, *outcome.heldout_queries)
-    rival = outcome.chosen if outcome.decision.accepted else None
-    per_query = labelled_per_query(catalog, index, faiss_index, data, query_v1, query_v2,
-                                   {c.kind: c.adapter for c in blends + ([rival] if rival else [])})
-    labelled.update({name: float(v.mean()) for name, v in per_query.items() if name not in labelled})
+    per_query.update(score(blends))
+    means = {name: float(v.mean()) for name, v in per_query.items()}
     gain_se = {c.kind: _paired_se(per_query[c.kind], per_query["v1"]) for c in blends}
-    chosen, decision = choose_by_labels(blends, labelled, gain_se=gain_se)
+    chosen, decision = choose_by_labels(blends, means, gain_se=gain_se)
+    rival = outcome.chosen if outcome.decision.accepted else None
     if decision.accepted and rival is not None:
-        gain, se = labelled[chosen.kind] - labelled[rival.kind], _paired_se(per_query[chosen.kind], per_query[rival.kind])
+        gain, se = means[chosen.kind] - means[rival.kind], _paired_se(per_query[chosen.kind], per_query[rival.kind])
         if gain <= 2 * se:
             decision = GateDecision(False, f"the best blend is not clearly above the {rival.kind} adapter on the "
                                            f"labelled queries (nDCG@10 +{gain:.4f}, standard error {se:.4f})")
@@ -248,17 +227,24 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
     outcome: FitOutcome = fit_from_pairs(pairs, kinds, seed=seed, extra_pairs=extra, index_v1=as_indexed)
     labelled, blend_result = None, None
     if eval_data:
-        query_v1, query_v2 = _encode_once(_encode_fn(v1, True)), _encode_once(_encode_fn(v2, True))
-        labelled = labelled_ndcg(catalog, index, faiss_index, eval_data, query_v1, query_v2,
-                                 {c.kind: c.adapter for c in outcome.candidates})
-        outcome.chosen, outcome.decision = choose_by_labels(outcome.candidates, labelled)
+        qids, texts, qrels = load_beir_queries(eval_data, "test")
+        lq1, lq2 = _encode_fn(v1, True)(texts), _encode_fn(v2, True)(texts)
+
+        def score(candidates: list[Candidate]) -> dict[str, np.ndarray]:
+            return labelled_per_query(catalog, index, faiss_index, qids, qrels,
+                                      {c.kind: c.adapter.apply(lq2, lq1) for c in candidates})
+
+        per_query = {**labelled_per_query(catalog, index, faiss_index, qids, qrels, {"v1": lq1}),
+                     **score(outcome.candidates)}
+        outcome.chosen, outcome.decision = choose_by_labels(
+            outcome.candidates, {name: float(v.mean()) for name, v in per_query.items()})
         if blend:  # v1's query plus a share of the mapped one, where the labels say it is clearly better
-            chosen, decision = labelled_blend(catalog, index, faiss_index, eval_data, query_v1, query_v2, outcome,
-                                              labelled)
+            chosen, decision = labelled_blend(outcome, per_query, score)
             blend_result = {"kind": chosen.kind, "accepted": decision.accepted, "reason": decision.reason}
             if decision.accepted:
                 outcome.chosen, outcome.decision = chosen, decision
                 outcome.candidates.append(chosen)
+        labelled = {name: float(v.mean()) for name, v in per_query.items()}
     seconds = time.perf_counter() - t_start
     docs_v2_seconds = pairs.seconds.get("encode_docs_v2", 0.0)
     reindex_estimate = docs_v2_seconds / max(1, len(sample.ids)) * n_index
