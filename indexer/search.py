@@ -62,6 +62,13 @@ def _encode_queries(encoder: Encoder, queries: Sequence[Any]) -> np.ndarray:
     return getattr(encoder, "encode_queries", encoder)(list(queries))
 
 
+def _adapted(adapter: Any, q: np.ndarray, index_vectors: np.ndarray | None) -> np.ndarray:
+    """Queries through `adapter` into the index's space, unit length (a blend also takes `index_vectors`)."""
+    q = np.ascontiguousarray(adapter.apply(q, index_vectors), dtype=np.float32)
+    q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    return q
+
+
 class Searcher:
     def __init__(self, catalog: Catalog, encoder_for: Callable[[str], Encoder] | None = None,
                  use_gpu: bool = False, nprobe: int | None = None, ef_search: int | None = None) -> None:
@@ -137,9 +144,30 @@ class Searcher:
         if q.ndim == 1:
             q = q[None, :]
         if source_fingerprint is not None and source_fingerprint != loaded.model_fingerprint:
-            q = self._adapter(loaded, name, source_fingerprint).apply(q, index_vectors)
-            q = np.ascontiguousarray(q, dtype=np.float32)
-            q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+            q = _adapted(self._adapter(loaded, name, source_fingerprint), q, index_vectors)
+        return self._search(loaded, name, q, k)
+
+    def search(self, name: str, queries: Sequence[Any], k: int = 10, query_model: str | None = None) -> list[list[Hit]]:
+        """Search texts (or images) with the index's model, or with `query_model` through its adapter."""
+        check_k(k)
+        if not len(queries):
+            raise UserError("no query given; pass at least one query")
+        for qtext in queries:
+            if isinstance(qtext, str) and not qtext.strip():
+                raise UserError("the query is empty; give some text to search for")
+        loaded = self._load(name)
+        encoder = self.encoder(query_model) if query_model is not None else self._index_encoder(loaded, name)
+        q = _encode_queries(encoder, queries)
+        if encoder.record.fingerprint != loaded.model_fingerprint:
+            adapter = self._adapter(loaded, name, encoder.record.fingerprint)
+            own = _encode_queries(self._index_encoder(loaded, name), queries) if adapter.needs_index_queries else None
+            q = _adapted(adapter, q, own)
+        return self._search(loaded, name, q, k)
+
+    def _search(self, loaded: _Loaded, name: str, q: np.ndarray, k: int) -> list[list[Hit]]:
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
         if q.shape[1] != loaded.dimension:
             raise Conflict(
                 f"query vectors have dimension {q.shape[1]} but index {name!r} holds {loaded.dimension}-d vectors; "
@@ -153,20 +181,3 @@ class Searcher:
             [Hit(found[int(i)][0], float(sc), found[int(i)][1]) for sc, i in zip(srow, irow) if int(i) in found]
             for srow, irow in zip(scores, ids)
         ]
-
-    def search(self, name: str, queries: Sequence[Any], k: int = 10, query_model: str | None = None) -> list[list[Hit]]:
-        """Search texts (or images) with the index's model, or with `query_model` through its adapter."""
-        check_k(k)
-        if not len(queries):
-            raise UserError("no query given; pass at least one query")
-        for qtext in queries:
-            if isinstance(qtext, str) and not qtext.strip():
-                raise UserError("the query is empty; give some text to search for")
-        loaded = self._load(name)
-        encoder = self.encoder(query_model) if query_model is not None else self._index_encoder(loaded, name)
-        vectors = _encode_queries(encoder, queries)
-        index_vectors = None
-        if encoder.record.fingerprint != loaded.model_fingerprint:
-            if self._adapter(loaded, name, encoder.record.fingerprint).needs_index_queries:  # a blend
-                index_vectors = _encode_queries(self._index_encoder(loaded, name), queries)
-        return self.search_vectors(name, vectors, k, encoder.record.fingerprint, index_vectors)
