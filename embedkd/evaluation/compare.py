@@ -7,7 +7,13 @@ import math
 import numpy as np
 from scipy import stats
 
-__all__ = ["paired_comparison"]
+__all__ = ["paired_comparison", "standard_error"]
+
+
+def standard_error(diff: np.ndarray) -> float:
+    """Standard error of the mean of per-query (or per-piece) paired differences; 0 with fewer than 2."""
+    diff = np.asarray(diff, dtype=np.float64)
+    return float(diff.std(ddof=1) / math.sqrt(diff.size)) if diff.size > 1 else 0.0
 
 
 def paired_comparison(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
@@ -21,7 +27,7 @@ def paired_comparison(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) ->
     diff = b - a
     n = diff.size
     mean = float(diff.mean())
-    se = float(diff.std(ddof=1) / math.sqrt(n))
+    se = standard_error(diff)
     if se == 0.0:
         half, p = 0.0, (1.0 if mean == 0.0 else 0.0)
     else:

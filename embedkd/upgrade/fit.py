@@ -79,9 +79,8 @@ def choose_by_labels(candidates: Sequence[Candidate], ndcg: dict[str, float], to
     return best, decide(best.figures, tolerance)
 
 
-def blend_candidates(candidates: Sequence[Candidate], check: HeldoutCheck, q_v1: np.ndarray,
-                     q_v2: np.ndarray) -> list[Candidate]:
-    """Each candidate blended with the index model's query at every weight in BLENDS, with held-out figures.
+def blend_candidates(base: Candidate, check: HeldoutCheck, q_v1: np.ndarray, q_v2: np.ndarray) -> list[Candidate]:
+    """`base` blended with the index model's query at every weight in BLENDS, with held-out figures.
 
     Why: between unrelated models (all-MiniLM-L6-v2 and all-mpnet-base-v2, a static model and a
     transformer) every map from pieces falls below v1 on real queries, yet v1's query plus a share of the
@@ -91,12 +90,11 @@ def blend_candidates(candidates: Sequence[Candidate], check: HeldoutCheck, q_v1:
     clearly better than v1 (`gate.decide`). A blend costs one v1 encoding per query.
     """
     out = []
-    for c in candidates:
-        for weight in BLENDS:
-            adapter = c.adapter.with_blend(weight)
-            blended = Candidate(adapter.kind, adapter, c.fit_seconds)
-            blended.figures = {**adapter_figures(check, adapter.apply(q_v2, q_v1)), "blend": weight}
-            out.append(blended)
+    for weight in BLENDS:
+        adapter = base.adapter.with_blend(weight)
+        blended = Candidate(adapter.kind, adapter, base.fit_seconds)
+        blended.figures = {**adapter_figures(check, adapter.apply(q_v2, q_v1)), "blend": weight}
+        out.append(blended)
     return out
 
 

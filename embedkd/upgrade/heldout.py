@@ -102,11 +102,13 @@ def heldout_check(q_v1: np.ndarray, q_v2: np.ndarray, docs_v1: np.ndarray, docs_
 def adapter_figures(check: HeldoutCheck, q_adapted: np.ndarray) -> dict[str, float]:
     """The baseline figures plus the adapted queries': agree_adapted, self_adapted (and self_adapted_index),
     and agree_gain_se, the standard error of the per-piece gain in agreement over v1 (paired)."""
+    from embedkd.evaluation.compare import standard_error
+
     adapted = top_k(q_adapted, check.docs_v1, check.k)
-    gain = neighbour_overlap(adapted, check.reindex) - check.v1_overlap
+    overlap = neighbour_overlap(adapted, check.reindex)
     out = {**check.baseline,
-           "agree_adapted": float(check.v1_overlap.mean() + gain.mean()) if len(gain) else 0.0,
-           "agree_gain_se": float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0,
+           "agree_adapted": float(overlap.mean()) if len(overlap) else 0.0,
+           "agree_gain_se": standard_error(overlap - check.v1_overlap),
            "self_adapted": float(ndcg_single(adapted, check.relevant, check.k)[0].mean())}
     if check.index_v1 is not None:
         found = top_k(q_adapted, check.index_v1, check.k)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
+from embedkd.evaluation.compare import standard_error
 from indexer import store
 from indexer.catalog import get_index, items_by_external_ids, items_by_faiss_ids
 from indexer.context import Catalog
@@ -147,22 +148,18 @@ def labelled_blend(outcome: FitOutcome, per_query: dict[str, np.ndarray],
     the labelled check accepted a plain adapter (`outcome.chosen`), the blend must also be clearly above
     that one: it costs a second encoding of every query."""
     base = max(outcome.candidates, key=lambda c: per_query[c.kind].mean())
-    blends = blend_candidates([base], outcome.check, *outcome.heldout_queries)
+    blends = blend_candidates(base, outcome.check, *outcome.heldout_queries)
     per_query.update(score(blends))
     means = {name: float(v.mean()) for name, v in per_query.items()}
-    gain_se = {c.kind: _paired_se(per_query[c.kind], per_query["v1"]) for c in blends}
+    gain_se = {c.kind: standard_error(per_query[c.kind] - per_query["v1"]) for c in blends}
     chosen, decision = choose_by_labels(blends, means, gain_se=gain_se)
     rival = outcome.chosen if outcome.decision.accepted else None
     if decision.accepted and rival is not None:
-        gain, se = means[chosen.kind] - means[rival.kind], _paired_se(per_query[chosen.kind], per_query[rival.kind])
+        gain, se = means[chosen.kind] - means[rival.kind], standard_error(per_query[chosen.kind] - per_query[rival.kind])
         if gain <= 2 * se:
             decision = GateDecision(False, f"the best blend is not clearly above the {rival.kind} adapter on the "
                                            f"labelled queries (nDCG@10 +{gain:.4f}, standard error {se:.4f})")
     return chosen, decision
-
-
-def _paired_se(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.std(a - b, ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
 
 
 def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto", *, corpus: str | None = None,

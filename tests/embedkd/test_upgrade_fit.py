@@ -268,7 +268,7 @@ def test_blends_are_chosen_and_gated_on_labelled_queries_only():
     # that helps from one that hurts
     assert not out.decision.accepted and "own documents worse than v1" in out.decision.reason
     assert not any(c.adapter.needs_index_queries for c in out.candidates)
-    blends = blend_candidates(out.candidates[:1], out.check, *out.heldout_queries)
+    blends = blend_candidates(out.candidates[0], out.check, *out.heldout_queries)
     assert [b.adapter.blend for b in blends] == list(BLENDS)
     assert all(b.adapter.needs_index_queries and b.kind.startswith("procrustes+v1@") for b in blends)
     good = "procrustes+v1@0.3"
