@@ -13,11 +13,13 @@ import numpy as np
 __all__ = ["encode_texts", "evaluate_vectors", "ir_metrics"]
 
 
-def encode_texts(model, texts: Sequence[str], batch_size: int = 64, role: str = "document") -> np.ndarray:
+def encode_texts(model, texts: Sequence[str], batch_size: int | None = None, role: str = "document") -> np.ndarray:
+    """Normalized float32 vectors; `batch_size` defaults to the device's (16 on a CPU, 64 on a GPU)."""
     import torch
 
-    from embedkd.text_encoder import encode_role
+    from embedkd.text_encoder import default_batch_size, encode_role
 
+    batch_size = batch_size or default_batch_size(str(model.device))
     with torch.inference_mode():
         out = encode_role(model, texts, role, batch_size=batch_size, convert_to_numpy=True,
                           normalize_embeddings=True, show_progress_bar=False)

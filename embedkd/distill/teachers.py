@@ -73,12 +73,13 @@ class _Cached:
 class BiEncoderTeacher(_Cached):
     kind = "bi-encoder"
 
-    def __init__(self, model, name: str, batch_size: int = 64) -> None:
+    def __init__(self, model, name: str, batch_size: int | None = None) -> None:
         from embedkd.fingerprint import fingerprint_module
+        from embedkd.text_encoder import default_batch_size
 
         self.model = model
         self.name = name
-        self.batch_size = batch_size
+        self.batch_size = batch_size or default_batch_size(str(model.device))
         self.fingerprint = fingerprint_module(model)
         self.embedding_cache: Path | None = None
         self._known: dict[str, dict[str, np.ndarray]] = {"query": {}, "document": {}}
