@@ -236,7 +236,7 @@ def main() -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
-        plot_matrix(report, Path(args.out).with_suffix(".png"), f"SciFact: v1 {v1_tag} index, v2 {v2_tag} queries")
+        plot_matrix(report, Path(args.out).with_suffix(".png"), f"{Path(args.data).name}: v1 {v1_tag} index, v2 {v2_tag} queries")
 
 
 if __name__ == "__main__":
