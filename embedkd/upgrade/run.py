@@ -33,7 +33,7 @@ from .report import load_beir_queries
 from .select import CANDIDATES, KINDS, Candidate
 
 __all__ = ["DEFAULT_SAMPLE_DOCS", "default_sample_docs", "distractor_ids", "find_corpus", "fit_upgrade",
-           "labelled_blend", "labelled_per_query", "larger_sample_hint", "sample_index", "stored_vectors"]
+           "labelled_blend", "labelled_per_query", "sample_index", "stored_vectors"]
 
 log = logging.getLogger(__name__)
 DEFAULT_SAMPLE_DOCS = 2000
@@ -46,31 +46,6 @@ def default_sample_docs(index_count: int) -> int:
     near 1/50 of a reindex from ~50,000 documents on; on SciFact 250 documents gave nDCG@10 within
     0.003 of 2,000."""
     return int(min(DEFAULT_SAMPLE_DOCS, max(250, index_count // 200)))
-
-
-FAR_APART = 0.6  # v1's agreement with a reindex: independent models 0.47-0.52, fine-tunes of v1 0.77+
-
-
-def larger_sample_hint(agree_v1: float, n_sample: int, n_index: int, fit_seconds: float,
-                       reindex_seconds: float) -> str | None:
-    """Advice for a refused fit between far-apart models on an index much larger than the sample.
-
-    Between independently trained models the adapters improve steadily with the sample (docs/upgrade.md,
-    "Sample size between unrelated models": on 5,000 Debian descriptions, MiniLM -> mpnet, the rank
-    adapter went from 0.656 at 250 documents to 0.820 at 5,000, against v1's 0.841), so on a large index
-    a bigger sample may pass where the default does not. Suggested: up to 8x the sample while its fit
-    stays under a tenth of the reindex estimate (the fit's cost grows with the sample, a reindex with the
-    index); None where that is not at least twice the sample, or where the spaces are close (then more
-    documents will not change the verdict)."""
-    if agree_v1 >= FAR_APART or n_sample <= 0 or fit_seconds <= 0:
-        return None
-    affordable = int(reindex_seconds / 10 / (fit_seconds / n_sample))
-    suggested = min(8 * n_sample, affordable, n_index)
-    if suggested < 2 * n_sample:
-        return None
-    return (f"the two models' spaces are far apart (v1's queries agree with a reindex on {agree_v1:.2f} of their "
-            f"top-10), where adapters improve with more sampled documents: --sample-docs {suggested} "
-            f"(about {suggested * fit_seconds / n_sample / max(reindex_seconds, 1e-9):.0%} of a reindex) may pass")
 
 
 def find_corpus(catalog: Catalog, index_name: str, corpus: str | None) -> Path:
@@ -292,11 +267,6 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
         # a blend also encodes every query with the index's model: say so where the user reads the result
         "query_models": [v2.record.name, v1.record.name] if chosen.adapter.needs_index_queries else [v2.record.name],
     }
-    if not outcome.decision.accepted:
-        hint = larger_sample_hint(outcome.baseline.get("agree_v1", 1.0), len(sample.ids), n_index,
-                                  sum(pairs.seconds.values()) + outcome.fit_seconds, reindex_estimate)
-        if hint:
-            result["reason"] += f"; {hint}"
     if labelled is not None:
         result["labelled_ndcg@10"] = labelled
     if blend_result is not None:

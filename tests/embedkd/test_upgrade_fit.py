@@ -305,18 +305,3 @@ def test_blended_adapter_routes_text_search_through_both_models(catalog, tmp_pat
     # vectors alone cannot be blended: a clear error, not a silent v2-only search
     with pytest.raises(UserError, match="both models"):
         searcher.search_vectors("idx", v2(query), k=5, source_fingerprint=v2.record.fingerprint)
-
-
-def test_larger_sample_hint_only_for_far_apart_spaces_on_large_indexes() -> None:
-    from embedkd.upgrade.run import larger_sample_hint
-
-    # 250 sampled documents cost 50 s to fit; a reindex of 1M documents is estimated at 20,000 s:
-    # a tenth of it buys 4,000 s = 20,000 documents, capped at 8x the sample
-    hint = larger_sample_hint(0.47, 250, 1_000_000, 50.0, 20_000.0)
-    assert hint is not None and "--sample-docs 2000" in hint and "0.47" in hint and "(about 2% of a reindex)" in hint
-    # the same far-apart pair on a 5,000-document index: no larger sample is affordable
-    assert larger_sample_hint(0.47, 250, 5_000, 50.0, 100.0) is None
-    # close spaces (a fine-tune of v1): a bigger sample would not change the verdict
-    assert larger_sample_hint(0.77, 250, 1_000_000, 50.0, 20_000.0) is None
-    # affordable but capped by the index itself: never more documents than it holds
-    assert "--sample-docs 1000" in larger_sample_hint(0.5, 250, 1_000, 1.0, 100_000.0)
