@@ -99,16 +99,12 @@ def main() -> None:
                  "sample_docs": len(pick), "pieces": len(pieces), "ndcg@10": {"v1/v1": ndcg(q1, d1)}}
     if args.reindex:
         out["ndcg@10"]["v2/v2"] = ndcg(q2, cached(f"{v2t}.docs", lambda: enc(args.v2)(texts)))
-    piece_doc = np.array([p.doc for p in pieces])
+    sample_pairs = PairedVectors(d1[pick], s2, pieces, p1, p2)
     out["sweep"] = {}
     for size in [int(v) for v in args.sweep.split(",") if v]:
         rng = np.random.default_rng(args.seed + size)
         keep = np.sort(rng.choice(len(pick), min(size, len(pick)), replace=False))
-        remap = np.full(len(pick), -1)
-        remap[keep] = np.arange(len(keep))
-        sel = np.flatnonzero(remap[piece_doc] >= 0)
-        sub_pieces = [type(pieces[i])(pieces[i].text, int(remap[pieces[i].doc]), pieces[i].kind) for i in sel]
-        pairs = PairedVectors(d1[pick][keep], s2[keep], sub_pieces, p1[sel], p2[sel])
+        pairs = sample_pairs.subset(keep)
         rest = np.setdiff1d(np.arange(len(docs)), pick[keep])
         rest = np.random.default_rng(args.seed).permutation(rest)[:MAX_DISTRACTORS]
         t0 = time.perf_counter()

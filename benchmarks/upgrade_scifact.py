@@ -214,10 +214,7 @@ def main() -> None:
     for size in [int(v) for v in args.sweep.split(",") if v]:
         rng = np.random.default_rng(args.seed + size)
         keep = np.sort(rng.choice(len(pick), min(size, len(pick)), replace=False))
-        remap = {int(old): new for new, old in enumerate(keep)}
-        sel = [i for i, p in enumerate(pieces) if p.doc in remap]
-        sub_pieces = [type(pieces[i])(pieces[i].text, remap[pieces[i].doc], pieces[i].kind) for i in sel]
-        sub = PairedVectors(doc_v1[pick][keep], doc_v2[pick][keep], sub_pieces, p_v1[sel], p_v2[sel])
+        sub = pairs.subset(keep)
         view = np.vstack([doc_v1[pick][keep], doc_v1[np.setdiff1d(np.arange(len(docs)), pick[keep])]])
         res = fit_from_pairs(sub, kinds, seed=args.seed, doc_pairs=not args.pieces_only, index_v1=view)
         if extra:

@@ -42,6 +42,15 @@ class PairedVectors:
     piece_v2: np.ndarray  # (n_pieces, d2)
     seconds: dict[str, float] = field(default_factory=dict)
 
+    def subset(self, docs: np.ndarray) -> PairedVectors:
+        """The pairs of the sampled documents at positions `docs` (sorted) and of their pieces, the pieces
+        renumbered to their document's new position: the same fit on a smaller sample, without encoding."""
+        position = np.full(len(self.doc_v1), -1)
+        position[docs] = np.arange(len(docs))
+        keep = [i for i, p in enumerate(self.pieces) if p.doc >= 0 and position[p.doc] >= 0]
+        pieces = [Piece(self.pieces[i].text, int(position[self.pieces[i].doc]), self.pieces[i].kind) for i in keep]
+        return PairedVectors(self.doc_v1[docs], self.doc_v2[docs], pieces, self.piece_v1[keep], self.piece_v2[keep])
+
 
 def reservoir_sample(docs: Iterable[Doc], size: int, seed: int = 0,
                      keep: Callable[[Doc], bool] | None = None) -> list[Doc]:

@@ -305,3 +305,17 @@ def test_blended_adapter_routes_text_search_through_both_models(catalog, tmp_pat
     # vectors alone cannot be blended: a clear error, not a silent v2-only search
     with pytest.raises(UserError, match="both models"):
         searcher.search_vectors("idx", v2(query), k=5, source_fingerprint=v2.record.fingerprint)
+
+
+def test_paired_vectors_subset_keeps_documents_and_renumbers_their_pieces() -> None:
+    from embedkd.upgrade.pairs import PairedVectors
+    from embedkd.upgrade.sampling import Piece
+
+    docs = np.arange(4, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)  # document i's vectors are all i
+    pieces = [Piece(f"p{d}{j}", d, "sentence") for d in range(4) for j in range(2)] + [Piece("q", -1, "query")]
+    vectors = np.array([[10 * p.doc + j] for p, j in zip(pieces, [0, 1] * 4 + [0], strict=True)], np.float32)
+    sub = PairedVectors(docs, 2 * docs, pieces, vectors, -vectors).subset(np.array([1, 3]))
+    assert sub.doc_v1[:, 0].tolist() == [1, 3] and sub.doc_v2[:, 0].tolist() == [2, 6]
+    # the pieces of documents 1 and 3 only (the logged query belongs to no document), renumbered 0 and 1
+    assert [(p.text, p.doc) for p in sub.pieces] == [("p10", 0), ("p11", 0), ("p30", 1), ("p31", 1)]
+    assert sub.piece_v1[:, 0].tolist() == [10, 11, 30, 31] and sub.piece_v2[:, 0].tolist() == [-10, -11, -30, -31]
