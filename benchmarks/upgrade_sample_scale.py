@@ -10,7 +10,7 @@ queries against *all* of v1's document vectors. v2 encodes only the sampled docu
 
     .venv/bin/python benchmarks/distill_make_debian.py --out /tmp/unseen/debian-all --docs 40000
     .venv/bin/python benchmarks/upgrade_sample_scale.py --data /tmp/unseen/debian-all \\
-        --v2 /tmp/models/all-mpnet-base-v2 --sample-docs 16000 --sweep 2000,4000,8000,16000 \\
+        --v2 /tmp/models/all-mpnet-base-v2 --sample-docs 16000 --sweep 2000,4000,8000,16000 --reindex \\
         --out docs/upgrade_debian_all_minilm-mpnet_scale.json
 """
 
