@@ -140,9 +140,7 @@ class Searcher:
         `index_vectors`: the same queries by the index's model, which a blended adapter needs."""
         check_k(k)
         loaded = self._load(name)
-        q = np.ascontiguousarray(vectors, dtype=np.float32)
-        if q.ndim == 1:
-            q = q[None, :]
+        q = vectors  # `_search` makes it a contiguous float32 matrix; an adapter takes one vector or many
         if source_fingerprint is not None and source_fingerprint != loaded.model_fingerprint:
             q = _adapted(self._adapter(loaded, name, source_fingerprint), q, index_vectors)
         return self._search(loaded, name, q, k)

@@ -44,7 +44,10 @@ def neighbour_overlap(found: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def neighbour_agreement(found: np.ndarray, reference: np.ndarray) -> float:
     """Mean share of each row of `reference` (top-k ids) that the same row of `found` contains."""
-    overlap = neighbour_overlap(found, reference)
+    return _mean_overlap(neighbour_overlap(found, reference))
+
+
+def _mean_overlap(overlap: np.ndarray) -> float:
     return float(overlap.mean()) if len(overlap) else 0.0
 
 
@@ -90,7 +93,7 @@ def heldout_check(q_v1: np.ndarray, q_v2: np.ndarray, docs_v1: np.ndarray, docs_
     v1 = top_k(q_v1, docs_v1, k)
     v1_overlap = neighbour_overlap(v1, reindex)
     baseline = {
-        "agree_v1": float(v1_overlap.mean()) if len(v1_overlap) else 0.0,
+        "agree_v1": _mean_overlap(v1_overlap),
         "self_v1": float(ndcg_single(v1, relevant, k)[0].mean()),
         "self_v2": float(ndcg_single(reindex, relevant, k)[0].mean()),
     }
@@ -107,7 +110,7 @@ def adapter_figures(check: HeldoutCheck, q_adapted: np.ndarray) -> dict[str, flo
     adapted = top_k(q_adapted, check.docs_v1, check.k)
     overlap = neighbour_overlap(adapted, check.reindex)
     out = {**check.baseline,
-           "agree_adapted": float(overlap.mean()) if len(overlap) else 0.0,
+           "agree_adapted": _mean_overlap(overlap),
            "agree_gain_se": standard_error(overlap - check.v1_overlap),
            "self_adapted": float(ndcg_single(adapted, check.relevant, check.k)[0].mean())}
     if check.index_v1 is not None:
