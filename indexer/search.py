@@ -16,6 +16,7 @@ import numpy as np
 
 from . import store
 from .adapters import adapter_path, load_adapter
+from .batching import QueryBatcher
 from .catalog import active_adapter, get_index, items_by_faiss_ids
 from .context import Catalog
 from .encoder import Encoder
@@ -71,9 +72,13 @@ def _adapted(adapter: Any, q: np.ndarray, index_vectors: np.ndarray | None) -> n
 
 class Searcher:
     def __init__(self, catalog: Catalog, encoder_for: Callable[[str], Encoder] | None = None,
-                 use_gpu: bool = False, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """`nprobe` / `ef_search` override the IVF / HNSW search defaults of `store.set_search_params`."""
+                 use_gpu: bool = False, nprobe: int | None = None, ef_search: int | None = None,
+                 query_batch: int = 0) -> None:
+        """`nprobe` / `ef_search` override the IVF / HNSW search defaults of `store.set_search_params`.
+        `query_batch` > 0: concurrent searches share query encodings, up to that many queries a model call
+        (`QueryBatcher`; for a service answering many threads at once)."""
         self.catalog = catalog
+        self.query_batch = query_batch
         self.use_gpu = use_gpu
         self.nprobe, self.ef_search = nprobe, ef_search
         self._encoder_for = encoder_for
@@ -87,7 +92,8 @@ class Searcher:
             if source not in self._encoders:
                 if self._encoder_for is None:
                     raise UserError("this searcher has no encoder loader; search with vectors instead")
-                self._encoders[source] = self._encoder_for(source)
+                encoder = self._encoder_for(source)
+                self._encoders[source] = QueryBatcher(encoder, self.query_batch) if self.query_batch > 0 else encoder
             return self._encoders[source]
 
     def _load(self, name: str) -> _Loaded:

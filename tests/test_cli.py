@@ -70,6 +70,7 @@ def test_eval_runs_and_paired_compare(home, beir_small, tmp_path):
         (["index", "build", "--index", "sf2", "--model", "/no/such/model", "--corpus", "/no/such/corpus"], "corpus not found"),
         (["eval", "retrieval", "--data", "/tmp", "--index", "sf"], "not a BEIR folder"),
         (["index", "frobnicate"], "invalid choice"),
+        (["serve", "--query-batch", "-1"], "--query-batch must be 0"),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line(home, args, needle):
@@ -77,6 +78,38 @@ def test_bad_input_exits_nonzero_with_one_line(home, args, needle):
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_serve_answers_over_http(home):
+    """`embedkd serve` as a user starts it: the same results over HTTP as `index search`."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "EMBEDKD_HOME": str(home)}
+    server = subprocess.Popen([sys.executable, "-m", "embedkd.cli.main", "serve", "--port", str(port),
+                               "--preload", "sf"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.time() < deadline, server.stderr.read().decode()[-2000:]
+                time.sleep(0.5)
+        assert health.json() == {"status": "ok", "indexes": 1}
+        got = httpx.post(f"http://127.0.0.1:{port}/search", json={"index": "sf", "query": "heart attack risk", "k": 3},
+                         timeout=60).json()["results"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    want = last_json(run(home, "index", "search", "--index", "sf", "--query", "heart attack risk", "-k", "3", "--json"))
+    assert [r["id"] for r in got] == [r["id"] for r in want["results"]]
 
 
 def test_postgres_catalog_needs_migration_then_builds(tmp_path, pg_url, beir_small):

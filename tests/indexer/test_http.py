@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -22,11 +23,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(sqlite_catalog, minilm, beir_small):
-    docs = list(read_corpus(beir_small))[:25]
-    build_index(sqlite_catalog, "web", minilm, ListSource(docs), progress=False)
-    searcher = Searcher(sqlite_catalog, lambda _s: minilm)
+@contextlib.contextmanager
+def _serving(searcher: Searcher):
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(searcher), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -34,9 +32,43 @@ def server(sqlite_catalog, minilm, beir_small):
     deadline = time.time() + 30
     while not srv.started and time.time() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", searcher, docs
-    srv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def server(sqlite_catalog, minilm, beir_small):
+    docs = list(read_corpus(beir_small))[:25]
+    build_index(sqlite_catalog, "web", minilm, ListSource(docs), progress=False)
+    # as `embedkd serve` does: concurrent requests share query encodings
+    searcher = Searcher(sqlite_catalog, lambda _s: minilm, query_batch=16)
+    with _serving(searcher) as base:
+        yield base, searcher, docs
+
+
+def test_concurrent_requests_get_their_own_results(server, minilm):
+    """Eight clients at once: each gets what the library gives for its query alone, though they share encodings."""
+    base, searcher, docs = server
+    queries = [d.content for d in docs[:8]]
+    want = [[h.id for h in searcher.search("web", [q], k=3)[0]] for q in queries]
+    got: list = [None] * len(queries)
+    barrier = threading.Barrier(len(queries))
+
+    def client(i: int) -> None:
+        barrier.wait()
+        r = httpx.post(f"{base}/search", json={"index": "web", "query": queries[i], "k": 3}, timeout=60)
+        got[i] = [h["id"] for h in r.json()["results"]]
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(queries))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert got == want and [g[0] for g in got] == [d.id for d in docs[:8]]
+    assert sum(searcher.encoder(minilm.record.source).batch_sizes) == 2 * len(queries)  # every query went through the batcher
 
 
 def test_http_endpoints(server):
