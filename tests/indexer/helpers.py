@@ -1,7 +1,10 @@
-"""Test helpers: snapshots of the catalog and index files, to prove a failed job changed nothing."""
+"""Test helpers: snapshots of the catalog and index files, to prove a failed job changed nothing; calls
+from many threads at once."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import select
@@ -25,3 +28,23 @@ def snapshot(catalog) -> dict:
     files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
     rows["files"] = sorted((str(p.relative_to(root)), sha256_file(p)) for p in files)
     return rows
+
+
+def run_concurrently(fn: Callable, args: list) -> list:
+    """fn(arg) for every arg, each from its own thread, all released at once; results (or errors) in order."""
+    out: list = [None] * len(args)
+    barrier = threading.Barrier(len(args))
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            out[i] = fn(args[i])
+        except Exception as err:  # noqa: BLE001 - the test inspects it
+            out[i] = err
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(args))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return out

@@ -2,41 +2,21 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
 from indexer.batching import QueryBatcher
 
+from .helpers import run_concurrently
+
 QUERIES = [f"does {w} raise the risk of heart disease" for w in
            ("smoking", "coffee", "salt", "sleep loss", "air pollution", "obesity", "stress", "alcohol")]
-
-
-def _concurrently(fn, args: list) -> list:
-    """Call fn(arg) for every arg from its own thread, all released at once; results (or errors) in order."""
-    out: list = [None] * len(args)
-    barrier = threading.Barrier(len(args))
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            out[i] = fn(args[i])
-        except Exception as err:  # noqa: BLE001 - the test inspects it
-            out[i] = err
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(args))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    return out
 
 
 @pytest.mark.parametrize("max_running", [1, 2])
 def test_concurrent_queries_share_model_calls(minilm, max_running):
     batcher = QueryBatcher(minilm, max_running=max_running)
-    got = _concurrently(batcher.encode_queries, [[q] for q in QUERIES])
+    got = run_concurrently(batcher.encode_queries, [[q] for q in QUERIES])
     # the first caller(s) encode at once; the others queue meanwhile and share the next model call(s)
     assert sum(batcher.batch_sizes) == len(QUERIES) and len(batcher.batch_sizes) < len(QUERIES)
     alone = minilm.encode_queries(QUERIES)
@@ -48,14 +28,14 @@ def test_concurrent_queries_share_model_calls(minilm, max_running):
 
 def test_max_batch_caps_a_model_call(minilm):
     batcher = QueryBatcher(minilm, max_batch=3)
-    got = _concurrently(batcher.encode_queries, [[q] for q in QUERIES[:6]])
+    got = run_concurrently(batcher.encode_queries, [[q] for q in QUERIES[:6]])
     assert all(isinstance(v, np.ndarray) for v in got)
     assert max(batcher.batch_sizes) <= 3 and sum(batcher.batch_sizes) == 6
 
 
 def test_a_bad_request_fails_alone(minilm):
     batcher = QueryBatcher(minilm, max_batch=4)
-    got = _concurrently(batcher.encode_queries, [[QUERIES[0]], [None], [QUERIES[1]], [QUERIES[2]]])
+    got = run_concurrently(batcher.encode_queries, [[QUERIES[0]], [None], [QUERIES[1]], [QUERIES[2]]])
     assert isinstance(got[1], Exception)
     alone = minilm.encode_queries(QUERIES[:3])
     for i, j in ((0, 0), (2, 1), (3, 2)):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
@@ -16,27 +15,13 @@ from indexer.corpus import ListSource, read_corpus
 from indexer.search import Searcher
 from indexer.service import create_app
 
+from .helpers import run_concurrently
+
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _serving(searcher: Searcher):
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(searcher), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -45,8 +30,16 @@ def server(sqlite_catalog, minilm, beir_small):
     build_index(sqlite_catalog, "web", minilm, ListSource(docs), progress=False)
     # as `embedkd serve` does: concurrent requests share query encodings
     searcher = Searcher(sqlite_catalog, lambda _s: minilm, query_batch=16)
-    with _serving(searcher) as base:
-        yield base, searcher, docs
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(searcher), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", searcher, docs
+    srv.should_exit = True
+    thread.join(timeout=10)
 
 
 def test_concurrent_requests_get_their_own_results(server, minilm):
@@ -54,19 +47,12 @@ def test_concurrent_requests_get_their_own_results(server, minilm):
     base, searcher, docs = server
     queries = [d.content for d in docs[:8]]
     want = [[h.id for h in searcher.search("web", [q], k=3)[0]] for q in queries]
-    got: list = [None] * len(queries)
-    barrier = threading.Barrier(len(queries))
 
-    def client(i: int) -> None:
-        barrier.wait()
-        r = httpx.post(f"{base}/search", json={"index": "web", "query": queries[i], "k": 3}, timeout=60)
-        got[i] = [h["id"] for h in r.json()["results"]]
+    def client(q: str) -> list[str]:
+        r = httpx.post(f"{base}/search", json={"index": "web", "query": q, "k": 3}, timeout=60)
+        return [h["id"] for h in r.json()["results"]]
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(queries))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    got = run_concurrently(client, queries)
     assert got == want and [g[0] for g in got] == [d.id for d in docs[:8]]
     assert sum(searcher.encoder(minilm.record.source).batch_sizes) == 2 * len(queries)  # every query went through the batcher
 
