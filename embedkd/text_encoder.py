@@ -44,9 +44,15 @@ def resolve_precision(precision: str, device: str) -> str:
 
 
 def load_sentence_transformer(model: str, device: str | None = None):
-    """Load a SentenceTransformer by local path or hub name, with a one-line error when it cannot."""
+    """Load a SentenceTransformer by local path or hub name, or a prune spec `prune:MODEL:LAYERS` (the
+    undistilled student, so it can be evaluated or indexed like any model), with a one-line error when
+    it cannot."""
     from sentence_transformers import SentenceTransformer
 
+    from .distill.prune import is_prune_spec, load_student  # here: embedkd.distill imports this module
+
+    if is_prune_spec(model):
+        return load_student(model, device or default_device())[0]
     path = Path(model).expanduser()
     if not path.exists() and (model.startswith((".", "/", "~")) or os.sep * 2 in model or model.endswith(os.sep)):
         raise UserError(f"model path {model!r} does not exist; give a sentence-transformers folder or a hub name")

@@ -45,6 +45,16 @@ def test_build_search_eval_json(home, beir_small):
     assert listed["indexes"][0]["name"] == "sf"
 
 
+def test_eval_an_undistilled_prune(home, beir_small):
+    """A prune spec is a model like any other: the student before distillation can be measured."""
+    full = last_json(run(home, "eval", "retrieval", "--data", str(beir_small), "--index", "sf", "--json"))
+    one = last_json(run(home, "eval", "retrieval", "--data", str(beir_small), "--model", f"prune:{minilm_path()}:1",
+                        "--json"))
+    assert one["queries"] == full["queries"] and one["ndcg@10"] < full["ndcg@10"]
+    proc = run(home, "eval", "retrieval", "--data", str(beir_small), "--model", f"prune:{minilm_path()}:9", check=False)
+    assert proc.returncode == 2 and "cannot keep 9 layers" in proc.stderr
+
+
 def test_eval_runs_and_paired_compare(home, beir_small, tmp_path):
     a, b = tmp_path / "index.trec", tmp_path / "model.trec"
     ev = last_json(run(home, "eval", "retrieval", "--data", str(beir_small), "--index", "sf", "--run", str(a), "--json"))
