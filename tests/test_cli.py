@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from .conftest import minilm_path
+from .indexer.helpers import free_port
 
 
 def run(home, *args, check=True):
@@ -92,14 +93,11 @@ def test_bad_input_exits_nonzero_with_one_line(home, args, needle):
 
 def test_serve_answers_over_http(home):
     """`embedkd serve` as a user starts it: the same results over HTTP as `index search`."""
-    import socket
     import time
 
     import httpx
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "EMBEDKD_HOME": str(home)}
     server = subprocess.Popen([sys.executable, "-m", "embedkd.cli.main", "serve", "--port", str(port),
                                "--preload", "sf"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -3,6 +3,7 @@ from many threads at once."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -48,3 +49,9 @@ def run_concurrently(fn: Callable, args: list) -> list:
     for t in threads:
         t.join(timeout=120)
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

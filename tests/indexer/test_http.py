@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -15,13 +14,7 @@ from indexer.corpus import ListSource, read_corpus
 from indexer.search import Searcher
 from indexer.service import create_app
 
-from .helpers import run_concurrently
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .helpers import free_port, run_concurrently
 
 
 @pytest.fixture
@@ -30,7 +23,7 @@ def server(sqlite_catalog, minilm, beir_small):
     build_index(sqlite_catalog, "web", minilm, ListSource(docs), progress=False)
     # as `embedkd serve` does: concurrent requests share query encodings
     searcher = Searcher(sqlite_catalog, lambda _s: minilm, query_batch=16)
-    port = _free_port()
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(searcher), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
