@@ -13,6 +13,7 @@ import torch
 from indexer.encoder import ModelRecord
 from indexer.errors import UserError
 
+from .distill.prune import is_prune_spec, load_student
 from .fingerprint import fingerprint_module
 
 __all__ = ["TextEncoder", "encode_role", "role_prompts", "load_text_encoder", "default_batch_size", "default_device",
@@ -48,8 +49,6 @@ def load_sentence_transformer(model: str, device: str | None = None):
     undistilled student, so it can be evaluated or indexed like any model), with a one-line error when
     it cannot."""
     from sentence_transformers import SentenceTransformer
-
-    from .distill.prune import is_prune_spec, load_student  # here: embedkd.distill imports this module
 
     if is_prune_spec(model):
         return load_student(model, device or default_device())[0]

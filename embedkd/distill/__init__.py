@@ -1,24 +1,25 @@
-"""Distillation of small text retrievers: teachers, pruned students, losses, mined negatives, training."""
+"""Distillation of small text retrievers: teachers, pruned students, losses, mined negatives, training.
+
+The names below load their module on first use, so importing one light submodule (a model load checks
+`prune.is_prune_spec` on every model name) does not pull in the whole training pipeline.
+"""
 
 from __future__ import annotations
 
-from .pipeline import DEFAULT_LOSS, distill
-from .prune import default_layers, load_student, parse_prune_spec, prune_model
-from .teachers import BiEncoderTeacher, CrossEncoderTeacher, Teacher, load_teacher
-from .train import Example, TrainOptions, train_student
+import importlib
+from typing import Any
 
-__all__ = [
-    "DEFAULT_LOSS",
-    "BiEncoderTeacher",
-    "CrossEncoderTeacher",
-    "Example",
-    "Teacher",
-    "TrainOptions",
-    "default_layers",
-    "distill",
-    "load_student",
-    "load_teacher",
-    "parse_prune_spec",
-    "prune_model",
-    "train_student",
-]
+_MODULE_OF = {
+    "DEFAULT_LOSS": "pipeline", "distill": "pipeline",
+    "default_layers": "prune", "load_student": "prune", "parse_prune_spec": "prune", "prune_model": "prune",
+    "BiEncoderTeacher": "teachers", "CrossEncoderTeacher": "teachers", "Teacher": "teachers", "load_teacher": "teachers",
+    "Example": "train", "TrainOptions": "train", "train_student": "train",
+}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
