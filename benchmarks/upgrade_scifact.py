@@ -29,7 +29,8 @@ def _encoder(path: str):
     return load_text_encoder(path, device="cpu", batch_size=32)
 
 
-def _cached(cache: Path, tag: str, fn):
+def cached_vectors(cache: Path, tag: str, fn):
+    """fn() saved as cache/tag.npy with the seconds it took; later runs load it (also upgrade_sample_scale.py)."""
     path = cache / f"{tag}.npy"
     meta = cache / f"{tag}.json"
     if path.is_file():
@@ -104,26 +105,26 @@ def main() -> None:
             enc[tag] = _encoder(path)
         return enc[tag]
 
-    doc_v1, _ = _cached(cache, f"{v1_tag}.docs", lambda: get("v1", args.v1)(texts))
-    doc_v2, t_doc_v2 = _cached(cache, f"{v2_tag}.docs", lambda: get("v2", args.v2)(texts))
-    q_v1, _ = _cached(cache, f"{v1_tag}.queries", lambda: get("v1", args.v1).encode_queries(qtexts))
-    q_v2, _ = _cached(cache, f"{v2_tag}.queries", lambda: get("v2", args.v2).encode_queries(qtexts))
+    doc_v1, _ = cached_vectors(cache, f"{v1_tag}.docs", lambda: get("v1", args.v1)(texts))
+    doc_v2, t_doc_v2 = cached_vectors(cache, f"{v2_tag}.docs", lambda: get("v2", args.v2)(texts))
+    q_v1, _ = cached_vectors(cache, f"{v1_tag}.queries", lambda: get("v1", args.v1).encode_queries(qtexts))
+    q_v2, _ = cached_vectors(cache, f"{v2_tag}.queries", lambda: get("v2", args.v2).encode_queries(qtexts))
 
     # the fit's sample, as `embedkd upgrade fit` makes it
     pick = sample_indices(len(docs), args.sample_docs, args.seed)
     pieces = query_like_pieces([texts[i] for i in pick], [titles[i] for i in pick], seed=args.seed)
     ptexts = [p.text for p in pieces]
     stag = f"pieces-{args.sample_docs}-{args.seed}"
-    p_v1, t_p_v1 = _cached(cache, f"{v1_tag}.{stag}", lambda: get("v1", args.v1).encode_queries(ptexts))
-    p_v2, t_p_v2 = _cached(cache, f"{v2_tag}.{stag}", lambda: get("v2", args.v2).encode_queries(ptexts))
+    p_v1, t_p_v1 = cached_vectors(cache, f"{v1_tag}.{stag}", lambda: get("v1", args.v1).encode_queries(ptexts))
+    p_v2, t_p_v2 = cached_vectors(cache, f"{v2_tag}.{stag}", lambda: get("v2", args.v2).encode_queries(ptexts))
     pairs = PairedVectors(doc_v1[pick], doc_v2[pick], pieces, p_v1, p_v2)
     kinds = tuple(k for k in args.kinds.split(",") if k)
     log_pairs = None
     if args.query_log_split:
         _, log_texts, _ = load_beir_queries(args.data, args.query_log_split)
         s = args.query_log_split
-        log_v1, _ = _cached(cache, f"{v1_tag}.queries-{s}", lambda: get("v1", args.v1).encode_queries(log_texts))
-        log_v2, _ = _cached(cache, f"{v2_tag}.queries-{s}", lambda: get("v2", args.v2).encode_queries(log_texts))
+        log_v1, _ = cached_vectors(cache, f"{v1_tag}.queries-{s}", lambda: get("v1", args.v1).encode_queries(log_texts))
+        log_v2, _ = cached_vectors(cache, f"{v2_tag}.queries-{s}", lambda: get("v2", args.v2).encode_queries(log_texts))
         log_pairs = (log_v2, log_v1)
     # the index's view, as `upgrade fit` reads it for the gate's self-retrieval: the sample, then the rest
     index_v1 = np.vstack([doc_v1[pick], doc_v1[np.setdiff1d(np.arange(len(docs)), pick)]])
@@ -149,8 +150,8 @@ def main() -> None:
             lq_ids, lq_texts = [lq_ids[i] for i in keep], [lq_texts[i] for i in keep]
         else:
             lq_ids, lq_texts, lq_rels = load_beir_queries(args.data, args.eval_split)
-        lq1, _ = _cached(cache, f"{v1_tag}.queries-{args.eval_split}", lambda: get("v1", args.v1).encode_queries(lq_texts))
-        lq2, _ = _cached(cache, f"{v2_tag}.queries-{args.eval_split}", lambda: get("v2", args.v2).encode_queries(lq_texts))
+        lq1, _ = cached_vectors(cache, f"{v1_tag}.queries-{args.eval_split}", lambda: get("v1", args.v1).encode_queries(lq_texts))
+        lq2, _ = cached_vectors(cache, f"{v2_tag}.queries-{args.eval_split}", lambda: get("v2", args.v2).encode_queries(lq_texts))
         ndcg = {"v1": retrieval_metrics(exact_run(doc_ids, doc_v1, lq_ids, lq1), lq_rels)["ndcg@10"]}
         # copies: the held-out figures reported below stay label-free
         offered = [Candidate(c.kind, c.adapter, c.fit_seconds, dict(c.figures))
