@@ -15,6 +15,7 @@ __all__ = [
     "CenterLoss",
     "feature_distillation",
     "relation_distillation",
+    "logit_distillation",
     "attribute_loss",
     "METRICS",
 ]
@@ -88,6 +89,19 @@ def relation_distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch
     s = F.normalize(student.float(), dim=1)
     t = F.normalize(teacher.float().detach(), dim=1)
     return (s @ s.T - t @ t.T).pow(2).mean()
+
+
+def logit_distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+    """Hinton's KD on identity logits: T^2 KL(softmax(teacher / T) || softmax(student / T)), averaged
+    over the batch. The teacher's soft identity scores on the clean crop tell the student of the
+    degraded crop which other identities look alike; T^2 keeps the gradient scale independent of T."""
+    if student.shape != teacher.shape:
+        raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} logits differ in shape")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    t = F.log_softmax(teacher.float().detach() / temperature, dim=1)
+    s = F.log_softmax(student.float() / temperature, dim=1)
+    return F.kl_div(s, t, reduction="batchmean", log_target=True) * temperature**2
 
 
 def attribute_loss(logits: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:

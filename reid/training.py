@@ -31,7 +31,14 @@ from .data import read_market, relabel
 from .datasets import TrainSet
 from .evaluation import evaluate_market
 from .heads import TrainingHeads
-from .losses import CenterLoss, MetricLoss, attribute_loss, feature_distillation, relation_distillation
+from .losses import (
+    CenterLoss,
+    MetricLoss,
+    attribute_loss,
+    feature_distillation,
+    logit_distillation,
+    relation_distillation,
+)
 from .model import ModelSpec, ReIDModel, build_model, load_model, save_model
 from .sampler import PKBatchSampler
 from .transforms import PairedTrainTransform
@@ -41,6 +48,10 @@ __all__ = ["TrainOptions", "train_reid", "DEFAULT_BACKBONE", "CHECKPOINT_FILE"]
 log = logging.getLogger(__name__)
 DEFAULT_BACKBONE = "mobilenetv2_100"
 CHECKPOINT_FILE = "checkpoint.pt"
+DEFAULT_LOGIT_WEIGHT = 1.0
+# options added since earlier releases wrote checkpoints, at the values that train as those releases did,
+# so that such a checkpoint still resumes
+ADDED_OPTIONS = {"distill_logits": 0.0, "distill_temperature": 4.0}
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,10 @@ class TrainOptions:
     init: str | None = None  # model folder to start from; default: the teacher (same backbone)
     distill_feature: float = 1.0
     distill_relation: float = 5.0
+    # weight of KD on the teacher's identity logits; default 1 with a teacher whose checkpoint.pt holds
+    # its ID classifier for these identities, else 0
+    distill_logits: float | None = None
+    distill_temperature: float = 4.0
     attributes: str | None = None  # Market attribute folder: enables coarse attribute prediction
     attribute_weight: float = 0.5
     eval_every: int = 5  # epochs; evaluates on the data's query/gallery split when present
@@ -91,6 +106,26 @@ def _validate(opts: TrainOptions) -> None:
         raise UserError(f"input size {opts.height}x{opts.width} is too small; use at least 32x16")
     if opts.max_minutes is not None and opts.max_minutes <= 0:
         raise UserError("--max-minutes must be positive")
+    if (opts.distill_logits or 0.0) < 0 or opts.distill_temperature <= 0:
+        raise UserError("--distill-logits must be >= 0 and --distill-temperature > 0")
+    if (opts.distill_logits or 0.0) > 0 and not opts.teacher:
+        raise UserError("--distill-logits distils the teacher's identity logits; pass --teacher too")
+
+
+def _teacher_classifier(folder: str, num_ids: int, dim: int) -> torch.Tensor:
+    """The ID classifier a teacher was trained with, from the checkpoint its `reid train` left beside it
+    (the saved model holds the embedding only). It must cover the same training identities."""
+    path = Path(folder) / CHECKPOINT_FILE
+    if not path.is_file():
+        raise UserError(f"--distill-logits needs the teacher's ID classifier from {path}, which is missing; "
+                        "use a teacher folder written by `reid train`, or drop --distill-logits")
+    weight = torch.load(path, map_location="cpu", weights_only=False)["extra"].get("0.classifier.weight")
+    if weight is None or tuple(weight.shape) != (num_ids, dim):
+        got = "none" if weight is None else f"{tuple(weight.shape)[0]} identities x {tuple(weight.shape)[1]}-d"
+        raise UserError(f"the teacher's ID classifier ({got}) does not match this training set "
+                        f"({num_ids} identities x {dim}-d); logit distillation needs a teacher trained on the "
+                        "same identities: drop --distill-logits")
+    return weight.float()
 
 
 def _build_student(opts: TrainOptions) -> tuple[ReIDModel, str]:
@@ -160,6 +195,18 @@ def train_reid(
     projector = (
         nn.Linear(model.dim, teacher.dim) if teacher is not None and teacher.dim != model.dim else nn.Identity()
     )
+    teacher_ids = None
+    if teacher is not None and opts.distill_logits != 0.0:
+        try:
+            teacher_ids = _teacher_classifier(opts.teacher, len(pids), teacher.dim).to(device)
+        except UserError as exc:
+            if opts.distill_logits is not None:  # asked for explicitly
+                raise
+            _say(f"no identity-logit distillation: {exc}", quiet)
+        if teacher_ids is not None and model.dim == teacher.dim:  # the student's classifier starts as the teacher's
+            heads.classifier.weight.data.copy_(teacher_ids)
+    if opts.distill_logits is None:
+        opts = replace(opts, distill_logits=DEFAULT_LOGIT_WEIGHT if teacher_ids is not None else 0.0)
     metric = MetricLoss(opts.metric)
     center = CenterLoss(len(pids), model.dim) if opts.center_weight > 0 else None
     extra = nn.ModuleList([heads, projector] + ([center] if center else [])).to(device)
@@ -187,7 +234,8 @@ def train_reid(
     opts_json = {k: v for k, v in asdict(opts).items() if k not in ("device", "workers")}
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt["options"] != opts_json:
+        saved = {k: ckpt["options"].get(k, ADDED_OPTIONS.get(k)) for k in opts_json}
+        if saved != opts_json or set(ckpt["options"]) - set(opts_json):
             raise UserError(f"{out} holds a checkpoint from other options; use a new --out or delete {ckpt_path}")
         model.load_state_dict(ckpt["model"])
         extra.load_state_dict(ckpt["extra"])
@@ -253,6 +301,9 @@ def train_reid(
                     s = projector(emb)
                     terms["kd_feat"] = opts.distill_feature * feature_distillation(s, target)
                     terms["kd_rel"] = opts.distill_relation * relation_distillation(s, target)
+                    if teacher_ids is not None:
+                        terms["kd_logit"] = opts.distill_logits * logit_distillation(
+                            heads.ids(emb), target.float() @ teacher_ids.T, opts.distill_temperature)
                 if attr_now:
                     terms["attr"] = opts.attribute_weight * attribute_loss(
                         heads.attributes(emb), batch["attributes"].to(device)
@@ -303,6 +354,7 @@ def train_reid(
         "teacher": opts.teacher,
         "attributes": bool(opts.attributes),
         "lq_prob": opts.lq_prob,
+        "distill_logits": opts.distill_logits,
         "epochs": state["epoch"],
         "steps": state["step"],
         "train_seconds": round(state["seconds"], 1),

@@ -20,6 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--teacher", help="trained model folder: HQ->LQ distillation into a student (RLQ)")
     t.add_argument("--init", help="trained model folder to start from (default: the teacher)")
     t.add_argument("--attributes", help="Market-1501 attribute folder: coarse attribute prediction (RLQ)")
+    t.add_argument("--distill-logits", type=float,
+                   help="with --teacher: weight of KD on the teacher's identity logits (default 1 when the "
+                        "teacher folder has the checkpoint.pt of its training on these identities, else 0)")
+    t.add_argument("--distill-temperature", type=float, default=4.0, help="temperature of --distill-logits")
     t.add_argument("--epochs", type=int, help="default 20 from ImageNet, 8 from a trained model")
     t.add_argument("--lq-prob", type=float,
                    help="share of degraded training crops (default 0.5 with --teacher, else 0)")
@@ -154,7 +158,8 @@ def _train(args: argparse.Namespace) -> int:
         backbone=args.backbone, pool=args.pool, height=args.height, width=args.width,
         pretrained=not args.no_pretrained, epochs=args.epochs, p=args.p, k=args.k, lr=args.lr,
         metric=args.metric, center_weight=args.center_weight, lq_prob=args.lq_prob, teacher=args.teacher,
-        init=args.init, attributes=args.attributes, eval_every=args.eval_every, max_minutes=args.max_minutes or None,
+        init=args.init, attributes=args.attributes, distill_logits=args.distill_logits,
+        distill_temperature=args.distill_temperature, eval_every=args.eval_every, max_minutes=args.max_minutes or None,
         seed=args.seed, workers=args.workers,
     )
     emit(train_reid(args.data, args.out, opts, quiet=args.quiet), args.json)

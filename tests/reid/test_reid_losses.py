@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from reid.attributes import ATTRIBUTE_TASKS, IGNORE, attribute_targets, load_attributes
-from reid.losses import CenterLoss, MetricLoss, attribute_loss, feature_distillation, relation_distillation
+from reid.losses import (
+    CenterLoss,
+    MetricLoss,
+    attribute_loss,
+    feature_distillation,
+    logit_distillation,
+    relation_distillation,
+)
 
 from .reid_testdata import ATTRIBUTES
 
@@ -47,6 +54,20 @@ def test_distillation_terms():
     assert s.grad is not None and s.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="shape"):
         feature_distillation(torch.randn(6, 4), t)
+
+
+def test_logit_distillation_hand_value():
+    # teacher softmax [1/4, 3/4], student uniform: KL = 1/4 ln(1/2) + 3/4 ln(3/2) = 0.130812
+    teacher = torch.tensor([[0.0, float(torch.log(torch.tensor(3.0)))]])
+    student = torch.zeros(1, 2, requires_grad=True)
+    assert logit_distillation(student, teacher, temperature=1.0).item() == pytest.approx(0.130812, abs=1e-5)
+    # at T = 2 the teacher's logits doubled give the same softmax; the loss is scaled by T^2
+    assert logit_distillation(student, teacher * 2, temperature=2.0).item() == pytest.approx(4 * 0.130812, abs=1e-4)
+    assert logit_distillation(teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    logit_distillation(student, teacher).backward()
+    assert student.grad[0, 1] < 0 < student.grad[0, 0]  # pushed toward the teacher's preferred identity
+    with pytest.raises(ValueError, match="shape"):
+        logit_distillation(torch.zeros(1, 3), teacher)
 
 
 def test_center_loss_pulls_to_centers():

@@ -36,6 +36,22 @@ def test_rerun_resumes_without_more_steps(trained_model, market_slice):
         train_reid(market_slice, trained_model, TrainOptions(**{**TINY, "lr": 1e-3}), quiet=True)
 
 
+def test_checkpoint_from_before_an_option_existed_resumes(trained_model, market_slice, tmp_path):
+    import torch
+
+    old = tmp_path / "old"
+    shutil.copytree(trained_model, old)
+    ckpt = torch.load(old / "checkpoint.pt", weights_only=False)
+    for key in ("distill_logits", "distill_temperature"):  # options a later release added
+        del ckpt["options"][key]
+    torch.save(ckpt, old / "checkpoint.pt")
+    before = json.loads((old / "reid_model.json").read_text())["info"]["summary"]["steps"]
+    assert train_reid(market_slice, old, TrainOptions(**TINY), quiet=True)["steps"] == before
+    with pytest.raises(UserError, match="other options"):  # a non-default value still differs
+        train_reid(market_slice, old, TrainOptions(**TINY, teacher=str(trained_model), distill_logits=1.0),
+                   quiet=True)
+
+
 def test_distillation_with_attributes_alternates(trained_model, market_slice, tmp_path):
     out = tmp_path / "student"
     summary = train_reid(
@@ -46,7 +62,8 @@ def test_distillation_with_attributes_alternates(trained_model, market_slice, tm
     assert summary["steps"] >= 2
     assert {"rank1", "mAP", "lq_rank1", "lq_mAP"} <= set(summary)
     log = json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
-    assert {"kd_feat", "kd_rel", "attr"} <= set(log)  # both RLQ parts ran, on alternating steps
+    assert {"kd_feat", "kd_rel", "kd_logit", "attr"} <= set(log)  # both RLQ parts ran, on alternating steps
+    assert summary["distill_logits"] == 1.0  # on by default: the teacher folder has its checkpoint
     # the student started from the teacher and moved away from it
     teacher, _ = load_model(trained_model)
     student, _ = load_model(out)
@@ -54,6 +71,42 @@ def test_distillation_with_attributes_alternates(trained_model, market_slice, tm
     t, s = extract_features(teacher, paths), extract_features(student, paths)
     assert not np.allclose(t, s)
     assert float((t * s).sum(axis=1).mean()) > 0.5
+
+
+def test_logit_distillation_starts_from_the_teachers_classifier(trained_model, market_slice, tmp_path):
+    summary = train_reid(market_slice, tmp_path / "s", TrainOptions(**TINY, teacher=str(trained_model),
+                                                                    distill_logits=2.0), quiet=True)
+    assert summary["distill_logits"] == 2.0
+    assert summary["steps"] >= 1
+    log = json.loads((tmp_path / "s" / "train_log.jsonl").read_text().splitlines()[0])
+    assert log["kd_logit"] > 0 and {"kd_feat", "kd_rel"} <= set(log)
+    import torch
+
+    teacher_w = torch.load(trained_model / "checkpoint.pt", weights_only=False)["extra"]["0.classifier.weight"]
+    student_w = torch.load(tmp_path / "s" / "checkpoint.pt", weights_only=False)["extra"]["0.classifier.weight"]
+    # initialised from the teacher's, then trained: close to it, not equal (a fresh one is ~N(0, 0.001))
+    assert not torch.equal(teacher_w, student_w)
+    assert torch.nn.functional.cosine_similarity(teacher_w.flatten(), student_w.flatten(), dim=0) > 0.5
+    # a teacher folder without its checkpoint cannot give logits
+    bare = tmp_path / "bare"
+    shutil.copytree(trained_model, bare, ignore=shutil.ignore_patterns("checkpoint.pt"))
+    with pytest.raises(UserError, match="checkpoint.pt, which is missing"):
+        train_reid(market_slice, tmp_path / "s2", TrainOptions(**TINY, teacher=str(bare), distill_logits=1.0),
+                   quiet=True)
+    # by default such a teacher still distils, without the logit term
+    summary = train_reid(market_slice, tmp_path / "s5", TrainOptions(**TINY, teacher=str(bare)), quiet=True)
+    assert summary["distill_logits"] == 0.0
+    assert "kd_logit" not in json.loads((tmp_path / "s5" / "train_log.jsonl").read_text().splitlines()[0])
+    other = tmp_path / "other"  # a teacher trained on other identities
+    shutil.copytree(trained_model, other)
+    ckpt = torch.load(other / "checkpoint.pt", weights_only=False)
+    ckpt["extra"]["0.classifier.weight"] = torch.zeros(len(teacher_w) + 1, teacher_w.shape[1])
+    torch.save(ckpt, other / "checkpoint.pt")
+    with pytest.raises(UserError, match="same identities"):
+        train_reid(market_slice, tmp_path / "s4", TrainOptions(**TINY, teacher=str(other), distill_logits=1.0),
+                   quiet=True)
+    with pytest.raises(UserError, match="pass --teacher"):
+        train_reid(market_slice, tmp_path / "s3", TrainOptions(**TINY, distill_logits=1.0), quiet=True)
 
 
 def test_lq_queries_change_features(trained_model, market_slice):
