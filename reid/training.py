@@ -128,6 +128,24 @@ def _teacher_classifier(folder: str, num_ids: int, dim: int) -> torch.Tensor:
     return weight.float()
 
 
+def _logit_teacher(opts: TrainOptions, teacher: ReIDModel | None, num_ids: int,
+                   quiet: bool) -> tuple[torch.Tensor | None, TrainOptions]:
+    """The teacher's ID classifier when logits are to be distilled, and the options with the weight
+    resolved: the default (None) distils where the classifier can be read and falls back, saying
+    so, where it cannot; an explicit weight > 0 makes that an error."""
+    classifier = None
+    if teacher is not None and opts.distill_logits != 0.0:
+        try:
+            classifier = _teacher_classifier(opts.teacher, num_ids, teacher.dim)
+        except UserError as exc:
+            if opts.distill_logits is not None:
+                raise
+            _say(f"no identity-logit distillation: {exc}", quiet)
+    if opts.distill_logits is None:
+        opts = replace(opts, distill_logits=DEFAULT_LOGIT_WEIGHT if classifier is not None else 0.0)
+    return classifier, opts
+
+
 def _build_student(opts: TrainOptions) -> tuple[ReIDModel, str]:
     if opts.init and (opts.backbone is None or opts.backbone == json.loads(
         (Path(opts.init) / "reid_model.json").read_text())["spec"]["backbone"]
@@ -195,18 +213,11 @@ def train_reid(
     projector = (
         nn.Linear(model.dim, teacher.dim) if teacher is not None and teacher.dim != model.dim else nn.Identity()
     )
-    teacher_ids = None
-    if teacher is not None and opts.distill_logits != 0.0:
-        try:
-            teacher_ids = _teacher_classifier(opts.teacher, len(pids), teacher.dim).to(device)
-        except UserError as exc:
-            if opts.distill_logits is not None:  # asked for explicitly
-                raise
-            _say(f"no identity-logit distillation: {exc}", quiet)
-        if teacher_ids is not None and model.dim == teacher.dim:  # the student's classifier starts as the teacher's
+    teacher_ids, opts = _logit_teacher(opts, teacher, len(pids), quiet)
+    if teacher_ids is not None:
+        teacher_ids = teacher_ids.to(device)
+        if model.dim == teacher.dim:  # the student's classifier starts as the teacher's
             heads.classifier.weight.data.copy_(teacher_ids)
-    if opts.distill_logits is None:
-        opts = replace(opts, distill_logits=DEFAULT_LOGIT_WEIGHT if teacher_ids is not None else 0.0)
     metric = MetricLoss(opts.metric)
     center = CenterLoss(len(pids), model.dim) if opts.center_weight > 0 else None
     extra = nn.ModuleList([heads, projector] + ([center] if center else [])).to(device)
