@@ -117,15 +117,16 @@ def _teacher_classifier(folder: str, num_ids: int, dim: int) -> torch.Tensor:
     (the saved model holds the embedding only). It must cover the same training identities."""
     path = Path(folder) / CHECKPOINT_FILE
     if not path.is_file():
-        raise UserError(f"--distill-logits needs the teacher's ID classifier from {path}, which is missing; "
-                        "use a teacher folder written by `reid train`, or drop --distill-logits")
-    weight = torch.load(path, map_location="cpu", weights_only=False)["extra"].get("0.classifier.weight")
+        raise UserError(f"logit distillation needs the teacher's ID classifier from {path}, which is missing; "
+                        "use a teacher folder written by `reid train`")
+    # mmap: only the classifier is read, not the whole checkpoint with its optimizer state
+    weight = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["extra"].get("0.classifier.weight")
     if weight is None or tuple(weight.shape) != (num_ids, dim):
         got = "none" if weight is None else f"{tuple(weight.shape)[0]} identities x {tuple(weight.shape)[1]}-d"
         raise UserError(f"the teacher's ID classifier ({got}) does not match this training set "
                         f"({num_ids} identities x {dim}-d); logit distillation needs a teacher trained on the "
-                        "same identities: drop --distill-logits")
-    return weight.float()
+                        "same identities")
+    return weight.float().clone()  # off the mapped file
 
 
 def _logit_teacher(opts: TrainOptions, teacher: ReIDModel | None, num_ids: int,
@@ -139,7 +140,7 @@ def _logit_teacher(opts: TrainOptions, teacher: ReIDModel | None, num_ids: int,
             classifier = _teacher_classifier(opts.teacher, num_ids, teacher.dim)
         except UserError as exc:
             if opts.distill_logits is not None:
-                raise
+                raise UserError(f"{exc}; or drop --distill-logits") from None
             _say(f"no identity-logit distillation: {exc}", quiet)
     if opts.distill_logits is None:
         opts = replace(opts, distill_logits=DEFAULT_LOGIT_WEIGHT if classifier is not None else 0.0)

@@ -73,7 +73,7 @@ def test_distillation_with_attributes_alternates(trained_model, market_slice, tm
     assert float((t * s).sum(axis=1).mean()) > 0.5
 
 
-def test_logit_distillation_starts_from_the_teachers_classifier(trained_model, market_slice, tmp_path):
+def test_logit_distillation_starts_from_the_teachers_classifier(trained_model, market_slice, tmp_path, capsys):
     summary = train_reid(market_slice, tmp_path / "s", TrainOptions(**TINY, teacher=str(trained_model),
                                                                     distill_logits=2.0), quiet=True)
     assert summary["distill_logits"] == 2.0
@@ -90,12 +90,16 @@ def test_logit_distillation_starts_from_the_teachers_classifier(trained_model, m
     # a teacher folder without its checkpoint cannot give logits
     bare = tmp_path / "bare"
     shutil.copytree(trained_model, bare, ignore=shutil.ignore_patterns("checkpoint.pt"))
-    with pytest.raises(UserError, match="checkpoint.pt, which is missing"):
+    with pytest.raises(UserError, match="checkpoint.pt, which is missing.*drop --distill-logits"):
         train_reid(market_slice, tmp_path / "s2", TrainOptions(**TINY, teacher=str(bare), distill_logits=1.0),
                    quiet=True)
     # by default such a teacher still distils, without the logit term
-    summary = train_reid(market_slice, tmp_path / "s5", TrainOptions(**TINY, teacher=str(bare)), quiet=True)
+    capsys.readouterr()
+    summary = train_reid(market_slice, tmp_path / "s5", TrainOptions(**TINY, teacher=str(bare)))
     assert summary["distill_logits"] == 0.0
+    said = capsys.readouterr().err
+    # the fallback says why, without telling to drop an option the user never passed
+    assert "no identity-logit distillation" in said and "--distill-logits" not in said
     assert "kd_logit" not in json.loads((tmp_path / "s5" / "train_log.jsonl").read_text().splitlines()[0])
     other = tmp_path / "other"  # a teacher trained on other identities
     shutil.copytree(trained_model, other)
