@@ -9,6 +9,9 @@ that the default commands make, e.g. LQ augmentation trained like the baseline v
         --model hq_baseline=/tmp/reid/hq --model lq_aug=/tmp/reid/lq_scratch --model distilled=/tmp/reid/distilled \\
         --pair distilled:lq_aug:lq --pair distilled:hq_baseline:lq --pair distilled:hq_baseline:clean \\
         --out docs/reid_default_commands
+
+Each row keeps its per-query first-match ranks, so `--earlier FILE.json` can pool the runs of an
+earlier comparison (models trained in another session, since deleted) into this one's pairs.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ def main() -> None:
     ap.add_argument("--model", action="append", required=True, help="NAME=DIR (repeat a NAME for seeds)")
     ap.add_argument("--pair", action="append", default=[], help="A:B:clean|lq, rank-1 of A minus B")
     ap.add_argument("--out", required=True, help="path prefix for .json and .md results")
+    ap.add_argument("--earlier", action="append", default=[],
+                    help="an earlier comparison's .json on the same data: its runs join their names here")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
 
@@ -46,6 +51,17 @@ def main() -> None:
 
     data = read_market(args.data, need_test=True)
     rows, ranks = [], defaultdict(lambda: defaultdict(list))
+    for path in args.earlier:
+        for row in json.loads(Path(path).read_text())["rows"]:
+            if "first_match_rank" not in row:
+                raise SystemExit(f"{path} predates per-query ranks; rerun its models, or leave it out")
+            for kind in ("clean", "lq"):
+                earlier = [int(r) for r in row["first_match_rank"][kind].split()]
+                if len(earlier) != len(data.query):
+                    raise SystemExit(f"{path} ranks {len(earlier)} queries, --data has {len(data.query)}: "
+                                     "pool only comparisons on the same split")
+                ranks[row["model"]][kind].append(earlier)
+            rows.append({**row, "earlier": path})
     for spec in args.model:
         name, _, folder = spec.partition("=")
         if not folder:
@@ -63,6 +79,7 @@ def main() -> None:
                      "train_minutes": round(summary.get("train_seconds", 0.0) / 60, 1),
                      "epochs": summary.get("epochs"), "eval_seconds": round(time.time() - t0, 1)})
         print(json.dumps(rows[-1]), flush=True)
+        rows[-1]["first_match_rank"] = {kind: " ".join(map(str, ranks[name][kind][-1])) for kind in ("clean", "lq")}
     paired = []
     for spec in args.pair:
         a, b, kind = spec.split(":")
