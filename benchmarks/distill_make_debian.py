@@ -96,11 +96,17 @@ def main() -> int:
     ap.add_argument("--translations", help="an uncompressed Translation-en file (default: apt's lists)")
     ap.add_argument("--docs", type=int, default=5000, help="documents in the corpus (a seeded sample)")
     ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--train", type=int, default=0,
+                    help="also write qrels/train.tsv: this many synopses of other corpus documents (for fine-tuning "
+                         "a v2 or as a query log); the corpus and the test queries do not change")
     args = ap.parse_args()
     items = _groups(_packages(_read_translations(args.translations)))
     rng = random.Random(0)
     docs = rng.sample(items, min(args.docs, len(items)))
     queries = rng.sample(docs, min(args.queries, len(docs)))
+    tested = {name for name, _, _ in queries}
+    rest = [d for d in docs if d[0] not in tested]
+    train = random.Random(1).sample(rest, min(args.train, len(rest)))
     out = Path(args.out)
     (out / "qrels").mkdir(parents=True, exist_ok=True)
     with open(out / "corpus.jsonl", "w") as f:
@@ -109,11 +115,19 @@ def main() -> int:
     with open(out / "queries.jsonl", "w") as f:
         for i, (_, synopsis, _) in enumerate(queries):
             f.write(json.dumps({"_id": f"q{i}", "text": synopsis}) + "\n")
+        for i, (_, synopsis, _) in enumerate(train):
+            f.write(json.dumps({"_id": f"t{i}", "text": synopsis}) + "\n")
     with open(out / "qrels" / "test.tsv", "w") as f:
         f.write("query-id\tcorpus-id\tscore\n")
         for i, (name, _, _) in enumerate(queries):
             f.write(f"q{i}\t{name}\t1\n")
-    print(json.dumps({"out": str(out), "groups": len(items), "documents": len(docs), "queries": len(queries)}))
+    if train:
+        with open(out / "qrels" / "train.tsv", "w") as f:
+            f.write("query-id\tcorpus-id\tscore\n")
+            for i, (name, _, _) in enumerate(train):
+                f.write(f"t{i}\t{name}\t1\n")
+    print(json.dumps({"out": str(out), "groups": len(items), "documents": len(docs), "queries": len(queries),
+                      "train": len(train)}))
     return 0
 
 

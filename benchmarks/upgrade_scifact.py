@@ -63,6 +63,20 @@ def ndcg_outside(outside, doc_v1, doc_v2, q_v1, q_v2, adapters, doc_ids, qids, q
             "recovered": m.get("recovered")}
 
 
+def log_sample(doc_v1: np.ndarray, log_v1: np.ndarray, k: int, budget: int) -> np.ndarray:
+    """Indices of up to `budget` documents: each logged query's top k by v1 (exact inner product),
+    round by round (every query's first hit, then every second one, ...) so each query gets its
+    nearest documents in before any query gets its k-th; sorted."""
+    top = np.argsort(-(log_v1 @ doc_v1.T), axis=1)[:, :k]
+    seen: dict[int, None] = {}
+    for col in range(k):
+        for d in top[:, col]:
+            seen.setdefault(int(d), None)
+            if len(seen) >= budget:
+                return np.array(sorted(seen), dtype=int)
+    return np.array(sorted(seen), dtype=int)
+
+
 def _per_query_ms(fn, n: int, repeat: int = 3) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -100,6 +114,12 @@ def main() -> None:
     ap.add_argument("--pieces-only", action="store_true", help="fit on pieces alone, no document pairs")
     ap.add_argument("--query-log-split", default="",
                     help="use this split's query texts (no labels) as the user's query log, as `upgrade fit --queries`")
+    ap.add_argument("--query-log-size", type=int, default=0,
+                    help="use a seeded sample of this many of the log's queries (0: all), to measure how the "
+                         "adapters scale with the size of the log")
+    ap.add_argument("--sample-from-log", type=int, default=0, metavar="K",
+                    help="sample the fit's documents from each logged query's top K by v1 (up to --sample-docs) "
+                         "instead of uniformly: the part of the index the log is about")
     ap.add_argument("--eval-split", default="",
                     help="labelled split standing in for `upgrade fit --eval-data` (`dev`: the 10%% of train queries "
                          "that `embedkd distill` holds out, which its v2 models never saw): the gate and the "
@@ -129,14 +149,6 @@ def main() -> None:
     q_v1, _ = cached_vectors(cache, f"{v1_tag}.queries", lambda: get("v1", args.v1).encode_queries(qtexts))
     q_v2, _ = cached_vectors(cache, f"{v2_tag}.queries", lambda: get("v2", args.v2).encode_queries(qtexts))
 
-    # the fit's sample, as `embedkd upgrade fit` makes it
-    pick = sample_indices(len(docs), args.sample_docs, args.seed)
-    pieces = query_like_pieces([texts[i] for i in pick], [titles[i] for i in pick], seed=args.seed)
-    ptexts = [p.text for p in pieces]
-    stag = f"pieces-{args.sample_docs}-{args.seed}"
-    p_v1, t_p_v1 = cached_vectors(cache, f"{v1_tag}.{stag}", lambda: get("v1", args.v1).encode_queries(ptexts))
-    p_v2, t_p_v2 = cached_vectors(cache, f"{v2_tag}.{stag}", lambda: get("v2", args.v2).encode_queries(ptexts))
-    pairs = PairedVectors(doc_v1[pick], doc_v2[pick], pieces, p_v1, p_v2)
     kinds = tuple(k for k in args.kinds.split(",") if k)
     log_pairs = None
     if args.query_log_split:
@@ -144,7 +156,24 @@ def main() -> None:
         s = args.query_log_split
         log_v1, _ = cached_vectors(cache, f"{v1_tag}.queries-{s}", lambda: get("v1", args.v1).encode_queries(log_texts))
         log_v2, _ = cached_vectors(cache, f"{v2_tag}.queries-{s}", lambda: get("v2", args.v2).encode_queries(log_texts))
+        if 0 < args.query_log_size < len(log_v1):  # a smaller log: encoded once (cached), sampled here
+            keep = np.sort(np.random.default_rng(args.seed).choice(len(log_v1), args.query_log_size, replace=False))
+            log_v1, log_v2 = log_v1[keep], log_v2[keep]
         log_pairs = (log_v2, log_v1)
+    # the fit's sample, as `embedkd upgrade fit` makes it (uniform), or the part of the index the log is about
+    if args.sample_from_log:
+        if log_pairs is None:
+            raise SystemExit("--sample-from-log needs --query-log-split")
+        pick = log_sample(doc_v1, log_pairs[1], args.sample_from_log, args.sample_docs)
+        stag = f"pieces-log{args.query_log_split}{args.query_log_size}-top{args.sample_from_log}-{args.sample_docs}-{args.seed}"
+    else:
+        pick = sample_indices(len(docs), args.sample_docs, args.seed)
+        stag = f"pieces-{args.sample_docs}-{args.seed}"
+    pieces = query_like_pieces([texts[i] for i in pick], [titles[i] for i in pick], seed=args.seed)
+    ptexts = [p.text for p in pieces]
+    p_v1, t_p_v1 = cached_vectors(cache, f"{v1_tag}.{stag}", lambda: get("v1", args.v1).encode_queries(ptexts))
+    p_v2, t_p_v2 = cached_vectors(cache, f"{v2_tag}.{stag}", lambda: get("v2", args.v2).encode_queries(ptexts))
+    pairs = PairedVectors(doc_v1[pick], doc_v2[pick], pieces, p_v1, p_v2)
     # the index's view, as `upgrade fit` reads it for the gate's self-retrieval: the sample, then the rest
     index_v1 = np.vstack([doc_v1[pick], doc_v1[np.setdiff1d(np.arange(len(docs)), pick)]])
     outcome = fit_from_pairs(pairs, kinds, seed=args.seed, doc_pairs=not args.pieces_only, extra_pairs=log_pairs,
