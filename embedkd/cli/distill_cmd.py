@@ -56,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="distill even a teacher that reranks dev queries worse than the miner")
     p.add_argument("--no-register", action="store_true", help="do not register the student in the catalog")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    p.add_argument("--quiet", action="store_true",
+                   help="no training progress on stderr (a bar on a terminal, else a line every 30 s)")
     p.set_defaults(handler=_run)
 
 
@@ -80,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
                            lr=args.lr, max_length=args.max_length)
     result = distill(args.teacher, args.student, args.data, args.out, args.loss, teacher_kind=args.teacher_kind,
                      miner=args.miner, options=options, negatives=args.negatives,
-                     eval_split=args.eval_split or None, register=not args.no_register, progress=not args.json,
+                     eval_split=args.eval_split or None, register=not args.no_register, progress=not args.quiet,
                      time_budget_s=args.time_budget * 60 if args.time_budget > 0 else None,
                      previous=args.previous, previous_weight=args.previous_weight,
                      allow_weak_teacher=args.allow_weak_teacher, pseudo=args.pseudo_queries,

@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--time-budget", type=float, default=0, help="minutes before training stops (0: no limit)")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--json", action="store_true")
+    t.add_argument("--quiet", action="store_true",
+                   help="no training progress on stderr (a bar on a terminal, else a line every 30 s)")
     t.set_defaults(handler=_train)
 
 
@@ -45,7 +47,7 @@ def _train(args: argparse.Namespace) -> int:
                                  batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
                                  eval_split=args.eval_split or None, rerank_depth=args.rerank_depth,
                                  time_budget_s=args.time_budget * 60 if args.time_budget > 0 else None,
-                                 progress=not args.json)
+                                 progress=not args.quiet)
     if not args.json:
         result = {"cross_encoder": result["cross_encoder"], "steps": result["steps"],
                   **{f"{k} ndcg@10": v["ndcg@10"] for k, v in result["metrics"].items()}}

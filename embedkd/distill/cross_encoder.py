@@ -17,6 +17,7 @@ import numpy as np
 
 from indexer.errors import UserError
 
+from ..progress import StepProgress
 from .data import BeirData, load_beir, split_dev
 from .retrieval import ir_metrics
 from .teachers import BiEncoderTeacher
@@ -114,11 +115,7 @@ def train_cross_encoder(base: str, data: str, out: str, *, epochs: float = 1.0, 
     per_epoch = math.ceil(n / batch_size)
     orders = [rng.permutation(n) for _ in range(math.ceil(steps / per_epoch))]
     model.train()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc="cross-encoder", unit="step", dynamic_ncols=True)
+    bar = StepProgress(steps, "cross-encoder", enabled=progress)
     done, running, stopped = 0, None, "done"
     t_train = time.perf_counter()
     for step in range(steps):
@@ -137,11 +134,8 @@ def train_cross_encoder(base: str, data: str, out: str, *, epochs: float = 1.0, 
         value = float(loss.detach())
         running = value if running is None else 0.9 * running + 0.1 * value
         done = step + 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.4f}", refresh=False)
-    if bar is not None:
-        bar.close()
+        bar.update({"loss": running})
+    bar.close()
     model.eval()
     model.save(str(out_dir))
     result = {"cross_encoder": str(out_dir), "base": base, "data": str(beir.path), "pairs": n, "steps": done,

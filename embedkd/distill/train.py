@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..progress import StepProgress
 from .losses import DistillObjective, StepTensors
 
 __all__ = ["Example", "RelationTap", "TrainOptions", "train_student"]
@@ -181,11 +182,7 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
     saved_len = model.max_seq_length
     model.max_seq_length = min(saved_len, options.max_length)
     model.train()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, initial=start, desc="distill", unit="step", dynamic_ncols=True)
+    bar = StepProgress(steps, "distill", enabled=progress, initial=start)
     running: dict[str, float] = {}
     step = start
     stopped = "done"
@@ -231,19 +228,13 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
             opt.zero_grad(set_to_none=True)
             for k, v in parts.items():
                 running[k] = 0.9 * running.get(k, v) + 0.1 * v
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
-            elif (step + 1) % 10 == 0:
-                log.info("step %d/%d %.0fs %s", step + 1, steps, time.perf_counter() - t0,
-                         " ".join(f"{k}={v:.4f}" for k, v in running.items()))
+            bar.update(running)
             if options.checkpoint_every and (step + 1) % options.checkpoint_every == 0 and step + 1 < steps:
                 _save_checkpoint(ckpt_dir, key, step + 1, model, objective, opt, sched)
         else:
             step = steps
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         model.max_seq_length = saved_len
         model.eval()
         for tap in (student_tap, teacher_tap):

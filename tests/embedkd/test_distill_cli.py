@@ -32,8 +32,11 @@ def test_distill_end_to_end_registers_a_loadable_student(tiny_beir, tmp_path, mo
                str(tiny_beir), "--out", str(out), "--loss", "cosine+kl+margin-mse+attention", "--epochs", "1",
                "--batch-size", "4", "--negatives", "2", "--max-length", "32", "--pseudo-queries", "4", "--json"])
     assert rc == 0
-    result = _last_json(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    result = _last_json(captured.out)
     assert result["steps"] == result["planned_steps"] >= 1
+    # --json keeps stdout for the result; progress still reaches stderr, as plain lines without a terminal
+    assert f"distill: step {result['steps']}/{result['planned_steps']}" in captured.err
     assert result["pseudo_queries"] == 4 and result["train_examples"] >= 4 + 1
     assert result["lineage"]["kept_layers"] == [5]
     assert set(result["final_loss"]) == {"cosine", "kl", "margin-mse", "attention"}
