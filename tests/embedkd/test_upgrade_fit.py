@@ -194,6 +194,25 @@ def test_labelled_eval_data_is_checked(catalog, tmp_path):
     assert res["query_models"] == [v2.record.name]
 
 
+def test_query_log_is_fitted_and_unchecked_use_is_flagged(catalog, tmp_path, caplog):
+    path, v1 = _build(catalog, tmp_path)
+    drift = np.linalg.qr(np.random.default_rng(3).normal(size=(48, 48)))[0][:32]
+    v2 = HashEncoder(32, 1, drift=drift)
+    log_file = tmp_path / "queries.txt"
+    log_file.write_text("w1 w2 w3\n\nw4 w5 w6 w7\nw8 w9\n")  # blank lines are not queries
+    base = fit_upgrade(catalog, "idx", "v2", "procrustes", corpus=str(path), sample_docs=60, v1_encoder=v1,
+                       v2_encoder=v2, activate=False)
+    caplog.set_level("WARNING", logger="embedkd.upgrade.run")
+    res = fit_upgrade(catalog, "idx", "v2", "procrustes", corpus=str(path), sample_docs=60, v1_encoder=v1,
+                      v2_encoder=v2, queries=str(log_file), activate=False)
+    assert res["accepted"] and res["counts"]["fit_pairs"] == base["counts"]["fit_pairs"] + 3
+    assert any("--eval-data" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    fit_upgrade(catalog, "idx", "v2", "procrustes", corpus=str(path), sample_docs=60, v1_encoder=v1, v2_encoder=v2,
+                queries=str(log_file), eval_data=str(_labelled(tmp_path, path)), activate=False)
+    assert not any("--eval-data" in r.getMessage() for r in caplog.records)
+
+
 def test_labelled_refusal_tries_blends_and_registers_nothing(catalog, tmp_path):
     path, v1 = _build(catalog, tmp_path)
     other = HashEncoder(32, 99)  # unrelated space: every map is far below v1 on the labelled queries
