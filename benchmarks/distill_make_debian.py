@@ -112,20 +112,17 @@ def main() -> int:
     with open(out / "corpus.jsonl", "w") as f:
         for name, _, body in docs:
             f.write(json.dumps({"_id": name, "title": "", "text": body}) + "\n")
+    splits = {"test": ("q", queries), "train": ("t", train)}
     with open(out / "queries.jsonl", "w") as f:
-        for i, (_, synopsis, _) in enumerate(queries):
-            f.write(json.dumps({"_id": f"q{i}", "text": synopsis}) + "\n")
-        for i, (_, synopsis, _) in enumerate(train):
-            f.write(json.dumps({"_id": f"t{i}", "text": synopsis}) + "\n")
-    with open(out / "qrels" / "test.tsv", "w") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for i, (name, _, _) in enumerate(queries):
-            f.write(f"q{i}\t{name}\t1\n")
-    if train:
-        with open(out / "qrels" / "train.tsv", "w") as f:
-            f.write("query-id\tcorpus-id\tscore\n")
-            for i, (name, _, _) in enumerate(train):
-                f.write(f"t{i}\t{name}\t1\n")
+        for prefix, items_ in splits.values():
+            for i, (_, synopsis, _) in enumerate(items_):
+                f.write(json.dumps({"_id": f"{prefix}{i}", "text": synopsis}) + "\n")
+    for split, (prefix, items_) in splits.items():
+        if items_:  # no train.tsv unless asked for: the folder stays as it was without --train
+            with open(out / "qrels" / f"{split}.tsv", "w") as f:
+                f.write("query-id\tcorpus-id\tscore\n")
+                for i, (name, _, _) in enumerate(items_):
+                    f.write(f"{prefix}{i}\t{name}\t1\n")
     print(json.dumps({"out": str(out), "groups": len(items), "documents": len(docs), "queries": len(queries),
                       "train": len(train)}))
     return 0

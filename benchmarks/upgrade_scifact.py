@@ -68,12 +68,11 @@ def log_sample(doc_v1: np.ndarray, log_v1: np.ndarray, k: int, budget: int) -> n
     round by round (every query's first hit, then every second one, ...) so each query gets its
     nearest documents in before any query gets its k-th; sorted."""
     top = np.argsort(-(log_v1 @ doc_v1.T), axis=1)[:, :k]
-    seen: dict[int, None] = {}
-    for col in range(k):
-        for d in top[:, col]:
-            seen.setdefault(int(d), None)
-            if len(seen) >= budget:
-                return np.array(sorted(seen), dtype=int)
+    seen: set[int] = set()
+    for d in top.T.ravel():  # column by column: every query's first hit, then every second one, ...
+        seen.add(int(d))
+        if len(seen) >= budget:
+            break
     return np.array(sorted(seen), dtype=int)
 
 
