@@ -20,8 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for the student (sentence-transformers format)")
     p.add_argument("--loss", default=DEFAULT_LOSS,
                    help="terms joined by + or , with optional weights: margin-mse, kl, mse, cosine, attention, "
-                        f"labels, adaptive (kl and labels fused per query by the teacher's belief in the label) "
-                        f"(default {DEFAULT_LOSS})")
+                        f"labels (default {DEFAULT_LOSS})")
     p.add_argument("--teacher-kind", default="auto", choices=["auto", "bi-encoder", "cross-encoder"])
     p.add_argument("--miner", default=None,
                    help="bi-encoder that indexes the corpus for negatives (default: a bi-encoder teacher, "

@@ -188,7 +188,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     t = load_teacher(teacher, teacher_kind, device, cache_dir)
     if t.kind == "cross-encoder" and set(weights) & set(EMBEDDING_TERMS):
         raise UserError(f"loss terms {sorted(set(weights) & set(EMBEDDING_TERMS))} need a bi-encoder teacher's "
-                        "embeddings; with a cross-encoder teacher use margin-mse, kl, adaptive or labels")
+                        "embeddings; with a cross-encoder teacher use margin-mse, kl or labels")
     if lexical and t.kind != "bi-encoder":
         raise UserError("--lexical fuses BM25 into a bi-encoder teacher's cosine; a cross-encoder teacher "
                         "reads the words itself, so drop --lexical")

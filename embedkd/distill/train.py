@@ -201,7 +201,7 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
             tensors = StepTensors(
                 query=q_emb, docs=d_emb.view(len(batch), cands, -1),
                 teacher_scores=torch.tensor([e.scores for e in batch], dtype=torch.float32, device=device))
-            if teacher_vectors is not None and (objective.needs_teacher_embeddings or objective.needs_in_batch_teacher):
+            if teacher_vectors is not None and (objective.needs_teacher_embeddings or "kl" in objective.weights):
                 tq = torch.from_numpy((teacher_query_vectors or teacher_vectors)(queries)).to(device)
                 td = torch.from_numpy(teacher_vectors(docs)).to(device)
                 tensors.teacher_query, tensors.teacher_docs = tq, td.view(len(batch), cands, -1)

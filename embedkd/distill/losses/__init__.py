@@ -4,14 +4,12 @@ MultipleNegativesRankingLoss), and only what it lacks is written here."""
 
 from __future__ import annotations
 
-from .adaptive import adaptive_listwise
 from .listwise_kl import listwise_kl
 from .minilm import attention_relation_loss, relation_kl, value_relation_loss
 from .objective import TERMS, DistillObjective, StepTensors, parse_loss_spec
 from .previous import previous_model_loss
 
 __all__ = [
-    "adaptive_listwise",
     "TERMS",
     "DistillObjective",
     "StepTensors",

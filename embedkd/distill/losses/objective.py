@@ -8,8 +8,6 @@ Terms (names users give in `--loss`, e.g. `cosine+margin-mse` or `cosine=1,kl=0.
   EmbedDistillLoss (a learned projection when the dimensions differ).
 - `attention`: MiniLM's last-layer self-attention + value-relation distillation.
 - `labels`: label-only contrastive fine-tuning (MultipleNegativesRankingLoss), the baseline.
-- `adaptive`: `kl` and the labels' cross-entropy over the same candidates, fused per query by the
-  teacher's probability of the labelled positive (`adaptive_listwise`; after Hu et al. 2024).
 - `previous`: embedding distillation from a previous model version (issue 4's QDC stability term).
 """
 
@@ -24,14 +22,13 @@ from torch import Tensor, nn
 
 from indexer.errors import UserError
 
-from .adaptive import adaptive_listwise
 from .listwise_kl import listwise_kl
 from .minilm import attention_relation_loss, value_relation_loss
 from .previous import previous_model_loss
 
 __all__ = ["EMBEDDING_TERMS", "TERMS", "DistillObjective", "StepTensors", "parse_loss_spec"]
 
-TERMS = ("margin-mse", "kl", "mse", "cosine", "attention", "labels", "adaptive", "previous")
+TERMS = ("margin-mse", "kl", "mse", "cosine", "attention", "labels", "previous")
 EMBEDDING_TERMS = ("mse", "cosine", "attention")  # need a bi-encoder teacher
 
 
@@ -115,10 +112,6 @@ class DistillObjective(nn.Module):
         return any(t in self.weights for t in ("mse", "cosine"))
 
     @property
-    def needs_in_batch_teacher(self) -> bool:
-        return any(t in self.weights for t in ("kl", "adaptive"))
-
-    @property
     def needs_relations(self) -> bool:
         return "attention" in self.weights
 
@@ -127,7 +120,6 @@ class DistillObjective(nn.Module):
 
     def forward(self, step: StepTensors) -> tuple[Tensor, dict[str, float]]:
         parts: dict[str, Tensor] = {}
-        logs: dict[str, float] = {}
         bsz, cands, _ = step.docs.shape
         columns = [step.query] + [step.docs[:, i] for i in range(cands)]
         scale = self.log_scale.exp()
@@ -136,13 +128,7 @@ class DistillObjective(nn.Module):
                 parts[name] = self.margin_mse.compute_loss_from_embeddings(
                     [step.query * scale] + columns[1:], _need(step.teacher_scores, name))
             elif name == "kl":
-                student, teacher, mask = self._listwise(step, scale)
-                parts[name] = listwise_kl(student, teacher, self.temperature, mask)
-            elif name == "adaptive":
-                student, teacher, mask = self._listwise(step, scale)
-                positive = torch.arange(bsz, device=student.device) * cands  # positive first in each row's block
-                parts[name], trust = adaptive_listwise(student, teacher, positive, self.temperature, mask)
-                logs["trust"] = float(trust.mean())
+                parts[name] = self._kl(step, scale)
             elif name in ("mse", "cosine"):
                 tq, td = _need(step.teacher_query, name), _need(step.teacher_docs, name)
                 teacher_cols = [tq] + [td[:, i] for i in range(cands)]
@@ -160,11 +146,9 @@ class DistillObjective(nn.Module):
                 parts[name] = (previous_model_loss(step.query, pq, self.previous_metric)
                                + previous_model_loss(step.docs.flatten(0, 1), pd.flatten(0, 1), self.previous_metric)) / 2
         total = sum(self.weights[k] * v for k, v in parts.items())
-        return total, {**{k: float(v.detach()) for k, v in parts.items()}, **logs}
+        return total, {k: float(v.detach()) for k, v in parts.items()}
 
-    def _listwise(self, step: StepTensors, scale: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Student and teacher scores of each query against the batch's documents, and the mask of the
-        pairs the teacher scored (None when it scored them all)."""
+    def _kl(self, step: StepTensors, scale: Tensor) -> Tensor:
         bsz, cands, _ = step.docs.shape
         all_docs = step.docs.reshape(bsz * cands, -1)
         student = (step.query * scale) @ all_docs.T  # (B, B*C): own candidates and in-batch documents
@@ -172,14 +156,14 @@ class DistillObjective(nn.Module):
             teacher = step.teacher_query @ step.teacher_docs.reshape(bsz * cands, -1).T
             if step.teacher_lexical is not None:
                 teacher = teacher + step.teacher_lexical
-            return student, teacher.to(student.dtype), None
+            return listwise_kl(student, teacher.to(student.dtype), self.temperature)
         scores = _need(step.teacher_scores, "kl")  # only own candidates were scored: mask the rest
         own = torch.zeros(bsz, bsz * cands, dtype=torch.bool, device=student.device)
         teacher = torch.zeros_like(student)
         for i in range(bsz):
             own[i, i * cands:(i + 1) * cands] = True
             teacher[i, i * cands:(i + 1) * cands] = scores[i].to(student.dtype)
-        return student, teacher, own
+        return listwise_kl(student, teacher, self.temperature, mask=own)
 
 
 def _need(value, term: str):
