@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--negatives", type=int, default=3, help="mined negatives per (query, positive)")
-    p.add_argument("--max-length", type=int, default=128, help="token limit while training")
+    p.add_argument("--max-length", type=int, default=128,
+                   help="token limit while training, also for the teacher's document vectors")
     p.add_argument("--time-budget", type=float, default=25.0,
                    help="minutes for the whole run: training stops early to leave time for the final "
                         "evaluation (0: no limit); default 25")
@@ -97,8 +98,10 @@ def _summary(result: dict) -> dict:
     for split, m in result["metrics"].items():
         out[f"{split} ndcg@10"] = m["ndcg@10"]
         out[f"{split} recall@100"] = m["recall@100"]
+    tokens = result.get("teacher_document_tokens")
     for split, m in (result.get("teacher_metrics") or {}).items():
-        out[f"teacher {split} ndcg@10"] = m["ndcg@10"]
+        # the teacher as it taught: documents cut at the training length (`eval retrieval --model` gives its own)
+        out[f"teacher {split} ndcg@10" + (f" ({tokens}-token documents)" if tokens else "")] = m["ndcg@10"]
     if "model_id" in result:
         out["model_id"] = result["model_id"]
     return out

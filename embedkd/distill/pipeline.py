@@ -65,6 +65,8 @@ def mining_candidates(catalog, data: BeirData, miner: BiEncoderTeacher, query_id
                          fingerprint=miner.fingerprint, info={"role": "distillation miner"})
     encoder = VectorLookupEncoder(record, doc_texts, table(doc_texts), miner.encode)
     name = f"distill-mine-{miner.fingerprint[:12]}-{data.fingerprint[:12]}"
+    if miner.document_tokens is not None:  # other vectors than a full-length miner's: another index
+        name += f"-t{miner.document_tokens}"
     ensure_mining_index(catalog, name, encoder, data.corpus, fingerprint=data.fingerprint)
     qvecs = query_table([data.queries[q] for q in query_ids])
     hits = search_candidates(catalog, name, qvecs, k)
@@ -216,6 +218,9 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         base = miner or lineage["student_base"]
         mine_with = BiEncoderTeacher(load_sentence_transformer(base, device), base)
         mine_with.use_cache(cache_dir)
+    # Documents are encoded at the student's training length: the targets come from the text the
+    # student sees, and a corpus of long documents costs half (SciFact at 128 instead of 256 tokens).
+    mine_with.truncate_documents(options.max_length)
     doc_texts = list(beir.corpus.values())
     log.info("encoding the corpus with %s (cached after the first run)", mine_with.name)
     query_ids = sorted(q for q in train_qrels if q in beir.queries)
@@ -315,7 +320,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             "options": {k: v for k, v in asdict(options).items() if k != "extra"},
             "lineage": lineage,
             "metrics": metrics,
-            "teacher_metrics": teacher_metrics,
+            "teacher_metrics": teacher_metrics,  # documents at teacher_document_tokens, as it taught
+            "teacher_document_tokens": mine_with.document_tokens if isinstance(t, BiEncoderTeacher) else None,
             "teacher_check": teacher_check,
             "lexical": lexical_info,
             "total_seconds": round(time.perf_counter() - t_start, 1),
@@ -417,6 +423,7 @@ def _register(catalog, out_dir: Path, result: dict, beir: BeirData) -> int:
         "role": "distilled student",
         "teacher": result["teacher"],
         "teacher_kind": result["teacher_kind"],
+        "teacher_document_tokens": result["teacher_document_tokens"],  # what the teacher read of each document
         "student_spec": result["student_spec"],
         "data": result["data"],
         "data_fingerprint": beir.fingerprint,

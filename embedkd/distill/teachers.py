@@ -86,6 +86,15 @@ class BiEncoderTeacher(_Cached):
         self.disk_cache_min = 256  # fewer new texts than this are not worth a cache file
         self.lexical = None  # a LexicalScorer fused into every score (`fuse_lexical`)
         self.lexical_weight = 0.0
+        self.document_tokens: int | None = None  # `truncate_documents`
+
+    def truncate_documents(self, tokens: int) -> None:
+        """Encode documents from their first `tokens` tokens only (the student's training length), so the
+        teacher's targets come from the text the student sees; it also halves a long corpus's encoding."""
+        tokens = min(int(tokens), self.model.max_seq_length)
+        if tokens != self.document_tokens:
+            self.document_tokens = tokens
+            self._known["document"] = {}
 
     def fuse_lexical(self, scorer, weight: float) -> None:
         """Score = cosine + weight x normalised BM25 (`lexical.py`); embeddings stay the dense model's."""
@@ -122,8 +131,12 @@ class BiEncoderTeacher(_Cached):
 
             prompt = role_prompts(self.model).get(role)
             if self.embedding_cache is not None and len(missing) >= self.disk_cache_min:
-                # a prompt changes the vectors, so it is part of the key; prompt-less keys stay as they were
-                key = self.fingerprint if not prompt else f"{self.fingerprint[:8]}{texts_key([role, prompt])[:8]}"
+                # a prompt or a token limit changes the vectors, so it is part of the key; keys without
+                # either stay as they were
+                extra = [role, prompt] if prompt else []
+                if role == "document" and self.document_tokens is not None:
+                    extra += ["tokens", str(self.document_tokens)]
+                key = self.fingerprint if not extra else f"{self.fingerprint[:8]}{texts_key(extra)[:8]}"
                 vectors = cached_embeddings(self.embedding_cache, key, missing, run)
             else:
                 vectors = run(missing)
@@ -137,9 +150,15 @@ class BiEncoderTeacher(_Cached):
 
         from embedkd.text_encoder import encode_role
 
-        with torch.inference_mode():
-            out = encode_role(self.model, batch, role, batch_size=self.batch_size, convert_to_numpy=True,
-                              normalize_embeddings=True, show_progress_bar=len(batch) > 2000)
+        saved = self.model.max_seq_length
+        if role == "document" and self.document_tokens is not None:
+            self.model.max_seq_length = self.document_tokens
+        try:
+            with torch.inference_mode():
+                out = encode_role(self.model, batch, role, batch_size=self.batch_size, convert_to_numpy=True,
+                                  normalize_embeddings=True, show_progress_bar=len(batch) > 2000)
+        finally:
+            self.model.max_seq_length = saved
         return np.asarray(out, dtype=np.float32)
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:

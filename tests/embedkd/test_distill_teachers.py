@@ -63,6 +63,40 @@ def test_prompted_teacher_scores_queries_and_documents_with_their_own_prompts(tm
     assert len(names) == 2 and plain_name not in names
 
 
+def test_truncated_documents_are_encoded_from_their_first_tokens_and_cached_apart(tmp_path):
+    """`truncate_documents(n)`: documents as the model reads their first n tokens, queries untouched,
+    the model's own limit restored, and a cache file that a full-length teacher never reads."""
+    doc = ("Vitamin D deficiency is common in older adults. " * 3 + "The stock market fell on Tuesday. " * 8).strip()
+    query = "Vitamin D deficiency in older adults and its effects on bone mineral density " * 2
+    full = load_teacher(minilm_path(), device="cpu", cache_dir=tmp_path)
+    full.disk_cache_min = 1
+    full_doc, full_query = full.encode([doc])[0], full.encode_queries([query])[0]
+
+    cut = load_teacher(minilm_path(), device="cpu", cache_dir=tmp_path)
+    cut.disk_cache_min = 1
+    own_limit = cut.model.max_seq_length
+    cut.truncate_documents(16)
+    assert cut.document_tokens == 16
+    cut_doc = cut.encode([doc])[0]
+    assert cut.model.max_seq_length == own_limit
+    cut.model.max_seq_length = 16
+    expected = cut.model.encode([doc], normalize_embeddings=True)[0]
+    cut.model.max_seq_length = own_limit
+    np.testing.assert_allclose(cut_doc, expected, atol=1e-5)
+    assert float(cut_doc @ full_doc) < 0.99  # the cut changed what the teacher saw
+    np.testing.assert_allclose(cut.encode_queries([query])[0], full_query, atol=1e-6)
+    assert len(list(tmp_path.glob("emb-*.npy"))) == 3  # full docs, queries, 16-token docs
+
+    again = load_teacher(minilm_path(), device="cpu", cache_dir=tmp_path)
+    again.disk_cache_min = 1
+    again._run = None  # everything must come from the files, each from its own
+    np.testing.assert_array_equal(again.encode([doc])[0], full_doc)
+    again.truncate_documents(16)
+    np.testing.assert_array_equal(again.encode([doc])[0], cut_doc)
+    again.truncate_documents(10_000)  # never beyond the model's own limit
+    assert again.document_tokens == own_limit
+
+
 def test_cross_encoder_teacher_one_logit(tmp_path):
     from sentence_transformers import CrossEncoder
 
