@@ -321,7 +321,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             "lineage": lineage,
             "metrics": metrics,
             "teacher_metrics": teacher_metrics,  # documents at teacher_document_tokens, as it taught
-            "teacher_document_tokens": mine_with.document_tokens if isinstance(t, BiEncoderTeacher) else None,
+            "teacher_document_tokens": t.document_tokens if isinstance(t, BiEncoderTeacher) else None,
             "teacher_check": teacher_check,
             "lexical": lexical_info,
             "total_seconds": round(time.perf_counter() - t_start, 1),
