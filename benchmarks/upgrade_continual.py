@@ -13,6 +13,10 @@ each adapter on v1). Everything runs through the CLI, as a user would.
     EMBEDKD_HOME=/tmp/continual/home .venv/bin/python benchmarks/upgrade_continual.py \
         --data ../shared/data/scifact --old /tmp/distill-bench/pydocs --work /tmp/continual \
         --out docs/upgrade_continual.json
+
+Two processes can train the two v2s side by side, each with its own EMBEDKD_HOME, --work and --out
+(`--variants plain` / `--variants stable`, `--threads 1`); `--old-split train` measures forgetting on a
+larger query set where the old data has one (`distill_make_debian.py --train N`).
 """
 
 from __future__ import annotations
@@ -47,6 +51,12 @@ def main() -> int:
     ap.add_argument("--out", required=True, help="JSON results file")
     ap.add_argument("--epochs", default="1")
     ap.add_argument("--previous-weight", default="1.0")
+    ap.add_argument("--variants", nargs="+", default=["plain", "stable"], choices=["plain", "stable"],
+                    help="which v2s to train (two processes with their own --out and EMBEDKD_HOME can share the CPU)")
+    ap.add_argument("--old-split", default="test", help="qrels split of the old data to measure forgetting on")
+    ap.add_argument("--threads", default=None, help="torch CPU threads for every command (default: the CLI's)")
+    ap.add_argument("--skip-v1-new", action="store_true",
+                    help="do not evaluate v1 on the new data (a second process beside one that does)")
     ap.add_argument("--new-index", default=None,
                     help="an index of the new data built with v1: also fit and report each v2 there (the gain "
                          "v2 was trained for, and the share of it an adapter recovers)")
@@ -64,38 +74,43 @@ def main() -> int:
     def save() -> None:
         out_path.write_text(json.dumps(results, indent=2))
 
-    old_index = "old-v1"
-    if "v1_old" not in results:
-        _, built, secs = _cli("index", "build", "--index", old_index, "--model", v1, "--corpus", args.old)
-        _, m, _ = _cli("eval", "retrieval", "--data", args.old, "--index", old_index)
-        results["v1_old"] = m
-        results["v1_old_index_build"] = {"seconds": secs, **built}  # a reindex's cost, to set the fits against
-        save()
-    if "v1_new" not in results:  # v1 at its own length (distill's teacher_metrics cut documents to 128 tokens)
-        results["v1_new"] = _cli("eval", "retrieval", "--data", args.data, "--model", v1)[1]
-        save()
-    for variant in ("plain", "stable"):
+    threads = ["--threads", args.threads] if args.threads else []
+    split = ["--split", args.old_split]
+    runs = work / "runs"  # TREC run files, for paired `embedkd eval compare` of v1 and each v2 on the old data
+    runs.mkdir(exist_ok=True)
+    # Training first: it is most of the cost, and its figures are the first worth keeping.
+    for variant in args.variants:
         r = results.setdefault(variant, {})
-        model = work / f"v2-{variant}"
         if "train" not in r:
             extra = ["--previous", v1, "--previous-weight", args.previous_weight] if variant == "stable" else []
             code, res, secs = _cli("distill", "--teacher", v1, "--student", v1, "--data", args.data, "--out",
-                                   str(model), "--loss", "labels", "--epochs", args.epochs, "--time-budget", "0",
-                                   "--no-register", *extra)
+                                   str(work / f"v2-{variant}"), "--loss", "labels", "--epochs", args.epochs,
+                                   "--time-budget", "0", "--no-register", *threads, *extra)
             r["train"] = {"seconds": secs, "steps": res.get("steps"),
-                          "new_test_ndcg@10": res["metrics"]["test"]["ndcg@10"],
-                          "v1_new_test_ndcg@10": results["v1_new"]["ndcg@10"]}
+                          "new_test_ndcg@10": res["metrics"]["test"]["ndcg@10"]}
             save()
+    old_index = "old-v1"
+    if "v1_old" not in results:
+        _, built, secs = _cli("index", "build", "--index", old_index, "--model", v1, "--corpus", args.old, *threads)
+        _, m, _ = _cli("eval", "retrieval", "--data", args.old, "--index", old_index, *split, *threads,
+                       "--run", str(runs / "v1-old.run"))
+        results["v1_old"] = m
+        results["v1_old_index_build"] = {"seconds": secs, **built}  # a reindex's cost, to set the fits against
+        save()
+    for variant in args.variants:
+        r = results[variant]
+        model = work / f"v2-{variant}"
         if "v2_old" not in r:
-            r["v2_old"] = _cli("eval", "retrieval", "--data", args.old, "--model", str(model))[1]
+            r["v2_old"] = _cli("eval", "retrieval", "--data", args.old, "--model", str(model), *split, *threads,
+                               "--run", str(runs / f"{variant}-old.run"))[1]
             save()
         if "fit" not in r:
-            code, res, secs = _cli("upgrade", "fit", "--index", old_index, "--model", str(model))
+            code, res, secs = _cli("upgrade", "fit", "--index", old_index, "--model", str(model), *threads)
             r["fit"] = {"exit": code, "seconds": secs, **res}
             save()
         if "report" not in r:
             code, res, secs = _cli("upgrade", "report", "--index", old_index, "--model", str(model), "--data",
-                                   args.old, "--out", str(work / f"report-{variant}"))
+                                   args.old, *split, *threads, "--out", str(work / f"report-{variant}"))
             r["report"] = {"exit": code, "seconds": secs, **res}
             save()
         if args.new_index and "new_report" not in r:
@@ -106,6 +121,10 @@ def main() -> int:
                                    args.data, "--corpus", corpus, "--out", str(work / f"new-report-{variant}"))
             r["new_report"] = {"exit": code, "seconds": secs, **res}
             save()
+    if not args.skip_v1_new and "v1_new" not in results:
+        # v1 on the new data at its own length (distill's teacher_metrics cut documents to 128 tokens)
+        results["v1_new"] = _cli("eval", "retrieval", "--data", args.data, "--model", v1, *threads)[1]
+        save()
     print(json.dumps(results, indent=2))
     return 0
 
