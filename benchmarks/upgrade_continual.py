@@ -16,7 +16,9 @@ each adapter on v1). Everything runs through the CLI, as a user would.
 
 Two processes can train the two v2s side by side, each with its own EMBEDKD_HOME, --work and --out
 (`--variants plain` / `--variants stable`, `--threads 1`); `--old-split train` measures forgetting on a
-larger query set where the old data has one (`distill_make_debian.py --train N`).
+larger query set where the old data has one (`distill_make_debian.py --train N`). Each variant's
+v2, v1 and adapted runs are compared pairwise (`eval compare`); across two processes compare the run files
+in their --work/runs folders.
 """
 
 from __future__ import annotations
@@ -78,13 +80,17 @@ def main() -> int:
     split = ["--split", args.old_split]
     runs = work / "runs"  # TREC run files, for paired `embedkd eval compare` of v1 and each v2 on the old data
     runs.mkdir(exist_ok=True)
+
+    def v2_dir(variant: str) -> Path:
+        return work / f"v2-{variant}"
+
     # Training first: it is most of the cost, and its figures are the first worth keeping.
     for variant in args.variants:
         r = results.setdefault(variant, {})
         if "train" not in r:
             extra = ["--previous", v1, "--previous-weight", args.previous_weight] if variant == "stable" else []
             code, res, secs = _cli("distill", "--teacher", v1, "--student", v1, "--data", args.data, "--out",
-                                   str(work / f"v2-{variant}"), "--loss", "labels", "--epochs", args.epochs,
+                                   str(v2_dir(variant)), "--loss", "labels", "--epochs", args.epochs,
                                    "--time-budget", "0", "--no-register", *threads, *extra)
             r["train"] = {"seconds": secs, "steps": res.get("steps"),
                           "new_test_ndcg@10": res["metrics"]["test"]["ndcg@10"]}
@@ -99,7 +105,7 @@ def main() -> int:
         save()
     for variant in args.variants:
         r = results[variant]
-        model = work / f"v2-{variant}"
+        model = v2_dir(variant)
         if "v2_old" not in r:
             r["v2_old"] = _cli("eval", "retrieval", "--data", args.old, "--model", str(model), *split, *threads,
                                "--run", str(runs / f"{variant}-old.run"))[1]
@@ -113,12 +119,23 @@ def main() -> int:
                                    args.old, *split, *threads, "--out", str(work / f"report-{variant}"))
             r["report"] = {"exit": code, "seconds": secs, **res}
             save()
+        if r["fit"].get("accepted") and "adapted_old" not in r:
+            # what a user's v2 queries get on the v1 index through the activated adapter, paired with v1 and v2
+            adapted_run = str(runs / f"{variant}-adapted.run")
+            r["adapted_old"] = _cli("eval", "retrieval", "--data", args.old, "--index", old_index, "--query-model",
+                                    str(model), *split, *threads, "--run", adapted_run)[1]
+            v1_run, v2_run = str(runs / "v1-old.run"), str(runs / f"{variant}-old.run")
+            r["paired"] = {name: _cli("eval", "compare", "--data", args.old, *split, a, b)[1] for name, a, b in (
+                ("v2 minus v1", v1_run, v2_run), ("adapted minus v1", v1_run, adapted_run),
+                ("adapted minus v2", v2_run, adapted_run))}
+            save()
         if args.new_index and "new_report" not in r:
             corpus = str(Path(args.data) / "corpus.jsonl")
-            code, res, secs = _cli("upgrade", "fit", "--index", args.new_index, "--model", str(model), "--corpus", corpus)
+            code, res, secs = _cli("upgrade", "fit", "--index", args.new_index, "--model", str(model), "--corpus", corpus,
+                                   *threads)
             r["new_fit"] = {"exit": code, "seconds": secs, **res}
             code, res, secs = _cli("upgrade", "report", "--index", args.new_index, "--model", str(model), "--data",
-                                   args.data, "--corpus", corpus, "--out", str(work / f"new-report-{variant}"))
+                                   args.data, "--corpus", corpus, *threads, "--out", str(work / f"new-report-{variant}"))
             r["new_report"] = {"exit": code, "seconds": secs, **res}
             save()
     if not args.skip_v1_new and "v1_new" not in results:
