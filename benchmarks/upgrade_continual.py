@@ -67,13 +67,14 @@ def _outside_sample_queries(data: str, index: str, qrels: dict) -> set[str]:
     return {q for q, rel in qrels.items() if not any(d in sampled for d, r in rel.items() if r > 0)}
 
 
-def _new_data_runs(data: str, index: str, v1: str, v2: str, variant: str, runs: Path, threads: list[str]) -> dict:
+def _new_data_runs(data: str, index: str, v2: str, variant: str, runs: Path, threads: list[str]) -> dict:
     """v1/v1 (the index), v2/v2 (a reindex) and adapted v2 on the v1 index, on the new data's test queries:
     paired differences and the share of the reindex gain, on all queries and on those outside the fit's sample."""
     from embedkd.evaluation.beir import load_qrels
     from embedkd.evaluation.compare import paired_comparison
     from embedkd.evaluation.metrics import per_query_metrics
     from embedkd.evaluation.runs import read_trec_run
+    from embedkd.upgrade.report import recovered_share
 
     files = {"v1": runs / "v1-new.run", "v2": runs / f"{variant}-new.run", "adapted": runs / f"{variant}-new-adapted.run"}
     if not files["v1"].is_file():
@@ -86,9 +87,8 @@ def _new_data_runs(data: str, index: str, v1: str, v2: str, variant: str, runs: 
     out = {}
     for name, queries in (("all", sorted(qrels)), ("outside_sample", sorted(_outside_sample_queries(data, index, qrels)))):
         nd = {k: np.array([per[k].get(q, {}).get("ndcg@10", 0.0) for q in queries]) for k in files}
-        gain = nd["v2"].mean() - nd["v1"].mean()
         out[name] = {"queries": len(queries), "ndcg@10": {k: float(v.mean()) for k, v in nd.items()},
-                     "share_of_gain": float((nd["adapted"].mean() - nd["v1"].mean()) / gain) if gain > 0 else None,
+                     "share_of_gain": recovered_share(nd["adapted"].mean(), nd["v1"].mean(), nd["v2"].mean()),
                      "adapted minus v1": paired_comparison(nd["v1"], nd["adapted"]),
                      "v2 minus v1": paired_comparison(nd["v1"], nd["v2"])}
     return out
@@ -186,7 +186,7 @@ def main() -> int:
                 r["new_fit"] = {"exit": code, "seconds": secs, **res}
                 save()
             if r["new_fit"].get("accepted") and "new_paired" not in r:  # the headline first: what the goal measures
-                r["new_paired"] = _new_data_runs(args.data, args.new_index, v1, str(model), variant, runs, threads)
+                r["new_paired"] = _new_data_runs(args.data, args.new_index, str(model), variant, runs, threads)
                 save()
             code, res, secs = _cli("upgrade", "report", "--index", args.new_index, "--model", str(model), "--data",
                                    args.data, "--corpus", corpus, *threads, "--out", str(work / f"new-report-{variant}"))
