@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "evaluation (0: no limit); default 25")
     p.add_argument("--eval-split", default="test", help="qrels split to evaluate on after training ('' to skip)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: adapt to the machine's load)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the dev split, the negatives drawn, the batch order and any fresh weights (default 0)")
     p.add_argument("--previous", default=None,
                    help="continual training: previous model version (v1) whose embeddings v2 must stay close to")
     p.add_argument("--previous-weight", type=float, default=1.0, help="weight of the --previous term")
@@ -77,10 +79,12 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--pseudo-queries must be 0 (none) or a positive count")
     if args.epochs is not None and args.epochs <= 0:
         raise UserError("--epochs must be positive")
+    if args.seed < 0:
+        raise UserError(f"--seed must be 0 or a positive integer, got {args.seed}")
     torch.set_flush_denormal(True)
     set_torch_threads(args.threads)
     options = TrainOptions(epochs=args.epochs if args.epochs is not None else 4.0, batch_size=args.batch_size,
-                           lr=args.lr, max_length=args.max_length)
+                           lr=args.lr, max_length=args.max_length, seed=args.seed)
     result = distill(args.teacher, args.student, args.data, args.out, args.loss, teacher_kind=args.teacher_kind,
                      miner=args.miner, options=options, negatives=args.negatives,
                      eval_split=args.eval_split or None, register=not args.no_register, progress=not args.quiet,

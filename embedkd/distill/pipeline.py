@@ -195,6 +195,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         raise UserError("--lexical fuses BM25 into a bi-encoder teacher's cosine; a cross-encoder teacher "
                         "reads the words itself, so drop --lexical")
     model, lineage = load_student(student, device)
+    lineage["seed"] = options.seed  # with the data, the loss and the steps: enough to retrain the same student
     # Role prompts (e5's "query: "/"passage: ") are used as the models use them at search time: the
     # teacher's for its targets, the student's (a prune keeps its base's) in its own forward passes.
     prompted = {who: p for who, p in (("teacher", role_prompts(t.model) if t.kind == "bi-encoder" else {}),

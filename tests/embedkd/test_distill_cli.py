@@ -30,7 +30,7 @@ def test_distill_end_to_end_registers_a_loadable_student(tiny_beir, tmp_path, mo
     out = tmp_path / "student"
     rc = main(["distill", "--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data",
                str(tiny_beir), "--out", str(out), "--loss", "cosine+kl+margin-mse+attention", "--epochs", "1",
-               "--batch-size", "4", "--negatives", "2", "--max-length", "32", "--pseudo-queries", "4", "--json"])
+               "--batch-size", "4", "--negatives", "2", "--max-length", "32", "--pseudo-queries", "4", "--seed", "3", "--json"])
     assert rc == 0
     captured = capsys.readouterr()
     result = _last_json(captured.out)
@@ -39,6 +39,7 @@ def test_distill_end_to_end_registers_a_loadable_student(tiny_beir, tmp_path, mo
     assert f"distill: step {result['steps']}/{result['planned_steps']}" in captured.err
     assert result["pseudo_queries"] == 4 and result["train_examples"] >= 4 + 1
     assert result["lineage"]["kept_layers"] == [5]
+    assert result["options"]["seed"] == 3 and result["lineage"]["seed"] == 3
     assert set(result["final_loss"]) == {"cosine", "kl", "margin-mse", "attention"}
     assert 0 <= result["metrics"]["test"]["ndcg@10"] <= 1 and result["metrics"]["test"]["queries"] > 0
     student = SentenceTransformer(str(out), device="cpu")
@@ -54,6 +55,7 @@ def test_distill_end_to_end_registers_a_loadable_student(tiny_beir, tmp_path, mo
             assert row is not None and row.id == result["model_id"]
             assert row.info["teacher"] == result["teacher"] and row.info["steps"] == result["steps"]
             assert row.info["loss"] == result["loss"] and "test" in row.info["metrics"]
+            assert row.info["lineage"]["seed"] == 3
     finally:
         cat.close()
 
@@ -74,6 +76,16 @@ def test_distill_bad_input_one_line(tmp_path, capsys, monkeypatch, student, data
                str(data), "--out", str(tmp_path / "o"), "--loss", loss])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_distill_refuses_a_negative_seed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    data = make_beir_slice(tmp_path / "b", 12, split="train")
+    rc = main(["distill", "--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data", str(data),
+               "--out", str(tmp_path / "o"), "--seed", "-1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--seed must be 0 or a positive integer, got -1" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
 
 
 def test_distill_embedding_loss_needs_a_bi_encoder_teacher(tmp_path, capsys, monkeypatch):
