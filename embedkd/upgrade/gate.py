@@ -20,6 +20,9 @@ worse than v1, where agreeing with the reindex is no virtue. With labelled queri
 rule 2: a piece finding its own document is a label-free stand-in for relevance, and it can disagree
 with real queries (measured on SciFact: a fine-tuned v2 that is +10 nDCG@10 on labelled queries is
 0.8 points *worse* than v1 at it), so where the real measurement exists the stand-in does not veto it.
+Rule 2 is a partial guard: a v2 fine-tuned on other data that forgot some of the index's kind (-0.8
+nDCG@10 on 3,000 real queries) found the pieces' documents as well as v1 did, and its adapter passed
+at -0.9; with 300 labelled queries, rule 3 refused it (docs/upgrade.md, *A second seed*).
 """
 
 from __future__ import annotations
