@@ -270,13 +270,18 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
         "v1_vectors": "index" if stored is not None else "re-encoded",
         # a blend also encodes every query with the index's model: say so where the user reads the result
         "query_models": [v2.record.name, v1.record.name] if chosen.adapter.needs_index_queries else [v2.record.name],
+        # label-free figures cannot see a v2 that is worse than v1 for real queries (docs/upgrade.md, "A second seed")
+        "checked": "labelled queries (nDCG@10 on the test split of --eval-data)" if eval_data else
+                   "label-free only (held-out pieces of the index's documents); it cannot show whether the new model "
+                   "is better than v1 for real queries here: --eval-data BEIR_DIR with a few hundred labelled queries "
+                   "checks that",
     }
     if labelled is not None:
         result["labelled_ndcg@10"] = labelled
     if blend_result is not None:
         result["blend"] = blend_result
     if outcome.decision.accepted:
-        metrics = {k: v for k, v in result.items() if k in ("heldout", "candidates", "counts", "seconds")}
+        metrics = {k: v for k, v in result.items() if k in ("heldout", "candidates", "counts", "seconds", "checked")}
         if labelled is not None:
             metrics["labelled_ndcg@10"] = labelled
         result.update(register_adapter(catalog, index_name, chosen.adapter, v2.record, metrics, activate=activate))

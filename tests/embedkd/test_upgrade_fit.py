@@ -72,6 +72,7 @@ def test_fit_registers_and_routes(catalog, tmp_path):
     v2 = HashEncoder(32, 1, drift=drift)  # a 48-d model whose space is a rotated embedding of v1's
     res = fit_upgrade(catalog, "idx", "v2", "auto", corpus=str(path), sample_docs=60, v1_encoder=v1, v2_encoder=v2)
     assert res["accepted"], res["reason"]
+    assert res["checked"].startswith("label-free") and "--eval-data" in res["checked"]
     assert res["heldout"]["agree_adapted"] >= res["heldout"]["agree_v1"]
     # the gate's self-retrieval also searched the 20 index documents outside the sample
     assert res["counts"]["distractors"] == 20
@@ -80,6 +81,7 @@ def test_fit_registers_and_routes(catalog, tmp_path):
     with catalog.session() as s:
         rows = s.query(AdapterRow).all()
         assert len(rows) == 1 and rows[0].active and rows[0].kind == res["kind"]
+        assert rows[0].metrics["checked"] == res["checked"]  # how the gate checked it stays with the adapter
         adapter = load_registered(catalog.settings.adapter_dir, rows[0])
     q = v2(["w1 w2 w3 w4"])
     assert adapter.apply(q).shape == (1, 32)
@@ -189,6 +191,7 @@ def test_labelled_eval_data_is_checked(catalog, tmp_path):
     ndcg = res["labelled_ndcg@10"]
     assert ndcg["procrustes"] >= ndcg["v1"] - 0.005
     assert res["accepted"] and res["kind"] == "procrustes" and res["heldout"]["ndcg_adapted"] == ndcg["procrustes"]
+    assert res["checked"].startswith("labelled queries")
     # blends were scored too, and none is clearly better than an exact map: the plain one needs no v1 query
     assert sorted(k for k in ndcg if k.startswith("procrustes+v1@")) == [f"procrustes+v1@0.{i}" for i in range(1, 10)]
     assert res["query_models"] == [v2.record.name]
