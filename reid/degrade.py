@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -125,19 +125,34 @@ def degrade(img: Image.Image, kind: str, severity: int, rng: np.random.Generator
     return DEGRADATIONS[kind](img, severity, rng)
 
 
-def random_degradation(img: Image.Image, rng: np.random.Generator, max_ops: int = 2) -> Image.Image:
-    """Training-time LQ augmentation: 1..max_ops distinct degradations in random order, each with a
-    severity drawn uniformly from 1..5."""
-    n = int(rng.integers(1, max_ops + 1))
-    kinds = rng.choice(list(DEGRADATIONS), size=n, replace=False)
-    for kind in kinds:
+def check_kinds(kinds: Sequence[str] | None) -> tuple[str, ...]:
+    """The degradation kinds to draw from (all five when None), in DEGRADATIONS' order.
+    Raises ValueError naming the unknown ones."""
+    if kinds is None:
+        return tuple(DEGRADATIONS)
+    unknown = sorted(set(kinds) - set(DEGRADATIONS))
+    if unknown or not kinds:
+        raise ValueError(f"unknown degradation kind(s) {unknown or '(none given)'}; choose from {list(DEGRADATIONS)}")
+    return tuple(k for k in DEGRADATIONS if k in set(kinds))
+
+
+def random_degradation(img: Image.Image, rng: np.random.Generator, max_ops: int = 2,
+                       kinds: Sequence[str] | None = None) -> Image.Image:
+    """Training-time LQ augmentation: 1..max_ops distinct degradations (of `kinds`, default all) in random
+    order, each with a severity drawn uniformly from 1..5."""
+    pool = check_kinds(kinds)
+    n = int(rng.integers(1, min(max_ops, len(pool)) + 1))
+    for kind in rng.choice(list(pool), size=n, replace=False):
         img = degrade(img, str(kind), int(rng.integers(1, 6)), rng)
     return img
 
 
-def lq_protocol(img: Image.Image, key: str, seed: int = LQ_PROTOCOL_SEED) -> Image.Image:
-    """The fixed evaluation degradation of one crop; `key` is its file name (not the full path)."""
+def lq_protocol(img: Image.Image, key: str, seed: int = LQ_PROTOCOL_SEED,
+                kinds: Sequence[str] | None = None) -> Image.Image:
+    """The fixed evaluation degradation of one crop; `key` is its file name (not the full path).
+    `kinds` restricts the kind drawn (default all five: the `--lq` protocol); severity is drawn as always."""
+    pool = check_kinds(kinds)
     rng = np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))])
-    kind = list(DEGRADATIONS)[int(rng.integers(0, len(DEGRADATIONS)))]
+    kind = pool[int(rng.integers(0, len(pool)))]
     severity = int(rng.integers(1, 6))
     return degrade(img, kind, severity, rng)

@@ -45,17 +45,18 @@ def embed_images(model: ReIDModel, images: Sequence[Image.Image], batch_size: in
 
 
 def extract_features(
-    model: ReIDModel, paths: Sequence[str | Path], *, lq: bool = False, batch_size: int | None = None
+    model: ReIDModel, paths: Sequence[str | Path], *, lq: bool = False, batch_size: int | None = None,
+    lq_kinds: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Embeddings of image files, read `batch_size` at a time. With `lq`, each crop is first degraded
-    by the fixed protocol (`reid.degrade.lq_protocol`, keyed by file name)."""
+    by the fixed protocol (`reid.degrade.lq_protocol`, keyed by file name; `lq_kinds` restricts its kinds)."""
     batch_size = batch_size or default_image_batch(next(model.parameters()).device)
     out = np.zeros((len(paths), model.dim), dtype=np.float32)
     for start in range(0, len(paths), batch_size):
         images = []
         for path in paths[start : start + batch_size]:
             img = load_image(path)
-            images.append(lq_protocol(img, os.path.basename(str(path))) if lq else img)
+            images.append(lq_protocol(img, os.path.basename(str(path)), kinds=lq_kinds) if lq else img)
         out[start : start + len(images)] = embed_images(model, images, batch_size)
     return out
 
@@ -66,7 +67,7 @@ def _arrays(samples: list[Sample]) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 def evaluate_market(
     model: ReIDModel, data: MarketData, *, lq: bool = False, rerank: bool = False, batch_size: int | None = None,
-    per_query: bool = False,
+    per_query: bool = False, lq_kinds: Sequence[str] | None = None,
 ) -> dict:
     """rank1/rank5/rank10/mAP (fractions in 0..1) of query vs gallery, plus counts and images/s; with
     `per_query`, also each query's first-match rank (`first_match_ranks`) for paired comparisons."""
@@ -75,7 +76,7 @@ def evaluate_market(
     t0 = time.perf_counter()
     gf = extract_features(model, g_paths, batch_size=batch_size)
     t_gallery = time.perf_counter() - t0
-    qf = extract_features(model, q_paths, lq=lq, batch_size=batch_size)
+    qf = extract_features(model, q_paths, lq=lq, batch_size=batch_size, lq_kinds=lq_kinds)
     dist = cosine_distance(qf, gf)
     if rerank:
         dist = re_ranking(dist, cosine_distance(qf, qf), cosine_distance(gf, gf))
@@ -94,7 +95,8 @@ def evaluate_market(
 
 
 def evaluate_model(
-    model_dir: str | Path, data_root: str | Path, *, lq: bool = False, rerank: bool = False
+    model_dir: str | Path, data_root: str | Path, *, lq: bool = False, rerank: bool = False,
+    lq_kinds: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Load a model folder and evaluate it on a Market-1501 folder's query/gallery split."""
     from .model import load_model
@@ -102,4 +104,4 @@ def evaluate_model(
     torch.set_flush_denormal(True)
     data = read_market(data_root, need_test=True)
     model, _ = load_model(model_dir)
-    return evaluate_market(model, data, lq=lq, rerank=rerank)
+    return evaluate_market(model, data, lq=lq, rerank=rerank, lq_kinds=lq_kinds)

@@ -29,6 +29,7 @@ from indexer.errors import UserError
 from .attributes import ATTRIBUTE_TASKS, attribute_targets, load_attributes
 from .data import read_market, relabel
 from .datasets import TrainSet
+from .degrade import check_kinds
 from .evaluation import evaluate_market
 from .heads import TrainingHeads
 from .losses import (
@@ -51,7 +52,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 DEFAULT_LOGIT_WEIGHT = 1.0
 # options added since earlier releases wrote checkpoints, at the values that train as those releases did,
 # so that such a checkpoint still resumes
-ADDED_OPTIONS = {"distill_logits": 0.0, "distill_temperature": 4.0}
+ADDED_OPTIONS = {"distill_logits": 0.0, "distill_temperature": 4.0, "lq_kinds": None}
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class TrainOptions:
     center_weight: float = 0.0  # BoT uses 5e-4
     label_smoothing: float = 0.1
     lq_prob: float | None = None  # share of degraded student crops; default 0.5 with a teacher, else 0
+    lq_kinds: tuple[str, ...] | None = None  # degradation kinds those crops get; default all five
     teacher: str | None = None  # model folder: enables HQ->LQ distillation
     init: str | None = None  # model folder to start from; default: the teacher (same backbone)
     distill_feature: float = 1.0
@@ -102,6 +104,14 @@ def _validate(opts: TrainOptions) -> None:
         raise UserError(f"--epochs must be at least 1, got {opts.epochs}")
     if opts.lq_prob is not None and not 0.0 <= opts.lq_prob <= 1.0:
         raise UserError(f"--lq-prob must be in [0, 1], got {opts.lq_prob}")
+    if opts.lq_kinds is not None:
+        try:
+            check_kinds(opts.lq_kinds)
+        except ValueError as e:
+            raise UserError(f"--lq-kinds: {e}") from None
+        if not (opts.teacher or opts.lq_prob):
+            raise UserError("--lq-kinds picks the degradations of LQ training crops, and this run degrades none; "
+                            "add --lq-prob P (or --teacher DIR)")
     if opts.height < 32 or opts.width < 16:
         raise UserError(f"input size {opts.height}x{opts.width} is too small; use at least 32x16")
     if opts.max_minutes is not None and opts.max_minutes <= 0:
@@ -228,7 +238,8 @@ def train_reid(
     # the teacher sees the clean crop normalized its own way (another backbone may expect other statistics)
     tspec = teacher.spec if teacher is not None else spec
     transform = PairedTrainTransform(spec.height, spec.width, spec.mean, spec.std, lq_prob=opts.lq_prob,
-                                     teacher_mean=tspec.mean, teacher_std=tspec.std)
+                                     teacher_mean=tspec.mean, teacher_std=tspec.std,
+                                     lq_kinds=check_kinds(opts.lq_kinds) if opts.lq_kinds else None)
     teacher_size = (tspec.height, tspec.width)
     dataset = TrainSet(samples, transform, attr_targets)
     sampler = PKBatchSampler([s.pid for s in samples], opts.p, opts.k, seed=opts.seed)
@@ -366,6 +377,7 @@ def train_reid(
         "teacher": opts.teacher,
         "attributes": bool(opts.attributes),
         "lq_prob": opts.lq_prob,
+        "lq_kinds": list(opts.lq_kinds) if opts.lq_kinds else None,
         "distill_logits": opts.distill_logits,
         "epochs": state["epoch"],
         "steps": state["step"],

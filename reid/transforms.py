@@ -53,7 +53,8 @@ class TestTransform:
 class PairedTrainTransform:
     """Resize, flip, pad 10 px (scaled) and crop back, then maybe degrade, normalize, random-erase.
 
-    Returns `(student, teacher, degraded)`: the student input (degraded with probability `lq_prob`),
+    Returns `(student, teacher, degraded)`: the student input (degraded with probability `lq_prob`, by
+    1-2 of `lq_kinds`, default all),
     the clean teacher input (same geometry, same erased box) and whether it was degraded. The teacher's
     input is normalized with `teacher_mean` / `teacher_std` (default: the student's): a teacher of
     another architecture expects its own statistics (timm's tf_ EfficientNets 0.5/0.5, MobileNetV2
@@ -70,6 +71,7 @@ class PairedTrainTransform:
         erase_prob: float = 0.5,
         teacher_mean: tuple[float, ...] | None = None,
         teacher_std: tuple[float, ...] | None = None,
+        lq_kinds: tuple[str, ...] | None = None,
     ) -> None:
         self.size = (height, width)
         self.pad = max(1, round(10 * height / 256))
@@ -77,6 +79,7 @@ class PairedTrainTransform:
         self.teacher_mean = list(teacher_mean) if teacher_mean is not None else self.mean
         self.teacher_std = list(teacher_std) if teacher_std is not None else self.std
         self.lq_prob, self.erase_prob = lq_prob, erase_prob
+        self.lq_kinds = lq_kinds  # degradation kinds drawn from; None: all
 
     def __call__(self, img: Image.Image) -> tuple[torch.Tensor, torch.Tensor, bool]:
         # torch's RNG is seeded per DataLoader worker, so draws differ across workers.
@@ -90,7 +93,7 @@ class PairedTrainTransform:
         top, left = (int(rng.integers(0, 2 * self.pad + 1)) for _ in range(2))
         clean = TF.crop(padded, top, left, h, w)
         degraded = bool(self.lq_prob > 0 and rng.random() < self.lq_prob)
-        student_img = random_degradation(clean, rng) if degraded else clean
+        student_img = random_degradation(clean, rng, kinds=self.lq_kinds) if degraded else clean
         clean_t = TF.to_tensor(clean)
         teacher = TF.normalize(clean_t, self.teacher_mean, self.teacher_std)
         student = TF.normalize(TF.to_tensor(student_img) if degraded else clean_t, self.mean, self.std)

@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=int, help="default 20 from ImageNet, 8 from a trained model")
     t.add_argument("--lq-prob", type=float,
                    help="share of degraded training crops (default 0.5 with --teacher, else 0)")
+    t.add_argument("--lq-kinds", metavar="KIND[,KIND]",
+                   help="degradations those crops get (default all: pixelate,defocus_blur,motion_blur,jpeg,"
+                        "downscale); train on some and evaluate on the others with `reid eval --lq-kinds`")
     t.add_argument("--height", type=int, default=128, help="input height (default 128, native Market size)")
     t.add_argument("--width", type=int, default=64, help="input width (default 64)")
     t.add_argument("--pool", choices=("gem", "avg"), default="gem")
@@ -50,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--model", required=True, help="model folder from `reid train`")
     e.add_argument("--data", required=True, help="Market-1501 folder with query/ and bounding_box_test/")
     e.add_argument("--lq", action="store_true", help="degrade the queries with the fixed, seeded LQ protocol")
+    e.add_argument("--lq-kinds", metavar="KIND[,KIND]",
+                   help="with --lq: draw each query's degradation from these kinds only (severity as the protocol)")
     e.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
     e.add_argument("--json", action="store_true")
     e.set_defaults(handler=_eval)
@@ -148,6 +153,19 @@ def _gallery_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kinds(text: str | None) -> tuple[str, ...] | None:
+    """`--lq-kinds a,b` checked against the known degradations (a one-line error names the unknown)."""
+    from indexer.errors import UserError
+    from reid.degrade import check_kinds
+
+    if text is None:
+        return None
+    try:
+        return check_kinds([k.strip() for k in text.split(",") if k.strip()])
+    except ValueError as e:
+        raise UserError(f"--lq-kinds: {e}") from None
+
+
 def _train(args: argparse.Namespace) -> int:
     from embedkd.threads import set_torch_threads
     from reid.training import TrainOptions, train_reid
@@ -160,7 +178,7 @@ def _train(args: argparse.Namespace) -> int:
         metric=args.metric, center_weight=args.center_weight, lq_prob=args.lq_prob, teacher=args.teacher,
         init=args.init, attributes=args.attributes, distill_logits=args.distill_logits,
         distill_temperature=args.distill_temperature, eval_every=args.eval_every, max_minutes=args.max_minutes or None,
-        seed=args.seed, workers=args.workers,
+        seed=args.seed, workers=args.workers, lq_kinds=_kinds(args.lq_kinds),
     )
     emit(train_reid(args.data, args.out, opts, quiet=args.quiet), args.json)
     return 0
@@ -169,8 +187,14 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from reid.evaluation import evaluate_model
 
-    result = evaluate_model(args.model, args.data, lq=args.lq, rerank=args.rerank)
+    kinds = _kinds(args.lq_kinds)
+    if kinds and not args.lq:
+        from indexer.errors import UserError
+
+        raise UserError("--lq-kinds restricts the --lq protocol's degradations; add --lq")
+    result = evaluate_model(args.model, args.data, lq=args.lq, rerank=args.rerank, lq_kinds=kinds)
     emit({"rank1": result["rank1"], "rank5": result["rank5"], "mAP": result["mAP"],
-          "rank10": result["rank10"], "queries": result["queries"], "lq": args.lq, "rerank": args.rerank},
+          "rank10": result["rank10"], "queries": result["queries"], "lq": args.lq,
+          **({"lq_kinds": list(kinds)} if kinds else {}), "rerank": args.rerank},
          args.json)
     return 0

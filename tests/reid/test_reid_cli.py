@@ -24,6 +24,20 @@ def test_train_and_eval_contracts(market_slice, tmp_path, capsys):
         assert {"rank1", "rank5", "mAP"} <= set(result)
         assert 0.0 <= result["rank1"] <= result["rank5"] <= 1.0 and 0.0 < result["mAP"] <= 1.0
         assert result["lq"] == bool(lq)
+    # the protocol restricted to some kinds, e.g. those a model was not trained on
+    assert main(["reid", "eval", "--model", str(out), "--data", str(market_slice), "--json", "--lq",
+                 "--lq-kinds", "downscale"]) == 0
+    assert _last_json(capsys)["lq_kinds"] == ["downscale"]
+
+
+def test_train_on_some_degradations(market_slice, tmp_path, capsys):
+    out = tmp_path / "lq"
+    assert main(["reid", "train", "--data", str(market_slice), "--out", str(out), "--epochs", "1", "--p", "4",
+                 "--k", "2", "--height", "64", "--width", "32", "--eval-every", "0", "--lq-prob", "1",
+                 "--lq-kinds", "jpeg,downscale", "--quiet", "--json"]) == 0
+    assert _last_json(capsys)["lq_kinds"] == ["jpeg", "downscale"]
+    info = json.loads((out / "reid_model.json").read_text())["info"]
+    assert info["options"]["lq_kinds"] == ["jpeg", "downscale"]
 
 
 @pytest.mark.parametrize(
@@ -35,6 +49,9 @@ def test_train_and_eval_contracts(market_slice, tmp_path, capsys):
         (["reid", "train", "--data", "{slice}", "--out", "{tmp}/o", "--backbone", "nonet", "--p", "4"],
          "timm model name"),
         (["reid", "gallery", "query", "--gallery", "nope", "--image", "x.jpg"], "no index named"),
+        (["reid", "eval", "--model", "{model}", "--data", "{slice}", "--lq", "--lq-kinds", "jpeg,fog"], "'fog'"),
+        (["reid", "eval", "--model", "{model}", "--data", "{slice}", "--lq-kinds", "jpeg"], "add --lq"),
+        (["reid", "train", "--data", "{slice}", "--out", "{tmp}/o", "--lq-kinds", "jpeg"], "add --lq-prob"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(argv, message, market_slice, trained_model, tmp_path, capsys, monkeypatch):

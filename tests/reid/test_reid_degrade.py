@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from reid.degrade import DEGRADATIONS, degrade, lq_protocol, random_degradation
+from reid.degrade import DEGRADATIONS, check_kinds, degrade, lq_protocol, random_degradation
 
 from .reid_testdata import MARKET
 
@@ -42,6 +44,49 @@ def test_lq_protocol_is_fixed_by_file_name(crop):
     assert np.array_equal(np.asarray(a), np.asarray(b))
     assert not np.array_equal(np.asarray(a), np.asarray(c))
     assert _mse(crop, a) > 1.0
+
+
+NAMES = [f"{i:04d}_c1s1_000000_01.jpg" for i in range(24)]
+
+
+def test_lq_protocol_draws_kind_then_severity_from_the_file_names_generator(crop):
+    # the documented protocol; changing this draw would silently change every published LQ figure
+    for name in NAMES[:6]:
+        rng = np.random.default_rng([0, zlib.crc32(name.encode())])
+        kind = list(DEGRADATIONS)[int(rng.integers(0, 5))]
+        expected = degrade(crop, kind, int(rng.integers(1, 6)), rng)
+        assert np.array_equal(np.asarray(lq_protocol(crop, name)), np.asarray(expected))
+
+
+def _outputs(crop, kinds):
+    return {np.asarray(degrade(crop, k, s)).tobytes(): k for k in kinds for s in range(1, 6)}
+
+
+def test_lq_protocol_restricted_to_kinds(crop):
+    allowed = _outputs(crop, ("jpeg", "pixelate"))  # both deterministic, so every outcome is enumerable
+    seen = {allowed.get(np.asarray(lq_protocol(crop, n, kinds=["pixelate", "jpeg"])).tobytes()) for n in NAMES}
+    assert seen == {"jpeg", "pixelate"}  # only these kinds, and both drawn
+    assert np.array_equal(np.asarray(lq_protocol(crop, NAMES[0], kinds=None)),
+                          np.asarray(lq_protocol(crop, NAMES[0], kinds=list(DEGRADATIONS))))
+
+
+def test_random_degradation_restricted_to_kinds(crop):
+    one = _outputs(crop, ("jpeg", "pixelate"))
+    both = {np.asarray(degrade(degrade(crop, a, s), b, t)).tobytes()
+            for a, b in (("jpeg", "pixelate"), ("pixelate", "jpeg")) for s in range(1, 6) for t in range(1, 6)}
+    outs = [np.asarray(random_degradation(crop, np.random.default_rng(i), kinds=("jpeg", "pixelate"))).tobytes()
+            for i in range(12)]
+    assert all(o in one or o in both for o in outs)
+    assert any(o in both for o in outs) and any(o in one for o in outs)
+
+
+def test_check_kinds_names_the_unknown_ones():
+    assert check_kinds(None) == tuple(DEGRADATIONS)
+    assert check_kinds(["jpeg", "pixelate"]) == ("pixelate", "jpeg")  # DEGRADATIONS' order
+    with pytest.raises(ValueError, match="'fog'"):
+        check_kinds(["jpeg", "fog"])
+    with pytest.raises(ValueError, match="none given"):
+        check_kinds([])
 
 
 def test_random_degradation_is_seeded(crop):
