@@ -29,12 +29,14 @@ def seed_pairs(rows: list[dict], students: set[str], augs: set[str]) -> list[tup
     return [(by_seed_s[s], by_seed_a[s]) for s in sorted(set(by_seed_s) & set(by_seed_a))]
 
 
-def decompose(student: dict, aug: dict) -> dict:
-    """LQ difference = clean difference - difference of the clean->LQ drops (rank-1 points)."""
-    lq = 100 * (student["lq_rank1"] - aug["lq_rank1"])
+def decompose(student: dict, aug: dict, queries: str = "lq") -> dict:
+    """LQ difference = clean difference - difference of the clean->LQ drops (rank-1 points). `queries`
+    names the degraded condition: `lq` (the protocol) or a `reid_compare.py --condition`."""
+    key = f"{queries}_rank1"
+    lq = 100 * (student[key] - aug[key])
     clean = 100 * (student["rank1"] - aug["rank1"])
-    drop_s = 100 * (student["rank1"] - student["lq_rank1"])
-    drop_a = 100 * (aug["rank1"] - aug["lq_rank1"])
+    drop_s = 100 * (student["rank1"] - student[key])
+    drop_a = 100 * (aug["rank1"] - aug[key])
     return {"lq": lq, "clean": clean, "drop_student": drop_s, "drop_aug": drop_a, "robustness": drop_a - drop_s}
 
 
@@ -43,13 +45,14 @@ def main() -> int:
     ap.add_argument("files", nargs="+", help="reid_compare.py JSON results")
     ap.add_argument("--student", default="distilled_logits,distilled_logits8", help="student model names")
     ap.add_argument("--aug", default="lq_aug_finetune,lq_aug_ft8", help="LQ augmentation model names")
+    ap.add_argument("--queries", default="lq", help="degraded condition: lq, or a reid_compare.py --condition name")
     ap.add_argument("--out", help="write the table as JSON here")
     args = ap.parse_args()
     students, augs = set(args.student.split(",")), set(args.aug.split(","))
     out = []
     for f in args.files:
         for s, a in seed_pairs(json.loads(Path(f).read_text())["rows"], students, augs):
-            out.append({"file": f, "seed": s["seed"], **decompose(s, a)})
+            out.append({"file": f, "seed": s["seed"], **decompose(s, a, args.queries)})
     if not out:
         raise SystemExit("no seed pairs found: check --student/--aug against the files' model names")
     for r in out:
@@ -61,7 +64,7 @@ def main() -> int:
           f"{mean['robustness']:+.2f} (drops {mean['drop_student']:.2f} vs {mean['drop_aug']:.2f})"
           + (f"; sd LQ {sd['lq']:.2f}, clean {sd['clean']:.2f}, robustness {sd['robustness']:.2f}" if len(out) > 1 else ""))
     if args.out:
-        Path(args.out).write_text(json.dumps({"pairs": out, "mean": mean, "sd": sd}, indent=2) + "\n")
+        Path(args.out).write_text(json.dumps({"queries": args.queries, "pairs": out, "mean": mean, "sd": sd}, indent=2) + "\n")
     return 0
 
 

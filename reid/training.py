@@ -109,9 +109,9 @@ def _validate(opts: TrainOptions) -> None:
             check_kinds(opts.lq_kinds)
         except ValueError as e:
             raise UserError(f"--lq-kinds: {e}") from None
-        if not (opts.teacher or opts.lq_prob):
+        if (opts.lq_prob if opts.lq_prob is not None else (0.5 if opts.teacher else 0.0)) == 0:
             raise UserError("--lq-kinds picks the degradations of LQ training crops, and this run degrades none; "
-                            "add --lq-prob P (or --teacher DIR)")
+                            "add --lq-prob P > 0 (or --teacher DIR)")
     if opts.height < 32 or opts.width < 16:
         raise UserError(f"input size {opts.height}x{opts.width} is too small; use at least 32x16")
     if opts.max_minutes is not None and opts.max_minutes <= 0:
