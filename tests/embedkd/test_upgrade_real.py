@@ -33,6 +33,7 @@ def models(tmp_path_factory):
 
 
 def test_fit_on_real_models(tmp_path, models, monkeypatch):
+    from embedkd.cli.main import build_parser
     from embedkd.cli.upgrade_cmd import _fit
     from embedkd.text_encoder import load_text_encoder
     from indexer.adapters import load_registered
@@ -54,19 +55,21 @@ def test_fit_on_real_models(tmp_path, models, monkeypatch):
     build_index(catalog, "sf", v1, read_corpus(corpus), progress=False)
     catalog.close()
 
-    import argparse
-
-    args = argparse.Namespace(index="sf", model=v2_path, kind="procrustes", corpus=str(corpus), sample_docs=70,
-                              queries=None, eval_data=None, seed=0, no_activate=False, json=True,
-                              device="cpu", batch_size=32, precision="fp32")
+    # parsed by the real CLI parser, so the test follows the command's options as they grow
+    args = build_parser().parse_args(["upgrade", "fit", "--index", "sf", "--model", v2_path, "--kind", "procrustes",
+                                      "--corpus", str(corpus), "--sample-docs", "70", "--device", "cpu",
+                                      "--precision", "fp32", "--json"])
     assert _fit(args) == 0
     catalog = open_catalog(load_settings())
     with catalog.session() as s:
         row = s.query(AdapterRow).one()
         adapter = load_registered(catalog.settings.adapter_dir, row)
+        kind, active, metrics = row.kind, row.active, dict(row.metrics)
     catalog.close()
+    assert (kind, active) == ("procrustes", True)  # an isometry passes the gate, so it is activated
+    assert metrics, "the adapter is registered with its held-out figures"
+    json.dumps(metrics)
     texts = ["Vitamin D deficiency is linked to disease.", "p53 mutations in tumours"]
     v2 = load_text_encoder(v2_path, device="cpu")
     cos = np.sum(adapter.apply(v2(texts)) * v1(texts), axis=1)
     assert cos.min() > 0.95  # v2 is an isometry of v1, so Procrustes should undo it
-    json.dumps(row.metrics if hasattr(row, "metrics") else {})
