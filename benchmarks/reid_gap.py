@@ -20,7 +20,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+
+from embedkd.evaluation.compare import paired_comparison
 
 
 def seed_pairs(rows: list[dict], students: set[str], augs: set[str]) -> list[tuple[dict, dict]]:
@@ -39,16 +40,6 @@ def decompose(student: dict, aug: dict, queries: str = "lq") -> dict:
     drop_s = 100 * (student["rank1"] - student[key])
     drop_a = 100 * (aug["rank1"] - aug[key])
     return {"lq": lq, "clean": clean, "drop_student": drop_s, "drop_aug": drop_a, "robustness": drop_a - drop_s}
-
-
-def t_interval(values: list[float], level: float = 0.95) -> list[float] | None:
-    """Student-t interval for the mean over seed pairs: each pair is one draw of the whole training
-    noise, so the pairs (not the queries) are the sample here."""
-    if len(values) < 2:
-        return None
-    v = np.asarray(values, dtype=float)
-    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return [float(v.mean() - half), float(v.mean() + half)]
 
 
 def main() -> int:
@@ -74,8 +65,11 @@ def main() -> int:
     print(f"mean of {len(out)} pairs: LQ {mean['lq']:+.2f} = clean {mean['clean']:+.2f} + robustness "
           f"{mean['robustness']:+.2f} (drops {mean['drop_student']:.2f} vs {mean['drop_aug']:.2f})"
           + (f"; sd LQ {sd['lq']:.2f}, clean {sd['clean']:.2f}, robustness {sd['robustness']:.2f}" if len(out) > 1 else ""))
-    ci = t_interval([r["lq"] for r in out])
-    if ci:
+    ci = None
+    if len(out) > 1:
+        # the pairs, not the queries, are the sample here: each pair is one draw of the whole training noise
+        t = paired_comparison(np.zeros(len(out)), np.array([r["lq"] for r in out]))
+        ci = [t["ci_low"], t["ci_high"]]
         print(f"LQ difference, 95% t-interval over the {len(out)} pairs: [{ci[0]:+.2f}, {ci[1]:+.2f}]")
     if args.out:
         table = {"queries": args.queries, "pairs": out, "mean": mean, "sd": sd, "lq_t_interval_95": ci}
