@@ -1,0 +1,134 @@
+"""Make a third unseen BEIR folder, of question answering: FAQ questions against their answers.
+
+The two other stand-ins for "BEIR sets we do not have" (docstrings, Debian package descriptions) both
+ask a one-line summary to find the text it summarises. Most BEIR sets ask a *question* (FiQA, NQ,
+HotpotQA, BioASQ, CQADupStack's answers), so this set does: query = a question from the Python FAQ
+or the Debian FAQ; its one relevant document = the answer under it. Distractors are sections of the
+Python documentation (library reference, HOWTOs, tutorial, language reference) cut at their headings,
+so the corpus is full of text about the same things the questions ask about.
+
+Both FAQs ship in Debian packages; fetch and unpack them, then build the folder:
+
+    apt-get download python3.11-doc debian-faq
+    for f in python3.11-doc_*.deb debian-faq_*.deb; do dpkg -x $f /tmp/faq-src; done
+    .venv/bin/python benchmarks/distill_make_faq.py --root /tmp/faq-src --out /tmp/distill-bench/faq
+
+The texts are the Python Software Foundation's documentation (PSF License) and the Debian FAQ's authors'
+(GPL-2+); the folder is made locally and not committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import gzip
+import json
+import random
+import re
+from pathlib import Path
+
+PY_DOC = "usr/share/doc/python3*/html/_sources"
+DEBIAN_FAQ = "usr/share/doc/debian/FAQ/debian-faq.en.txt.gz"
+UNDERLINE = re.compile(r"^([=\-~^\"'`#*+<>.:_])\1{2,}\s*$")
+ROLE = re.compile(r":[\w:.-]+:`(?:[^`<]*<)?([^`>]+)>?`")  # :func:`name` / :mod:`text <target>` -> name / target
+LINK = re.compile(r"`([^`<]+?)\s*<[^`>]+>`_+")            # `text <url>`_ -> text
+DEB_HEADING = re.compile(r"^(\d+)\.(\d+)\.\s+(\S.*)$")
+FIELD = re.compile(r"^\s*:[\w-]+:(\s|$)")  # rst field lists (":synopsis: ...", ":tocdepth: 2"), not roles
+
+
+def _clean(lines: list[str]) -> str:
+    kept = [ln for ln in lines if not ln.lstrip().startswith(".. ") and not FIELD.match(ln)]
+    text = LINK.sub(r"\1", ROLE.sub(r"\1", " ".join(kept)))
+    return " ".join(text.replace("``", "").replace("**", "").replace("\u00a0", " ").split())
+
+
+def rst_sections(text: str) -> list[tuple[str, str]]:
+    """(heading, body) for each section of an rst file; a heading is a line underlined by a run of
+    one punctuation character at least as long as it."""
+    lines = text.splitlines()
+    starts = [i for i in range(len(lines) - 1)
+              if lines[i].strip() and not UNDERLINE.match(lines[i])
+              and UNDERLINE.match(lines[i + 1]) and len(lines[i + 1].strip()) >= len(lines[i].strip())]
+    out = []
+    for n, i in enumerate(starts):
+        end = starts[n + 1] if n + 1 < len(starts) else len(lines)
+        body = [ln for ln in lines[i + 2:end] if not UNDERLINE.match(ln)]
+        out.append((lines[i].strip(), _clean(body)))
+    return out
+
+
+def debian_faq(text: str) -> list[tuple[str, str]]:
+    """(question, answer) from the Debian FAQ's text edition: a heading "N.M. Question?" at column 0,
+    possibly folded over several lines, then its answer up to the next heading or chapter."""
+    lines = text.replace("\u00a0", " ").splitlines()
+    out, i = [], 0
+    while i < len(lines):
+        m = DEB_HEADING.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        title = [m.group(3)]
+        i += 1
+        while i < len(lines) and lines[i].strip():
+            title.append(lines[i].strip())
+            i += 1
+        body = []
+        while i < len(lines) and not DEB_HEADING.match(lines[i]) and not lines[i].startswith("Chapter "):
+            body.append(lines[i])
+            i += 1
+        out.append((" ".join(" ".join(title).split()), " ".join(" ".join(body).split())))
+    return out
+
+
+def build(root: Path, docs: int, seed: int, max_words: int = 250) -> tuple[list[dict], list[dict], list[tuple]]:
+    py_root = sorted(root.glob(PY_DOC))
+    if not py_root or not (root / DEBIAN_FAQ).exists():
+        raise SystemExit(f"{root} lacks the unpacked python3.x-doc and debian-faq packages (see this file's docstring)")
+    pairs = []
+    for f in sorted(glob.glob(str(py_root[-1] / "faq" / "*.rst.txt"))):
+        pairs += [(q, a) for q, a in rst_sections(Path(f).read_text(encoding="utf-8")) if q.endswith("?")]
+    with gzip.open(root / DEBIAN_FAQ, "rt", encoding="utf-8") as fh:
+        pairs += [(q, a) for q, a in debian_faq(fh.read()) if q.endswith("?")]
+    seen, qa = set(), []
+    for q, a in pairs:  # one answer per question; answers too short to retrieve ("Yes.") are dropped
+        if len(a.split()) >= 20 and q.lower() not in seen:
+            seen.add(q.lower())
+            qa.append((q, " ".join(a.split()[:max_words])))
+    distractors = []
+    for part in ("library", "howto", "tutorial", "reference", "using", "extending"):
+        for f in sorted(glob.glob(str(py_root[-1] / part / "*.rst.txt"))):
+            for _, body in rst_sections(Path(f).read_text(encoding="utf-8")):
+                words = body.split()  # long reference sections become several passages, as BEIR's corpora are
+                distractors += [" ".join(words[i:i + max_words]) for i in range(0, len(words), max_words)
+                                if len(words[i:i + max_words]) >= 30]
+    rng = random.Random(seed)
+    rng.shuffle(distractors)
+    corpus = [{"_id": f"a{n}", "title": "", "text": a} for n, (_, a) in enumerate(qa)]
+    corpus += [{"_id": f"d{n}", "title": "", "text": b}
+               for n, b in enumerate(distractors[:max(0, docs - len(qa))])]
+    queries = [{"_id": f"q{n}", "text": q} for n, (q, _) in enumerate(qa)]
+    qrels = [(f"q{n}", f"a{n}", 1) for n in range(len(qa))]
+    return corpus, queries, qrels
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", type=Path, required=True, help="where the two .deb packages were unpacked (dpkg -x)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--docs", type=int, default=5000, help="corpus size: the answers plus sampled distractors")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    corpus, queries, qrels = build(a.root, a.docs, a.seed)
+    (a.out / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(a.out / "corpus.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(d) + "\n" for d in corpus)
+    with open(a.out / "queries.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(q) + "\n" for q in queries)
+    with open(a.out / "qrels" / "test.tsv", "w", encoding="utf-8") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        fh.writelines(f"{q}\t{d}\t{s}\n" for q, d, s in qrels)
+    print(json.dumps({"out": str(a.out), "documents": len(corpus), "queries": len(queries)}))
+
+
+if __name__ == "__main__":
+    main()
