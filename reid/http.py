@@ -55,21 +55,27 @@ def gallery_router(catalog: Catalog) -> APIRouter:
     ) -> dict[str, Any]:
         folder = upload_dir(catalog, gallery)
         folder.mkdir(parents=True, exist_ok=True)
-        paths, written = [], []
+        paths, written, replaced = [], [], {}
         try:
             for upload in images:
                 name = _SAFE.sub("_", Path(upload.filename or "").name)
                 if not name or Path(name).suffix.lower() not in (".jpg", ".jpeg", ".png"):
                     raise UserError(f"upload {upload.filename!r} needs a .jpg/.jpeg/.png file name (its id)")
                 path = folder / name
-                if not path.exists():
+                if path.exists():
+                    replaced.setdefault(path, path.read_bytes())
+                else:
                     written.append(path)
                 path.write_bytes(upload.file.read())
                 paths.append(path)
             return add_to_gallery(catalog, gallery, paths)
         except BaseException:
-            for path in written:  # a refused upload leaves no file behind
+            # A refused upload leaves the folder as it was: new files go, replaced crops get their old
+            # bytes back (the index still holds the old crop's vector and hash, and upgrades re-read them).
+            for path in written:
                 path.unlink(missing_ok=True)
+            for path, data in replaced.items():
+                path.write_bytes(data)
             raise
 
     @router.delete("/{gallery}/crops/{crop_id}")

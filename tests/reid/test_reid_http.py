@@ -32,6 +32,13 @@ def test_gallery_routes_query_upload_remove(trained_model, market_slice, tmp_pat
         assert r.status_code == 400 and "cannot read image" in r.json()["detail"]
         assert not (upload_dir(catalog, "people") / "0001_c1s1_1_01.jpg").exists()
 
+        # A batch refused for one bad crop restores a crop it would have replaced.
+        other = sorted((market_slice / "query").iterdir())[1]
+        r = client.post("/reid/galleries/people/crops", files=[("images", (q.name, other.read_bytes(), "image/jpeg")),
+                                                                ("images", ("0002_c1s1_1_01.jpg", b"junk", "image/jpeg"))])
+        assert r.status_code == 400 and "cannot read image" in r.json()["detail"]
+        assert (upload_dir(catalog, "people") / q.name).read_bytes() == q.read_bytes()
+
         r = client.post("/reid/galleries/people/query", files={"image": ("x.jpg", b"junk", "image/jpeg")})
         assert r.status_code == 400
         assert client.post("/reid/galleries/nobody/query", files={"image": (crop.name, crop.read_bytes())}).status_code == 404
