@@ -80,6 +80,12 @@ def gallery_router(catalog: Catalog) -> APIRouter:
 
     @router.delete("/{gallery}/crops/{crop_id}")
     def remove(gallery: str, crop_id: str) -> dict[str, Any]:
-        return remove_from_gallery(catalog, gallery, [crop_id])
+        out = remove_from_gallery(catalog, gallery, [crop_id])
+        # Crops are images of people: removing one also deletes the file its upload stored (only after
+        # the index let it go, so a refused removal keeps both).
+        for path in upload_dir(catalog, gallery).glob(f"{_SAFE.sub('_', crop_id)}.*"):
+            if path.stem == crop_id and path.suffix.lower() in (".jpg", ".jpeg", ".png"):
+                path.unlink(missing_ok=True)
+        return out
 
     return router

@@ -44,6 +44,7 @@ def test_gallery_routes_query_upload_remove(trained_model, market_slice, tmp_pat
         assert client.post("/reid/galleries/nobody/query", files={"image": (crop.name, crop.read_bytes())}).status_code == 404
 
         assert client.delete(f"/reid/galleries/people/crops/{q.stem}").json()["deleted"] == 1
+        assert not (upload_dir(catalog, "people") / q.name).exists()  # the uploaded image goes with it
         assert client.delete("/reid/galleries/people/crops/nobody").status_code == 400
     finally:
         catalog.close()
