@@ -10,6 +10,8 @@ names when present). All images are read and checked before anything is written.
 from __future__ import annotations
 
 import hashlib
+import re
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ __all__ = [
     "build_gallery",
     "add_to_gallery",
     "remove_from_gallery",
+    "drop_gallery",
+    "upload_dir",
     "query_gallery",
     "upgrade_gallery",
 ]
@@ -104,6 +108,26 @@ def remove_from_gallery(catalog: Catalog, name: str, ids: Sequence[str]) -> dict
     from indexer.build import delete_items
 
     return delete_items(catalog, name, list(ids))
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def upload_dir(catalog: Catalog, gallery: str) -> Path:
+    """Where crops uploaded over HTTP to `gallery` are stored (the index keeps their paths)."""
+    return catalog.settings.home / "galleries" / _SAFE.sub("_", gallery)
+
+
+def drop_gallery(catalog: Catalog, name: str) -> dict[str, Any]:
+    """Remove a gallery: its index, items and files, and the crops uploaded to it (images of people
+    must not outlive the gallery). Crops indexed from the user's own folders are left where they are."""
+    from indexer.build import drop_index
+
+    out = drop_index(catalog, name)  # an unknown gallery is an error before anything is removed
+    folder = upload_dir(catalog, name)
+    uploads = sum(1 for p in folder.iterdir() if p.is_file()) if folder.is_dir() else 0
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"gallery": name, "dropped": out["dropped"], "uploads_removed": uploads}
 
 
 def query_gallery(catalog: Catalog, name: str, images: Sequence[Any], k: int = 10,

@@ -10,7 +10,6 @@ paths, which `embedkd reid gallery upgrade` reads to fit an adapter).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,20 +18,16 @@ from fastapi import APIRouter, File, Query, UploadFile
 from indexer.context import Catalog
 from indexer.errors import UserError
 
+from .gallery import _SAFE, upload_dir
+
 __all__ = ["gallery_router", "upload_dir"]
-
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def upload_dir(catalog: Catalog, gallery: str) -> Path:
-    return catalog.settings.home / "galleries" / _SAFE.sub("_", gallery)
 
 
 def gallery_router(catalog: Catalog) -> APIRouter:
     from indexer.search import Searcher, check_k
 
     from .encoder import load_image_encoder
-    from .gallery import add_to_gallery, query_gallery, remove_from_gallery
+    from .gallery import add_to_gallery, drop_gallery, query_gallery, remove_from_gallery
 
     router = APIRouter(prefix="/reid/galleries", tags=["reid"])
     searcher = Searcher(catalog, encoder_for=load_image_encoder)
@@ -87,5 +82,9 @@ def gallery_router(catalog: Catalog) -> APIRouter:
             if path.stem == crop_id and path.suffix.lower() in (".jpg", ".jpeg", ".png"):
                 path.unlink(missing_ok=True)
         return out
+
+    @router.delete("/{gallery}")
+    def drop(gallery: str) -> dict[str, Any]:
+        return drop_gallery(catalog, gallery)
 
     return router

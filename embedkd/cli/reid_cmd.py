@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_gallery(rsub: argparse._SubParsersAction) -> None:
-    g = rsub.add_parser("gallery", help="galleries of person crops in the index: build, query, add, remove, upgrade")
+    g = rsub.add_parser("gallery", help="galleries of person crops in the index: build, query, add, remove, drop, upgrade")
     gsub = g.add_subparsers(dest="gallery_command", required=True, parser_class=type(g))
 
     b = gsub.add_parser("build", help="embed crops with a ReID model and write a new gallery index")
@@ -94,6 +94,11 @@ def _register_gallery(rsub: argparse._SubParsersAction) -> None:
     r.add_argument("ids", nargs="+")
     r.add_argument("--json", action="store_true")
     r.set_defaults(handler=_gallery_remove)
+
+    d = gsub.add_parser("drop", help="remove a gallery: its index and the crops uploaded to it over HTTP")
+    d.add_argument("--gallery", required=True)
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(handler=_gallery_drop)
 
     u = gsub.add_parser("upgrade", help="fit and register an adapter so a new model queries the old gallery")
     u.add_argument("--gallery", required=True)
@@ -142,6 +147,13 @@ def _gallery_remove(args: argparse.Namespace) -> int:
     from reid.gallery import remove_from_gallery
 
     emit(remove_from_gallery(_catalog(), args.gallery, args.ids), args.json)
+    return 0
+
+
+def _gallery_drop(args: argparse.Namespace) -> int:
+    from reid.gallery import drop_gallery
+
+    emit(drop_gallery(_catalog(), args.gallery), args.json)
     return 0
 
 

@@ -75,3 +75,7 @@ def test_gallery_cli(market_slice, trained_model, tmp_path, capsys, monkeypatch)
     assert results[0]["id"] == q.stem and len(results) == 2
     assert main(["reid", "gallery", "remove", "--gallery", "g", q.stem, "--json"]) == 0
     assert _last_json(capsys)["count"] == count
+    assert main(["reid", "gallery", "drop", "--gallery", "g", "--json"]) == 0
+    assert _last_json(capsys)["dropped"] is True
+    assert q.is_file()  # crops indexed from the user's own folder stay where they are
+    assert main(["reid", "gallery", "query", "--gallery", "g", "--image", str(q)]) == 2

@@ -46,5 +46,13 @@ def test_gallery_routes_query_upload_remove(trained_model, market_slice, tmp_pat
         assert client.delete(f"/reid/galleries/people/crops/{q.stem}").json()["deleted"] == 1
         assert not (upload_dir(catalog, "people") / q.name).exists()  # the uploaded image goes with it
         assert client.delete("/reid/galleries/people/crops/nobody").status_code == 400
+
+        # Dropping the gallery removes its index and every crop uploaded to it.
+        r = client.post("/reid/galleries/people/crops", files=[("images", (q.name, q.read_bytes(), "image/jpeg"))])
+        assert r.status_code == 200 and (upload_dir(catalog, "people") / q.name).is_file()
+        assert client.delete("/reid/galleries/people").json() == {"gallery": "people", "dropped": True, "uploads_removed": 1}
+        assert not upload_dir(catalog, "people").exists()
+        assert client.post("/reid/galleries/people/query", files={"image": (crop.name, crop.read_bytes())}).status_code == 404
+        assert client.delete("/reid/galleries/people").status_code == 404
     finally:
         catalog.close()
