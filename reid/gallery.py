@@ -103,10 +103,20 @@ def add_to_gallery(catalog: Catalog, name: str, images: Sequence[str | Path], pr
     return add_documents(catalog, name, load_image_encoder(source), docs, progress=progress)
 
 
+def _require_gallery(catalog: Catalog, name: str) -> None:
+    """Removal through `reid gallery` must never touch a text index that happens to share the name."""
+    with catalog.session() as s:
+        kind = get_index(s, name).model.kind
+    if kind != "image":
+        raise UserError(f"index {name!r} is not a gallery (its model embeds {kind}); "
+                        f"remove its items with `embedkd index delete` / `embedkd index drop`")
+
+
 def remove_from_gallery(catalog: Catalog, name: str, ids: Sequence[str]) -> dict[str, Any]:
     """Remove crops by id (file stem); an unknown id removes nothing and is an error."""
     from indexer.build import delete_items
 
+    _require_gallery(catalog, name)
     return delete_items(catalog, name, list(ids))
 
 
@@ -123,7 +133,8 @@ def drop_gallery(catalog: Catalog, name: str) -> dict[str, Any]:
     must not outlive the gallery). Crops indexed from the user's own folders are left where they are."""
     from indexer.build import drop_index
 
-    out = drop_index(catalog, name)  # an unknown gallery is an error before anything is removed
+    _require_gallery(catalog, name)  # an unknown gallery or a text index is an error, nothing removed
+    out = drop_index(catalog, name)
     folder = upload_dir(catalog, name)
     uploads = sum(1 for p in folder.iterdir() if p.is_file()) if folder.is_dir() else 0
     shutil.rmtree(folder, ignore_errors=True)

@@ -108,3 +108,18 @@ def test_bad_gallery_input(trained_model, catalog, tmp_path):
     with pytest.raises(UserError, match="cannot read image"):
         build_gallery(catalog, "g", trained_model, [bad])
     assert snapshot(catalog)["indexes"] == []
+
+
+def test_gallery_removal_never_touches_a_text_index(catalog, minilm, beir_small):
+    from indexer.build import build_index
+    from indexer.corpus import ListSource, read_corpus
+    from reid.gallery import drop_gallery
+
+    docs = list(read_corpus(beir_small))[:5]
+    build_index(catalog, "papers", minilm, ListSource(docs), progress=False)
+    before = snapshot(catalog)
+    with pytest.raises(UserError, match="'papers' is not a gallery"):
+        remove_from_gallery(catalog, "papers", [docs[0].id])
+    with pytest.raises(UserError, match="index drop"):
+        drop_gallery(catalog, "papers")
+    assert snapshot(catalog) == before
