@@ -158,7 +158,7 @@ def main() -> int:
         texts = list(beir.corpus.values())
         sample = [texts[i] for i in rng.choice(len(texts), 256, replace=False)]
         models = {"teacher": SentenceTransformer(teacher, device="cpu")}
-        for layers in (3, 2):
+        for layers in (5, 4, 3, 2):
             models[f"{layers} layers"] = load_student(f"prune:{teacher}:{layers}", "cpu")[0]
         results["throughput"] = _throughput(models, sample)
         save()
