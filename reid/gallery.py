@@ -112,20 +112,28 @@ def _require_gallery(catalog: Catalog, name: str) -> None:
                         f"remove its items with `embedkd index delete` / `embedkd index drop`")
 
 
-def remove_from_gallery(catalog: Catalog, name: str, ids: Sequence[str]) -> dict[str, Any]:
-    """Remove crops by id (file stem); an unknown id removes nothing and is an error."""
-    from indexer.build import delete_items
-
-    _require_gallery(catalog, name)
-    return delete_items(catalog, name, list(ids))
-
-
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def upload_dir(catalog: Catalog, gallery: str) -> Path:
     """Where crops uploaded over HTTP to `gallery` are stored (the index keeps their paths)."""
     return catalog.settings.home / "galleries" / _SAFE.sub("_", gallery)
+
+
+def remove_from_gallery(catalog: Catalog, name: str, ids: Sequence[str]) -> dict[str, Any]:
+    """Remove crops by id (file stem); an unknown id removes nothing and is an error. Crops are images
+    of people: a removed crop's uploaded file goes too (only after the index let it go, so a refused
+    removal keeps both); crops indexed from the user's own folders stay where they are."""
+    from indexer.build import delete_items
+
+    _require_gallery(catalog, name)
+    out = delete_items(catalog, name, list(ids))
+    folder = upload_dir(catalog, name)
+    for crop_id in ids:
+        for path in folder.glob(f"{_SAFE.sub('_', crop_id)}.*"):
+            if path.stem == crop_id and path.suffix.lower() in IMAGE_SUFFIXES:
+                path.unlink(missing_ok=True)
+    return out
 
 
 def drop_gallery(catalog: Catalog, name: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from fastapi import APIRouter, File, Query, UploadFile
 from indexer.context import Catalog
 from indexer.errors import UserError
 
+from .data import IMAGE_SUFFIXES
 from .gallery import _SAFE, upload_dir
 
 __all__ = ["gallery_router", "upload_dir"]
@@ -54,7 +55,7 @@ def gallery_router(catalog: Catalog) -> APIRouter:
         try:
             for upload in images:
                 name = _SAFE.sub("_", Path(upload.filename or "").name)
-                if not name or Path(name).suffix.lower() not in (".jpg", ".jpeg", ".png"):
+                if not name or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
                     raise UserError(f"upload {upload.filename!r} needs a .jpg/.jpeg/.png file name (its id)")
                 path = folder / name
                 if path.exists():
@@ -75,13 +76,7 @@ def gallery_router(catalog: Catalog) -> APIRouter:
 
     @router.delete("/{gallery}/crops/{crop_id}")
     def remove(gallery: str, crop_id: str) -> dict[str, Any]:
-        out = remove_from_gallery(catalog, gallery, [crop_id])
-        # Crops are images of people: removing one also deletes the file its upload stored (only after
-        # the index let it go, so a refused removal keeps both).
-        for path in upload_dir(catalog, gallery).glob(f"{_SAFE.sub('_', crop_id)}.*"):
-            if path.stem == crop_id and path.suffix.lower() in (".jpg", ".jpeg", ".png"):
-                path.unlink(missing_ok=True)
-        return out
+        return remove_from_gallery(catalog, gallery, [crop_id])  # also deletes the crop's uploaded file
 
     @router.delete("/{gallery}")
     def drop(gallery: str) -> dict[str, Any]:
