@@ -30,6 +30,8 @@ class BeirData:
             raise UserError(
                 f"{self.path} has no qrels/{split}.tsv (splits found: {have}); distillation needs "
                 f"BEIR {split} qrels (query-id, corpus-id, score)"
+                + ("; without labels, give unlabelled queries with --queries FILE for the teacher to label"
+                   if split == "train" else "")
             )
         return self.qrels[split]
 

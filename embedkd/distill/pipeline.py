@@ -20,6 +20,8 @@ from indexer.errors import UserError
 
 from .data import BeirData, load_beir, split_dev
 from .lexical import fused_run
+from .log_queries import PREFIX as LOG_PREFIX
+from .log_queries import read_log_queries, teacher_positives
 from .losses import DistillObjective, parse_loss_spec
 from .losses.objective import EMBEDDING_TERMS
 from .negatives import (
@@ -132,7 +134,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             dev_fraction: float = 0.1, device: str | None = None, settings=None, register: bool = True,
             progress: bool = True, time_budget_s: float | None = None, previous: str | None = None,
             previous_weight: float = 1.0, allow_weak_teacher: bool = False, pseudo: int = 0,
-            lexical: float | str = 0.0, lexical_language: str = "english", mine_lexical: int = 0) -> dict:
+            lexical: float | str = 0.0, lexical_language: str = "english", mine_lexical: int = 0,
+            queries: str | None = None) -> dict:
     """Distill `teacher` into `student` on the BEIR folder `data`; save to `out`; evaluate; register.
 
     `time_budget_s` bounds the whole run: training stops early enough to leave time for the final
@@ -147,6 +150,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     bi-encoder teacher's scores (`lexical.py`), tokenised for `lexical_language`; the student stays dense.
     `mine_lexical` adds each training query's top-N BM25 documents to its negative candidates (hybrid
     mining: lexically hard negatives that a dense miner ranks low), filtered by the teacher like the rest.
+    `queries` is a file of unlabelled queries (a search log, `log_queries.py`): each is trained on with
+    the teacher's top document as its positive; with it (or `pseudo`) `data` needs no train qrels.
     """
     from embedkd.text_encoder import default_device, load_sentence_transformer, role_prompts
     from indexer.context import open_catalog
@@ -172,11 +177,32 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         check_language(lexical_language)
     elif lexical_language != "english":
         raise UserError("--lexical-language goes with --lexical or --mine-lexical; without them BM25 is not used")
+    log_texts = read_log_queries(queries) if queries else []
     beir = load_beir(data)
-    train_qrels, dev_qrels = split_dev(beir.require("train"), dev_fraction, options.seed)
+    if beir.qrels.get("train") or not (log_texts or pseudo):
+        train_qrels, dev_qrels = split_dev(beir.require("train"), dev_fraction, options.seed)
+    else:  # unlabelled: the teacher labels logged queries / pseudo-queries; nothing to hold out as dev
+        train_qrels, dev_qrels = {}, {}
+        log.warning("%s has no train qrels: training on teacher-labelled queries only, no dev split", beir.path)
     if eval_split and not beir.qrels.get(eval_split):
         log.warning("%s has no qrels/%s.tsv; evaluating on the dev split only", beir.path, eval_split)
         eval_split = None
+    log_ids: list[str] = []
+    if log_texts:
+        # a logged query that is also an evaluation query would make the reported figures a test on
+        # training data: leave it out of training, and say so
+        held = {" ".join(beir.queries[q].split()) for split in (dev_qrels, beir.qrels.get(eval_split or "", {}))
+                for q in split if q in beir.queries}
+        kept = [q for q in log_texts if q not in held]
+        if len(kept) < len(log_texts):
+            log.warning("%d logged queries are also dev/evaluation queries and were left out of training",
+                        len(log_texts) - len(kept))
+        if not kept:
+            raise UserError(f"every query of --queries {queries} is a dev or evaluation query of {data}; "
+                            "give queries that the evaluation does not use")
+        log_ids = [f"{LOG_PREFIX}{i}" for i in range(len(kept))]
+        beir.queries.update(zip(log_ids, kept))
+        log.info("added %d logged queries for the teacher to label", len(log_ids))
     n_pseudo = 0
     if pseudo:
         judged = {d for qrels in (dev_qrels, beir.qrels.get(eval_split or "", {})) for rel in qrels.values()
@@ -224,7 +250,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     mine_with.truncate_documents(options.max_length)
     doc_texts = list(beir.corpus.values())
     log.info("encoding the corpus with %s (cached after the first run)", mine_with.name)
-    query_ids = sorted(q for q in train_qrels if q in beir.queries)
+    query_ids = sorted(q for q in train_qrels if q in beir.queries) + log_ids
     all_qids = sorted(set(query_ids) | set(dev_qrels) | set(beir.qrels.get(eval_split or "", {})))
     table = _VectorTable(doc_texts, mine_with.encode(doc_texts))
     qtexts = [beir.queries[q] for q in all_qids]
@@ -252,6 +278,9 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         if isinstance(t, BiEncoderTeacher) and lexical:
             lexical_info = _fuse_lexical(t, beir, lexical, table, qtable, dev_qrels, scorer)
             lineage["lexical"] = lexical_info
+        if log_ids:  # the teacher's top document is each logged query's positive
+            train_qrels = {**train_qrels, **teacher_positives(log_ids, beir.queries, candidates, beir.corpus,
+                                                              t.score)}
         added = 0
         if mine_lexical:
             candidates, added = add_lexical_candidates(candidates, beir, query_ids, scorer, mine_lexical)
@@ -276,6 +305,9 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         options.extra = {"teacher": t.fingerprint, "data": beir.fingerprint, "student": student,
                          "negatives": negatives, "mine_k": mine_k, "pseudo_queries": n_pseudo,
                          "lexical": lexical_info and lexical_info["weight"]}
+        if log_ids:  # only when set, so checkpoints from before the option still resume
+            options.extra["log_queries"] = len(log_ids)
+            lineage["log_queries"] = {"file": str(queries), "count": len(log_ids)}
         if mine_lexical:  # only when set, so checkpoints from before the option still resume
             options.extra["mine_lexical"] = mine_lexical
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -288,7 +320,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         model.save(str(out_dir))
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
 
-        splits = {"dev": dev_qrels}
+        splits = {"dev": dev_qrels} if dev_qrels else {}
         if eval_split:
             splits[eval_split] = beir.require(eval_split)
         metrics = evaluate_student(model, beir, splits)
@@ -314,6 +346,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             "loss": weights,
             "train_examples": len(examples),
             "pseudo_queries": n_pseudo,
+            "log_queries": len(log_ids),
             "negatives": negatives,
             **mining,
             **{k: v for k, v in training.items() if k != "loss"},

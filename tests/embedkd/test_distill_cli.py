@@ -196,3 +196,42 @@ def test_distill_lexical_refuses_bad_weights_and_cross_encoders(tiny_beir, tmp_p
                    str(tiny_beir), "--out", str(tmp_path / "s"), "--epochs", "1", *extra])
         assert rc != 0 and message in capsys.readouterr().err
         assert not (tmp_path / "s").exists()
+
+
+def test_distill_on_a_query_log_needs_no_train_qrels(tmp_path, monkeypatch, capsys, caplog):
+    """A corpus with test labels only, and a log of unlabelled queries: the teacher labels the log."""
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    data = make_beir_slice(tmp_path / "b", 16, split="test")
+    test_queries = [json.loads(line)["text"] for line in (data / "queries.jsonl").read_text().splitlines()]
+    log = tmp_path / "log.txt"
+    # the first line repeats an evaluation query: it must be left out of training
+    log.write_text("\n".join([test_queries[0], "Which drugs lower blood pressure?", "What causes anaemia?",
+                              "How do vaccines train the immune system?"]) + "\n")
+    out = tmp_path / "s"
+    rc = main(["distill", "--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data", str(data),
+               "--out", str(out), "--queries", str(log), "--epochs", "1", "--batch-size", "2", "--negatives", "2",
+               "--max-length", "32", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    result = _last_json(captured.out)
+    assert result["log_queries"] == 3 and result["train_examples"] == 3 and result["steps"] == 2
+    assert "1 logged queries are also dev/evaluation queries" in caplog.text
+    assert set(result["metrics"]) == {"test"}  # no dev split without train labels
+    assert result["lineage"]["log_queries"] == {"file": str(log), "count": 3}
+    saved = json.loads((out / "distill.json").read_text())
+    assert saved["log_queries"] == 3
+
+
+def test_distill_without_train_qrels_says_how_to_train_without_labels(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    data = make_beir_slice(tmp_path / "b", 12, split="test")
+    rc = main(["distill", "--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data", str(data),
+               "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--queries FILE" in err and len(err.splitlines()) == 1
+    log = tmp_path / "log.txt"
+    log.write_text(json.loads((data / "queries.jsonl").read_text().splitlines()[0])["text"] + "\n")
+    rc = main(["distill", "--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data", str(data),
+               "--out", str(tmp_path / "o"), "--queries", str(log)])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and "every query of --queries" in err and not (tmp_path / "o").exists()
