@@ -263,6 +263,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         candidates = mining_candidates(catalog, beir, mine_with, query_ids + check_ids, mine_k, table,
                                        qtable)
         teacher_check = None
+        if t is not mine_with and not check_ids:
+            log.warning("no labelled dev queries: the teacher is not checked against the miner before training")
         if check_ids:
             check = check_teacher(t.score, beir.queries, beir.corpus, candidates, dev_qrels)
             teacher_check = check.as_dict()

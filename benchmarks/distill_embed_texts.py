@@ -1,0 +1,114 @@
+"""Diagnostic: how far does embedding distillation alone, on a given set of texts, lift a student?
+
+Trains `--student` (a model or prune spec) to match the teacher's normalised embeddings (1 - cosine)
+on the texts of `--texts` (BEIR corpus/queries .jsonl, or .txt with one text per line), then saves it
+for `embedkd eval retrieval`. No labels, no negatives: it measures what the student *can* learn of
+the teacher's space from those texts, e.g. a test set's own questions as an upper bound, or another
+FAQ as out-of-set question data (`--perlfaq ROOT` reads the Perl FAQ of an unpacked perl-doc package).
+
+    apt-get download perl-doc && dpkg -x perl-doc_*.deb /tmp/perl-src
+    .venv/bin/python benchmarks/distill_embed_texts.py --teacher $M --student prune:$M:3 \
+        --perlfaq /tmp/perl-src --epochs 10 --out /tmp/embed-perl
+    embedkd eval retrieval --data /tmp/unseen/faq --model /tmp/embed-perl
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import re
+import time
+
+import numpy as np
+import torch
+
+from embedkd.distill.prune import load_student
+from embedkd.text_encoder import load_sentence_transformer
+
+POD_CODE = re.compile(r"[CLBIFESX]<+\s*(.*?)\s*>+")
+
+
+def perlfaq_texts(root: str, words: int = 250) -> list[str]:
+    """Questions (=head2 lines ending in '?') and their answers' prose (verbatim code dropped)."""
+    out: list[str] = []
+    for path in sorted(glob.glob(f"{root}/usr/share/perl/*/pod/perlfaq[1-9].pod")):
+        parts = re.split(r"^=head2\s+(.*)$", open(path, encoding="utf-8", errors="replace").read(), flags=re.M)
+        for i in range(1, len(parts), 2):
+            body = re.split(r"^=head", parts[i + 1], flags=re.M)[0]
+            body = "\n".join(line for line in body.splitlines() if not line.startswith((" ", "\t", "=")))
+            body = " ".join(POD_CODE.sub(r"\1", body).split())
+            question = POD_CODE.sub(r"\1", parts[i].strip())
+            if question.endswith("?") and len(body.split()) >= 20:
+                out += [question, " ".join(body.split()[:words])]
+    return out
+
+
+def read_texts(path: str) -> list[str]:
+    texts = []
+    for line in open(path, encoding="utf-8"):
+        line = line.strip()
+        if line and path.endswith(".jsonl"):
+            row = json.loads(line)
+            line = f"{row.get('title', '')} {row.get('text', '')}".strip()
+        if line:
+            texts.append(line)
+    return texts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--student", required=True)
+    ap.add_argument("--texts", nargs="*", default=[])
+    ap.add_argument("--perlfaq", default=None, help="root of an unpacked perl-doc package")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--epochs", type=float, default=3.0)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_flush_denormal(True)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    texts = [t for path in args.texts for t in read_texts(path)]
+    if args.perlfaq:
+        texts += perlfaq_texts(args.perlfaq)
+    t0 = time.perf_counter()
+    teacher = load_sentence_transformer(args.teacher, "cpu")
+    teacher.max_seq_length = args.max_length  # targets from the text the student reads
+    targets = teacher.encode(texts, batch_size=32, convert_to_tensor=True, normalize_embeddings=True)
+    model, _ = load_student(args.student, "cpu")
+    for name, p in model.named_parameters():
+        if "word_embeddings" in name:  # as `embedkd distill`: they are the teacher's already
+            p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    steps = int(args.epochs * len(texts) / args.batch_size)
+    warm = max(1, int(0.1 * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: s / warm if s < warm else max(1e-3, (steps - s) / (steps - warm)))
+    rng = np.random.default_rng(args.seed)
+    order = np.concatenate([rng.permutation(len(texts)) for _ in range(int(args.epochs) + 1)])
+    saved_len, model.max_seq_length = model.max_seq_length, args.max_length
+    model.train()
+    for step in range(steps):
+        idx = order[step * args.batch_size:(step + 1) * args.batch_size]
+        emb = model(dict(model.preprocess([texts[i] for i in idx])))["sentence_embedding"]
+        loss = (1 - torch.nn.functional.cosine_similarity(emb, targets[idx], dim=-1)).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    model.max_seq_length = saved_len
+    model.eval()
+    model.save(args.out)
+    print(json.dumps({"out": args.out, "texts": len(texts), "steps": steps, "final_loss": round(loss.item(), 4),
+                      "seconds": round(time.perf_counter() - t0, 1)}))
+
+
+if __name__ == "__main__":
+    main()
