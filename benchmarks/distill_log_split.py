@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedkd.evaluation.beir import load_qrels, load_queries
+from embedkd.evaluation.beir import load_qrels, load_queries, write_qrels, write_queries
 
 
 def main() -> None:
@@ -38,14 +38,8 @@ def main() -> None:
     log_ids, test_ids = sorted(order[:n_log]), sorted(order[n_log:])
     (out / "qrels").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src / "corpus.jsonl", out / "corpus.jsonl")
-    with (out / "queries.jsonl").open("w") as f:
-        for q in test_ids:
-            f.write(json.dumps({"_id": q, "text": queries[q]}) + "\n")
-    with (out / "qrels" / "test.tsv").open("w") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for q in test_ids:
-            for d, g in sorted(qrels[q].items()):
-                f.write(f"{q}\t{d}\t{g}\n")
+    write_queries(out / "queries.jsonl", [(q, queries[q]) for q in test_ids])
+    write_qrels(out / "qrels" / "test.tsv", [(q, d, g) for q in test_ids for d, g in sorted(qrels[q].items())])
     (out / "log.txt").write_text("".join(queries[q] + "\n" for q in log_ids))
     print(json.dumps({"out": str(out), "log_queries": len(log_ids), "test_queries": len(test_ids)}))
 

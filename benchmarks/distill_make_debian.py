@@ -29,6 +29,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from embedkd.evaluation.beir import write_qrels, write_queries
+
 LISTS = "/var/lib/apt/lists/*_debian_dists_*_main_i18n_Translation-en*"
 SKIP_SYNOPSIS = re.compile(r"transitional|dummy package|debug symbols|metapackage|documentation for"
                            r'| - feature "', re.IGNORECASE)  # Rust crates' per-feature packages: near-copies
@@ -113,16 +115,11 @@ def main() -> int:
         for name, _, body in docs:
             f.write(json.dumps({"_id": name, "title": "", "text": body}) + "\n")
     splits = {"test": ("q", queries), "train": ("t", train)}
-    with open(out / "queries.jsonl", "w") as f:
-        for prefix, items_ in splits.values():
-            for i, (_, synopsis, _) in enumerate(items_):
-                f.write(json.dumps({"_id": f"{prefix}{i}", "text": synopsis}) + "\n")
+    write_queries(out / "queries.jsonl", [(f"{prefix}{i}", synopsis) for prefix, items_ in splits.values()
+                                          for i, (_, synopsis, _) in enumerate(items_)])
     for split, (prefix, items_) in splits.items():
         if items_:  # no train.tsv unless asked for: the folder stays as it was without --train
-            with open(out / "qrels" / f"{split}.tsv", "w") as f:
-                f.write("query-id\tcorpus-id\tscore\n")
-                for i, (name, _, _) in enumerate(items_):
-                    f.write(f"{prefix}{i}\t{name}\t1\n")
+            write_qrels(out / "qrels" / f"{split}.tsv", [(f"{prefix}{i}", name, 1) for i, (name, _, _) in enumerate(items_)])
     print(json.dumps({"out": str(out), "groups": len(items), "documents": len(docs), "queries": len(queries),
                       "train": len(train)}))
     return 0

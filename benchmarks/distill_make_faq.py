@@ -27,6 +27,8 @@ import random
 import re
 from pathlib import Path
 
+from embedkd.evaluation.beir import write_qrels, write_queries
+
 PY_DOC = "usr/share/doc/python3*/html/_sources"
 DEBIAN_FAQ = "usr/share/doc/debian/FAQ/debian-faq.en.txt.gz"
 UNDERLINE = re.compile(r"^([=\-~^\"'`#*+<>.:_])\1{2,}\s*$")
@@ -106,7 +108,7 @@ def build(root: Path, docs: int, seed: int, max_words: int = 250) -> tuple[list[
     corpus = [{"_id": f"a{n}", "title": "", "text": a} for n, (_, a) in enumerate(qa)]
     corpus += [{"_id": f"d{n}", "title": "", "text": b}
                for n, b in enumerate(distractors[:max(0, docs - len(qa))])]
-    queries = [{"_id": f"q{n}", "text": q} for n, (q, _) in enumerate(qa)]
+    queries = [(f"q{n}", q) for n, (q, _) in enumerate(qa)]
     qrels = [(f"q{n}", f"a{n}", 1) for n in range(len(qa))]
     return corpus, queries, qrels
 
@@ -122,11 +124,8 @@ def main() -> None:
     (a.out / "qrels").mkdir(parents=True, exist_ok=True)
     with open(a.out / "corpus.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(d) + "\n" for d in corpus)
-    with open(a.out / "queries.jsonl", "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(q) + "\n" for q in queries)
-    with open(a.out / "qrels" / "test.tsv", "w", encoding="utf-8") as fh:
-        fh.write("query-id\tcorpus-id\tscore\n")
-        fh.writelines(f"{q}\t{d}\t{s}\n" for q, d, s in qrels)
+    write_queries(a.out / "queries.jsonl", queries)
+    write_qrels(a.out / "qrels" / "test.tsv", qrels)
     print(json.dumps({"out": str(a.out), "documents": len(corpus), "queries": len(queries)}))
 
 

@@ -20,6 +20,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from embedkd.evaluation.beir import write_qrels, write_queries
+
 EXTRA = ("numpy", "scipy")  # large, well-documented packages installed here
 SKIP = ("test", "idlelib", "tkinter", "turtle", "lib2to3", "ensurepip", "venv", "pydoc_data", "antigravity",
         "this", "tests", "testing", "conftest", "setup")
@@ -80,12 +82,8 @@ def main() -> int:
     with open(out / "corpus.jsonl", "w") as f:
         for key, _summary, body in items:
             f.write(json.dumps({"_id": key, "title": "", "text": body}) + "\n")
-    with open(out / "queries.jsonl", "w") as fq, open(out / "qrels" / "test.tsv", "w") as fr:
-        fr.write("query-id\tcorpus-id\tscore\n")
-        for i in sorted(chosen):
-            key, summary, _ = items[i]
-            fq.write(json.dumps({"_id": f"q{i}", "text": summary}) + "\n")
-            fr.write(f"q{i}\t{key}\t1\n")
+    write_queries(out / "queries.jsonl", [(f"q{i}", items[i][1]) for i in sorted(chosen)])
+    write_qrels(out / "qrels" / "test.tsv", [(f"q{i}", items[i][0], 1) for i in sorted(chosen)])
     print(json.dumps({"docs": len(items), "queries": len(chosen), "out": str(out)}))
     return 0
 

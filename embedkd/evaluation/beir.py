@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.corpus import JsonlCorpus
 from indexer.errors import UserError
 
-__all__ = ["BeirData", "load_beir", "load_qrels", "load_queries"]
+__all__ = ["BeirData", "load_beir", "load_qrels", "load_queries", "write_qrels", "write_queries"]
 
 
 @dataclass
@@ -50,6 +51,19 @@ def load_queries(path: Path) -> dict[str, str]:
             except (json.JSONDecodeError, KeyError, AttributeError):
                 raise UserError(f"{path} line {lineno} is not a JSON object with \"_id\" and \"text\"") from None
     return out
+
+
+def write_queries(path: Path, queries: Iterable[tuple[str, str]]) -> None:
+    """queries.jsonl from (query id, text) pairs, in the order given."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"_id": qid, "text": text}) + "\n" for qid, text in queries)
+
+
+def write_qrels(path: Path, rows: Iterable[tuple[str, str, int]]) -> None:
+    """qrels/<split>.tsv (with BEIR's header line) from (query id, corpus id, grade) rows."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        f.writelines(f"{qid}\t{doc}\t{grade}\n" for qid, doc, grade in rows)
 
 
 def load_beir(root: str | os.PathLike, split: str = "test") -> BeirData:
