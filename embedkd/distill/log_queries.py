@@ -46,7 +46,8 @@ def read_log_queries(path: str | os.PathLike) -> list[str]:
                     raise UserError(f"{path} line {n}: a .jsonl query log needs one JSON object with a "
                                     "'text' field per line (BEIR queries.jsonl); use a .txt file for plain "
                                     "lines") from None
-                line = " ".join(str(text).split())
+                line = str(text)
+            line = " ".join(line.split())  # as the evaluation queries are compared: spacing never hides a match
             if line:
                 texts.append(line)
     queries = list(dict.fromkeys(texts))

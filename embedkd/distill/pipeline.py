@@ -187,12 +187,12 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     if eval_split and not beir.qrels.get(eval_split):
         log.warning("%s has no qrels/%s.tsv; evaluating on the dev split only", beir.path, eval_split)
         eval_split = None
+    held_out = (dev_qrels, beir.qrels.get(eval_split or "", {}))  # never trained on, nor their documents' text
     log_ids: list[str] = []
     if log_texts:
         # a logged query that is also an evaluation query would make the reported figures a test on
         # training data: leave it out of training, and say so
-        held = {" ".join(beir.queries[q].split()) for split in (dev_qrels, beir.qrels.get(eval_split or "", {}))
-                for q in split if q in beir.queries}
+        held = {" ".join(beir.queries[q].split()) for qrels in held_out for q in qrels if q in beir.queries}
         kept = [q for q in log_texts if q not in held]
         if len(kept) < len(log_texts):
             log.warning("%d logged queries are also dev/evaluation queries and were left out of training",
@@ -205,8 +205,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         log.info("added %d logged queries for the teacher to label", len(log_ids))
     n_pseudo = 0
     if pseudo:
-        judged = {d for qrels in (dev_qrels, beir.qrels.get(eval_split or "", {})) for rel in qrels.values()
-                  for d in rel}
+        judged = {d for qrels in held_out for rel in qrels.values() for d in rel}
         pq, pqrels = pseudo_queries(beir.corpus, pseudo, options.seed, exclude=judged)
         beir.queries.update(pq)
         train_qrels = {**train_qrels, **pqrels}

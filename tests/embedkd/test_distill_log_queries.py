@@ -13,8 +13,8 @@ from indexer.errors import UserError
 
 def test_reads_text_and_beir_jsonl_logs(tmp_path):
     txt = tmp_path / "log.txt"
-    txt.write_text("how do I sort a list?\n\n  how do I sort a list?  \nwhat is a tuple?\n")
-    assert read_log_queries(txt) == ["how do I sort a list?", "what is a tuple?"]  # blank and repeated dropped
+    txt.write_text("how do I sort a list?\n\n  how do I sort a list?  \nwhat is a tuple?\nwhat  is a\ttuple?\n")
+    assert read_log_queries(txt) == ["how do I sort a list?", "what is a tuple?"]  # blank and repeated (up to spacing) dropped
     jl = tmp_path / "queries.jsonl"
     jl.write_text("\n".join(json.dumps({"_id": str(i), "text": t}) for i, t in enumerate(["a  b", "c"])) + "\n")
     assert read_log_queries(jl) == ["a b", "c"]
