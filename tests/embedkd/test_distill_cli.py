@@ -235,3 +235,55 @@ def test_distill_without_train_qrels_says_how_to_train_without_labels(tmp_path, 
                "--out", str(tmp_path / "o"), "--queries", str(log)])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 2 and "every query of --queries" in err and not (tmp_path / "o").exists()
+
+
+def test_distill_with_teacher_queries_saves_one_query_document_model(tiny_beir, tmp_path, monkeypatch, capsys):
+    """`--query-model teacher`: the student learns documents only, saved with the teacher as the query route."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    out = tmp_path / "asym"
+    rc = main(["distill", "--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data",
+               str(tiny_beir), "--out", str(out), "--query-model", "teacher", "--epochs", "1", "--batch-size", "4",
+               "--negatives", "2", "--max-length", "32", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    result = _last_json(captured.out)
+    assert result["query_model"] == "teacher" and result["lineage"]["query_model"]["encoder"] == "teacher"
+    assert set(result["final_loss"]) == {"cosine", "kl"}
+    model = SentenceTransformer(str(out), device="cpu")
+    routes = model[0].sub_modules
+    assert len(routes["query"][0].auto_model.encoder.layer) == 6
+    assert len(routes["document"][0].auto_model.encoder.layer) == 1
+    teacher = SentenceTransformer(minilm_path(), device="cpu")
+    texts = ["Which drugs lower blood pressure?", "Vitamin D deficiency and bone density in older adults."]
+    np.testing.assert_allclose(model.encode_query(texts), teacher.encode(texts), atol=1e-5)
+    assert not np.allclose(model.encode_document(texts), teacher.encode(texts), atol=1e-3)
+    # the saved folder is an ordinary model to every command: evaluation reproduces the run's figure
+    rc = main(["eval", "retrieval", "--data", str(tiny_beir), "--model", str(out), "--json"])
+    assert rc == 0
+    assert _last_json(capsys.readouterr().out)["ndcg@10"] == pytest.approx(result["metrics"]["test"]["ndcg@10"],
+                                                                          abs=1e-6)
+
+
+def test_distill_with_teacher_queries_refuses_what_cannot_share_the_teachers_space(tmp_path, monkeypatch, capsys):
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    data = make_beir_slice(tmp_path / "b", 12, split="train")
+    CrossEncoder(minilm_path(), num_labels=1, max_length=32, device="cpu").save(str(tmp_path / "ce"))
+    base = SentenceTransformer(minilm_path(), device="cpu")
+    narrow = SentenceTransformer(modules=[*base, Dense(384, 64)], device="cpu")
+    narrow.save(str(tmp_path / "narrow"))
+    m = minilm_path()
+    cases = [(["--teacher", str(tmp_path / "ce"), "--student", f"prune:{m}:1", "--loss", "kl"],
+              "--query-model teacher needs a bi-encoder teacher"),
+             (["--teacher", m, "--student", str(tmp_path / "narrow")], "teacher embeds in 384 dimensions and the student in 64"),
+             (["--teacher", m, "--student", f"prune:{m}:1", "--previous", m], "give one option or the other")]
+    for args, message in cases:
+        rc = main(["distill", *args, "--data", str(data), "--out", str(tmp_path / "o"), "--query-model", "teacher"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and message in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "o").exists()
