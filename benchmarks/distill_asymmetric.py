@@ -1,16 +1,14 @@
 """Mixed encoders: queries by one model, documents by another, on BEIR folders (exact search).
 
 A student distilled with the default `cosine+kl` loss is trained into its teacher's embedding space,
-so its document vectors can be searched by the teacher's queries (and the other way round). This
-measures every (query model, document model) pair of `--models` on each `--data` folder, nDCG@10
-and Recall@100, with paired intervals against the teacher (the first model) and against the
-student encoding both sides (`--student`, by default the second model):
+so its vectors can meet the teacher's. This scores every (query model, document model) pair of
+`--models` on each `--data` folder, nDCG@10 and Recall@100, with paired intervals against the teacher
+(the first model) and against the student on both sides (`--student`, by default the second model):
+a diagnostic of where a student loses, on its queries or on its documents (docs/distill.md,
+"Documents by the student, queries by the teacher"):
 
     .venv/bin/python benchmarks/distill_asymmetric.py --models $M /tmp/asym/D0 prune:$M:3 \
-        --data ../shared/data/scifact /tmp/unseen/faq --cache /tmp/asym/vec --speed 512 --out docs/distill_asymmetric.json
-
-In production the pair that matters is teacher queries over student documents: the corpus (millions
-of documents) is encoded by the cheap model, each query (one text, latency-bound) by the good one.
+        --data ../shared/data/scifact /tmp/unseen/faq --cache /tmp/asym/vec --speed 512 --out /tmp/asym.json
 """
 
 from __future__ import annotations

@@ -48,9 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queries", default=None, metavar="FILE",
                    help="unlabelled queries (a search log: one per line, or a BEIR queries.jsonl) to train on, "
                         "each with the teacher's top document as its positive; --data then needs no train qrels")
-    p.add_argument("--query-model", default="student", choices=["student", "teacher"],
-                   help="who encodes queries: the student (default), or the teacher, with the student trained "
-                        "on documents only and saved with the teacher as one query/document model")
     p.add_argument("--lexical", default="0", metavar="W|auto",
                    help="fuse BM25 over the corpus into a bi-encoder teacher's scores: cosine + W x BM25 / the "
                         "query's best BM25 ('auto': W picked on the dev split; 0: off). The student stays dense")
@@ -98,8 +95,7 @@ def _run(args: argparse.Namespace) -> int:
                      previous=args.previous, previous_weight=args.previous_weight,
                      allow_weak_teacher=args.allow_weak_teacher, pseudo=args.pseudo_queries,
                      lexical=args.lexical, lexical_language=args.lexical_language,
-                     mine_k=args.mine_k, mine_lexical=args.mine_lexical, queries=args.queries,
-                     query_model=args.query_model)
+                     mine_k=args.mine_k, mine_lexical=args.mine_lexical, queries=args.queries)
     emit(_summary(result) if not args.json else result, args.json)
     return 0
 

@@ -18,7 +18,6 @@ from embedkd.bm25 import LexicalScorer, bm25_run, check_language
 from indexer.encoder import ModelRecord
 from indexer.errors import UserError
 
-from .asymmetric import query_document_model
 from .data import BeirData, load_beir, split_dev
 from .lexical import fused_run
 from .log_queries import PREFIX as LOG_PREFIX
@@ -136,7 +135,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             progress: bool = True, time_budget_s: float | None = None, previous: str | None = None,
             previous_weight: float = 1.0, allow_weak_teacher: bool = False, pseudo: int = 0,
             lexical: float | str = 0.0, lexical_language: str = "english", mine_lexical: int = 0,
-            queries: str | None = None, query_model: str = "student") -> dict:
+            queries: str | None = None) -> dict:
     """Distill `teacher` into `student` on the BEIR folder `data`; save to `out`; evaluate; register.
 
     `time_budget_s` bounds the whole run: training stops early enough to leave time for the final
@@ -153,9 +152,6 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     mining: lexically hard negatives that a dense miner ranks low), filtered by the teacher like the rest.
     `queries` is a file of unlabelled queries (a search log, `log_queries.py`): each is trained on with
     the teacher's top document as its positive; with it (or `pseudo`) `data` needs no train qrels.
-    `query_model="teacher"` keeps the teacher as the query encoder: the student learns documents only,
-    for the teacher's query vectors, and is saved with the teacher as one query/document model
-    (`asymmetric.py`): documents at the student's cost, queries at the teacher's quality.
     """
     from embedkd.text_encoder import default_device, load_sentence_transformer, role_prompts
     from indexer.context import open_catalog
@@ -172,12 +168,6 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     out_dir = Path(out).expanduser()
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "checkpoint").is_dir():
         raise UserError(f"output folder {out} exists and is not empty; choose a new --out")
-    if query_model not in ("student", "teacher"):
-        raise UserError(f"--query-model is 'student' (the student encodes queries too) or 'teacher', not {query_model!r}")
-    teacher_queries = query_model == "teacher"
-    if teacher_queries and previous is not None:
-        raise UserError("--previous keeps a new student's queries and documents near an old model's; with "
-                        "--query-model teacher the queries are the teacher's, so give one option or the other")
     if is_prune_spec(student):
         parse_prune_spec(student)  # bad spec fails before any loading
     lexical = _parse_lexical(lexical)
@@ -230,9 +220,6 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         raise UserError("--lexical fuses BM25 into a bi-encoder teacher's cosine; a cross-encoder teacher "
                         "reads the words itself, so drop --lexical")
     model, lineage = load_student(student, device)
-    if teacher_queries:
-        _check_teacher_queries(t, model)
-        lineage["query_model"] = {"encoder": "teacher", "model": t.name}
     lineage["seed"] = options.seed  # with the data, the loss and the steps: enough to retrain the same student
     # Role prompts (e5's "query: "/"passage: ") are used as the models use them at search time: the
     # teacher's for its targets, the student's (a prune keeps its base's) in its own forward passes.
@@ -324,18 +311,13 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             lineage["log_queries"] = {"file": str(queries), "count": len(log_ids)}
         if mine_lexical:  # only when set, so checkpoints from before the option still resume
             options.extra["mine_lexical"] = mine_lexical
-        if teacher_queries:  # the same: only when set
-            options.extra["query_model"] = "teacher"
         out_dir.mkdir(parents=True, exist_ok=True)
         training = train_student(model, examples, objective, options, out_dir,
                                  teacher_vectors=table if isinstance(t, BiEncoderTeacher) else None,
                                  teacher_query_vectors=qtable if isinstance(t, BiEncoderTeacher) else None,
                                  teacher_model=t.model if isinstance(t, BiEncoderTeacher) else None,
                                  teacher_lexical=t.lexical_matrix if isinstance(t, BiEncoderTeacher) else None,
-                                 previous_model=previous_model, progress=progress,
-                                 teacher_encodes_queries=teacher_queries)
-        if teacher_queries:
-            model = query_document_model(t.model, model)
+                                 previous_model=previous_model, progress=progress)
         model.save(str(out_dir))
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
 
@@ -361,7 +343,6 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             "teacher": t.name,
             "teacher_kind": t.kind,
             "student_spec": student,
-            "query_model": query_model,
             "data": str(beir.path),
             "loss": weights,
             "train_examples": len(examples),
@@ -452,18 +433,6 @@ def _estimate_eval_seconds(model, beir: BeirData, splits: int) -> float:
     encode_texts(model, sample)
     per_doc = (time.perf_counter() - t0) / len(sample)
     return per_doc * (len(texts) + 0.2 * splits * len(beir.queries))
-
-
-def _check_teacher_queries(teacher: Teacher, student) -> None:
-    """`--query-model teacher` needs teacher query vectors that the student's documents can meet."""
-    if not isinstance(teacher, BiEncoderTeacher):
-        raise UserError("--query-model teacher needs a bi-encoder teacher to encode queries; a cross-encoder "
-                        "scores (query, document) pairs and has no query vector. Use --query-model student")
-    t_dim, s_dim = teacher.model.get_embedding_dimension(), student.get_embedding_dimension()
-    if t_dim != s_dim:
-        raise UserError(f"--query-model teacher puts the student's documents in the teacher's space, but the "
-                        f"teacher embeds in {t_dim} dimensions and the student in {s_dim}; choose a student of "
-                        f"{t_dim} dimensions (e.g. prune:TEACHER:3) or --query-model student")
 
 
 def _heads(model) -> int:

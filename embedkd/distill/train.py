@@ -107,8 +107,7 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
                   workdir: Path, teacher_vectors: Callable[[list[str]], np.ndarray] | None = None,
                   teacher_model=None, previous_model=None, progress: bool = True,
                   teacher_query_vectors: Callable[[list[str]], np.ndarray] | None = None,
-                  teacher_lexical: Callable[[list[str], list[str]], np.ndarray | None] | None = None,
-                  teacher_encodes_queries: bool = False) -> dict:
+                  teacher_lexical: Callable[[list[str], list[str]], np.ndarray | None] | None = None) -> dict:
     """Train `model` in place; returns {"steps", "planned_steps", "seconds", "loss", "resumed_from", ...}.
 
     `teacher_vectors(texts)` gives a bi-encoder teacher's embeddings (for mse/cosine/kl in-batch), of
@@ -117,16 +116,12 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
     `teacher_model` is the teacher SentenceTransformer (for attention distillation);
     `previous_model` is a frozen previous model version whose embeddings of the same texts the
     `previous` term (continual training, QDC) keeps the student close to.
-    With `teacher_encodes_queries` the student never sees a query: each step's query vectors are the
-    teacher's (fixed) and the student learns documents for them (`distill --query-model teacher`).
     Checkpoints go to `workdir/checkpoint`; a rerun with the same settings resumes from there.
     """
     if not examples:
         from indexer.errors import UserError
 
         raise UserError("no training examples: the train qrels name no query with a positive in the corpus")
-    if teacher_encodes_queries and teacher_vectors is None:
-        raise ValueError("teacher_encodes_queries needs the teacher's vectors (a bi-encoder teacher)")
     device = model.device
     cands = len(examples[0].docs)
     if any(len(e.docs) != cands or len(e.scores) != cands for e in examples):
@@ -201,15 +196,11 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
             batch = [examples[i] for i in idx]
             queries = [e.query for e in batch]
             docs = [d for e in batch for d in e.docs]
-            if teacher_encodes_queries:
-                q_emb = torch.from_numpy((teacher_query_vectors or teacher_vectors)(queries)).to(device)
-            else:
-                q_emb, _ = _encode(model, queries, device, "query")
+            q_emb, _ = _encode(model, queries, device, "query")
             d_emb, d_features = _encode(model, docs, device)
             tensors = StepTensors(
                 query=q_emb, docs=d_emb.view(len(batch), cands, -1),
-                teacher_scores=torch.tensor([e.scores for e in batch], dtype=torch.float32, device=device),
-                teacher_encodes_queries=teacher_encodes_queries)
+                teacher_scores=torch.tensor([e.scores for e in batch], dtype=torch.float32, device=device))
             if teacher_vectors is not None and (objective.needs_teacher_embeddings or "kl" in objective.weights):
                 tq = torch.from_numpy((teacher_query_vectors or teacher_vectors)(queries)).to(device)
                 td = torch.from_numpy(teacher_vectors(docs)).to(device)

@@ -55,17 +55,6 @@ def test_cosine_and_mse_terms_hand_values():
     assert total.item() == pytest.approx(1 / 3 + 2 / 3)
 
 
-def test_embedding_terms_compare_documents_only_when_the_query_is_the_teachers():
-    obj = DistillObjective(_FakeST(), {"cosine": 1.0, "mse": 1.0})
-    step = _step()
-    step.teacher_encodes_queries = True  # `--query-model teacher`: the query column is the teacher's own
-    total, parts = obj(step)
-    # columns: pos (cos 0), neg (cos 1) -> mean(1 - cos) = 1/2; squared error 2/2 dims, 0 -> 1/2
-    assert parts["cosine"] == pytest.approx(1 / 2)
-    assert parts["mse"] == pytest.approx(1 / 2)
-    assert total.item() == pytest.approx(1.0)
-
-
 def test_kl_term_in_batch_uses_teacher_embeddings():
     obj = DistillObjective(_FakeST(), {"kl": 1.0}, temperature=1.0)
     step = _step()

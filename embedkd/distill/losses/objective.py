@@ -70,9 +70,6 @@ class StepTensors:
     relation_mask: Tensor | None = None  # (n, L) attention mask of the texts behind the relations
     previous_query: Tensor | None = None  # (B, d) previous-model embeddings, for the `previous` term
     previous_docs: Tensor | None = None  # (B, C, d)
-    # the query vectors are the teacher's own (`distill --query-model teacher`): nothing to learn on the
-    # query side, so embedding terms compare documents only
-    teacher_encodes_queries: bool = False
 
 
 class DistillObjective(nn.Module):
@@ -135,9 +132,8 @@ class DistillObjective(nn.Module):
             elif name in ("mse", "cosine"):
                 tq, td = _need(step.teacher_query, name), _need(step.teacher_docs, name)
                 teacher_cols = [tq] + [td[:, i] for i in range(cands)]
-                first = int(step.teacher_encodes_queries)
                 loss = self.embed_mse if name == "mse" else self.embed_cos
-                parts[name] = loss.compute_loss_from_embeddings(columns[first:], teacher_cols[first:])
+                parts[name] = loss.compute_loss_from_embeddings(columns, teacher_cols)
             elif name == "attention":
                 s, t = _need(step.student_relations, name), _need(step.teacher_relations, name)
                 mask = _need(step.relation_mask, name)
