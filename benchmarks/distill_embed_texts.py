@@ -69,6 +69,9 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--minutes", type=float, default=0.0,
+                    help="train for this long instead of --epochs: texts drawn in a seeded order, teacher "
+                         "targets computed per batch, the learning rate decayed over the time")
     args = ap.parse_args()
     torch.set_flush_denormal(True)
     torch.set_num_threads(args.threads)
@@ -79,6 +82,8 @@ def main() -> None:
     t0 = time.perf_counter()
     teacher = load_sentence_transformer(args.teacher, "cpu")
     teacher.max_seq_length = args.max_length  # targets from the text the student reads
+    if args.minutes > 0:
+        return timed(args, texts, teacher, t0)
     targets = teacher.encode(texts, batch_size=32, convert_to_tensor=True, normalize_embeddings=True)
     model, _ = load_student(args.student, "cpu")
     for name, p in model.named_parameters():
@@ -107,6 +112,43 @@ def main() -> None:
     model.eval()
     model.save(args.out)
     print(json.dumps({"out": args.out, "texts": len(texts), "steps": steps, "final_loss": round(loss.item(), 4),
+                      "seconds": round(time.perf_counter() - t0, 1)}))
+
+
+def timed(args: argparse.Namespace, texts: list[str], teacher, t0: float) -> None:
+    """`--minutes`: one pass in a seeded order (a large text set is never encoded whole), time-decayed lr."""
+    model, _ = load_student(args.student, "cpu")
+    for name, p in model.named_parameters():
+        if "word_embeddings" in name:
+            p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    order = np.random.default_rng(args.seed).permutation(len(texts))
+    saved_len, model.max_seq_length = model.max_seq_length, args.max_length
+    model.train()
+    budget, start, step, losses = 60 * args.minutes, time.perf_counter(), 0, []
+    while (frac := (time.perf_counter() - start) / budget) < 1 and (step + 1) * args.batch_size <= len(texts):
+        batch = [texts[i] for i in order[step * args.batch_size:(step + 1) * args.batch_size]]
+        with torch.no_grad():
+            target = teacher.encode(batch, batch_size=len(batch), convert_to_tensor=True, normalize_embeddings=True)
+        for group in opt.param_groups:  # 5% warm-up, then linear decay, both in wall time
+            group["lr"] = args.lr * min(frac / 0.05, (1 - frac) / 0.95, 1.0) + 1e-7
+        emb = model(dict(model.preprocess(batch)))["sentence_embedding"]
+        loss = (1 - torch.nn.functional.cosine_similarity(emb, target, dim=-1)).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+        step += 1
+        if step % 200 == 0:
+            print(json.dumps({"step": step, "minutes": round((time.perf_counter() - start) / 60, 1),
+                              "loss": round(float(np.mean(losses[-200:])), 4)}), flush=True)
+    model.max_seq_length = saved_len
+    model.eval()
+    model.save(args.out)
+    print(json.dumps({"out": args.out, "texts": len(texts), "seen": step * args.batch_size, "steps": step,
+                      "final_loss": round(float(np.mean(losses[-200:])), 4),
                       "seconds": round(time.perf_counter() - t0, 1)}))
 
 
