@@ -116,18 +116,19 @@ def main() -> None:
 
 
 def timed(args: argparse.Namespace, texts: list[str], teacher, t0: float) -> None:
-    """`--minutes`: one pass in a seeded order (a large text set is never encoded whole), time-decayed lr."""
+    """`--minutes`: passes in a seeded order (a large text set is never encoded whole), time-decayed lr."""
     model, _ = load_student(args.student, "cpu")
     for name, p in model.named_parameters():
         if "word_embeddings" in name:
             p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-    order = np.random.default_rng(args.seed).permutation(len(texts))
+    rng = np.random.default_rng(args.seed)
+    order = np.concatenate([rng.permutation(len(texts)) for _ in range(20)])  # passes, if time allows
     saved_len, model.max_seq_length = model.max_seq_length, args.max_length
     model.train()
     budget, start, step, losses = 60 * args.minutes, time.perf_counter(), 0, []
-    while (frac := (time.perf_counter() - start) / budget) < 1 and (step + 1) * args.batch_size <= len(texts):
+    while (frac := (time.perf_counter() - start) / budget) < 1 and (step + 1) * args.batch_size <= len(order):
         batch = [texts[i] for i in order[step * args.batch_size:(step + 1) * args.batch_size]]
         with torch.no_grad():
             target = teacher.encode(batch, batch_size=len(batch), convert_to_tensor=True, normalize_embeddings=True)
