@@ -56,6 +56,26 @@ def read_texts(path: str) -> list[str]:
     return texts
 
 
+def student_and_optimizer(args: argparse.Namespace):
+    model, _ = load_student(args.student, "cpu")
+    for name, p in model.named_parameters():
+        if "word_embeddings" in name:  # as `embedkd distill`: they are the teacher's already
+            p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return model, params, torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+
+
+def train_step(model, params, opt, batch: list[str], target: torch.Tensor) -> float:
+    """One step of 1 - cosine to the teacher's normalised vectors; returns the loss."""
+    emb = model(dict(model.preprocess(batch)))["sentence_embedding"]
+    loss = (1 - torch.nn.functional.cosine_similarity(emb, target, dim=-1)).mean()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    opt.zero_grad()
+    return loss.item()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", required=True)
@@ -85,12 +105,7 @@ def main() -> None:
     if args.minutes > 0:
         return timed(args, texts, teacher, t0)
     targets = teacher.encode(texts, batch_size=32, convert_to_tensor=True, normalize_embeddings=True)
-    model, _ = load_student(args.student, "cpu")
-    for name, p in model.named_parameters():
-        if "word_embeddings" in name:  # as `embedkd distill`: they are the teacher's already
-            p.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    model, params, opt = student_and_optimizer(args)
     steps = int(args.epochs * len(texts) / args.batch_size)
     warm = max(1, int(0.1 * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -101,28 +116,18 @@ def main() -> None:
     model.train()
     for step in range(steps):
         idx = order[step * args.batch_size:(step + 1) * args.batch_size]
-        emb = model(dict(model.preprocess([texts[i] for i in idx])))["sentence_embedding"]
-        loss = (1 - torch.nn.functional.cosine_similarity(emb, targets[idx], dim=-1)).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        loss = train_step(model, params, opt, [texts[i] for i in idx], targets[idx])
         sched.step()
-        opt.zero_grad()
     model.max_seq_length = saved_len
     model.eval()
     model.save(args.out)
-    print(json.dumps({"out": args.out, "texts": len(texts), "steps": steps, "final_loss": round(loss.item(), 4),
+    print(json.dumps({"out": args.out, "texts": len(texts), "steps": steps, "final_loss": round(loss, 4),
                       "seconds": round(time.perf_counter() - t0, 1)}))
 
 
 def timed(args: argparse.Namespace, texts: list[str], teacher, t0: float) -> None:
     """`--minutes`: passes in a seeded order (a large text set is never encoded whole), time-decayed lr."""
-    model, _ = load_student(args.student, "cpu")
-    for name, p in model.named_parameters():
-        if "word_embeddings" in name:
-            p.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    model, params, opt = student_and_optimizer(args)
     rng = np.random.default_rng(args.seed)
     order = np.concatenate([rng.permutation(len(texts)) for _ in range(20)])  # passes, if time allows
     saved_len, model.max_seq_length = model.max_seq_length, args.max_length
@@ -134,13 +139,7 @@ def timed(args: argparse.Namespace, texts: list[str], teacher, t0: float) -> Non
             target = teacher.encode(batch, batch_size=len(batch), convert_to_tensor=True, normalize_embeddings=True)
         for group in opt.param_groups:  # 5% warm-up, then linear decay, both in wall time
             group["lr"] = args.lr * min(frac / 0.05, (1 - frac) / 0.95, 1.0) + 1e-7
-        emb = model(dict(model.preprocess(batch)))["sentence_embedding"]
-        loss = (1 - torch.nn.functional.cosine_similarity(emb, target, dim=-1)).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
+        losses.append(train_step(model, params, opt, batch, target))
         step += 1
         if step % 200 == 0:
             print(json.dumps({"step": step, "minutes": round((time.perf_counter() - start) / 60, 1),
