@@ -16,6 +16,10 @@ back what SciFact's few thousand texts cannot? Sources, each from an unpacked De
 
 Writes OUT/lexical.txt, OUT/technical.txt and OUT/summary.json (counts per source). Texts are cut at
 `--words` words; duplicates dropped; a seeded sample of `--max-per-source` per source.
+
+`OUT/wordnet.txt.gz` is the WordNet part alone (the first 60,000 lines of lexical.txt): the general text
+that ships with embedkd (`embedkd/distill/texts/`), WordNet's licence permitting redistribution with its
+notice; the other sources' licences (CC BY-SA, GPL, mixed) do not let us ship them.
 """
 
 from __future__ import annotations
@@ -137,6 +141,10 @@ def main() -> None:
             keep = sorted(rng.permutation(len(found))[:args.max_per_source])
             texts += [found[i] for i in keep]
             summary.setdefault(group, {})[name] = len(keep)
+            if name == "wordnet":
+                data = "".join(found[i] + "\n" for i in keep).encode("utf-8")
+                with gzip.GzipFile(f"{args.out}/wordnet.txt.gz", "wb", compresslevel=9, mtime=0) as f:
+                    f.write(data)  # mtime 0: the same bytes on every rebuild
         with open(f"{args.out}/{group}.txt", "w", encoding="utf-8") as f:
             f.writelines(t + "\n" for t in texts)
     json.dump(summary, open(f"{args.out}/summary.json", "w"), indent=1)

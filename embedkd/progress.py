@@ -19,7 +19,7 @@ class StepProgress:
         if enabled and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
+            self.bar = tqdm(total=total or None, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
 
     def update(self, figures: dict[str, float]) -> None:
         """One step done; `figures` (e.g. running losses) go beside the count."""
@@ -34,7 +34,8 @@ class StepProgress:
         if now - self.last >= self.every_s or self.done == self.total:
             self.last = now
             text = " ".join(f"{k}={v:.4f}" for k, v in figures.items())
-            sys.stderr.write(f"{self.desc}: step {self.done}/{self.total}, {now - self.t0:.0f}s {text}\n")
+            count = f"{self.done}/{self.total}" if self.total else str(self.done)  # total 0: unknown (a time budget)
+            sys.stderr.write(f"{self.desc}: step {count}, {now - self.t0:.0f}s {text}\n")
             sys.stderr.flush()
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ import argparse
 from .output import emit
 
 DEFAULT_LOSS = "cosine+kl"  # kept equal to embedkd.distill.pipeline.DEFAULT_LOSS (tested)
+GENERAL_WEIGHT = 1.0  # of the general-text term beside the task loss (docs/distill.md, *General text inside the default*)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +57,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mine-lexical", type=int, default=0, metavar="N",
                    help="hybrid mining: also take each training query's top-N BM25 documents as negative "
                         "candidates (filtered by the teacher like the dense ones; 0: off)")
+    p.add_argument("--general-texts", default="auto", metavar="FILE|wordnet|none",
+                   help="unlabelled texts (one per line, or .jsonl; 'wordnet': the packaged WordNet glosses) whose "
+                        "teacher embeddings the student learns to match, first alone, then beside the task loss. "
+                        "Default auto: wordnet where a bi-encoder teacher embeds in the student's dimension; none: off")
+    p.add_argument("--general-steps", type=int, default=None, metavar="N",
+                   help="steps on the general texts alone before distillation (default 5 per planned "
+                        "distillation step, at most a third of --time-budget; 0: no stage)")
+    p.add_argument("--general-weight", type=float, default=None, metavar="W",
+                   help=f"weight of the general-text term at every distillation step (default {GENERAL_WEIGHT}; 0: off)")
     p.add_argument("--lexical-language", default="english",
                    help="with --lexical / --mine-lexical: BM25's Snowball stemmer and stop words (default english)")
     p.add_argument("--allow-weak-teacher", action="store_true",
@@ -82,6 +92,14 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--pseudo-queries must be 0 (none) or a positive count")
     if args.epochs is not None and args.epochs <= 0:
         raise UserError("--epochs must be positive")
+    general_texts, general_weight = args.general_texts, args.general_weight
+    if general_texts == "none":
+        if args.general_steps or args.general_weight:
+            raise UserError("--general-steps / --general-weight train on general texts, and --general-texts is none; "
+                            "drop them or name the texts")
+        general_texts, general_weight = None, 0.0
+    elif general_weight is None:
+        general_weight = GENERAL_WEIGHT
     if args.seed < 0:
         raise UserError(f"--seed must be 0 or a positive integer, got {args.seed}")
     torch.set_flush_denormal(True)
@@ -95,7 +113,9 @@ def _run(args: argparse.Namespace) -> int:
                      previous=args.previous, previous_weight=args.previous_weight,
                      allow_weak_teacher=args.allow_weak_teacher, pseudo=args.pseudo_queries,
                      lexical=args.lexical, lexical_language=args.lexical_language,
-                     mine_k=args.mine_k, mine_lexical=args.mine_lexical, queries=args.queries)
+                     mine_k=args.mine_k, mine_lexical=args.mine_lexical, queries=args.queries,
+                     general_texts=general_texts, general_steps=args.general_steps,
+                     general_weight=general_weight)
     emit(_summary(result) if not args.json else result, args.json)
     return 0
 

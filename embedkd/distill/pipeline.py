@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from embedkd.bm25 import LexicalScorer, bm25_run, check_language
 from indexer.encoder import ModelRecord
 from indexer.errors import UserError
 
 from .data import BeirData, load_beir, split_dev
+from .general import GeneralTexts, general_stage, read_general_texts
 from .lexical import fused_run
 from .log_queries import PREFIX as LOG_PREFIX
 from .log_queries import read_log_queries, teacher_positives
@@ -135,7 +138,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             progress: bool = True, time_budget_s: float | None = None, previous: str | None = None,
             previous_weight: float = 1.0, allow_weak_teacher: bool = False, pseudo: int = 0,
             lexical: float | str = 0.0, lexical_language: str = "english", mine_lexical: int = 0,
-            queries: str | None = None) -> dict:
+            queries: str | None = None, general_texts: str | None = None, general_steps: int | None = None,
+            general_weight: float = 0.0, general_max_length: int = 64) -> dict:
     """Distill `teacher` into `student` on the BEIR folder `data`; save to `out`; evaluate; register.
 
     `time_budget_s` bounds the whole run: training stops early enough to leave time for the final
@@ -152,6 +156,11 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     mining: lexically hard negatives that a dense miner ranks low), filtered by the teacher like the rest.
     `queries` is a file of unlabelled queries (a search log, `log_queries.py`): each is trained on with
     the teacher's top document as its positive; with it (or `pseudo`) `data` needs no train qrels.
+    `general_texts` (a file of unlabelled texts, or a packaged set's name such as "wordnet"; "auto": the
+    packaged WordNet texts where a bi-encoder teacher embeds in the student's dimension, else none;
+    `general.py`) trains the student to match the teacher's embeddings of them: `general_steps` steps
+    before task distillation (None: GENERAL_STEPS_PER_STEP per planned task step; at most a third of
+    the time budget), and with `general_weight` beside the task loss at every step.
     """
     from embedkd.text_encoder import default_device, load_sentence_transformer, role_prompts
     from indexer.context import open_catalog
@@ -178,6 +187,13 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     elif lexical_language != "english":
         raise UserError("--lexical-language goes with --lexical or --mine-lexical; without them BM25 is not used")
     log_texts = read_log_queries(queries) if queries else []
+    if (general_steps or 0) < 0 or general_weight < 0:
+        raise UserError("--general-steps and --general-weight must be >= 0")
+    if general_texts and general_steps == 0 and not general_weight:
+        raise UserError("--general-texts is used by --general-steps N (a stage before distillation) and/or "
+                        "--general-weight W (a term beside it); both are 0, so give one or drop --general-texts")
+    general_auto = general_texts == "auto"
+    general_list = read_general_texts("wordnet" if general_auto else general_texts) if general_texts else []
     beir = load_beir(data)
     if beir.qrels.get("train") or not (log_texts or pseudo):
         train_qrels, dev_qrels = split_dev(beir.require("train"), dev_fraction, options.seed)
@@ -236,6 +252,19 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         lineage["previous"] = previous
     if "attention" in weights:
         _check_same_tokenizer(model, t)
+    general = None
+    if general_auto and not (isinstance(t, BiEncoderTeacher)
+                             and t.model.get_embedding_dimension() == model.get_embedding_dimension()):
+        general_list = []  # the default needs a teacher embedding in the student's space
+    if general_list:
+        if not isinstance(t, BiEncoderTeacher):
+            raise UserError("--general-texts matches a bi-encoder teacher's embeddings; a cross-encoder "
+                            "teacher has none, so drop --general-texts")
+        if t.model.get_embedding_dimension() != model.get_embedding_dimension():
+            raise UserError(f"--general-texts needs the student to embed in the teacher's dimension "
+                            f"({t.model.get_embedding_dimension()}), not {model.get_embedding_dimension()}")
+        general = GeneralTexts(general_list, _teacher_encoder(t.model, general_max_length),
+                               batch_size=32, seed=options.seed)
 
     # Miner: the bi-encoder teacher itself, else the student's base model (full, unpruned).
     if isinstance(t, BiEncoderTeacher):
@@ -295,6 +324,18 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             score_scale=1.0 if isinstance(t, BiEncoderTeacher) else 20.0,
             learn_scale=not isinstance(t, BiEncoderTeacher), teacher_dim=teacher_dim,
             relation_heads=_heads(model)).to(device)
+        general_info = None
+        if general is not None:
+            if general_steps is None:
+                general_steps = GENERAL_STEPS_PER_STEP * options.total_steps(len(examples))
+            general_info = {"file": "wordnet" if general_auto else str(general_texts), "texts": len(general_list),
+                            "fingerprint": general.fingerprint, "steps": general_steps,
+                            "weight": general_weight, "max_length": general_max_length}
+            if general_steps:
+                cap = time_budget_s / 3 if time_budget_s else None
+                general_info["stage"] = _general_stage(model, general, general_steps, cap, general_info,
+                                                       options, out_dir, progress)
+            lineage["general_texts"] = general_info
         if time_budget_s is not None:
             eval_s = _estimate_eval_seconds(model, beir, 1 + int(bool(eval_split)))
             left = time_budget_s - (time.perf_counter() - t_start) - 1.1 * eval_s - 30
@@ -311,13 +352,17 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             lineage["log_queries"] = {"file": str(queries), "count": len(log_ids)}
         if mine_lexical:  # only when set, so checkpoints from before the option still resume
             options.extra["mine_lexical"] = mine_lexical
+        if general_info:
+            options.extra["general"] = {k: general_info[k] for k in ("fingerprint", "steps", "weight")}
         out_dir.mkdir(parents=True, exist_ok=True)
         training = train_student(model, examples, objective, options, out_dir,
                                  teacher_vectors=table if isinstance(t, BiEncoderTeacher) else None,
                                  teacher_query_vectors=qtable if isinstance(t, BiEncoderTeacher) else None,
                                  teacher_model=t.model if isinstance(t, BiEncoderTeacher) else None,
                                  teacher_lexical=t.lexical_matrix if isinstance(t, BiEncoderTeacher) else None,
-                                 previous_model=previous_model, progress=progress)
+                                 previous_model=previous_model, progress=progress,
+                                 general=general, general_weight=general_weight,
+                                 general_max_length=general_max_length)
         model.save(str(out_dir))
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
 
@@ -359,6 +404,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
             "teacher_document_tokens": t.document_tokens if isinstance(t, BiEncoderTeacher) else None,
             "teacher_check": teacher_check,
             "lexical": lexical_info,
+            "general_texts": general_info,
             "total_seconds": round(time.perf_counter() - t_start, 1),
         }
         if register:
@@ -367,6 +413,45 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         return result
     finally:
         catalog.close()
+
+
+# general-text stage steps per planned task step by default: ~1,000 for SciFact's 209, about as long as the
+# task stage on a CPU (WordNet's texts are short); docs/distill.md, *General text inside the default*
+GENERAL_STEPS_PER_STEP = 5
+
+
+def _teacher_encoder(st_model, max_length: int):
+    """The teacher's normalised embeddings of a batch, read at `max_length` tokens as the student reads it."""
+    def encode(texts: list[str]) -> np.ndarray:
+        saved, st_model.max_seq_length = st_model.max_seq_length, min(st_model.max_seq_length, max_length)
+        try:
+            with torch.no_grad():
+                return st_model.encode(texts, batch_size=len(texts), normalize_embeddings=True,
+                                       convert_to_numpy=True, show_progress_bar=False)
+        finally:
+            st_model.max_seq_length = saved
+    return encode
+
+
+def _general_stage(model, general: GeneralTexts, steps: int, max_seconds: float | None, info: dict,
+                   options: TrainOptions, out_dir: Path, progress: bool) -> dict:
+    """Run the general-text stage, or load its result from a rerun's checkpoint with the same settings."""
+    key = json.dumps({k: info[k] for k in ("fingerprint", "steps", "max_length")} | {"seed": options.seed,
+                      "lr": options.lr}, sort_keys=True)
+    path = out_dir / "checkpoint" / "general.pt"
+    if path.is_file():
+        state = torch.load(path, map_location=model.device, weights_only=False)
+        if state.get("key") == key:
+            model.load_state_dict(state["model"])
+            log.info("general-text stage loaded from %s", path)
+            return state["result"]
+    log.info("general-text stage: %d steps on %d texts", steps, len(general.texts))
+    result = general_stage(model, general, steps, lr=options.lr, max_length=info["max_length"],
+                           max_seconds=max_seconds, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": key, "model": model.state_dict(), "result": result}, path.with_suffix(".tmp"))
+    os.replace(path.with_suffix(".tmp"), path)
+    return result
 
 
 def _parse_lexical(lexical: float | str | None) -> float | str:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..progress import StepProgress
+from .general import GeneralTexts, embedding_loss
 from .losses import DistillObjective, StepTensors
 
 __all__ = ["Example", "RelationTap", "TrainOptions", "train_student"]
@@ -107,7 +108,9 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
                   workdir: Path, teacher_vectors: Callable[[list[str]], np.ndarray] | None = None,
                   teacher_model=None, previous_model=None, progress: bool = True,
                   teacher_query_vectors: Callable[[list[str]], np.ndarray] | None = None,
-                  teacher_lexical: Callable[[list[str], list[str]], np.ndarray | None] | None = None) -> dict:
+                  teacher_lexical: Callable[[list[str], list[str]], np.ndarray | None] | None = None,
+                  general: GeneralTexts | None = None, general_weight: float = 0.0,
+                  general_max_length: int = 64) -> dict:
     """Train `model` in place; returns {"steps", "planned_steps", "seconds", "loss", "resumed_from", ...}.
 
     `teacher_vectors(texts)` gives a bi-encoder teacher's embeddings (for mse/cosine/kl in-batch), of
@@ -116,6 +119,8 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
     `teacher_model` is the teacher SentenceTransformer (for attention distillation);
     `previous_model` is a frozen previous model version whose embeddings of the same texts the
     `previous` term (continual training, QDC) keeps the student close to.
+    `general` adds `general_weight` x (1 - cosine to the teacher) on a batch of its texts each step
+    (`general.py`), so that task distillation does not narrow the student to the task's data.
     Checkpoints go to `workdir/checkpoint`; a rerun with the same settings resumes from there.
     """
     if not examples:
@@ -221,6 +226,12 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
                 tensors.teacher_relations = dict(teacher_tap.out)
                 tensors.relation_mask = d_features["attention_mask"]
             loss, parts = objective(tensors)
+            if general is not None and general_weight > 0:
+                model.max_seq_length = min(saved_len, general_max_length)
+                g_loss = embedding_loss(model, *general.next(device))
+                model.max_seq_length = min(saved_len, options.max_length)
+                loss = loss + general_weight * g_loss
+                parts = {**parts, "general": g_loss.item()}
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()

@@ -28,3 +28,10 @@ def test_disabled_writes_nothing(capsys):
     p.update({"loss": 1.0})
     p.close()
     assert capsys.readouterr().err == "" and p.done == 2
+
+
+def test_unknown_total_shows_the_count_alone(capsys):
+    p = StepProgress(0, "general text", every_s=0.0)  # a stage bounded by time, not steps
+    p.update({"general": 0.5})
+    p.close()
+    assert capsys.readouterr().err.startswith("general text: step 1, ")
