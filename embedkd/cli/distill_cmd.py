@@ -60,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--general-texts", default="auto", metavar="FILE|wordnet|none",
                    help="unlabelled texts (one per line, or .jsonl; 'wordnet': the packaged WordNet glosses) whose "
                         "teacher embeddings the student learns to match, first alone, then beside the task loss. "
-                        "Default auto: wordnet where a bi-encoder teacher embeds in the student's dimension; none: off")
+                        "Default auto: wordnet where a bi-encoder teacher embeds in the student's dimension and --loss "
+                        "distils from it (not labels alone); none: off")
     p.add_argument("--general-steps", type=int, default=None, metavar="N",
                    help="steps on the general texts alone before distillation (default 5 per planned "
                         "distillation step, at most a third of --time-budget; 0: no stage)")

@@ -156,11 +156,12 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     mining: lexically hard negatives that a dense miner ranks low), filtered by the teacher like the rest.
     `queries` is a file of unlabelled queries (a search log, `log_queries.py`): each is trained on with
     the teacher's top document as its positive; with it (or `pseudo`) `data` needs no train qrels.
-    `general_texts` (a file of unlabelled texts, or a packaged set's name such as "wordnet"; "auto": the
-    packaged WordNet texts where a bi-encoder teacher embeds in the student's dimension, else none;
-    `general.py`) trains the student to match the teacher's embeddings of them: `general_steps` steps
-    before task distillation (None: GENERAL_STEPS_PER_STEP per planned task step; at most a third of
-    the time budget), and with `general_weight` beside the task loss at every step.
+    `general_texts` (`general.py`: a file of unlabelled texts, or a packaged set's name such as "wordnet")
+    trains the student to match the teacher's embeddings of them: `general_steps` steps before task
+    distillation (None: GENERAL_STEPS_PER_STEP per planned task step; at most a third of the time
+    budget), then `general_weight` x that loss beside the task loss at every step. "auto" is the
+    packaged WordNet texts where a bi-encoder teacher embeds in the student's dimension and the loss
+    distils from it (not `labels` alone), else none.
     """
     from embedkd.text_encoder import default_device, load_sentence_transformer, role_prompts
     from indexer.context import open_catalog
@@ -253,9 +254,11 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     if "attention" in weights:
         _check_same_tokenizer(model, t)
     general = None
-    if general_auto and not (isinstance(t, BiEncoderTeacher)
+    if general_auto and not (isinstance(t, BiEncoderTeacher) and set(weights) - {"labels", "previous"}
                              and t.model.get_embedding_dimension() == model.get_embedding_dimension()):
-        general_list = []  # the default needs a teacher embedding in the student's space
+        # the default needs a teacher embedding in the student's space, and a run that distils from it
+        # (label-only fine-tuning stays label-only)
+        general_list = []
     if general_list:
         if not isinstance(t, BiEncoderTeacher):
             raise UserError("--general-texts matches a bi-encoder teacher's embeddings; a cross-encoder "
@@ -415,8 +418,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         catalog.close()
 
 
-# general-text stage steps per planned task step by default: ~1,000 for SciFact's 209, about as long as the
-# task stage on a CPU (WordNet's texts are short); docs/distill.md, *General text inside the default*
+# general-text stage steps per planned task step by default: 1,045 for SciFact's 209, which took 65% of the
+# task stage's time on a 2-core CPU (WordNet's texts are short); docs/distill.md, *General text inside the default*
 GENERAL_STEPS_PER_STEP = 5
 
 

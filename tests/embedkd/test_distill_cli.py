@@ -40,7 +40,7 @@ def test_distill_end_to_end_registers_a_loadable_student(tiny_beir, tmp_path, mo
     assert result["pseudo_queries"] == 4 and result["train_examples"] >= 4 + 1
     assert result["lineage"]["kept_layers"] == [5]
     assert result["options"]["seed"] == 3 and result["lineage"]["seed"] == 3
-    assert set(result["final_loss"]) == {"cosine", "kl", "margin-mse", "attention"}
+    assert set(result["final_loss"]) == {"cosine", "kl", "margin-mse", "attention", "general"}  # general: the default
     assert 0 <= result["metrics"]["test"]["ndcg@10"] <= 1 and result["metrics"]["test"]["queries"] > 0
     student = SentenceTransformer(str(out), device="cpu")
     assert len(student[0].auto_model.encoder.layer) == 1
@@ -164,7 +164,8 @@ def test_distill_with_a_lexical_teacher_reports_the_fused_teacher(tiny_beir, tmp
 
     monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
     common = ["--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data", str(tiny_beir),
-              "--epochs", "1", "--batch-size", "4", "--negatives", "2", "--max-length", "32", "--no-register", "--json"]
+              "--epochs", "1", "--batch-size", "4", "--negatives", "2", "--max-length", "32", "--no-register", "--json",
+              "--general-texts", "none"]  # this test is about the lexical teacher alone
     results = {}
     for lexical in ("auto", "0", "100"):
         # BM25 candidates without fusion, beyond a dense miner that looks only 3 deep

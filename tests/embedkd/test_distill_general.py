@@ -188,3 +188,9 @@ def test_distill_uses_the_packaged_texts_by_default_for_a_bi_encoder_teacher(tin
                "1", "--max-length", "32", "--general-texts", "none", "--json"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rc == 0 and result["general_texts"] is None and "general" not in result["final_loss"]
+    # label-only fine-tuning stays label-only by default
+    rc = main(["distill", "--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data",
+               str(tiny_beir), "--out", str(tmp_path / "l"), "--epochs", "1", "--batch-size", "8", "--negatives",
+               "1", "--max-length", "32", "--loss", "labels", "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and result["general_texts"] is None and set(result["final_loss"]) == {"labels"}
