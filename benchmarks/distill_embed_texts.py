@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from embedkd.distill.general import GeneralTexts, embedding_loss, general_stage, read_general_texts
 from embedkd.distill.prune import load_student
 from embedkd.text_encoder import load_sentence_transformer
 
@@ -44,18 +45,6 @@ def perlfaq_texts(root: str, words: int = 250) -> list[str]:
     return out
 
 
-def read_texts(path: str) -> list[str]:
-    texts = []
-    for line in open(path, encoding="utf-8"):
-        line = line.strip()
-        if line and path.endswith(".jsonl"):
-            row = json.loads(line)
-            line = f"{row.get('title', '')} {row.get('text', '')}".strip()
-        if line:
-            texts.append(line)
-    return texts
-
-
 def student_and_optimizer(args: argparse.Namespace):
     model, _ = load_student(args.student, "cpu")
     for name, p in model.named_parameters():
@@ -67,8 +56,7 @@ def student_and_optimizer(args: argparse.Namespace):
 
 def train_step(model, params, opt, batch: list[str], target: torch.Tensor) -> float:
     """One step of 1 - cosine to the teacher's normalised vectors; returns the loss."""
-    emb = model(dict(model.preprocess(batch)))["sentence_embedding"]
-    loss = (1 - torch.nn.functional.cosine_similarity(emb, target, dim=-1)).mean()
+    loss = embedding_loss(model, batch, target)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
@@ -96,7 +84,7 @@ def main() -> None:
     torch.set_flush_denormal(True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    texts = [t for path in args.texts for t in read_texts(path)]
+    texts = [t for path in args.texts for t in read_general_texts(path)]
     if args.perlfaq:
         texts += perlfaq_texts(args.perlfaq)
     t0 = time.perf_counter()
@@ -126,30 +114,15 @@ def main() -> None:
 
 
 def timed(args: argparse.Namespace, texts: list[str], teacher, t0: float) -> None:
-    """`--minutes`: passes in a seeded order (a large text set is never encoded whole), time-decayed lr."""
-    model, params, opt = student_and_optimizer(args)
-    rng = np.random.default_rng(args.seed)
-    order = np.concatenate([rng.permutation(len(texts)) for _ in range(20)])  # passes, if time allows
-    saved_len, model.max_seq_length = model.max_seq_length, args.max_length
-    model.train()
-    budget, start, step, losses = 60 * args.minutes, time.perf_counter(), 0, []
-    while (frac := (time.perf_counter() - start) / budget) < 1 and (step + 1) * args.batch_size <= len(order):
-        batch = [texts[i] for i in order[step * args.batch_size:(step + 1) * args.batch_size]]
-        with torch.no_grad():
-            target = teacher.encode(batch, batch_size=len(batch), convert_to_tensor=True, normalize_embeddings=True)
-        for group in opt.param_groups:  # 5% warm-up, then linear decay, both in wall time
-            group["lr"] = args.lr * min(frac / 0.05, (1 - frac) / 0.95, 1.0) + 1e-7
-        losses.append(train_step(model, params, opt, batch, target))
-        step += 1
-        if step % 200 == 0:
-            print(json.dumps({"step": step, "minutes": round((time.perf_counter() - start) / 60, 1),
-                              "loss": round(float(np.mean(losses[-200:])), 4)}), flush=True)
-    model.max_seq_length = saved_len
-    model.eval()
+    """`--minutes`: `embedkd distill`'s general-text stage, bounded by time (up to 20 passes)."""
+    model, _ = load_student(args.student, "cpu")
+    general = GeneralTexts(texts, lambda batch: teacher.encode(batch, batch_size=len(batch), normalize_embeddings=True),
+                           batch_size=args.batch_size, seed=args.seed)
+    result = general_stage(model, general, steps=20 * len(texts) // args.batch_size, lr=args.lr,
+                           max_length=args.max_length, max_seconds=60 * args.minutes)
     model.save(args.out)
-    print(json.dumps({"out": args.out, "texts": len(texts), "seen": step * args.batch_size, "steps": step,
-                      "final_loss": round(float(np.mean(losses[-200:])), 4),
-                      "seconds": round(time.perf_counter() - t0, 1)}))
+    print(json.dumps({"out": args.out, "texts": len(texts), "seen": result["texts_seen"], "steps": result["steps"],
+                      "final_loss": result["final_loss"], "seconds": round(time.perf_counter() - t0, 1)}))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ whole.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import logging
 import time
@@ -23,6 +22,8 @@ import torch
 from torch import Tensor
 
 from indexer.errors import UserError
+
+from .cache import texts_key
 
 __all__ = ["PACKAGED", "GeneralTexts", "embedding_loss", "general_stage", "read_general_texts"]
 
@@ -77,11 +78,7 @@ class GeneralTexts:
 
     @property
     def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        for t in self.texts:
-            h.update(t.encode())
-            h.update(b"\n")
-        return h.hexdigest()[:16]
+        return texts_key(self.texts)[:16]
 
     def next(self, device) -> tuple[list[str], Tensor]:
         while len(self.order) < self.batch_size:
