@@ -194,7 +194,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         raise UserError("--general-texts is used by --general-steps N (a stage before distillation) and/or "
                         "--general-weight W (a term beside it); both are 0, so give one or drop --general-texts")
     general_auto = general_texts == "auto"
-    general_list = read_general_texts("wordnet" if general_auto else general_texts) if general_texts else []
+    # a user's file is read now, so that a bad one fails before any model loads; "auto" once it applies
+    general_list = read_general_texts(general_texts) if general_texts and not general_auto else []
     beir = load_beir(data)
     if beir.qrels.get("train") or not (log_texts or pseudo):
         train_qrels, dev_qrels = split_dev(beir.require("train"), dev_fraction, options.seed)
@@ -254,11 +255,11 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     if "attention" in weights:
         _check_same_tokenizer(model, t)
     general = None
-    if general_auto and not (isinstance(t, BiEncoderTeacher) and set(weights) - {"labels", "previous"}
-                             and t.model.get_embedding_dimension() == model.get_embedding_dimension()):
+    if general_auto and (isinstance(t, BiEncoderTeacher) and set(weights) - {"labels", "previous"}
+                         and t.model.get_embedding_dimension() == model.get_embedding_dimension()):
         # the default needs a teacher embedding in the student's space, and a run that distils from it
         # (label-only fine-tuning stays label-only)
-        general_list = []
+        general_list = read_general_texts("wordnet")
     if general_list:
         if not isinstance(t, BiEncoderTeacher):
             raise UserError("--general-texts matches a bi-encoder teacher's embeddings; a cross-encoder "
