@@ -5,6 +5,9 @@ on the texts of `--texts` (BEIR corpus/queries .jsonl, or .txt with one text per
 for `embedkd eval retrieval`. No labels, no negatives: it measures what the student *can* learn of
 the teacher's space from those texts, e.g. a test set's own questions as an upper bound, or another
 FAQ as out-of-set question data (`--perlfaq ROOT` reads the Perl FAQ of an unpacked perl-doc package).
+Both `--epochs` and `--minutes` run `embedkd distill`'s general-text stage (`general_stage`); the
+`--epochs` figures in docs/distill.md were made by an earlier loop of this script (10% warm-up, targets
+encoded up front), so a rerun differs from them in the last digits.
 
     apt-get download perl-doc && dpkg -x perl-doc_*.deb /tmp/perl-src
     .venv/bin/python benchmarks/distill_embed_texts.py --teacher $M --student prune:$M:3 \
@@ -20,10 +23,9 @@ import json
 import re
 import time
 
-import numpy as np
 import torch
 
-from embedkd.distill.general import GeneralTexts, embedding_loss, general_stage, read_general_texts
+from embedkd.distill.general import GeneralTexts, general_stage, read_general_texts
 from embedkd.distill.prune import load_student
 from embedkd.text_encoder import load_sentence_transformer
 
@@ -45,25 +47,6 @@ def perlfaq_texts(root: str, words: int = 250) -> list[str]:
     return out
 
 
-def student_and_optimizer(args: argparse.Namespace):
-    model, _ = load_student(args.student, "cpu")
-    for name, p in model.named_parameters():
-        if "word_embeddings" in name:  # as `embedkd distill`: they are the teacher's already
-            p.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    return model, params, torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-
-
-def train_step(model, params, opt, batch: list[str], target: torch.Tensor) -> float:
-    """One step of 1 - cosine to the teacher's normalised vectors; returns the loss."""
-    loss = embedding_loss(model, batch, target)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-    opt.zero_grad()
-    return loss.item()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", required=True)
@@ -78,8 +61,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--minutes", type=float, default=0.0,
-                    help="train for this long instead of --epochs: texts drawn in a seeded order, teacher "
-                         "targets computed per batch, the learning rate decayed over the time")
+                    help="train for this long instead of --epochs (the learning rate decayed over the time)")
     args = ap.parse_args()
     torch.set_flush_denormal(True)
     torch.set_num_threads(args.threads)
@@ -90,36 +72,14 @@ def main() -> None:
     t0 = time.perf_counter()
     teacher = load_sentence_transformer(args.teacher, "cpu")
     teacher.max_seq_length = args.max_length  # targets from the text the student reads
-    if args.minutes > 0:
-        return timed(args, texts, teacher, t0)
-    targets = teacher.encode(texts, batch_size=32, convert_to_tensor=True, normalize_embeddings=True)
-    model, params, opt = student_and_optimizer(args)
-    steps = int(args.epochs * len(texts) / args.batch_size)
-    warm = max(1, int(0.1 * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: s / warm if s < warm else max(1e-3, (steps - s) / (steps - warm)))
-    rng = np.random.default_rng(args.seed)
-    order = np.concatenate([rng.permutation(len(texts)) for _ in range(int(args.epochs) + 1)])
-    saved_len, model.max_seq_length = model.max_seq_length, args.max_length
-    model.train()
-    for step in range(steps):
-        idx = order[step * args.batch_size:(step + 1) * args.batch_size]
-        loss = train_step(model, params, opt, [texts[i] for i in idx], targets[idx])
-        sched.step()
-    model.max_seq_length = saved_len
-    model.eval()
-    model.save(args.out)
-    print(json.dumps({"out": args.out, "texts": len(texts), "steps": steps, "final_loss": round(loss, 4),
-                      "seconds": round(time.perf_counter() - t0, 1)}))
-
-
-def timed(args: argparse.Namespace, texts: list[str], teacher, t0: float) -> None:
-    """`--minutes`: `embedkd distill`'s general-text stage, bounded by time (up to 20 passes)."""
     model, _ = load_student(args.student, "cpu")
     general = GeneralTexts(texts, lambda batch: teacher.encode(batch, batch_size=len(batch), normalize_embeddings=True),
                            batch_size=args.batch_size, seed=args.seed)
-    result = general_stage(model, general, steps=20 * len(texts) // args.batch_size, lr=args.lr,
-                           max_length=args.max_length, max_seconds=60 * args.minutes)
+    # --minutes: up to 20 passes, stopped (and the learning rate decayed) by the clock
+    passes = 20 if args.minutes > 0 else args.epochs
+    steps = max(1, round(passes * len(texts) / args.batch_size))
+    result = general_stage(model, general, steps=steps, lr=args.lr, max_length=args.max_length,
+                           max_seconds=60 * args.minutes if args.minutes > 0 else None)
     model.save(args.out)
     print(json.dumps({"out": args.out, "texts": len(texts), "seen": result["texts_seen"], "steps": result["steps"],
                       "final_loss": result["final_loss"], "seconds": round(time.perf_counter() - t0, 1)}))
