@@ -176,23 +176,9 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     if previous is not None:
         weights["previous"] = previous_weight
     out_dir = Path(out).expanduser()
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "checkpoint").is_dir():
-        raise UserError(f"output folder {out} exists and is not empty; choose a new --out")
-    if is_prune_spec(student):
-        parse_prune_spec(student)  # bad spec fails before any loading
-    lexical = _parse_lexical(lexical)
-    if mine_lexical < 0:
-        raise UserError(f"--mine-lexical takes a count of BM25 candidates per query (0: off), got {mine_lexical}")
-    if lexical or mine_lexical:
-        check_language(lexical_language)
-    elif lexical_language != "english":
-        raise UserError("--lexical-language goes with --lexical or --mine-lexical; without them BM25 is not used")
+    lexical = _check_arguments(out_dir, student, lexical, mine_lexical, lexical_language, general_texts,
+                               general_steps, general_weight)
     log_texts = read_log_queries(queries) if queries else []
-    if (general_steps or 0) < 0 or general_weight < 0:
-        raise UserError("--general-steps and --general-weight must be >= 0")
-    if general_texts and general_steps == 0 and not general_weight:
-        raise UserError("--general-texts is used by --general-steps N (a stage before distillation) and/or "
-                        "--general-weight W (a term beside it); both are 0, so give one or drop --general-texts")
     general_auto = general_texts == "auto"
     # a user's file is read now, so that a bad one fails before any model loads; "auto" once it applies
     general_list = read_general_texts(general_texts) if general_texts and not general_auto else []
@@ -206,21 +192,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         log.warning("%s has no qrels/%s.tsv; evaluating on the dev split only", beir.path, eval_split)
         eval_split = None
     held_out = (dev_qrels, beir.qrels.get(eval_split or "", {}))  # never trained on, nor their documents' text
-    log_ids: list[str] = []
-    if log_texts:
-        # a logged query that is also an evaluation query would make the reported figures a test on
-        # training data: leave it out of training, and say so
-        held = {" ".join(beir.queries[q].split()) for qrels in held_out for q in qrels if q in beir.queries}
-        kept = [q for q in log_texts if q not in held]
-        if len(kept) < len(log_texts):
-            log.warning("%d logged queries are also dev/evaluation queries and were left out of training",
-                        len(log_texts) - len(kept))
-        if not kept:
-            raise UserError(f"every query of --queries {queries} is a dev or evaluation query of {data}; "
-                            "give queries that the evaluation does not use")
-        log_ids = [f"{LOG_PREFIX}{i}" for i in range(len(kept))]
-        beir.queries.update(zip(log_ids, kept))
-        log.info("added %d logged queries for the teacher to label", len(log_ids))
+    log_ids = _add_log_queries(beir, log_texts, held_out, str(queries)) if log_texts else []
     n_pseudo = 0
     if pseudo:
         judged = {d for qrels in held_out for rel in qrels.values() for d in rel}
@@ -254,21 +226,9 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         lineage["previous"] = previous
     if "attention" in weights:
         _check_same_tokenizer(model, t)
-    general = None
-    if general_auto and (isinstance(t, BiEncoderTeacher) and set(weights) - {"labels", "previous"}
-                         and t.model.get_embedding_dimension() == model.get_embedding_dimension()):
-        # the default needs a teacher embedding in the student's space, and a run that distils from it
-        # (label-only fine-tuning stays label-only)
+    if general_auto and _general_default_applies(t, model, weights):
         general_list = read_general_texts("wordnet")
-    if general_list:
-        if not isinstance(t, BiEncoderTeacher):
-            raise UserError("--general-texts matches a bi-encoder teacher's embeddings; a cross-encoder "
-                            "teacher has none, so drop --general-texts")
-        if t.model.get_embedding_dimension() != model.get_embedding_dimension():
-            raise UserError(f"--general-texts needs the student to embed in the teacher's dimension "
-                            f"({t.model.get_embedding_dimension()}), not {model.get_embedding_dimension()}")
-        general = GeneralTexts(general_list, _teacher_encoder(t.model, general_max_length),
-                               batch_size=32, seed=options.seed)
+    general = _general_texts(general_list, t, model, general_max_length, options.seed) if general_list else None
 
     # Miner: the bi-encoder teacher itself, else the student's base model (full, unpruned).
     if isinstance(t, BiEncoderTeacher):
@@ -332,7 +292,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         if general is not None:
             if general_steps is None:
                 general_steps = GENERAL_STEPS_PER_STEP * options.total_steps(len(examples))
-            general_info = {"file": "wordnet" if general_auto else str(general_texts), "texts": len(general_list),
+            general_info = {"file": "wordnet" if general_auto else str(general_texts), "texts": len(general.texts),
                             "fingerprint": general.fingerprint, "steps": general_steps,
                             "weight": general_weight, "max_length": general_max_length}
             if general_steps:
@@ -374,19 +334,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         if eval_split:
             splits[eval_split] = beir.require(eval_split)
         metrics = evaluate_student(model, beir, splits)
-        teacher_metrics = None
-        if isinstance(t, BiEncoderTeacher):
-            doc_vecs = table(doc_texts)
-            teacher_metrics = {}
-            for split, qrels in splits.items():
-                qids = [q for q in qrels if q in beir.queries]
-                qtexts = [beir.queries[q] for q in qids]
-                if t.lexical is None:
-                    teacher_metrics[split] = evaluate_vectors(qids, qtable(qtexts), list(beir.corpus), doc_vecs, qrels)
-                else:  # the fused teacher is what the student learnt from: report it
-                    teacher_metrics[split] = ir_metrics(fused_run(qids, qtexts, qtable(qtexts), list(beir.corpus),
-                                                                  doc_vecs, t.lexical, t.lexical_weight, qrels=qrels),
-                                                        qrels)
+        teacher_metrics = _teacher_metrics(t, beir, splits, table, qtable) if isinstance(t, BiEncoderTeacher) else None
         result = {
             "student": str(out_dir),
             "teacher": t.name,
@@ -422,6 +370,80 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
 # general-text stage steps per planned task step by default: 1,045 for SciFact's 209, which took 65% of the
 # task stage's time on a 2-core CPU (WordNet's texts are short); docs/distill.md, *General text inside the default*
 GENERAL_STEPS_PER_STEP = 5
+
+
+def _add_log_queries(beir: BeirData, log_texts: list[str], held_out: tuple[dict, ...], source: str) -> list[str]:
+    """Adds the logged queries to `beir.queries` under new ids (returned), leaving out any that is also a
+    dev or evaluation query: training on it would make the reported figures a test on training data."""
+    held = {" ".join(beir.queries[q].split()) for qrels in held_out for q in qrels if q in beir.queries}
+    kept = [q for q in log_texts if q not in held]
+    if len(kept) < len(log_texts):
+        log.warning("%d logged queries are also dev/evaluation queries and were left out of training",
+                    len(log_texts) - len(kept))
+    if not kept:
+        raise UserError(f"every query of --queries {source} is a dev or evaluation query of {beir.path}; "
+                        "give queries that the evaluation does not use")
+    log_ids = [f"{LOG_PREFIX}{i}" for i in range(len(kept))]
+    beir.queries.update(zip(log_ids, kept))
+    log.info("added %d logged queries for the teacher to label", len(log_ids))
+    return log_ids
+
+
+def _general_default_applies(t: Teacher, model, weights: dict[str, float]) -> bool:
+    """`--general-texts auto`: a teacher that embeds in the student's space, and a run that distils from it
+    (label-only fine-tuning stays label-only)."""
+    return (isinstance(t, BiEncoderTeacher) and bool(set(weights) - {"labels", "previous"})
+            and t.model.get_embedding_dimension() == model.get_embedding_dimension())
+
+
+def _general_texts(texts: list[str], t: Teacher, model, max_length: int, seed: int) -> GeneralTexts:
+    if not isinstance(t, BiEncoderTeacher):
+        raise UserError("--general-texts matches a bi-encoder teacher's embeddings; a cross-encoder "
+                        "teacher has none, so drop --general-texts")
+    if t.model.get_embedding_dimension() != model.get_embedding_dimension():
+        raise UserError(f"--general-texts needs the student to embed in the teacher's dimension "
+                        f"({t.model.get_embedding_dimension()}), not {model.get_embedding_dimension()}")
+    return GeneralTexts(texts, _teacher_encoder(t.model, max_length), batch_size=32, seed=seed)
+
+
+def _teacher_metrics(t: BiEncoderTeacher, beir: BeirData, splits: dict[str, dict[str, dict[str, int]]],
+                     table: _VectorTable, qtable: _VectorTable) -> dict[str, dict[str, float]]:
+    """The teacher's figures from its cached vectors; a BM25-fused teacher is what the student learnt from,
+    so that is what is reported."""
+    doc_vecs = table(list(beir.corpus.values()))
+    out = {}
+    for split, qrels in splits.items():
+        qids = [q for q in qrels if q in beir.queries]
+        qtexts = [beir.queries[q] for q in qids]
+        if t.lexical is None:
+            out[split] = evaluate_vectors(qids, qtable(qtexts), list(beir.corpus), doc_vecs, qrels)
+        else:
+            out[split] = ir_metrics(fused_run(qids, qtexts, qtable(qtexts), list(beir.corpus), doc_vecs,
+                                              t.lexical, t.lexical_weight, qrels=qrels), qrels)
+    return out
+
+
+def _check_arguments(out_dir: Path, student: str, lexical: float | str | None, mine_lexical: int,
+                     lexical_language: str, general_texts: str | None, general_steps: int | None,
+                     general_weight: float) -> float | str:
+    """Checks that need no model or data, so that a bad command fails at once; returns `lexical` parsed."""
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "checkpoint").is_dir():
+        raise UserError(f"output folder {out_dir} exists and is not empty; choose a new --out")
+    if is_prune_spec(student):
+        parse_prune_spec(student)
+    lexical = _parse_lexical(lexical)
+    if mine_lexical < 0:
+        raise UserError(f"--mine-lexical takes a count of BM25 candidates per query (0: off), got {mine_lexical}")
+    if lexical or mine_lexical:
+        check_language(lexical_language)
+    elif lexical_language != "english":
+        raise UserError("--lexical-language goes with --lexical or --mine-lexical; without them BM25 is not used")
+    if (general_steps or 0) < 0 or general_weight < 0:
+        raise UserError("--general-steps and --general-weight must be >= 0")
+    if general_texts and general_steps == 0 and not general_weight:
+        raise UserError("--general-texts is used by --general-steps N (a stage before distillation) and/or "
+                        "--general-weight W (a term beside it); both are 0, so give one or drop --general-texts")
+    return lexical
 
 
 def _teacher_encoder(st_model, max_length: int):
