@@ -81,13 +81,23 @@ class GeneralTexts:
         return texts_key(self.texts)[:16]
 
     def next(self, device) -> tuple[list[str], Tensor]:
-        while len(self.order) < self.batch_size:
-            self.order = np.concatenate([self.order, self.rng.permutation(len(self.texts))])
-        idx, self.order = self.order[:self.batch_size], self.order[self.batch_size:]
+        idx = self._take()
         batch = [self.texts[i] for i in idx]
         self.seen += len(batch)
         target = torch.from_numpy(np.asarray(self.encode(batch), dtype=np.float32)).to(device)
         return batch, target
+
+    def skip(self, batches: int) -> None:
+        """Move past `batches` batches without encoding them: a resumed run continues the stream where the
+        interrupted one stopped instead of seeing its first batches again."""
+        for _ in range(batches):
+            self._take()
+
+    def _take(self) -> np.ndarray:
+        while len(self.order) < self.batch_size:
+            self.order = np.concatenate([self.order, self.rng.permutation(len(self.texts))])
+        idx, self.order = self.order[:self.batch_size], self.order[self.batch_size:]
+        return idx
 
 
 def embedding_loss(model, texts: list[str], target: Tensor) -> Tensor:

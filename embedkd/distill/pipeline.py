@@ -470,6 +470,7 @@ def _general_stage(model, general: GeneralTexts, steps: int, max_seconds: float 
         if state.get("key") == key:
             model.load_state_dict(state["model"])
             log.info("general-text stage loaded from %s", path)
+            general.skip(state["result"]["steps"])
             return state["result"]
     log.info("general-text stage: %d steps on %d texts", steps, len(general.texts))
     result = general_stage(model, general, steps, lr=options.lr, max_length=info["max_length"],

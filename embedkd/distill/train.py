@@ -171,6 +171,8 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             start = int(state["step"])
+            if general is not None and general_weight > 0:
+                general.skip(start)  # the term drew one batch per step
             log.info("resuming from checkpoint at step %d of %d", start, steps)
         else:
             log.info("ignoring a checkpoint made with other settings")

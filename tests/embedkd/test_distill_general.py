@@ -75,6 +75,21 @@ def test_general_batches_cover_every_text_once_per_pass_in_a_seeded_order():
     assert len(texts) == 4 and target.shape == (4, 3) and target.dtype == torch.float32 and a.seen == 20
 
 
+def test_skipping_batches_continues_the_stream_without_encoding_them():
+    calls = []
+
+    def encode(batch):
+        calls.append(batch)
+        return np.zeros((len(batch), 3), dtype=np.float32)
+
+    whole, resumed = GeneralTexts(GLOSSES, encode, batch_size=3, seed=2), GeneralTexts(GLOSSES, encode, batch_size=3, seed=2)
+    stream = [whole.next("cpu")[0] for _ in range(9)]  # crosses a pass (16 texts) boundary
+    calls.clear()
+    resumed.skip(7)
+    assert calls == [] and resumed.seen == 0
+    assert [resumed.next("cpu")[0] for _ in range(2)] == stream[7:]
+
+
 @pytest.fixture(scope="module")
 def teacher_st():
     from embedkd.text_encoder import load_sentence_transformer

@@ -41,6 +41,29 @@ def test_checkpoint_resume(tmp_path):
     assert third["resumed_from"] == 0  # other settings: the checkpoint is not reused
 
 
+def test_a_resumed_run_continues_the_general_text_stream(tmp_path):
+    from embedkd.distill.general import GeneralTexts
+
+    texts = [f"general text number {i}" for i in range(10)]
+    drawn: list[list[str]] = []
+
+    def encode(batch):
+        drawn.append(batch)
+        return np.ones((len(batch), 384), dtype=np.float32)
+
+    options = TrainOptions(epochs=2, batch_size=2, checkpoint_every=1, max_length=16)  # 3 steps
+
+    def run() -> dict:
+        model = _student()
+        return train_student(model, EXAMPLES, DistillObjective(model, {"margin-mse": 1.0}), options, tmp_path,
+                             progress=False, general=GeneralTexts(texts, encode, batch_size=4), general_weight=0.5)
+
+    assert run()["resumed_from"] == 0 and len(drawn) == 3
+    whole, drawn[:] = list(drawn), []
+    assert run()["resumed_from"] == 2
+    assert drawn == whole[2:]  # not the stream's first batch again
+
+
 def test_time_budget_stops_training(tmp_path):
     model = _student()
     options = TrainOptions(epochs=100, batch_size=2, time_budget_s=1e-9, max_length=16)
