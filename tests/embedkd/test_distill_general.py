@@ -60,13 +60,19 @@ def test_read_general_texts_bad_input(tmp_path, content, message):
         read_general_texts(path)
 
 
-def test_general_batches_cover_every_text_once_per_pass_in_a_seeded_order():
-    calls = []
+def _recording_encoder() -> tuple[list[list[str]], object]:
+    """A stand-in teacher that records each batch it is asked to encode."""
+    calls: list[list[str]] = []
 
     def encode(batch):
         calls.append(batch)
         return np.ones((len(batch), 3), dtype=np.float32)
 
+    return calls, encode
+
+
+def test_general_batches_cover_every_text_once_per_pass_in_a_seeded_order():
+    _, encode = _recording_encoder()
     a, b = GeneralTexts(GLOSSES, encode, batch_size=4, seed=1), GeneralTexts(GLOSSES, encode, batch_size=4, seed=1)
     first = [a.next("cpu")[0] for _ in range(4)]  # one pass of 16
     assert sorted(t for batch in first for t in batch) == sorted(GLOSSES)
@@ -76,12 +82,7 @@ def test_general_batches_cover_every_text_once_per_pass_in_a_seeded_order():
 
 
 def test_skipping_batches_continues_the_stream_without_encoding_them():
-    calls = []
-
-    def encode(batch):
-        calls.append(batch)
-        return np.zeros((len(batch), 3), dtype=np.float32)
-
+    calls, encode = _recording_encoder()
     whole, resumed = GeneralTexts(GLOSSES, encode, batch_size=3, seed=2), GeneralTexts(GLOSSES, encode, batch_size=3, seed=2)
     stream = [whole.next("cpu")[0] for _ in range(9)]  # crosses a pass (16 texts) boundary
     calls.clear()
