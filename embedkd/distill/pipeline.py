@@ -397,6 +397,7 @@ def _general_default_applies(t: Teacher, model, weights: dict[str, float]) -> bo
 
 
 def _general_texts(texts: list[str], t: Teacher, model, max_length: int, seed: int) -> GeneralTexts:
+    """The general-text stream, with the teacher's targets read at `max_length` tokens as the student reads them."""
     if not isinstance(t, BiEncoderTeacher):
         raise UserError("--general-texts matches a bi-encoder teacher's embeddings; a cross-encoder "
                         "teacher has none, so drop --general-texts")
