@@ -39,7 +39,8 @@ def read_general_texts(path: str | Path) -> list[str]:
     .gz, or of a packaged set by name (`PACKAGED`)."""
     path = PACKAGED.get(str(path), Path(path).expanduser())
     if not path.is_file():
-        raise UserError(f"--general-texts {path}: no such file; give a text file with one text per line")
+        what = "is a folder" if path.is_dir() else "no such file"
+        raise UserError(f"--general-texts {path}: {what}; give a text file with one text per line")
     opener = gzip.open if path.suffix == ".gz" else open
     jsonl = path.name.removesuffix(".gz").endswith(".jsonl")
     texts: list[str] = []

@@ -44,13 +44,16 @@ def test_read_general_texts_reads_txt_jsonl_and_gz(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     (None, "no such file"),
+    ("folder", "is a folder"),
     ("few", "holds 16 texts; give at least 64"),
     (b"\xff\xfe caf\xe9\n" * 70, "is not UTF-8 text"),
     ("{not json\n" * 70, "line 1: not JSON"),
 ])
 def test_read_general_texts_bad_input(tmp_path, content, message):
     path = tmp_path / ("t.jsonl" if content and "{" in str(content) else "t.txt")
-    if content == "few":
+    if content == "folder":
+        path.mkdir()
+    elif content == "few":
         _write(path, GLOSSES)
     elif isinstance(content, bytes):
         path.write_bytes(content)
