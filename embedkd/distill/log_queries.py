@@ -30,7 +30,8 @@ def read_log_queries(path: str | os.PathLike) -> list[str]:
     text file with one query per line. Blank lines are skipped."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise UserError(f"--queries {path}: no such file; give a text file with one query per line "
+        what = "is a folder" if p.is_dir() else "no such file"
+        raise UserError(f"--queries {path}: {what}; give a text file with one query per line "
                         "or a BEIR queries.jsonl")
     texts: list[str] = []
     with p.open(encoding="utf-8") as f:

@@ -32,6 +32,8 @@ def test_bad_logs_are_one_line_errors(tmp_path, content, message):
         read_log_queries(path)
     with pytest.raises(UserError, match="no such file"):
         read_log_queries(tmp_path / "missing.txt")
+    with pytest.raises(UserError, match="is a folder"):
+        read_log_queries(tmp_path)
 
 
 def test_positive_is_the_teacher_top_among_the_first_candidates():
