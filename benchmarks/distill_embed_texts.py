@@ -18,33 +18,21 @@ encoded up front), so a rerun differs from them in the last digits.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
-import re
 import time
+from pathlib import Path
 
 import torch
+from distill_make_faq import perlfaq_pairs  # this folder is on sys.path when a script in it runs
 
 from embedkd.distill.general import GeneralTexts, general_stage, read_general_texts
 from embedkd.distill.prune import load_student
 from embedkd.text_encoder import load_sentence_transformer
 
-POD_CODE = re.compile(r"[CLBIFESX]<+\s*(.*?)\s*>+")
-
 
 def perlfaq_texts(root: str, words: int = 250) -> list[str]:
-    """Questions (=head2 lines ending in '?') and their answers' prose (verbatim code dropped)."""
-    out: list[str] = []
-    for path in sorted(glob.glob(f"{root}/usr/share/perl/*/pod/perlfaq[1-9].pod")):
-        parts = re.split(r"^=head2\s+(.*)$", open(path, encoding="utf-8", errors="replace").read(), flags=re.M)
-        for i in range(1, len(parts), 2):
-            body = re.split(r"^=head", parts[i + 1], flags=re.M)[0]
-            body = "\n".join(line for line in body.splitlines() if not line.startswith((" ", "\t", "=")))
-            body = " ".join(POD_CODE.sub(r"\1", body).split())
-            question = POD_CODE.sub(r"\1", parts[i].strip())
-            if question.endswith("?") and len(body.split()) >= 20:
-                out += [question, " ".join(body.split()[:words])]
-    return out
+    """Questions of the Perl FAQ and their answers' prose (first `words` words; answers under 20 dropped)."""
+    return [t for q, a in perlfaq_pairs(Path(root)) if len(a.split()) >= 20 for t in (q, " ".join(a.split()[:words]))]
 
 
 def main() -> None:

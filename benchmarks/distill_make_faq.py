@@ -15,6 +15,14 @@ Both FAQs ship in Debian packages; fetch and unpack them, then build the folder:
 
 The texts are the Python Software Foundation's documentation (PSF License) and the Debian FAQ's authors'
 (GPL-2+); the folder is made locally and not committed.
+
+`--source perl` builds a second question set the same way from the Perl documentation (perl-doc;
+Artistic License or GPL-1+): query = a Perl FAQ question (perlfaq1-9), relevant document = its
+answer's prose, distractors = passages of the rest of the Perl manual (perlfunc, perlop, perlre, ...;
+release notes perl*delta left out):
+
+    apt-get download perl-doc && dpkg -x perl-doc_*.deb /tmp/perl-src
+    .venv/bin/python benchmarks/distill_make_faq.py --source perl --root /tmp/perl-src --out /tmp/unseen/perlfaq
 """
 
 from __future__ import annotations
@@ -82,7 +90,48 @@ def debian_faq(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def build(root: Path, docs: int, seed: int, max_words: int = 250) -> tuple[list[dict], list[dict], list[tuple]]:
+PERL_POD = "usr/share/perl/*/pod"
+POD_CODE = re.compile(r"[CLBIFESX]<+\s*(.*?)\s*>+")  # C<code>, L<link>, B<<bold>> -> their text
+
+
+def pod_sections(text: str) -> list[tuple[str, str]]:
+    """(=head2 heading, its prose) of a pod file: verbatim (indented) code and directives dropped."""
+    parts = re.split(r"^=head2\s+(.*)$", text, flags=re.M)
+    out = []
+    for i in range(1, len(parts), 2):
+        body = re.split(r"^=head", parts[i + 1], flags=re.M)[0]
+        body = "\n".join(line for line in body.splitlines() if not line.startswith((" ", "\t", "=")))
+        out.append((POD_CODE.sub(r"\1", parts[i].strip()), " ".join(POD_CODE.sub(r"\1", body).split())))
+    return out
+
+
+def perlfaq_pairs(root: Path) -> list[tuple[str, str]]:
+    """(question, answer) of the Perl FAQ: its =head2 headings that end in '?'."""
+    pairs = []
+    for f in sorted(root.glob(f"{PERL_POD}/perlfaq[1-9].pod")):
+        pairs += [(q, a) for q, a in pod_sections(f.read_text(encoding="utf-8", errors="replace")) if q.endswith("?")]
+    return pairs
+
+
+def _passages(bodies: list[str], max_words: int) -> list[str]:
+    """Long sections become several passages, as BEIR's corpora are; fragments under 30 words are dropped."""
+    out = []
+    for body in bodies:
+        words = body.split()
+        out += [" ".join(words[i:i + max_words]) for i in range(0, len(words), max_words)
+                if len(words[i:i + max_words]) >= 30]
+    return out
+
+
+def _sources(root: Path, source: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(question, answer) pairs and distractor section bodies of one source."""
+    if source == "perl":
+        if not list(root.glob(f"{PERL_POD}/perlfaq1.pod")):
+            raise SystemExit(f"{root} lacks the unpacked perl-doc package (see this file's docstring)")
+        bodies = [b for f in sorted(root.glob(f"{PERL_POD}/*.pod"))
+                  if not re.match(r"perlfaq|perl\d*delta", f.stem)
+                  for _, b in pod_sections(f.read_text(encoding="utf-8", errors="replace"))]
+        return perlfaq_pairs(root), bodies
     py_root = sorted(root.glob(PY_DOC))
     if not py_root or not (root / DEBIAN_FAQ).exists():
         raise SystemExit(f"{root} lacks the unpacked python3.x-doc and debian-faq packages (see this file's docstring)")
@@ -91,18 +140,21 @@ def build(root: Path, docs: int, seed: int, max_words: int = 250) -> tuple[list[
         pairs += [(q, a) for q, a in rst_sections(Path(f).read_text(encoding="utf-8")) if q.endswith("?")]
     with gzip.open(root / DEBIAN_FAQ, "rt", encoding="utf-8") as fh:
         pairs += [(q, a) for q, a in debian_faq(fh.read()) if q.endswith("?")]
+    bodies = [body for part in ("library", "howto", "tutorial", "reference", "using", "extending")
+              for f in sorted(glob.glob(str(py_root[-1] / part / "*.rst.txt")))
+              for _, body in rst_sections(Path(f).read_text(encoding="utf-8"))]
+    return pairs, bodies
+
+
+def build(root: Path, docs: int, seed: int, max_words: int = 250,
+          source: str = "python-debian") -> tuple[list[dict], list[dict], list[tuple]]:
+    pairs, bodies = _sources(root, source)
     seen, qa = set(), []
     for q, a in pairs:  # one answer per question; answers too short to retrieve ("Yes.") are dropped
         if len(a.split()) >= 20 and q.lower() not in seen:
             seen.add(q.lower())
             qa.append((q, " ".join(a.split()[:max_words])))
-    distractors = []
-    for part in ("library", "howto", "tutorial", "reference", "using", "extending"):
-        for f in sorted(glob.glob(str(py_root[-1] / part / "*.rst.txt"))):
-            for _, body in rst_sections(Path(f).read_text(encoding="utf-8")):
-                words = body.split()  # long reference sections become several passages, as BEIR's corpora are
-                distractors += [" ".join(words[i:i + max_words]) for i in range(0, len(words), max_words)
-                                if len(words[i:i + max_words]) >= 30]
+    distractors = _passages(bodies, max_words)
     rng = random.Random(seed)
     rng.shuffle(distractors)
     corpus = [{"_id": f"a{n}", "title": "", "text": a} for n, (_, a) in enumerate(qa)]
@@ -115,12 +167,14 @@ def build(root: Path, docs: int, seed: int, max_words: int = 250) -> tuple[list[
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--root", type=Path, required=True, help="where the two .deb packages were unpacked (dpkg -x)")
+    p.add_argument("--root", type=Path, required=True, help="where the .deb packages were unpacked (dpkg -x)")
+    p.add_argument("--source", choices=("python-debian", "perl"), default="python-debian",
+                   help="python-debian: the Python and Debian FAQs (the default set); perl: the Perl FAQ")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--docs", type=int, default=5000, help="corpus size: the answers plus sampled distractors")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    corpus, queries, qrels = build(a.root, a.docs, a.seed)
+    corpus, queries, qrels = build(a.root, a.docs, a.seed, source=a.source)
     (a.out / "qrels").mkdir(parents=True, exist_ok=True)
     with open(a.out / "corpus.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(d) + "\n" for d in corpus)
