@@ -176,6 +176,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     if previous is not None:
         weights["previous"] = previous_weight
     out_dir = Path(out).expanduser()
+    if general_texts == "auto" and general_steps == 0 and not general_weight:
+        general_texts = None  # no stage and no term: the packaged default has nothing to do
     lexical = _check_arguments(out_dir, student, lexical, mine_lexical, lexical_language, general_texts,
                                general_steps, general_weight)
     log_texts = read_log_queries(queries) if queries else []
@@ -443,7 +445,7 @@ def _check_arguments(out_dir: Path, student: str, lexical: float | str | None, m
         raise UserError("--general-steps and --general-weight must be >= 0")
     if general_texts and general_steps == 0 and not general_weight:
         raise UserError("--general-texts is used by --general-steps N (a stage before distillation) and/or "
-                        "--general-weight W (a term beside it); both are 0, so give one or drop --general-texts")
+                        "--general-weight W (a term beside it; 0 unless given); both are 0, so give one or drop --general-texts")
     return lexical
 
 

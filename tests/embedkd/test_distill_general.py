@@ -157,6 +157,7 @@ def test_distill_with_general_texts_records_the_stage_and_the_term(tiny_beir, tm
 @pytest.mark.parametrize("extra, message", [
     (["--general-texts", "none", "--general-steps", "2"], "--general-texts is none"),
     (["--general-texts", "{g}", "--general-steps", "0", "--general-weight", "0"], "both are 0"),
+    (["--general-texts", "{g}", "--general-steps", "0"], "0 unless given"),  # the term is off by default
     (["--general-texts", "{g}", "--general-weight", "-1"], "must be >= 0"),
     (["--general-texts", "{g}.missing"], "no such file"),
 ])
@@ -200,13 +201,21 @@ def test_distill_uses_the_packaged_texts_by_default_for_a_bi_encoder_teacher(tin
     assert rc == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     info = result["general_texts"]
-    assert info["file"] == "wordnet" and info["texts"] == 60000 and info["weight"] == 1.0
+    assert info["file"] == "wordnet" and info["texts"] == 60000
     assert info["steps"] == 5 * result["planned_steps"] == info["stage"]["steps"]
+    # the stage alone: no general term beside the task loss unless --general-weight asks for one
+    assert info["weight"] == 0.0 and "general" not in result["final_loss"]
     rc = main(["distill", "--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data",
                str(tiny_beir), "--out", str(tmp_path / "n"), "--epochs", "1", "--batch-size", "8", "--negatives",
                "1", "--max-length", "32", "--general-texts", "none", "--json"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rc == 0 and result["general_texts"] is None and "general" not in result["final_loss"]
+    # no stage asked for and no term: the packaged default has nothing to do, so it is off
+    rc = main(["distill", "--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data",
+               str(tiny_beir), "--out", str(tmp_path / "z"), "--epochs", "1", "--batch-size", "8", "--negatives",
+               "1", "--max-length", "32", "--general-steps", "0", "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and result["general_texts"] is None
     # label-only fine-tuning stays label-only by default
     rc = main(["distill", "--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data",
                str(tiny_beir), "--out", str(tmp_path / "l"), "--epochs", "1", "--batch-size", "8", "--negatives",
