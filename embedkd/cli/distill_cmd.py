@@ -7,8 +7,6 @@ import argparse
 from .output import emit
 
 DEFAULT_LOSS = "cosine+kl"  # kept equal to embedkd.distill.pipeline.DEFAULT_LOSS (tested)
-# the general-text term beside the task loss is off: the stage alone does the good (docs/distill.md, *A stage-only default?*)
-GENERAL_WEIGHT = 0.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--general-steps", type=int, default=None, metavar="N",
                    help="steps on the general texts alone before distillation (default 5 per planned "
                         "distillation step, at most a third of --time-budget; 0: no stage)")
-    p.add_argument("--general-weight", type=float, default=None, metavar="W",
+    # off by default: the stage alone does the good (docs/distill.md, *A stage-only default?*)
+    p.add_argument("--general-weight", type=float, default=0.0, metavar="W",
                    help="also add W x the general-text loss beside the task loss at every distillation step (default 0: off; "
                         "1 lifts questions by about one point more and costs SciFact and code-summary queries)")
     p.add_argument("--lexical-language", default="english",
@@ -95,14 +94,12 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--pseudo-queries must be 0 (none) or a positive count")
     if args.epochs is not None and args.epochs <= 0:
         raise UserError("--epochs must be positive")
-    general_texts, general_weight = args.general_texts, args.general_weight
+    general_texts = args.general_texts
     if general_texts == "none":
         if args.general_steps or args.general_weight:
             raise UserError("--general-steps / --general-weight train on general texts, and --general-texts is none; "
                             "drop them or name the texts")
-        general_texts, general_weight = None, 0.0
-    elif general_weight is None:
-        general_weight = GENERAL_WEIGHT
+        general_texts = None
     if args.seed < 0:
         raise UserError(f"--seed must be 0 or a positive integer, got {args.seed}")
     torch.set_flush_denormal(True)
@@ -118,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
                      lexical=args.lexical, lexical_language=args.lexical_language,
                      mine_k=args.mine_k, mine_lexical=args.mine_lexical, queries=args.queries,
                      general_texts=general_texts, general_steps=args.general_steps,
-                     general_weight=general_weight)
+                     general_weight=args.general_weight)
     emit(_summary(result) if not args.json else result, args.json)
     return 0
 
