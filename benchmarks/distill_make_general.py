@@ -5,7 +5,8 @@ embedding distillation on a large, diverse set of short texts, none from any eva
 back what SciFact's few thousand texts cannot? Sources, each from an unpacked Debian package under
 `--root` (none of them is a source of the FAQ, Debian-description or docstring evaluation sets):
 
-    apt-get download wordnet-base fortunes manpages manpages-dev perl-doc gnome-user-docs git-doc
+    apt-get download wordnet-base fortunes manpages manpages-dev perl-doc gnome-user-docs git-doc \
+        sqlite3-doc postgresql-doc-15
     for f in *.deb; do dpkg -x $f /tmp/gen-src; done
     .venv/bin/python benchmarks/distill_make_general.py --root /tmp/gen-src --out /tmp/general
 
@@ -13,8 +14,11 @@ back what SciFact's few thousand texts cannot? Sources, each from an unpacked De
 - `technical` (manpages, manpages-dev, perl-doc, gnome-user-docs, git-doc): paragraphs and section
   titles of manual pages, Perl documentation (its FAQ questions included), the GNOME user help (many
   of whose titles are questions) and git's documentation.
+- `permissive` (sqlite3-doc, postgresql-doc-15): titles, headings, paragraphs and definition terms of the
+  SQLite (public domain) and PostgreSQL 15 (PostgreSQL Licence) manuals, code blocks dropped: technical
+  text whose licences would let us ship it (docs/distill.md, *Varied technical text we may ship*).
 
-Writes OUT/lexical.txt, OUT/technical.txt and OUT/summary.json (counts per source). Texts are cut at
+Writes OUT/lexical.txt, OUT/technical.txt, OUT/permissive.txt and OUT/summary.json (counts per source). Texts are cut at
 `--words` words; duplicates dropped; a seeded sample of `--max-per-source` per source.
 
 `OUT/wordnet.txt.gz` is the WordNet part alone (the first 60,000 lines of lexical.txt): the general text
@@ -117,8 +121,28 @@ def git_docs(root: str) -> list[str]:
     return out
 
 
+def html_texts(paths: list[str]) -> list[str]:
+    """Titles, headings, paragraphs and definition terms of HTML pages; code blocks dropped."""
+    out = []
+    for path in paths:
+        text = re.sub(r"<(script|style|pre)\b[^>]*>.*?</\1>", "", open(path, encoding="utf-8", errors="replace").read(),
+                      flags=re.S | re.I)
+        for tag in ("title", "h1", "h2", "h3", "h4", "p", "dt"):
+            out += [html.unescape(TAG.sub("", m)) for m in re.findall(rf"<{tag}\b[^>]*>(.*?)</{tag}>", text, flags=re.S | re.I)]
+    return out
+
+
+def postgres_docs(root: str) -> list[str]:
+    return html_texts(sorted(glob.glob(f"{root}/usr/share/doc/postgresql-doc-*/html/*.html")))
+
+
+def sqlite_docs(root: str) -> list[str]:
+    return html_texts(sorted(glob.glob(f"{root}/usr/share/doc/sqlite3/**/*.html", recursive=True)))
+
+
 SOURCES = {"lexical": {"wordnet": wordnet, "fortunes": fortunes},
-           "technical": {"manpages": manpages, "perldoc": perldoc, "gnome_help": gnome_help, "git_docs": git_docs}}
+           "technical": {"manpages": manpages, "perldoc": perldoc, "gnome_help": gnome_help, "git_docs": git_docs},
+           "permissive": {"postgres_docs": postgres_docs, "sqlite_docs": sqlite_docs}}
 
 
 def main() -> None:
