@@ -25,8 +25,8 @@ def template_questions(texts: list[str], n: int, seed: int) -> list[str]:
     out = []
     for i in rng.permutation(len(lemmas))[:n]:
         template = TEMPLATES[rng.integers(len(TEMPLATES))]
-        other = lemmas[rng.integers(len(lemmas))] if template.count("{}") == 2 else None
-        out.append(template.format(lemmas[i], other) if other else template.format(lemmas[i]))
+        other = lemmas[rng.integers(len(lemmas))] if template.count("{}") == 2 else None  # drawn only when used
+        out.append(template.format(lemmas[i], other))  # format ignores the unused argument
     return out
 
 
