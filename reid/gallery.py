@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy.orm import Session
 
-from indexer.catalog import get_index
+from indexer.catalog import get_index, list_indexes
 from indexer.context import Catalog
 from indexer.corpus import Doc
-from indexer.errors import Conflict, UserError
+from indexer.errors import Conflict, NotFound, UserError
+from indexer.models import Index
 
 from .data import IMAGE_SUFFIXES, parse_market_name
 from .encoder import ImageEncoder, ImageRef, file_sha256, load_image_encoder
@@ -33,6 +35,7 @@ __all__ = [
     "add_to_gallery",
     "remove_from_gallery",
     "drop_gallery",
+    "require_gallery",
     "upload_dir",
     "query_gallery",
     "upgrade_gallery",
@@ -88,9 +91,25 @@ def build_gallery(catalog: Catalog, name: str, model_dir: str | Path, images: Se
     return {**out, "model_source": encoder.record.source, "dimension": encoder.record.dimension}
 
 
+def _gallery_index(s: Session, name: str) -> Index:
+    """The gallery's index row; an unknown name or a text index is a one-line error that names galleries,
+    so no command goes on to load a text model as a ReID model (whose error would blame a folder the user
+    never passed)."""
+    try:
+        row = get_index(s, name)
+    except NotFound:
+        known = [i.name for i in list_indexes(s) if i.model.kind == "image"][:10]
+        hint = f"known galleries: {', '.join(known)}" if known else "the catalog has no gallery yet"
+        raise NotFound(f"no gallery named {name!r} ({hint}); build one with `embedkd reid gallery build`") from None
+    if row.model.kind != "image":
+        raise UserError(f"index {name!r} is not a gallery (its model embeds {row.model.kind}); "
+                        f"use `embedkd index` commands for it")
+    return row
+
+
 def _index_model(catalog: Catalog, name: str) -> tuple[str, int, str]:
     with catalog.session() as s:
-        row = get_index(s, name)
+        row = _gallery_index(s, name)
         return row.model.source, row.dimension, row.model.fingerprint
 
 
@@ -103,13 +122,10 @@ def add_to_gallery(catalog: Catalog, name: str, images: Sequence[str | Path], pr
     return add_documents(catalog, name, load_image_encoder(source), docs, progress=progress)
 
 
-def _require_gallery(catalog: Catalog, name: str) -> None:
-    """Removal through `reid gallery` must never touch a text index that happens to share the name."""
+def require_gallery(catalog: Catalog, name: str) -> None:
+    """An error unless `name` is a gallery: nothing in `reid gallery` may touch a text index of that name."""
     with catalog.session() as s:
-        kind = get_index(s, name).model.kind
-    if kind != "image":
-        raise UserError(f"index {name!r} is not a gallery (its model embeds {kind}); "
-                        f"remove its items with `embedkd index delete` / `embedkd index drop`")
+        _gallery_index(s, name)
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -126,7 +142,7 @@ def remove_from_gallery(catalog: Catalog, name: str, ids: Sequence[str]) -> dict
     removal keeps both); crops indexed from the user's own folders stay where they are."""
     from indexer.build import delete_items
 
-    _require_gallery(catalog, name)
+    require_gallery(catalog, name)
     out = delete_items(catalog, name, list(ids))
     folder = upload_dir(catalog, name)
     for crop_id in ids:
@@ -141,7 +157,7 @@ def drop_gallery(catalog: Catalog, name: str) -> dict[str, Any]:
     must not outlive the gallery). Crops indexed from the user's own folders are left where they are."""
     from indexer.build import drop_index
 
-    _require_gallery(catalog, name)  # an unknown gallery or a text index is an error, nothing removed
+    require_gallery(catalog, name)  # an unknown gallery or a text index is an error, nothing removed
     out = drop_index(catalog, name)
     folder = upload_dir(catalog, name)
     uploads = sum(1 for p in folder.iterdir() if p.is_file()) if folder.is_dir() else 0
@@ -172,7 +188,6 @@ def query_gallery(catalog: Catalog, name: str, images: Sequence[Any], k: int = 1
 
 def _check_adapter_or_dimension(catalog: Catalog, name: str, encoder: ImageEncoder, dim: int) -> None:
     from indexer.catalog import active_adapter
-    from indexer.errors import NotFound
 
     try:
         with catalog.session() as s:

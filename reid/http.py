@@ -28,7 +28,7 @@ def gallery_router(catalog: Catalog) -> APIRouter:
     from indexer.search import Searcher, check_k
 
     from .encoder import load_image_encoder
-    from .gallery import add_to_gallery, drop_gallery, query_gallery, remove_from_gallery
+    from .gallery import add_to_gallery, drop_gallery, query_gallery, remove_from_gallery, require_gallery
 
     router = APIRouter(prefix="/reid/galleries", tags=["reid"])
     searcher = Searcher(catalog, encoder_for=load_image_encoder)
@@ -49,6 +49,7 @@ def gallery_router(catalog: Catalog) -> APIRouter:
         gallery: str,
         images: Annotated[list[UploadFile], File(description="crops; the file name (without extension) is the id")],
     ) -> dict[str, Any]:
+        require_gallery(catalog, gallery)  # before any file is written, so no folder is left for a wrong name
         folder = upload_dir(catalog, gallery)
         folder.mkdir(parents=True, exist_ok=True)
         paths, written, replaced = [], [], {}

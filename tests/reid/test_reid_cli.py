@@ -48,7 +48,7 @@ def test_train_on_some_degradations(market_slice, tmp_path, capsys):
         (["reid", "eval", "--model", "{model}", "--data", "{tmp}"], "query/ and bounding_box_test/"),
         (["reid", "train", "--data", "{slice}", "--out", "{tmp}/o", "--backbone", "nonet", "--p", "4"],
          "timm model name"),
-        (["reid", "gallery", "query", "--gallery", "nope", "--image", "x.jpg"], "no index named"),
+        (["reid", "gallery", "query", "--gallery", "nope", "--image", "x.jpg"], "no gallery named"),
         (["reid", "eval", "--model", "{model}", "--data", "{slice}", "--lq", "--lq-kinds", "jpeg,fog"], "'fog'"),
         (["reid", "eval", "--model", "{model}", "--data", "{slice}", "--lq-kinds", "jpeg"], "add --lq"),
         (["reid", "train", "--data", "{slice}", "--out", "{tmp}/o", "--lq-kinds", "jpeg"], "add --lq-prob"),

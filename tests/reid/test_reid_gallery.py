@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from indexer.context import open_catalog
-from indexer.errors import Conflict, UserError
+from indexer.errors import Conflict, NotFound, UserError
 from indexer.settings import load_settings
 from reid.encoder import load_image_encoder
 from reid.gallery import add_to_gallery, build_gallery, query_gallery, remove_from_gallery, upgrade_gallery
@@ -110,16 +110,24 @@ def test_bad_gallery_input(trained_model, catalog, tmp_path):
     assert snapshot(catalog)["indexes"] == []
 
 
-def test_gallery_removal_never_touches_a_text_index(catalog, minilm, beir_small):
+def test_gallery_commands_never_touch_a_text_index(catalog, minilm, beir_small, market_slice):
     from indexer.build import build_index
     from indexer.corpus import ListSource, read_corpus
     from reid.gallery import drop_gallery
 
     docs = list(read_corpus(beir_small))[:5]
     build_index(catalog, "papers", minilm, ListSource(docs), progress=False)
+    crop = sorted((market_slice / "query").glob("*.jpg"))[0]
     before = snapshot(catalog)
     with pytest.raises(UserError, match="'papers' is not a gallery"):
         remove_from_gallery(catalog, "papers", [docs[0].id])
-    with pytest.raises(UserError, match="index drop"):
+    with pytest.raises(UserError, match="'papers' is not a gallery"):
         drop_gallery(catalog, "papers")
+    # not an error about the text model's folder, which the user never passed
+    with pytest.raises(UserError, match="'papers' is not a gallery"):
+        add_to_gallery(catalog, "papers", [crop])
+    with pytest.raises(UserError, match="'papers' is not a gallery"):
+        query_gallery(catalog, "papers", [crop])
+    with pytest.raises(NotFound, match="no gallery named 'nope' \\(the catalog has no gallery yet\\)"):
+        query_gallery(catalog, "nope", [crop])
     assert snapshot(catalog) == before

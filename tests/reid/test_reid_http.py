@@ -42,6 +42,9 @@ def test_gallery_routes_query_upload_remove(trained_model, market_slice, tmp_pat
         r = client.post("/reid/galleries/people/query", files={"image": ("x.jpg", b"junk", "image/jpeg")})
         assert r.status_code == 400
         assert client.post("/reid/galleries/nobody/query", files={"image": (crop.name, crop.read_bytes())}).status_code == 404
+        r = client.post("/reid/galleries/nobody/crops", files=[("images", (q.name, q.read_bytes(), "image/jpeg"))])
+        assert r.status_code == 404 and "no gallery named 'nobody' (known galleries: people)" in r.json()["detail"]
+        assert not upload_dir(catalog, "nobody").exists()  # refused before anything was written
 
         assert client.delete(f"/reid/galleries/people/crops/{q.stem}").json()["deleted"] == 1
         assert not (upload_dir(catalog, "people") / q.name).exists()  # the uploaded image goes with it
