@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from . import jobs, store
 from .catalog import (
+    KIND_COMMANDS,
     delete_items_by_faiss_ids,
     ensure_model,
     get_index,
@@ -173,11 +174,11 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
     if metric not in ("ip", "l2"):
         raise UserError(f"metric {metric!r} is not supported; use 'ip' (cosine on normalized vectors) or 'l2'")
     with catalog.session() as s:
-        if s.query(Index.id).filter(Index.name == name).first() is not None:
-            raise Conflict(
-                f"index {name!r} already exists; add documents with `embedkd index add`, or remove it first "
-                "with `embedkd index drop`"
-            )
+        existing = s.query(Index).filter(Index.name == name).first()
+        if existing is not None:
+            group = KIND_COMMANDS.get(existing.model.kind, "embedkd index")
+            raise Conflict(f"index {name!r} already exists ({existing.model.kind} embeddings); add to it with "
+                           f"`{group} add`, or remove it first with `{group} drop`")
     store.make_index(encoder.record.dimension, factory, metric)  # reject a bad factory before any work
     all_docs = _scan(docs)
     params = {"corpus": docs.fingerprint, "model": encoder.record.fingerprint, "factory": factory,

@@ -10,13 +10,15 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from .encoder import ModelRecord
-from .errors import NotFound
+from .errors import NotFound, UserError
 from .models import Adapter, EmbeddingModel, Index, Item
 
 __all__ = [
     "ensure_model",
     "find_model",
     "get_index",
+    "check_kind",
+    "KIND_COMMANDS",
     "list_indexes",
     "items_by_faiss_ids",
     "items_by_external_ids",
@@ -63,6 +65,18 @@ def get_index(session: Session, name: str) -> Index:
         hint = f"known indexes: {', '.join(known)}" if known else "the catalog has no index yet"
         raise NotFound(f"no index named {name!r} ({hint}); build one with `embedkd index build`")
     return row
+
+
+# the command group for an index whose model embeds each kind of input (both have add / drop / query)
+KIND_COMMANDS = {"text": "embedkd index", "image": "embedkd reid gallery"}
+
+
+def check_kind(name: str, index_kind: str, kind: str) -> None:
+    """Refuse to encode `kind` inputs for an index whose model embeds `index_kind`, before a model is loaded
+    as the wrong kind (whose own error would blame the model's folder, which the user never passed)."""
+    if index_kind != kind:
+        raise UserError(f"index {name!r} holds {index_kind} embeddings, not {kind}; "
+                        f"use the `{KIND_COMMANDS.get(index_kind, 'embedkd')}` commands with it")
 
 
 def list_indexes(session: Session) -> Sequence[Index]:

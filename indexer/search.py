@@ -17,7 +17,7 @@ import numpy as np
 from . import store
 from .adapters import adapter_path, load_adapter
 from .batching import QueryBatcher
-from .catalog import active_adapter, get_index, items_by_faiss_ids
+from .catalog import active_adapter, check_kind, get_index, items_by_faiss_ids
 from .context import Catalog
 from .encoder import Encoder
 from .errors import Conflict, UserError
@@ -49,6 +49,7 @@ class _Loaded:
     dimension: int
     index_id: int
     count: int
+    model_kind: str
 
 
 def check_k(k: int) -> int:
@@ -73,10 +74,12 @@ def _adapted(adapter: Any, q: np.ndarray, index_vectors: np.ndarray | None) -> n
 class Searcher:
     def __init__(self, catalog: Catalog, encoder_for: Callable[[str], Encoder] | None = None,
                  use_gpu: bool = False, nprobe: int | None = None, ef_search: int | None = None,
-                 query_batch: int = 0) -> None:
+                 query_batch: int = 0, kind: str | None = None) -> None:
         """`nprobe` / `ef_search` override the IVF / HNSW search defaults of `store.set_search_params`.
         `query_batch` > 0: concurrent searches share query encodings, up to that many queries a model call
-        (`QueryBatcher`; for a service answering many threads at once)."""
+        (`QueryBatcher`; for a service answering many threads at once). `kind` ("text", "image"): what
+        `encoder_for`'s models take; an index of another kind is then an error before any model loads."""
+        self.kind = kind
         self.catalog = catalog
         self.query_batch = query_batch
         self.use_gpu = use_gpu
@@ -100,7 +103,7 @@ class Searcher:
         with self.catalog.session() as s:
             row = get_index(s, name)
             gen, file, checksum = row.generation, row.file, row.checksum
-            meta = (row.model.fingerprint, row.model.source, row.dimension, row.id, row.count)
+            meta = (row.model.fingerprint, row.model.source, row.dimension, row.id, row.count, row.model.kind)
             factory, metric = row.factory, row.metric
         with self._lock:
             cached = self._indexes.get(name)
@@ -160,6 +163,8 @@ class Searcher:
             if isinstance(qtext, str) and not qtext.strip():
                 raise UserError("the query is empty; give some text to search for")
         loaded = self._load(name)
+        if self.kind is not None:
+            check_kind(name, loaded.model_kind, self.kind)
         encoder = self.encoder(query_model) if query_model is not None else self._index_encoder(loaded, name)
         q = _encode_queries(encoder, queries)
         if encoder.record.fingerprint != loaded.model_fingerprint:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from indexer.catalog import get_index, list_indexes
+from indexer.catalog import check_kind, get_index, list_indexes
 from indexer.context import Catalog
 from indexer.corpus import Doc
 from indexer.errors import Conflict, NotFound, UserError
@@ -101,9 +101,7 @@ def _gallery_index(s: Session, name: str) -> Index:
         known = [i.name for i in list_indexes(s) if i.model.kind == "image"][:10]
         hint = f"known galleries: {', '.join(known)}" if known else "the catalog has no gallery yet"
         raise NotFound(f"no gallery named {name!r} ({hint}); build one with `embedkd reid gallery build`") from None
-    if row.model.kind != "image":
-        raise UserError(f"index {name!r} is not a gallery (its model embeds {row.model.kind}); "
-                        f"use `embedkd index` commands for it")
+    check_kind(name, row.model.kind, "image")
     return row
 
 

@@ -6,7 +6,14 @@ import argparse
 import sys
 
 from .output import emit
-from .runtime import add_encoder_options, add_search_options, catalog_from_env, searcher_from_args, text_encoder_loader
+from .runtime import (
+    add_encoder_options,
+    add_search_options,
+    catalog_from_env,
+    require_text_index,
+    searcher_from_args,
+    text_encoder_loader,
+)
 
 __all__ = ["register"]
 
@@ -85,13 +92,12 @@ def _build(args: argparse.Namespace) -> int:
 
 def _add(args: argparse.Namespace) -> int:
     from indexer.build import add_documents
-    from indexer.catalog import get_index
     from indexer.corpus import read_corpus
 
     _check_positive("chunk-size", args.chunk_size)
     catalog = catalog_from_env()
-    with catalog.session() as s:
-        source = args.model or get_index(s, args.index).model.source
+    source = require_text_index(catalog, args.index)
+    source = args.model or source
     docs = read_corpus(args.corpus)
     encoder = text_encoder_loader(args)(source)
     emit(add_documents(catalog, args.index, encoder, docs, chunk_size=args.chunk_size,

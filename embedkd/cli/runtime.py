@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_encoder_options", "add_search_options", "catalog_from_env", "searcher_from_args", "text_encoder_loader"]
+__all__ = ["add_encoder_options", "add_search_options", "catalog_from_env", "require_text_index", "searcher_from_args",
+           "text_encoder_loader"]
 
 
 def catalog_from_env():
     from indexer.context import open_catalog
 
     return open_catalog()
+
+
+def require_text_index(catalog, name: str) -> str:
+    """The text index's model source; an unknown name or an index of images (a ReID gallery) is an error."""
+    from indexer.catalog import check_kind, get_index
+
+    with catalog.session() as s:
+        row = get_index(s, name)
+        check_kind(name, row.model.kind, "text")
+        return row.model.source
 
 
 def add_encoder_options(p: argparse.ArgumentParser) -> None:
@@ -34,7 +45,7 @@ def searcher_from_args(args: argparse.Namespace):
     from indexer.search import Searcher
 
     return Searcher(catalog_from_env(), text_encoder_loader(args), nprobe=getattr(args, "nprobe", None),
-                    ef_search=getattr(args, "ef_search", None))
+                    ef_search=getattr(args, "ef_search", None), kind="text")
 
 
 def text_encoder_loader(args: argparse.Namespace):

@@ -20,7 +20,7 @@ import argparse
 from indexer.errors import UserError
 
 from .output import emit
-from .runtime import add_encoder_options, catalog_from_env, text_encoder_loader
+from .runtime import add_encoder_options, catalog_from_env, require_text_index, text_encoder_loader
 
 __all__ = ["register"]
 
@@ -85,6 +85,7 @@ def _fit(args: argparse.Namespace) -> int:
 
     catalog = catalog_from_env()
     try:
+        require_text_index(catalog, args.index)
         result = fit_upgrade(catalog, args.index, args.model, args.kind, corpus=args.corpus,
                              sample_docs=args.sample_docs, queries=args.queries, eval_data=args.eval_data,
                              seed=args.seed, activate=not args.no_activate, encoder_for=text_encoder_loader(args),
@@ -102,6 +103,7 @@ def _report(args: argparse.Namespace) -> int:
 
     catalog = catalog_from_env()
     try:
+        require_text_index(catalog, args.index)
         result = compatibility_report(catalog, args.index, args.model, args.data, split=args.split,
                                       corpus=args.corpus or args.data, out_dir=args.out,
                                       sample_docs=args.sample_docs, encoder_for=text_encoder_loader(args))
@@ -117,6 +119,7 @@ def _add(args: argparse.Namespace) -> int:
     from indexer.corpus import read_corpus
 
     catalog = catalog_from_env()
+    require_text_index(catalog, args.index)
     docs = read_corpus(args.corpus)
     encoder = adapted_encoder_for_index(catalog, args.index, text_encoder_loader(args)(args.model))
     emit(add_documents(catalog, args.index, encoder, docs, chunk_size=args.chunk_size, progress=False), args.json)
@@ -131,6 +134,7 @@ def _backfill(args: argparse.Namespace) -> int:
     from indexer.corpus import read_corpus
 
     catalog = catalog_from_env()
+    require_text_index(catalog, args.index)
     docs = read_corpus(find_corpus(catalog, args.index, args.corpus))
     result = backfill(catalog, args.index, text_encoder_loader(args)(args.model), docs,
                       chunk_size=args.chunk_size, progress=sys.stderr.isatty())

@@ -79,3 +79,35 @@ def test_gallery_cli(market_slice, trained_model, tmp_path, capsys, monkeypatch)
     assert _last_json(capsys)["dropped"] is True
     assert q.is_file()  # crops indexed from the user's own folder stay where they are
     assert main(["reid", "gallery", "query", "--gallery", "g", "--image", str(q)]) == 2
+
+
+def test_text_commands_refuse_a_gallery(market_slice, trained_model, beir_small, tmp_path, capsys, monkeypatch):
+    """A gallery named where a text index is expected is a one-line error about the gallery, before any
+    model loads (it used to be a failed text-model load that blamed the gallery's ReID folder)."""
+    from indexer.context import open_catalog
+    from indexer.settings import load_settings
+
+    from ..conftest import minilm_path
+    from ..indexer.helpers import snapshot
+
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    assert main(["reid", "gallery", "build", "--gallery", "g", "--model", str(trained_model), "--images",
+                 str(market_slice / "bounding_box_test")]) == 0
+    capsys.readouterr()
+    catalog = open_catalog(load_settings(home=tmp_path / "home"))
+    before = snapshot(catalog)
+    for argv in (["index", "search", "--index", "g", "--query", "a person"],
+                 ["index", "add", "--index", "g", "--corpus", str(beir_small)],
+                 ["eval", "retrieval", "--data", str(beir_small), "--index", "g"],
+                 ["upgrade", "fit", "--index", "g", "--model", minilm_path()],
+                 ["upgrade", "backfill", "--index", "g", "--model", minilm_path()]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert "index 'g' holds image embeddings, not text; use the `embedkd reid gallery` commands" in err, (argv, err)
+        assert len(err.splitlines()) == 1
+    assert main(["reid", "gallery", "build", "--gallery", "g", "--model", str(trained_model), "--images",
+                 str(market_slice / "query")]) == 2
+    assert "add to it with `embedkd reid gallery add`, or remove it first with `embedkd reid gallery drop`" in \
+        capsys.readouterr().err
+    assert snapshot(catalog) == before
+    catalog.close()

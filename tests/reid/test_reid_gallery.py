@@ -7,6 +7,7 @@ from PIL import Image
 
 from indexer.context import open_catalog
 from indexer.errors import Conflict, NotFound, UserError
+from indexer.search import Searcher
 from indexer.settings import load_settings
 from reid.encoder import load_image_encoder
 from reid.gallery import add_to_gallery, build_gallery, query_gallery, remove_from_gallery, upgrade_gallery
@@ -119,15 +120,18 @@ def test_gallery_commands_never_touch_a_text_index(catalog, minilm, beir_small, 
     build_index(catalog, "papers", minilm, ListSource(docs), progress=False)
     crop = sorted((market_slice / "query").glob("*.jpg"))[0]
     before = snapshot(catalog)
-    with pytest.raises(UserError, match="'papers' is not a gallery"):
+    with pytest.raises(UserError, match="'papers' holds text embeddings, not image; use the `embedkd index` commands"):
         remove_from_gallery(catalog, "papers", [docs[0].id])
-    with pytest.raises(UserError, match="'papers' is not a gallery"):
+    with pytest.raises(UserError, match="'papers' holds text embeddings, not image; use the `embedkd index` commands"):
         drop_gallery(catalog, "papers")
     # not an error about the text model's folder, which the user never passed
-    with pytest.raises(UserError, match="'papers' is not a gallery"):
+    with pytest.raises(UserError, match="'papers' holds text embeddings, not image; use the `embedkd index` commands"):
         add_to_gallery(catalog, "papers", [crop])
-    with pytest.raises(UserError, match="'papers' is not a gallery"):
+    with pytest.raises(UserError, match="'papers' holds text embeddings, not image; use the `embedkd index` commands"):
         query_gallery(catalog, "papers", [crop])
     with pytest.raises(NotFound, match="no gallery named 'nope' \\(the catalog has no gallery yet\\)"):
         query_gallery(catalog, "nope", [crop])
+    # a searcher that says what its models take refuses an index of the other kind before loading one
+    with pytest.raises(UserError, match="'papers' holds text embeddings, not image; use the `embedkd index` commands"):
+        Searcher(catalog, kind="image").search("papers", [crop])
     assert snapshot(catalog) == before
