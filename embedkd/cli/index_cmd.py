@@ -108,14 +108,18 @@ def _add(args: argparse.Namespace) -> int:
 def _delete(args: argparse.Namespace) -> int:
     from indexer.build import delete_items
 
-    emit(delete_items(catalog_from_env(), args.index, list(args.ids)), args.json)
+    catalog = catalog_from_env()
+    require_text_index(catalog, args.index)  # a gallery's crops go with `reid gallery remove`, uploads included
+    emit(delete_items(catalog, args.index, list(args.ids)), args.json)
     return 0
 
 
 def _drop(args: argparse.Namespace) -> int:
     from indexer.build import drop_index
 
-    emit(drop_index(catalog_from_env(), args.index), args.json)
+    catalog = catalog_from_env()
+    require_text_index(catalog, args.index)  # a gallery goes with `reid gallery drop`, its uploaded crops too
+    emit(drop_index(catalog, args.index), args.json)
     return 0
 
 

@@ -100,7 +100,9 @@ def test_text_commands_refuse_a_gallery(market_slice, trained_model, beir_small,
                  ["index", "add", "--index", "g", "--corpus", str(beir_small)],
                  ["eval", "retrieval", "--data", str(beir_small), "--index", "g"],
                  ["upgrade", "fit", "--index", "g", "--model", minilm_path()],
-                 ["upgrade", "backfill", "--index", "g", "--model", minilm_path()]):
+                 ["upgrade", "backfill", "--index", "g", "--model", minilm_path()],
+                 ["index", "delete", "--index", "g", sorted((market_slice / "bounding_box_test").iterdir())[0].stem],
+                 ["index", "drop", "--index", "g"]):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert "index 'g' holds image embeddings, not text; use the `embedkd reid gallery` commands" in err, (argv, err)
