@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from embedkd.out_dir import output_folder
 from indexer.errors import UserError
 
 from .attributes import ATTRIBUTE_TASKS, attribute_targets, load_attributes
@@ -197,13 +198,13 @@ def train_reid(
     torch.set_flush_denormal(True)
     torch.manual_seed(opts.seed)
     device = torch.device(opts.device)
+    out = output_folder(out_dir)
     data = read_market(data_root, need_train=True)
     samples, pids = relabel(data.train)
     if len(pids) < opts.p:
         raise UserError(
             f"{data_root} has {len(pids)} training identities; P x K batches need at least {opts.p} (lower --p)"
         )
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     model, source = _build_student(opts)

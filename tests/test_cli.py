@@ -91,6 +91,22 @@ def test_bad_input_exits_nonzero_with_one_line(home, args, needle):
     assert len(lines) == 1 and needle in lines[0], proc.stderr
 
 
+def test_an_output_path_that_is_a_file_is_one_line_before_any_work(home, beir_small, tmp_path):
+    """It used to be a traceback, for `upgrade report` only after its reindex-sized encoding."""
+    taken = tmp_path / "taken"
+    taken.write_text("keep me\n")
+    m = minilm_path()
+    for args in (["distill", "--teacher", m, "--student", f"prune:{m}:2", "--data", str(beir_small), "--out", str(taken)],
+                 ["teacher", "train", "--base", m, "--data", str(beir_small), "--out", str(taken)],
+                 ["upgrade", "report", "--index", "sf", "--model", f"prune:{m}:2", "--data", str(beir_small),
+                  "--out", str(taken)]):
+        proc = run(home, *args, check=False)
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        assert proc.returncode == 2 and lines == [f"embedkd: error: --out {taken} is a file, not a folder; "
+                                                  "give a new folder path"], (args, proc.stderr)
+    assert taken.read_text() == "keep me\n"
+
+
 def test_serve_answers_over_http(home):
     """`embedkd serve` as a user starts it: the same results over HTTP as `index search`."""
     import time

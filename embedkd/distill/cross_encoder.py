@@ -11,10 +11,10 @@ import json
 import logging
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 
+from embedkd.out_dir import output_folder
 from indexer.errors import UserError
 
 from ..progress import StepProgress
@@ -70,7 +70,7 @@ def train_cross_encoder(base: str, data: str, out: str, *, epochs: float = 1.0, 
     t0 = time.perf_counter()
     device = device or default_device()
     settings = settings or load_settings()
-    out_dir = Path(out).expanduser()
+    out_dir = output_folder(out)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"output folder {out} exists and is not empty; choose a new --out")
     beir = load_beir(data)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from embedkd.bm25 import LexicalScorer, bm25_run, check_language
+from embedkd.out_dir import output_folder
 from indexer.encoder import ModelRecord
 from indexer.errors import UserError
 
@@ -175,7 +176,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     weights = parse_loss_spec(loss)
     if previous is not None:
         weights["previous"] = previous_weight
-    out_dir = Path(out).expanduser()
+    out_dir = output_folder(out)
     if general_texts == "auto" and general_steps == 0 and not general_weight:
         general_texts = None  # no stage and no term: the packaged default has nothing to do
     lexical = _check_arguments(out_dir, student, lexical, mine_lexical, lexical_language, general_texts,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from embedkd.out_dir import output_folder
 from indexer.errors import UserError
 
 from .heldout import top_k
@@ -127,6 +128,7 @@ def compatibility_report(catalog, index_name: str, model: str, data: str, *, spl
     from .run import default_sample_docs, find_corpus, sample_index, stored_vectors
     from .select import CANDIDATES
 
+    out = output_folder(out_dir)  # before the reindex-sized encoding, not after it
     with catalog.session() as s:
         index = get_index(s, index_name)
         _ = index.model
@@ -159,7 +161,6 @@ def compatibility_report(catalog, index_name: str, model: str, data: str, *, spl
     report.update(index=index_name, model=v2.record.name, chosen=outcome.chosen.kind,
                   gate={"accepted": outcome.decision.accepted, "reason": outcome.decision.reason},
                   heldout={c.kind: c.figures for c in outcome.candidates})
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"upgrade_compat_{index_name}.json").write_text(json.dumps(report, indent=2))
     report["plot"] = str(plot_matrix(report, out / f"upgrade_compat_{index_name}.png",

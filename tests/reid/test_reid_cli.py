@@ -62,6 +62,13 @@ def test_bad_input_is_one_line_exit_2(argv, message, market_slice, trained_model
     assert message in err and len(err.splitlines()) == 1
 
 
+def test_train_refuses_a_file_as_out(market_slice, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("keep me\n")
+    assert main(["reid", "train", "--data", str(market_slice), "--out", str(taken), "--p", "4", "--k", "2"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err and taken.read_text() == "keep me\n"
+
+
 def test_gallery_cli(market_slice, trained_model, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
     assert main(["reid", "gallery", "build", "--gallery", "g", "--model", str(trained_model), "--images",
