@@ -120,3 +120,11 @@ def test_text_commands_refuse_a_gallery(market_slice, trained_model, beir_small,
         capsys.readouterr().err
     assert snapshot(catalog) == before
     catalog.close()
+
+
+def test_a_reid_model_named_as_a_text_model_says_so(trained_model):
+    from embedkd.text_encoder import load_sentence_transformer
+    from indexer.errors import UserError
+
+    with pytest.raises(UserError, match="is a ReID model .* use ReID models with the `embedkd reid` commands"):
+        load_sentence_transformer(str(trained_model))
