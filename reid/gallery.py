@@ -92,9 +92,9 @@ def build_gallery(catalog: Catalog, name: str, model_dir: str | Path, images: Se
 
 
 def _gallery_index(s: Session, name: str) -> Index:
-    """The gallery's index row; an unknown name or a text index is a one-line error that names galleries,
-    so no command goes on to load a text model as a ReID model (whose error would blame a folder the user
-    never passed)."""
+    """The gallery's index row; an unknown name (the error lists galleries) or a text index is a one-line
+    error, so no command goes on to load a text model as a ReID model (whose error would blame a folder the
+    user never passed)."""
     try:
         row = get_index(s, name)
     except NotFound:
