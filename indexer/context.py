@@ -39,6 +39,9 @@ def open_catalog(settings: Settings | None = None, migrate: bool | None = None) 
     processes may share it.
     """
     settings = settings or load_settings()
+    if settings.home.exists() and not settings.home.is_dir():
+        raise UserError(f"EMBEDKD_HOME {settings.home} is a file; point it at a folder (it holds the catalog, "
+                        "indexes and adapters)")
     settings.home.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
     auto = settings.database_url.startswith("sqlite") if migrate is None else migrate
@@ -53,3 +56,4 @@ def open_catalog(settings: Settings | None = None, migrate: bool | None = None) 
             )
         upgrade(engine)
     return Catalog(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
+

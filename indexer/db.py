@@ -11,12 +11,15 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from .errors import UserError
+
 __all__ = ["make_engine", "make_sessionmaker", "alembic_config", "upgrade", "downgrade", "is_at_head"]
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def make_engine(url: str) -> Engine:
+    _check_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -58,3 +61,18 @@ def is_at_head(engine: Engine) -> bool:
     with engine.connect() as conn:
         current = set(MigrationContext.configure(conn).get_current_heads())
     return current == set(script.get_heads())
+
+
+def _check_url(url: str) -> None:
+    """A URL the catalog can run on (SQLite or PostgreSQL, whose migrations are tested), else a one-line error."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    example = "e.g. postgresql+psycopg://user@host:5432/db, or unset it for SQLite in EMBEDKD_HOME"
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        # not echoed: a URL can hold a password
+        raise UserError(f"EMBEDKD_DATABASE_URL is not a database URL (dialect+driver://user@host:port/db); {example}") from None
+    if backend not in ("sqlite", "postgresql"):
+        raise UserError(f"the catalog runs on SQLite or PostgreSQL, not {backend}; {example}")

@@ -146,3 +146,27 @@ def test_failure_at_commit_leaves_no_file_and_no_rows(built, minilm, beir_small,
     with pytest.raises(RuntimeError):
         add_documents(built, "base", minilm, ListSource(docs), progress=False)
     assert snapshot(built) == before
+
+
+@pytest.mark.parametrize("url, message", [
+    ("mysql://user:secret@host/db", "runs on SQLite or PostgreSQL, not mysql"),
+    ("not a url secret", "EMBEDKD_DATABASE_URL is not a database URL"),
+])
+def test_a_catalog_url_it_cannot_run_on(tmp_path, url, message):
+    from indexer.context import open_catalog
+    from indexer.settings import load_settings
+
+    with pytest.raises(UserError, match=message) as err:
+        open_catalog(load_settings(home=tmp_path, database_url=url))
+    assert "secret" not in str(err.value)  # a URL can hold a password: never echoed
+
+
+def test_a_home_that_is_a_file(tmp_path):
+    from indexer.context import open_catalog
+    from indexer.settings import load_settings
+
+    home = tmp_path / "home"
+    home.write_text("x")
+    with pytest.raises(UserError, match="EMBEDKD_HOME .* is a file; point it at a folder"):
+        open_catalog(load_settings(home=home))
+    assert home.read_text() == "x"
