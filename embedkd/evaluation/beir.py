@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from indexer.corpus import JsonlCorpus
 from indexer.errors import UserError
 
 __all__ = ["BeirData", "load_beir", "load_qrels", "load_queries", "write_qrels", "write_queries"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,4 +86,19 @@ def load_beir(root: str | os.PathLike, split: str = "test") -> BeirData:
     queries = {q: all_queries[q] for q in qrels if q in all_queries}
     if not queries:
         raise UserError(f"no query of {qrels_path} is in queries.jsonl; check that the ids match")
-    return BeirData(root=root, corpus=JsonlCorpus(root), queries=queries, qrels={q: qrels[q] for q in queries})
+    corpus = JsonlCorpus(root)
+    _check_judged_documents(qrels_path, {q: qrels[q] for q in queries}, {doc.id for doc in corpus})
+    return BeirData(root=root, corpus=corpus, queries=queries, qrels={q: qrels[q] for q in queries})
+
+
+def _check_judged_documents(qrels_path: Path, qrels: dict[str, dict[str, int]], corpus_ids: set[str]) -> None:
+    """Relevant documents absent from the corpus count as misses in every metric: none present means the
+    qrels belong to another corpus (an error, or every figure would be a silent 0); some, a warning."""
+    relevant = {d for docs in qrels.values() for d, grade in docs.items() if grade > 0}
+    missing = relevant - corpus_ids
+    if relevant and missing == relevant:
+        raise UserError(f"none of the {len(relevant)} documents judged relevant in {qrels_path} is in corpus.jsonl; "
+                        "check that the qrels belong to this corpus (the ids must match)")
+    if missing:
+        log.warning("%d of %d documents judged relevant in %s are not in corpus.jsonl; "
+                    "they count as misses", len(missing), len(relevant), qrels_path)

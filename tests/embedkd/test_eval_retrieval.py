@@ -89,3 +89,26 @@ def test_eval_cli_bm25_baseline_ranks_by_bm25_and_refuses_a_bad_language(tmp_pat
     assert "no Snowball stemmer" in capsys.readouterr().err
     assert main(["eval", "retrieval", "--data", str(data), "--model", minilm_path(), "--language", "french"]) != 0
     assert "--language goes with --bm25" in capsys.readouterr().err
+
+
+def test_qrels_of_another_corpus_are_refused_and_a_partial_match_warned(tmp_path, beir_small, caplog):
+    """Judged documents absent from the corpus count as misses: all absent means the wrong corpus (every
+    figure a silent 0 before this check), some absent is worth a warning."""
+    import logging
+    import shutil
+
+    from embedkd.evaluation import load_beir
+    from indexer.errors import UserError
+
+    data = tmp_path / "beir"
+    shutil.copytree(beir_small, data)
+    qrels = (data / "qrels" / "test.tsv").read_text().splitlines()
+    header, rows = qrels[0], [r.split("\t") for r in qrels[1:] if r.strip()]
+    (data / "qrels" / "test.tsv").write_text("\n".join([header] + [f"{q}\tnot-{d}\t{g}" for q, d, g in rows]) + "\n")
+    with pytest.raises(UserError, match="none of the .* documents judged relevant .* is in corpus.jsonl"):
+        load_beir(data)
+    q, d, g = rows[0]
+    (data / "qrels" / "test.tsv").write_text("\n".join([header, f"{q}\t{d}\t{g}", f"{q}\tnot-{d}\t{g}"]) + "\n")
+    with caplog.at_level(logging.WARNING):
+        assert load_beir(data).qrels == {q: {d: int(g), f"not-{d}": int(g)}}
+    assert "1 of 2 documents judged relevant" in caplog.text
