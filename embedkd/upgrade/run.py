@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
+from embedkd.distill.log_queries import read_log_queries
 from embedkd.evaluation.compare import standard_error
 from indexer import store
 from indexer.catalog import get_index, items_by_external_ids, items_by_faiss_ids
@@ -25,7 +26,7 @@ from indexer.errors import Conflict, UserError
 from indexer.hashing import sha256_text
 from indexer.models import Job
 
-from .fit import FitOutcome, blend_candidates, choose_by_labels, fit_from_pairs, selection_score
+from .fit import MIN_DOCS, FitOutcome, blend_candidates, choose_by_labels, fit_from_pairs, selection_score
 from .gate import GateDecision
 from .pairs import PairedVectors, Sample, encode_pairs, reservoir_sample
 from .register import register_adapter
@@ -179,8 +180,10 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
 
     if kind != "auto" and kind not in KINDS:
         raise UserError(f"unknown adapter kind {kind!r}; use one of auto, {', '.join(KINDS)}")
-    if sample_docs is not None and sample_docs < 1:
-        raise UserError("--sample-docs must be positive")
+    if sample_docs is not None and sample_docs < MIN_DOCS:
+        raise UserError(f"--sample-docs {sample_docs} is too few: an adapter needs at least {MIN_DOCS} documents "
+                        "(default: a few thousand)")
+    logged = read_log_queries(queries) if queries else None  # a bad log fails before any encoding
     t_start = time.perf_counter()
     with catalog.session() as s:
         index = get_index(s, index_name)
@@ -191,8 +194,6 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
     path = find_corpus(catalog, index_name, corpus)
     sample_docs = sample_docs or default_sample_docs(n_index)
     sample, index = sample_index(catalog, index_name, path, sample_docs, seed)
-    from .fit import MIN_DOCS
-
     if len(sample.ids) < MIN_DOCS:
         raise UserError(
             f"only {len(sample.ids)} documents of {path} are in index {index_name!r} with unchanged content; "
@@ -214,9 +215,7 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
     pairs: PairedVectors = encode_pairs(sample, _encode_fn(v1, True), _encode_fn(v2, True), stored,
                                         v1_docs=v1, v2_docs=v2, seed=seed)
     extra = None
-    if queries:
-        with open(queries, encoding="utf-8") as fh:
-            logged = [line.strip() for line in fh if line.strip()]
+    if logged:
         extra = (_encode_fn(v2, True)(logged), _encode_fn(v1, True)(logged))
         if not eval_data:  # measured: docs/upgrade.md, "A larger query log"
             log.warning("fitting on a query log without labelled queries: the label-free check cannot tell whether "

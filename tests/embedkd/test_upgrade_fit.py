@@ -117,6 +117,13 @@ def test_bad_input(catalog, tmp_path):
         fit_upgrade(catalog, "idx", "v2", "rotation", corpus=str(path), v1_encoder=v1, v2_encoder=v2)
     with pytest.raises(UserError, match="no index"):
         fit_upgrade(catalog, "nope", "v2", corpus=str(path), v1_encoder=v1, v2_encoder=v2)
+    # the user's own setting is named, not the corpus (it said: pass the corpus the index was built from)
+    with pytest.raises(UserError, match="--sample-docs 3 is too few: an adapter needs at least 50"):
+        fit_upgrade(catalog, "idx", "v2", corpus=str(path), sample_docs=3, v1_encoder=v1, v2_encoder=v2)
+    with pytest.raises(UserError, match="--queries .*: is a folder"):  # was a traceback, after the encoding
+        fit_upgrade(catalog, "idx", "v2", corpus=str(path), queries=str(tmp_path), v1_encoder=v1, v2_encoder=v2)
+    with catalog.session() as s:
+        assert s.query(AdapterRow).count() == 0
 
 
 def test_new_documents_through_the_adapter(catalog, tmp_path):
