@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--corpus", help="corpus the index was built from (default: the path its build recorded)")
     f.add_argument("--sample-docs", type=int, default=None,
                    help="documents sampled for fitting (default: 0.5%% of the index, at least 250, at most 2000)")
-    f.add_argument("--queries", help="optional query log, one query per line, added to the fitting pairs")
+    f.add_argument("--queries", metavar="FILE",
+                   help="optional query log (one query per line, or a BEIR queries.jsonl), added to the fitting pairs")
     f.add_argument("--eval-data", help="BEIR folder with labelled queries: the gate then checks nDCG@10 too")
     f.add_argument("--no-activate", action="store_true", help="register the adapter but leave it inactive")
     f.add_argument("--no-blend", action="store_true",
