@@ -182,7 +182,7 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
         raise UserError(f"unknown adapter kind {kind!r}; use one of auto, {', '.join(KINDS)}")
     if sample_docs is not None and sample_docs < MIN_DOCS:
         raise UserError(f"--sample-docs {sample_docs} is too few: an adapter needs at least {MIN_DOCS} documents "
-                        "(default: a few thousand)")
+                        "(the default samples 0.5% of the index, 250 to 2,000)")
     logged = read_log_queries(queries) if queries else None  # a bad log fails before any encoding
     t_start = time.perf_counter()
     with catalog.session() as s:
