@@ -205,7 +205,6 @@ def train_reid(
         raise UserError(
             f"{data_root} has {len(pids)} training identities; P x K batches need at least {opts.p} (lower --p)"
         )
-    out.mkdir(parents=True, exist_ok=True)
 
     model, source = _build_student(opts)
     # channels_last: ~1.4x faster MobileNet/EfficientNet convolutions on CPU (oneDNN), harmless on GPU
@@ -253,6 +252,7 @@ def train_reid(
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused teacher, attribute folder or option leaves no folder
     state = {"epoch": 0, "step": 0, "seconds": 0.0, "images": 0, "done": False, "evals": []}
     ckpt_path = out / CHECKPOINT_FILE
     opts_json = {k: v for k, v in asdict(opts).items() if k not in ("device", "workers")}

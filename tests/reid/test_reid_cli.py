@@ -67,6 +67,10 @@ def test_train_refuses_a_file_as_out(market_slice, tmp_path, capsys):
     taken.write_text("keep me\n")
     assert main(["reid", "train", "--data", str(market_slice), "--out", str(taken), "--p", "4", "--k", "2"]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err and taken.read_text() == "keep me\n"
+    out = tmp_path / "new"
+    assert main(["reid", "train", "--data", str(market_slice), "--out", str(out), "--p", "4", "--k", "2",
+                 "--attributes", str(tmp_path)]) == 2
+    assert "market_attribute" in capsys.readouterr().err and not out.exists()  # a refused run leaves no folder
 
 
 def test_gallery_cli(market_slice, trained_model, tmp_path, capsys, monkeypatch):
