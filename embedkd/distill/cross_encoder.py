@@ -74,7 +74,7 @@ def train_cross_encoder(base: str, data: str, out: str, *, epochs: float = 1.0, 
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"output folder {out} exists and is not empty; choose a new --out")
     beir = load_beir(data)
-    train_qrels, dev_qrels = split_dev(beir.require("train"), 0.1, 0)
+    train_qrels, dev_qrels = split_dev(beir.require("train", purpose="training a cross-encoder"), 0.1, 0)
     miner = BiEncoderTeacher(load_sentence_transformer(base, device), base)
     miner.use_cache(settings.cache_dir / "distill")
     doc_texts = list(beir.corpus.values())

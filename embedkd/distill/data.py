@@ -24,14 +24,13 @@ class BeirData:
     qrels: dict[str, Qrels] = field(default_factory=dict)  # split -> query id -> doc id -> grade
     fingerprint: str = ""  # sha256 of corpus, queries and qrels files
 
-    def require(self, split: str) -> Qrels:
+    def require(self, split: str, purpose: str = "distillation", alternative: str = "") -> Qrels:
+        """The split's qrels, or a one-line error naming `purpose` and, when there is one, `alternative`."""
         if split not in self.qrels or not self.qrels[split]:
             have = ", ".join(sorted(self.qrels)) or "none"
             raise UserError(
-                f"{self.path} has no qrels/{split}.tsv (splits found: {have}); distillation needs "
-                f"BEIR {split} qrels (query-id, corpus-id, score)"
-                + ("; without labels, give unlabelled queries with --queries FILE for the teacher to label"
-                   if split == "train" else "")
+                f"{self.path} has no qrels/{split}.tsv (splits found: {have}); {purpose} needs "
+                f"BEIR {split} qrels (query-id, corpus-id, score)" + (f"; {alternative}" if alternative else "")
             )
         return self.qrels[split]
 

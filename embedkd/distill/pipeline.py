@@ -187,7 +187,9 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     general_list = read_general_texts(general_texts) if general_texts and not general_auto else []
     beir = load_beir(data)
     if beir.qrels.get("train") or not (log_texts or pseudo):
-        train_qrels, dev_qrels = split_dev(beir.require("train"), dev_fraction, options.seed)
+        labelled = beir.require("train", alternative="without labels, give unlabelled queries with --queries FILE "
+                                "for the teacher to label")
+        train_qrels, dev_qrels = split_dev(labelled, dev_fraction, options.seed)
     else:  # unlabelled: the teacher labels logged queries / pseudo-queries; nothing to hold out as dev
         train_qrels, dev_qrels = {}, {}
         log.warning("%s has no train qrels: training on teacher-labelled queries only, no dev split", beir.path)

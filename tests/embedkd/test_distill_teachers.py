@@ -132,7 +132,12 @@ def test_beir_without_train_qrels_is_a_clear_error(tmp_path):
     from tests.conftest import make_beir_slice
 
     beir = load_beir(make_beir_slice(tmp_path / "b", 20, split="test"))
-    with pytest.raises(UserError, match="no qrels/train.tsv"):
+    with pytest.raises(UserError, match="no qrels/train.tsv.*; distillation needs BEIR train qrels") as err:
         beir.require("train")
+    assert "--queries" not in str(err.value)  # only a command that takes --queries may suggest it
+    with pytest.raises(UserError, match="training a cross-encoder needs BEIR train qrels"):
+        from embedkd.distill.cross_encoder import train_cross_encoder
+
+        train_cross_encoder(minilm_path(), str(beir.path), str(tmp_path / "ce"))
     with pytest.raises(UserError, match="not a BEIR folder"):
         load_beir(tmp_path / "nothing")
