@@ -15,6 +15,7 @@ from indexer.errors import UserError
 
 from .distill.prune import is_prune_spec, load_student
 from .fingerprint import fingerprint_module
+from .model_kind import refuse_reid_model
 
 __all__ = ["TextEncoder", "encode_role", "role_prompts", "load_text_encoder", "default_batch_size", "default_device",
            "load_sentence_transformer", "resolve_precision"]
@@ -55,9 +56,7 @@ def load_sentence_transformer(model: str, device: str | None = None):
     path = Path(model).expanduser()
     if not path.exists() and (model.startswith((".", "/", "~")) or os.sep * 2 in model or model.endswith(os.sep)):
         raise UserError(f"model path {model!r} does not exist; give a sentence-transformers folder or a hub name")
-    if (path / "reid_model.json").is_file():  # `embedkd reid train`'s output: name the mix-up, not a config key
-        raise UserError(f"{model!r} is a ReID model (it embeds person crops); give a sentence-transformers text "
-                        "model here, and use ReID models with the `embedkd reid` commands")
+    refuse_reid_model(model)
     source = str(path) if path.exists() else model
     try:
         return SentenceTransformer(source, device=device or default_device())

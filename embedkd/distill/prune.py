@@ -138,6 +138,9 @@ def load_student(spec_or_model: str, device: str | None = None) -> tuple[Sentenc
 def _load(name: str, device: str | None) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
 
+    from embedkd.model_kind import refuse_reid_model
+
+    refuse_reid_model(name)
     try:
         return SentenceTransformer(name, device=device)
     except (OSError, ValueError) as err:

@@ -132,3 +132,5 @@ def test_a_reid_model_named_as_a_text_model_says_so(trained_model):
 
     with pytest.raises(UserError, match="is a ReID model .* use ReID models with the `embedkd reid` commands"):
         load_sentence_transformer(str(trained_model))
+    with pytest.raises(UserError, match="is a ReID model"):  # a student made by pruning one, too
+        load_sentence_transformer(f"prune:{trained_model}:2")
