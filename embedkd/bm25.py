@@ -45,8 +45,11 @@ class LexicalScorer:
     """Normalised BM25 of a query against corpus documents, addressed by their text."""
 
     def __init__(self, corpus_texts: Sequence[str], language: str = "english", memo_floats: int = 2**25) -> None:
+        import logging
+
         import bm25s
 
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets DEBUG itself, which reached the CLI's stderr
         self.language = check_language(language)
         self.texts = list(corpus_texts)
         self.rows: dict[str, int] = {}
