@@ -56,4 +56,3 @@ def open_catalog(settings: Settings | None = None, migrate: bool | None = None) 
             )
         upgrade(engine)
     return Catalog(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
-

@@ -86,9 +86,9 @@ def load_beir(root: str | os.PathLike, split: str = "test") -> BeirData:
     queries = {q: all_queries[q] for q in qrels if q in all_queries}
     if not queries:
         raise UserError(f"no query of {qrels_path} is in queries.jsonl; check that the ids match")
-    corpus = JsonlCorpus(root)
-    _check_judged_documents(qrels_path, {q: qrels[q] for q in queries}, {doc.id for doc in corpus})
-    return BeirData(root=root, corpus=corpus, queries=queries, qrels={q: qrels[q] for q in queries})
+    corpus, judged = JsonlCorpus(root), {q: qrels[q] for q in queries}
+    _check_judged_documents(qrels_path, judged, {doc.id for doc in corpus})
+    return BeirData(root=root, corpus=corpus, queries=queries, qrels=judged)
 
 
 def _check_judged_documents(qrels_path: Path, qrels: dict[str, dict[str, int]], corpus_ids: set[str]) -> None:
