@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ from indexer.errors import UserError
 __all__ = ["BeirData", "load_beir", "read_qrels", "split_dev"]
 
 Qrels = dict[str, dict[str, int]]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,14 +40,24 @@ class BeirData:
 
 def read_qrels(path: str | os.PathLike, corpus: dict[str, str] | None = None,
                queries: dict[str, str] | None = None) -> Qrels:
-    """BEIR qrels TSV (`embedkd.evaluation`'s reader); rows naming unknown ids are dropped."""
+    """BEIR qrels TSV (`embedkd.evaluation`'s reader); rows naming unknown ids are dropped with a warning, and
+    a file none of whose rows names a known query and document is an error (it belongs to another folder:
+    dropping it silently would read as "no qrels")."""
     qrels: Qrels = {}
-    for qid, rels in load_qrels(Path(path)).items():
+    raw = load_qrels(Path(path))
+    for qid, rels in raw.items():
         if queries is not None and qid not in queries:
             continue
         kept = {did: grade for did, grade in rels.items() if corpus is None or did in corpus}
         if kept:
             qrels[qid] = kept
+    rows, kept_rows = sum(map(len, raw.values())), sum(map(len, qrels.values()))
+    if rows and not kept_rows:
+        raise UserError(f"none of the {rows} rows of {path} names a query of queries.jsonl and a document of "
+                        "corpus.jsonl; check that the qrels belong to this folder (the ids must match)")
+    if kept_rows < rows:
+        log.warning("%d of %d rows of %s name a query or document that is not in this folder; they are ignored",
+                    rows - kept_rows, rows, path)
     return qrels
 
 

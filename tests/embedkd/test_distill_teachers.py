@@ -128,6 +128,26 @@ def test_teacher_that_cannot_score_is_a_clear_error(tmp_path):
         load_teacher(minilm_path(), kind="ranker")
 
 
+def test_train_qrels_of_another_folder_are_an_error_not_missing_qrels(tmp_path, caplog):
+    """Rows naming no known document used to vanish, and distillation then said the folder had no
+    qrels/train.tsv while the file was there."""
+    import logging
+
+    from tests.conftest import make_beir_slice
+
+    root = make_beir_slice(tmp_path / "b", 20, split="train")
+    tsv = root / "qrels" / "train.tsv"
+    header, *rows = [r.split("\t") for r in tsv.read_text().splitlines() if r.strip()]
+    tsv.write_text("\n".join(["\t".join(header)] + [f"{q}\tnot-{d}\t{g}" for q, d, g in rows]) + "\n")
+    with pytest.raises(UserError, match=rf"none of the {len(rows)} rows of .*train.tsv names a query .* belong"):
+        load_beir(root)
+    q, d, g = rows[0]
+    tsv.write_text("\n".join(["\t".join(header), f"{q}\t{d}\t{g}", f"{q}\tnot-{d}\t{g}"]) + "\n")
+    with caplog.at_level(logging.WARNING):
+        assert load_beir(root).qrels["train"] == {q: {d: int(g)}}
+    assert "1 of 2 rows" in caplog.text
+
+
 def test_beir_without_train_qrels_is_a_clear_error(tmp_path):
     from tests.conftest import make_beir_slice
 
