@@ -24,7 +24,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="embedkd", description=__doc__)
+    parser = _Parser(prog="embedkd", description="Distil small embedding models, index their embeddings in FAISS, and "
+                     "upgrade the model without reindexing. `embedkd COMMAND -h` for each command.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module in _COMMANDS:
