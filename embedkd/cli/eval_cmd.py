@@ -86,7 +86,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     if not 0.5 <= args.confidence < 1.0:
         raise UserError(f"--confidence {args.confidence} must be in [0.5, 1), e.g. 0.95")
-    data = load_beir(args.data, args.split)
+    data = load_beir(args.data, args.split, check_corpus=False)  # runs are judged by qrels alone
     runs = {name: read_trec_run(path) for name, path in (("a", args.run_a), ("b", args.run_b))}
     for name, run in runs.items():
         if not set(run) & set(data.qrels):

@@ -69,7 +69,10 @@ def write_qrels(path: Path, rows: Iterable[tuple[str, str, int]]) -> None:
         f.writelines(f"{qid}\t{doc}\t{grade}\n" for qid, doc, grade in rows)
 
 
-def load_beir(root: str | os.PathLike, split: str = "test") -> BeirData:
+def load_beir(root: str | os.PathLike, split: str = "test", check_corpus: bool = True) -> BeirData:
+    """A BEIR folder's corpus (read lazily), the judged queries of `split` and their qrels. `check_corpus=False`
+    skips the one pass over corpus.jsonl that checks the judged documents are in it, for callers that
+    need only the qrels (comparing two runs of a corpus of millions)."""
     root = Path(root)
     missing = [n for n in ("corpus.jsonl", "queries.jsonl") if not (root / n).is_file()]
     if not root.is_dir() or missing:
@@ -87,7 +90,8 @@ def load_beir(root: str | os.PathLike, split: str = "test") -> BeirData:
     if not queries:
         raise UserError(f"no query of {qrels_path} is in queries.jsonl; check that the ids match")
     corpus, judged = JsonlCorpus(root), {q: qrels[q] for q in queries}
-    _check_judged_documents(qrels_path, judged, {doc.id for doc in corpus})
+    if check_corpus:
+        _check_judged_documents(qrels_path, judged, {doc.id for doc in corpus})
     return BeirData(root=root, corpus=corpus, queries=queries, qrels=judged)
 
 

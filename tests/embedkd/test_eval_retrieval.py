@@ -112,3 +112,8 @@ def test_qrels_of_another_corpus_are_refused_and_a_partial_match_warned(tmp_path
     with caplog.at_level(logging.WARNING):
         assert load_beir(data).qrels == {q: {d: int(g), f"not-{d}": int(g)}}
     assert "1 of 2 documents judged relevant" in caplog.text
+    # comparing runs needs only the qrels: the corpus (millions of lines, perhaps) is not read at all
+    (data / "corpus.jsonl").write_text("not json\n")
+    assert load_beir(data, check_corpus=False).qrels == {q: {d: int(g), f"not-{d}": int(g)}}
+    with pytest.raises(UserError, match="line 1"):
+        load_beir(data)
