@@ -22,7 +22,6 @@ import torch
 from torch import Tensor
 
 import embedkd.distill.general as general
-import embedkd.distill.pipeline as pipeline
 from embedkd.cli.main import main as cli_main
 
 _teacher_tokens: dict[str, Tensor] = {}  # the last batch's teacher outputs, read by the loss of the same step
@@ -66,7 +65,7 @@ def main() -> None:
     ap.add_argument("cli", nargs=argparse.REMAINDER, help="-- then the embedkd command line")
     args = ap.parse_args()
     cli = args.cli[1:] if args.cli[:1] == ["--"] else args.cli
-    pipeline._teacher_encoder = token_teacher_encoder
+    general.teacher_encoder = token_teacher_encoder
     general.embedding_loss = token_loss_fn(args.token_weight)
     sys.argv = ["embedkd", *cli]
     cli_main()

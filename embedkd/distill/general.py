@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +25,10 @@ from torch import Tensor
 from indexer.errors import UserError
 
 from .cache import texts_key
+from .teachers import BiEncoderTeacher, Teacher
 
-__all__ = ["PACKAGED", "GeneralTexts", "embedding_loss", "general_stage", "read_general_texts"]
+__all__ = ["PACKAGED", "GeneralTexts", "applies_by_default", "embedding_loss", "general_stage", "read_general_texts",
+           "resumable_stage", "teacher_stream"]
 
 log = logging.getLogger(__name__)
 
@@ -153,3 +156,57 @@ def general_stage(model, general: GeneralTexts, steps: int, lr: float = 1e-4, ma
     return {"steps": step, "planned_steps": steps, "stopped": stopped, "texts_seen": general.seen,
             "seconds": round(time.perf_counter() - start, 1),
             "final_loss": None if running is None else round(running, 5)}
+
+
+def applies_by_default(teacher: Teacher, model, weights: dict[str, float]) -> bool:
+    """`--general-texts auto`: a teacher that embeds in the student's space, and a run that distils from it
+    (label-only fine-tuning stays label-only)."""
+    return (isinstance(teacher, BiEncoderTeacher) and bool(set(weights) - {"labels", "previous"})
+            and teacher.model.get_embedding_dimension() == model.get_embedding_dimension())
+
+
+def teacher_stream(texts: list[str], teacher: Teacher, model, max_length: int, seed: int) -> GeneralTexts:
+    """The general-text stream, with the teacher's targets read at `max_length` tokens as the student reads them."""
+    if not isinstance(teacher, BiEncoderTeacher):
+        raise UserError("--general-texts matches a bi-encoder teacher's embeddings; a cross-encoder "
+                        "teacher has none, so drop --general-texts")
+    dim, student_dim = teacher.model.get_embedding_dimension(), model.get_embedding_dimension()
+    if dim != student_dim:
+        raise UserError(f"--general-texts needs the student to embed in the teacher's dimension ({dim}), not {student_dim}")
+    return GeneralTexts(texts, teacher_encoder(teacher.model, max_length), batch_size=32, seed=seed)
+
+
+def teacher_encoder(st_model, max_length: int) -> Callable[[list[str]], np.ndarray]:
+    """The teacher's normalised embeddings of a batch, read at `max_length` tokens as the student reads it."""
+    def encode(texts: list[str]) -> np.ndarray:
+        saved, st_model.max_seq_length = st_model.max_seq_length, min(st_model.max_seq_length, max_length)
+        try:
+            with torch.no_grad():
+                return st_model.encode(texts, batch_size=len(texts), normalize_embeddings=True,
+                                       convert_to_numpy=True, show_progress_bar=False)
+        finally:
+            st_model.max_seq_length = saved
+    return encode
+
+
+def resumable_stage(model, general: GeneralTexts, steps: int, max_seconds: float | None, info: dict, seed: int,
+                    lr: float, checkpoint_dir: Path, progress: bool) -> dict:
+    """Run the stage, or load its result from a rerun's checkpoint (`checkpoint_dir/general.pt`) with the same
+    texts, steps, token limit, seed and learning rate."""
+    key = json.dumps({k: info[k] for k in ("fingerprint", "steps", "max_length")} | {"seed": seed, "lr": lr},
+                     sort_keys=True)
+    path = checkpoint_dir / "general.pt"
+    if path.is_file():
+        state = torch.load(path, map_location=model.device, weights_only=False)
+        if state.get("key") == key:
+            model.load_state_dict(state["model"])
+            log.info("general-text stage loaded from %s", path)
+            general.skip(state["result"]["steps"])
+            return state["result"]
+    log.info("general-text stage: %d steps on %d texts", steps, len(general.texts))
+    result = general_stage(model, general, steps, lr=lr, max_length=info["max_length"], max_seconds=max_seconds,
+                           progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": key, "model": model.state_dict(), "result": result}, path.with_suffix(".tmp"))
+    os.replace(path.with_suffix(".tmp"), path)
+    return result

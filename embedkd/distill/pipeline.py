@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from embedkd.bm25 import LexicalScorer, bm25_run, check_language
 from embedkd.out_dir import output_folder
@@ -22,7 +20,7 @@ from indexer.encoder import ModelRecord
 from indexer.errors import UserError
 
 from .data import BeirData, load_beir, split_dev
-from .general import GeneralTexts, general_stage, read_general_texts
+from .general import applies_by_default, read_general_texts, resumable_stage, teacher_stream
 from .lexical import fused_run
 from .log_queries import PREFIX as LOG_PREFIX
 from .log_queries import read_log_queries, teacher_positives
@@ -231,9 +229,9 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         lineage["previous"] = previous
     if "attention" in weights:
         _check_same_tokenizer(model, t)
-    if general_auto and _general_default_applies(t, model, weights):
+    if general_auto and applies_by_default(t, model, weights):
         general_list = read_general_texts("wordnet")
-    general = _general_texts(general_list, t, model, general_max_length, options.seed) if general_list else None
+    general = teacher_stream(general_list, t, model, general_max_length, options.seed) if general_list else None
 
     # Miner: the bi-encoder teacher itself, else the student's base model (full, unpruned).
     if isinstance(t, BiEncoderTeacher):
@@ -302,8 +300,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
                             "weight": general_weight, "max_length": general_max_length}
             if general_steps:
                 cap = time_budget_s / 3 if time_budget_s else None
-                general_info["stage"] = _general_stage(model, general, general_steps, cap, general_info,
-                                                       options, out_dir, progress)
+                general_info["stage"] = resumable_stage(model, general, general_steps, cap, general_info, options.seed,
+                                                        options.lr, out_dir / "checkpoint", progress)
             lineage["general_texts"] = general_info
         if time_budget_s is not None:
             eval_s = _estimate_eval_seconds(model, beir, 1 + int(bool(eval_split)))
@@ -394,24 +392,6 @@ def _add_log_queries(beir: BeirData, log_texts: list[str], held_out: tuple[dict,
     return log_ids
 
 
-def _general_default_applies(t: Teacher, model, weights: dict[str, float]) -> bool:
-    """`--general-texts auto`: a teacher that embeds in the student's space, and a run that distils from it
-    (label-only fine-tuning stays label-only)."""
-    return (isinstance(t, BiEncoderTeacher) and bool(set(weights) - {"labels", "previous"})
-            and t.model.get_embedding_dimension() == model.get_embedding_dimension())
-
-
-def _general_texts(texts: list[str], t: Teacher, model, max_length: int, seed: int) -> GeneralTexts:
-    """The general-text stream, with the teacher's targets read at `max_length` tokens as the student reads them."""
-    if not isinstance(t, BiEncoderTeacher):
-        raise UserError("--general-texts matches a bi-encoder teacher's embeddings; a cross-encoder "
-                        "teacher has none, so drop --general-texts")
-    if t.model.get_embedding_dimension() != model.get_embedding_dimension():
-        raise UserError(f"--general-texts needs the student to embed in the teacher's dimension "
-                        f"({t.model.get_embedding_dimension()}), not {model.get_embedding_dimension()}")
-    return GeneralTexts(texts, _teacher_encoder(t.model, max_length), batch_size=32, seed=seed)
-
-
 def _teacher_metrics(t: BiEncoderTeacher, beir: BeirData, splits: dict[str, dict[str, dict[str, int]]],
                      table: _VectorTable, qtable: _VectorTable) -> dict[str, dict[str, float]]:
     """The teacher's figures from its cached vectors; a BM25-fused teacher is what the student learnt from,
@@ -450,41 +430,6 @@ def _check_arguments(out_dir: Path, student: str, lexical: float | str | None, m
         raise UserError("--general-texts is used by --general-steps N (a stage before distillation) and/or "
                         "--general-weight W (a term beside it; 0 unless given); both are 0, so give one or drop --general-texts")
     return lexical
-
-
-def _teacher_encoder(st_model, max_length: int):
-    """The teacher's normalised embeddings of a batch, read at `max_length` tokens as the student reads it."""
-    def encode(texts: list[str]) -> np.ndarray:
-        saved, st_model.max_seq_length = st_model.max_seq_length, min(st_model.max_seq_length, max_length)
-        try:
-            with torch.no_grad():
-                return st_model.encode(texts, batch_size=len(texts), normalize_embeddings=True,
-                                       convert_to_numpy=True, show_progress_bar=False)
-        finally:
-            st_model.max_seq_length = saved
-    return encode
-
-
-def _general_stage(model, general: GeneralTexts, steps: int, max_seconds: float | None, info: dict,
-                   options: TrainOptions, out_dir: Path, progress: bool) -> dict:
-    """Run the general-text stage, or load its result from a rerun's checkpoint with the same settings."""
-    key = json.dumps({k: info[k] for k in ("fingerprint", "steps", "max_length")} | {"seed": options.seed,
-                      "lr": options.lr}, sort_keys=True)
-    path = out_dir / "checkpoint" / "general.pt"
-    if path.is_file():
-        state = torch.load(path, map_location=model.device, weights_only=False)
-        if state.get("key") == key:
-            model.load_state_dict(state["model"])
-            log.info("general-text stage loaded from %s", path)
-            general.skip(state["result"]["steps"])
-            return state["result"]
-    log.info("general-text stage: %d steps on %d texts", steps, len(general.texts))
-    result = general_stage(model, general, steps, lr=options.lr, max_length=info["max_length"],
-                           max_seconds=max_seconds, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"key": key, "model": model.state_dict(), "result": result}, path.with_suffix(".tmp"))
-    os.replace(path.with_suffix(".tmp"), path)
-    return result
 
 
 def _parse_lexical(lexical: float | str | None) -> float | str:

@@ -222,3 +222,36 @@ def test_distill_uses_the_packaged_texts_by_default_for_a_bi_encoder_teacher(tin
                "1", "--max-length", "32", "--loss", "labels", "--json"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rc == 0 and result["general_texts"] is None and set(result["final_loss"]) == {"labels"}
+
+
+def test_a_rerun_loads_the_stage_from_its_checkpoint_and_only_with_the_same_settings(tmp_path, teacher_st):
+    """An interrupted `embedkd distill` rerun with the same command skips the finished stage (it takes a
+    third of the budget) and continues the text stream after it; other settings train it again."""
+    from embedkd.distill.general import resumable_stage
+    from embedkd.distill.prune import load_student
+
+    calls: list[int] = []
+
+    def teacher(batch):
+        calls.append(len(batch))
+        return teacher_st.encode(batch, normalize_embeddings=True)
+
+    def run(seed: int):
+        student, _ = load_student(f"prune:{minilm_path()}:1", "cpu")
+        stream = GeneralTexts(GLOSSES, teacher, batch_size=4, seed=0)
+        info = {"fingerprint": stream.fingerprint, "steps": 3, "max_length": 32}
+        result = resumable_stage(student, stream, 3, None, info, seed, 1e-4, tmp_path / "checkpoint", False)
+        return student, stream, result
+
+    first, _, result = run(seed=0)
+    assert result["steps"] == 3 and len(calls) == 3 and (tmp_path / "checkpoint" / "general.pt").is_file()
+    calls.clear()
+    again, stream, loaded = run(seed=0)
+    assert calls == [] and loaded == result and stream.seen == 0
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True))
+    fresh = GeneralTexts(GLOSSES, teacher, batch_size=4, seed=0)
+    fresh.skip(3)
+    assert stream.next("cpu")[0] == fresh.next("cpu")[0]  # the stream goes on where the stage stopped
+    calls.clear()
+    run(seed=1)
+    assert len(calls) == 3  # another seed: the checkpoint is not this stage's
