@@ -133,8 +133,9 @@ def delete_items_by_faiss_ids(session: Session, index_id: int, faiss_ids: Sequen
         session.execute(delete(Item).where(Item.index_id == index_id, Item.faiss_id.in_(ids[start : start + 500])))
 
 
-def active_adapter(session: Session, index: Index, source_fingerprint: str) -> Adapter:
-    """The active adapter that maps `source_fingerprint`'s space into the index's model space."""
+def active_adapter(session: Session, index: Index, source_fingerprint: str, source_name: str | None = None) -> Adapter:
+    """The active adapter that maps `source_fingerprint`'s space (the model the user named `source_name`) into
+    the index's model space."""
     row = session.scalar(
         select(Adapter)
         .join(EmbeddingModel, Adapter.source_model_id == EmbeddingModel.id)
@@ -142,9 +143,10 @@ def active_adapter(session: Session, index: Index, source_fingerprint: str) -> A
         .order_by(Adapter.created_at.desc())
     )
     if row is None:
+        named = f" {source_name!r}" if source_name else ""
         raise NotFound(
-            f"index {index.name!r} was built with model {index.model.name!r} and the query model has no active "
-            f"adapter into its space; run `embedkd upgrade fit --index {index.name} --model MODEL` "
+            f"index {index.name!r} was built with model {index.model.name!r} and the query model{named} has no active "
+            f"adapter into its space; run `embedkd upgrade fit --index {index.name} --model {source_name or 'MODEL'}` "
             "or query with the index's own model"
         )
     return row

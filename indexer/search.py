@@ -128,10 +128,10 @@ class Searcher:
             )
         return encoder
 
-    def _adapter(self, loaded: _Loaded, name: str, source_fingerprint: str):
+    def _adapter(self, loaded: _Loaded, name: str, source_fingerprint: str, source_name: str | None = None):
         key = (loaded.index_id, source_fingerprint)
         with self.catalog.session() as s:
-            row = active_adapter(s, get_index(s, name), source_fingerprint)
+            row = active_adapter(s, get_index(s, name), source_fingerprint, source_name)
             path, checksum, adapter_id = row.file, row.checksum, row.id
         with self._lock:
             cached = self._adapters.get(key)
@@ -168,7 +168,7 @@ class Searcher:
         encoder = self.encoder(query_model) if query_model is not None else self._index_encoder(loaded, name)
         q = _encode_queries(encoder, queries)
         if encoder.record.fingerprint != loaded.model_fingerprint:
-            adapter = self._adapter(loaded, name, encoder.record.fingerprint)
+            adapter = self._adapter(loaded, name, encoder.record.fingerprint, query_model)
             own = _encode_queries(self._index_encoder(loaded, name), queries) if adapter.needs_index_queries else None
             q = _adapted(adapter, q, own)
         return self._search(loaded, name, q, k)

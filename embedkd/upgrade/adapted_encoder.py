@@ -44,7 +44,7 @@ def adapted_encoder_for_index(catalog: Catalog, index_name: str, encoder: Any) -
     """The v2 `encoder` wrapped with the index's active adapter for it (NotFound when there is none)."""
     with catalog.session() as s:
         index = get_index(s, index_name)
-        row = active_adapter(s, index, encoder.record.fingerprint)
+        row = active_adapter(s, index, encoder.record.fingerprint, encoder.record.source)
         adapter = load_registered(catalog.settings.adapter_dir, row)
         m = index.model
         target = ModelRecord(name=m.name, source=m.source, dimension=m.dimension, fingerprint=m.fingerprint,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import zlib
 
 import numpy as np
@@ -136,7 +137,8 @@ def test_new_documents_through_the_adapter(catalog, tmp_path):
     path, v1 = _build(catalog, tmp_path)
     drift = np.linalg.qr(np.random.default_rng(3).normal(size=(48, 48)))[0][:32]
     v2 = HashEncoder(32, 1, drift=drift)
-    with pytest.raises(NotFound, match="no active adapter"):
+    name = re.escape(v2.record.source)  # the error names the model and the command to run with it
+    with pytest.raises(NotFound, match=rf"query model '{name}' has no active adapter.*--index idx --model {name}`"):
         adapted_encoder_for_index(catalog, "idx", v2)
     fit_upgrade(catalog, "idx", "v2", "procrustes", corpus=str(path), sample_docs=80, v1_encoder=v1, v2_encoder=v2)
     enc = adapted_encoder_for_index(catalog, "idx", v2)
