@@ -257,19 +257,9 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         check_ids = sorted(q for q in dev_qrels if q in beir.queries) if t is not mine_with else []
         candidates = mining_candidates(catalog, beir, mine_with, query_ids + check_ids, mine_k, table,
                                        qtable)
-        teacher_check = None
         if t is not mine_with and not check_ids:
             log.warning("no labelled dev queries: the teacher is not checked against the miner before training")
-        if check_ids:
-            check = check_teacher(t.score, beir.queries, beir.corpus, candidates, dev_qrels)
-            teacher_check = check.as_dict()
-            log.info("teacher check on dev: teacher rerank nDCG@10 %.3f, miner %.3f (%d queries)",
-                     check.teacher_ndcg, check.miner_ndcg, check.queries)
-            reason = teacher_verdict(check)
-            if reason and not allow_weak_teacher:
-                raise UserError(reason)
-            if reason:
-                log.warning("%s (continuing: --allow-weak-teacher)", reason)
+        teacher_check = _check_teacher(t, beir, candidates, dev_qrels, allow_weak_teacher) if check_ids else None
         lexical_info = None
         scorer = LexicalScorer(doc_texts, language=lexical_language) if lexical or mine_lexical else None
         if isinstance(t, BiEncoderTeacher) and lexical:
@@ -304,13 +294,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
                                                         options.lr, out_dir / "checkpoint", progress)
             lineage["general_texts"] = general_info
         if time_budget_s is not None:
-            eval_s = _estimate_eval_seconds(model, beir, 1 + int(bool(eval_split)))
-            left = time_budget_s - (time.perf_counter() - t_start) - 1.1 * eval_s - 30
-            # never less than 40% of the budget: on a crowded machine the run overshoots rather
-            # than training too little to be useful
-            left = max(0.4 * time_budget_s, left)
-            options.time_budget_s = left if options.time_budget_s is None else min(left, options.time_budget_s)
-            log.info("training budget %.0f s (evaluation estimated at %.0f s)", options.time_budget_s, eval_s)
+            _set_training_budget(options, model, beir, 1 + int(bool(eval_split)), time_budget_s, t_start)
         options.extra = {"teacher": t.fingerprint, "data": beir.fingerprint, "student": student,
                          "negatives": negatives, "mine_k": mine_k, "pseudo_queries": n_pseudo,
                          "lexical": lexical_info and lexical_info["weight"]}
@@ -484,6 +468,31 @@ def _fuse_lexical(teacher: BiEncoderTeacher, beir: BeirData, lexical: float | st
     info["weight"] = float(lexical)
     teacher.fuse_lexical(scorer, float(lexical))
     return info
+
+
+def _check_teacher(t: Teacher, beir: BeirData, candidates: dict[str, list[str]], dev_qrels: dict[str, dict[str, int]],
+                   allow_weak_teacher: bool) -> dict:
+    """A teacher other than the miner must not rerank the miner's dev candidates clearly worse than the miner
+    orders them (`teacher_check`); refused unless `allow_weak_teacher`. Returns the check's figures."""
+    check = check_teacher(t.score, beir.queries, beir.corpus, candidates, dev_qrels)
+    log.info("teacher check on dev: teacher rerank nDCG@10 %.3f, miner %.3f (%d queries)",
+             check.teacher_ndcg, check.miner_ndcg, check.queries)
+    reason = teacher_verdict(check)
+    if reason and not allow_weak_teacher:
+        raise UserError(reason)
+    if reason:
+        log.warning("%s (continuing: --allow-weak-teacher)", reason)
+    return check.as_dict()
+
+
+def _set_training_budget(options: TrainOptions, model, beir: BeirData, eval_splits: int, time_budget_s: float,
+                         t_start: float) -> None:
+    """Training stops early enough to leave the final evaluation its estimated time, but never gets less than
+    40% of the budget: on a crowded machine the run overshoots rather than training too little to be useful."""
+    eval_s = _estimate_eval_seconds(model, beir, eval_splits)
+    left = max(0.4 * time_budget_s, time_budget_s - (time.perf_counter() - t_start) - 1.1 * eval_s - 30)
+    options.time_budget_s = left if options.time_budget_s is None else min(left, options.time_budget_s)
+    log.info("training budget %.0f s (evaluation estimated at %.0f s)", options.time_budget_s, eval_s)
 
 
 def _estimate_eval_seconds(model, beir: BeirData, splits: int) -> float:
