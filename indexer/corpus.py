@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from .errors import UserError
 from .hashing import sha256_file
+from .textfile import text_lines
 
 __all__ = ["Doc", "DocSource", "JsonlCorpus", "ListSource", "read_corpus"]
 
@@ -52,15 +53,14 @@ class JsonlCorpus:
 
     def __iter__(self) -> Iterator[Doc]:
         empty: list[str] = []
-        with open(self.path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                doc = _parse_line(line, lineno, self.path)
-                if doc.content:
-                    yield doc
-                else:
-                    empty.append(doc.id)
+        for lineno, line in text_lines(self.path):
+            if not line.strip():
+                continue
+            doc = _parse_line(line, lineno, self.path)
+            if doc.content:
+                yield doc
+            else:
+                empty.append(doc.id)
         self.empty_ids = empty
 
 

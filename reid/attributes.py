@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.errors import UserError
+from indexer.textfile import text_lines
 
 __all__ = ["ATTRIBUTE_TASKS", "IGNORE", "load_attributes", "attribute_targets"]
 
@@ -50,12 +51,11 @@ def load_attributes(folder: str | Path) -> dict[int, list[int]]:
         raise UserError(f"{folder} has no market_attribute_*.csv files; pass the Market-1501 attribute folder")
     table: dict[int, list[int]] = {}
     for path in files:
-        with open(path, newline="") as fh:
-            for row in csv.DictReader(fh):
-                try:
-                    table[int(row["person_id"])] = _row_targets(row)
-                except (KeyError, ValueError) as err:
-                    raise UserError(f"{path} has a malformed row ({err}); expected the 27 Market attributes") from None
+        for row in csv.DictReader(line for _, line in text_lines(path)):
+            try:
+                table[int(row["person_id"])] = _row_targets(row)
+            except (KeyError, ValueError) as err:
+                raise UserError(f"{path} has a malformed row ({err}); expected the 27 Market attributes") from None
     return table
 
 

@@ -10,7 +10,6 @@ whole.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ import torch
 from torch import Tensor
 
 from indexer.errors import UserError
+from indexer.textfile import text_lines
 
 from .cache import texts_key
 from .teachers import BiEncoderTeacher, Teacher
@@ -44,24 +44,20 @@ def read_general_texts(path: str | Path) -> list[str]:
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "no such file"
         raise UserError(f"--general-texts {path}: {what}; give a text file with one text per line")
-    opener = gzip.open if path.suffix == ".gz" else open
     jsonl = path.name.removesuffix(".gz").endswith(".jsonl")
     texts: list[str] = []
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                line = line.strip()
-                if line and jsonl:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise UserError(f"--general-texts {path}, line {n}: not JSON ({e.msg}); "
-                                        "give one JSON object per line or a .txt file") from None
-                    line = f"{row.get('title', '')} {row.get('text', '')}".strip()
-                if line:
-                    texts.append(line)
-    except UnicodeDecodeError:
-        raise UserError(f"--general-texts {path} is not UTF-8 text; convert it (iconv -t UTF-8)") from None
+        for n, line in text_lines(path):
+            line = line.strip()
+            if line and jsonl:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"--general-texts {path}, line {n}: not JSON ({e.msg}); "
+                                    "give one JSON object per line or a .txt file") from None
+                line = f"{row.get('title', '')} {row.get('text', '')}".strip()
+            if line:
+                texts.append(line)
     except (OSError, EOFError) as e:  # a truncated or non-gzip .gz
         raise UserError(f"--general-texts {path} cannot be read: {e}") from None
     if len(texts) < MIN_TEXTS:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.errors import UserError
+from indexer.textfile import text_lines
 
 __all__ = ["PREFIX", "read_log_queries", "teacher_positives"]
 
@@ -34,23 +35,22 @@ def read_log_queries(path: str | os.PathLike) -> list[str]:
         raise UserError(f"--queries {path}: {what}; give a text file with one query per line "
                         "or a BEIR queries.jsonl")
     texts: list[str] = []
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            if p.suffix == ".jsonl":
-                try:
-                    row = json.loads(line)
-                    text = row["text"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise UserError(f"{path} line {n}: a .jsonl query log needs one JSON object with a "
-                                    "'text' field per line (BEIR queries.jsonl); use a .txt file for plain "
-                                    "lines") from None
-                line = str(text)
-            line = " ".join(line.split())  # as the evaluation queries are compared: spacing never hides a match
-            if line:
-                texts.append(line)
+    for n, line in text_lines(p):
+        line = line.strip()
+        if not line:
+            continue
+        if p.suffix == ".jsonl":
+            try:
+                row = json.loads(line)
+                text = row["text"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UserError(f"{path} line {n}: a .jsonl query log needs one JSON object with a "
+                                "'text' field per line (BEIR queries.jsonl); use a .txt file for plain "
+                                "lines") from None
+            line = str(text)
+        line = " ".join(line.split())  # as the evaluation queries are compared: spacing never hides a match
+        if line:
+            texts.append(line)
     queries = list(dict.fromkeys(texts))
     if not queries:
         raise UserError(f"--queries {path} holds no query; give one query per line")

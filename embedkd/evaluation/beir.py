@@ -12,6 +12,7 @@ from pathlib import Path
 
 from indexer.corpus import JsonlCorpus
 from indexer.errors import UserError
+from indexer.textfile import text_lines
 
 __all__ = ["BeirData", "load_beir", "load_qrels", "load_queries", "write_qrels", "write_queries"]
 
@@ -28,31 +29,29 @@ class BeirData:
 
 def load_qrels(path: Path) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t")
-        for lineno, row in enumerate(reader, 1):
-            if not row or (lineno == 1 and row[0] in ("query-id", "query_id", "qid")):
-                continue
-            if len(row) < 3:
-                raise UserError(f"{path} line {lineno} is not 'query-id<TAB>corpus-id<TAB>score'")
-            try:
-                qrels.setdefault(row[0], {})[row[1]] = int(float(row[2]))
-            except ValueError:
-                raise UserError(f"{path} line {lineno}: score {row[2]!r} is not a number") from None
+    reader = csv.reader((line for _, line in text_lines(path)), delimiter="\t")
+    for lineno, row in enumerate(reader, 1):
+        if not row or (lineno == 1 and row[0] in ("query-id", "query_id", "qid")):
+            continue
+        if len(row) < 3:
+            raise UserError(f"{path} line {lineno} is not 'query-id<TAB>corpus-id<TAB>score'")
+        try:
+            qrels.setdefault(row[0], {})[row[1]] = int(float(row[2]))
+        except ValueError:
+            raise UserError(f"{path} line {lineno}: score {row[2]!r} is not a number") from None
     return qrels
 
 
 def load_queries(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                out[str(row.get("_id", row.get("id")))] = str(row["text"])
-            except (json.JSONDecodeError, KeyError, AttributeError):
-                raise UserError(f"{path} line {lineno} is not a JSON object with \"_id\" and \"text\"") from None
+    for lineno, line in text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out[str(row.get("_id", row.get("id")))] = str(row["text"])
+        except (json.JSONDecodeError, KeyError, AttributeError):
+            raise UserError(f"{path} line {lineno} is not a JSON object with \"_id\" and \"text\"") from None
     return out
 
 

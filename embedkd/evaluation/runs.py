@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from indexer.errors import UserError
+from indexer.textfile import text_lines
 
 __all__ = ["read_trec_run", "write_trec_run"]
 
@@ -29,15 +30,14 @@ def read_trec_run(path: str | os.PathLike) -> dict[str, dict[str, float]]:
     if not path.is_file():
         raise UserError(f"run file {path} does not exist; write one with `embedkd eval retrieval ... --run {path}`")
     run: dict[str, dict[str, float]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise UserError(f"{path} line {lineno} is not a TREC run line 'qid Q0 docid rank score tag'")
-            try:
-                run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
-            except ValueError:
-                raise UserError(f"{path} line {lineno}: score {parts[4]!r} is not a number") from None
+    for lineno, line in text_lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 6:
+            raise UserError(f"{path} line {lineno} is not a TREC run line 'qid Q0 docid rank score tag'")
+        try:
+            run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
+        except ValueError:
+            raise UserError(f"{path} line {lineno}: score {parts[4]!r} is not a number") from None
     return run

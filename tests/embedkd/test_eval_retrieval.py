@@ -117,3 +117,27 @@ def test_qrels_of_another_corpus_are_refused_and_a_partial_match_warned(tmp_path
     assert load_beir(data, check_corpus=False).qrels == {q: {d: int(g), f"not-{d}": int(g)}}
     with pytest.raises(UserError, match="line 1"):
         load_beir(data)
+
+
+def test_files_from_windows_editors_and_other_encodings(tmp_path, beir_small):
+    """A byte-order mark (Windows editors write one) is read past, in the JSONL files and before the qrels
+    header alike; a file in another encoding is a one-line error naming its line, not a decoder traceback."""
+    import shutil
+
+    from embedkd.evaluation import load_beir
+    from indexer.errors import UserError
+
+    data = tmp_path / "beir"
+    shutil.copytree(beir_small, data)
+    before = load_beir(data)
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        (data / name).write_bytes(b"\xef\xbb\xbf" + (beir_small / name).read_bytes())
+    after = load_beir(data)
+    assert after.qrels == before.qrels and after.queries == before.queries
+    assert [d.id for d in after.corpus] == [d.id for d in before.corpus]
+
+    lines = (beir_small / "queries.jsonl").read_bytes().splitlines(keepends=True)
+    lines[2] = json.dumps({"_id": "x", "text": "caf\u00e9"}).replace("\\u00e9", "\u00e9").encode("latin-1") + b"\n"
+    (data / "queries.jsonl").write_bytes(b"".join(lines))
+    with pytest.raises(UserError, match=r"queries.jsonl line 3 is not UTF-8 text .*iconv"):
+        load_beir(data)

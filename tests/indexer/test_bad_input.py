@@ -170,3 +170,19 @@ def test_a_home_that_is_a_file(tmp_path):
     with pytest.raises(UserError, match="EMBEDKD_HOME .* is a file; point it at a folder"):
         open_catalog(load_settings(home=home))
     assert home.read_text() == "x"
+
+
+def test_corpus_in_another_encoding_changes_nothing(built, minilm, tmp_path):
+    """Latin-1 bytes on line 2: a one-line error naming the line (it was a UnicodeDecodeError traceback)."""
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + b'{"_id": "d2", "text": "caf\xe9 au lait"}\n')
+    before = snapshot(built)
+    for run in (lambda: build_index(built, "new", minilm, read_corpus(path), progress=False),
+                lambda: add_documents(built, "base", minilm, read_corpus(path), progress=False)):
+        with pytest.raises(UserError, match="line 2 is not UTF-8 text"):
+            run()
+    assert snapshot(built) == before
+    # the same file with a byte-order mark and UTF-8 text indexes, ids intact
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\n")
+    build_index(built, "bom", minilm, read_corpus(path), progress=False)
+    assert [d.id for d in read_corpus(path)] == ["d1"]
