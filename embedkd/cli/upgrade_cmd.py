@@ -1,7 +1,8 @@
 """`embedkd upgrade`: fit a query-drift adapter so a new model's queries search an index built by the old.
 
     embedkd upgrade fit --index NAME --model MODEL [--kind auto|mean-shift|procrustes|affine|low-rank|mlp|rank|score-map]
-                        [--corpus PATH] [--sample-docs N] [--queries FILE] [--eval-data BEIR_DIR] [--no-blend] [--json]
+                        [--corpus PATH] [--sample-docs N] [--queries FILE] [--eval-data BEIR_DIR [--eval-split S]]
+                        [--no-blend] [--json]
     embedkd upgrade report --index NAME --model MODEL --data BEIR_DIR [--out DIR] [--json]
     embedkd upgrade add --index NAME --model MODEL --corpus PATH [--json]   (new docs into v1's space)
     embedkd upgrade backfill --index NAME --model MODEL [--corpus PATH] [--json]
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--queries", metavar="FILE",
                    help="optional query log (one query per line, or a BEIR queries.jsonl), added to the fitting pairs")
     f.add_argument("--eval-data", help="BEIR folder with labelled queries: the gate then checks nDCG@10 too")
+    f.add_argument("--eval-split", default="test", help="qrels split of --eval-data to check on (default test)")
     f.add_argument("--no-activate", action="store_true", help="register the adapter but leave it inactive")
     f.add_argument("--no-blend", action="store_true",
                    help="with --eval-data: never blend the index model's query with the mapped one (a blend is kept "
@@ -89,8 +91,8 @@ def _fit(args: argparse.Namespace) -> int:
         require_text_index(catalog, args.index)
         result = fit_upgrade(catalog, args.index, args.model, args.kind, corpus=args.corpus,
                              sample_docs=args.sample_docs, queries=args.queries, eval_data=args.eval_data,
-                             seed=args.seed, activate=not args.no_activate, encoder_for=text_encoder_loader(args),
-                             blend=not args.no_blend)
+                             eval_split=args.eval_split, seed=args.seed, activate=not args.no_activate,
+                             encoder_for=text_encoder_loader(args), blend=not args.no_blend)
     finally:
         catalog.close()
     emit(result, args.json)

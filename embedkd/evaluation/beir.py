@@ -14,7 +14,8 @@ from indexer.corpus import JsonlCorpus
 from indexer.errors import UserError
 from indexer.textfile import text_lines
 
-__all__ = ["BeirData", "load_beir", "load_qrels", "load_queries", "write_qrels", "write_queries"]
+__all__ = ["BeirData", "check_judged_documents", "load_beir", "load_labelled_queries", "load_qrels", "load_queries",
+           "write_qrels", "write_queries"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,28 @@ def write_qrels(path: Path, rows: Iterable[tuple[str, str, int]]) -> None:
         f.writelines(f"{qid}\t{doc}\t{grade}\n" for qid, doc, grade in rows)
 
 
+def load_labelled_queries(root: str | os.PathLike, split: str = "test",
+                          split_option: str = "--split") -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """The judged queries of a BEIR folder's split (in qrels order) and their qrels. Reads queries.jsonl and
+    qrels/<split>.tsv only: labelled queries for an index whose documents are elsewhere. `split_option` is
+    the command-line option that picks the split, for the error when it is missing."""
+    root = Path(root)
+    if not (root / "queries.jsonl").is_file():
+        raise UserError(f"{root} has no queries.jsonl; labelled queries need a BEIR folder with queries.jsonl "
+                        "and qrels/<split>.tsv")
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        have = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
+        raise UserError(f"{root} has no qrels for split {split!r} (has: {', '.join(have) or 'none'}); "
+                        f"pick one with {split_option}")
+    qrels = load_qrels(qrels_path)
+    all_queries = load_queries(root / "queries.jsonl")
+    queries = {q: all_queries[q] for q in qrels if q in all_queries}
+    if not queries:
+        raise UserError(f"no query of {qrels_path} is in queries.jsonl; check that the ids match")
+    return queries, {q: qrels[q] for q in queries}
+
+
 def load_beir(root: str | os.PathLike, split: str = "test", check_corpus: bool = True) -> BeirData:
     """A BEIR folder's corpus (read lazily), the judged queries of `split` and their qrels. `check_corpus=False`
     skips the one pass over corpus.jsonl that checks the judged documents are in it, for callers that
@@ -79,29 +102,22 @@ def load_beir(root: str | os.PathLike, split: str = "test", check_corpus: bool =
             f"{root} is not a BEIR folder (missing {', '.join(missing) or 'the folder'}); it needs corpus.jsonl, "
             "queries.jsonl and qrels/<split>.tsv"
         )
-    qrels_path = root / "qrels" / f"{split}.tsv"
-    if not qrels_path.is_file():
-        have = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
-        raise UserError(f"{root} has no qrels for split {split!r} (has: {', '.join(have) or 'none'}); pick one with --split")
-    qrels = load_qrels(qrels_path)
-    all_queries = load_queries(root / "queries.jsonl")
-    queries = {q: all_queries[q] for q in qrels if q in all_queries}
-    if not queries:
-        raise UserError(f"no query of {qrels_path} is in queries.jsonl; check that the ids match")
-    corpus, judged = JsonlCorpus(root), {q: qrels[q] for q in queries}
+    queries, qrels = load_labelled_queries(root, split)
+    corpus = JsonlCorpus(root)
     if check_corpus:
-        _check_judged_documents(qrels_path, judged, {doc.id for doc in corpus})
-    return BeirData(root=root, corpus=corpus, queries=queries, qrels=judged)
+        check_judged_documents(root / "qrels" / f"{split}.tsv", qrels, {doc.id for doc in corpus})
+    return BeirData(root=root, corpus=corpus, queries=queries, qrels=qrels)
 
 
-def _check_judged_documents(qrels_path: Path, qrels: dict[str, dict[str, int]], corpus_ids: set[str]) -> None:
+def check_judged_documents(qrels_path: Path, qrels: dict[str, dict[str, int]], corpus_ids: set[str],
+                           corpus: str = "corpus.jsonl") -> None:
     """Relevant documents absent from the corpus count as misses in every metric: none present means the
     qrels belong to another corpus (an error, or every figure would be a silent 0); some, a warning."""
     relevant = {d for docs in qrels.values() for d, grade in docs.items() if grade > 0}
     missing = relevant - corpus_ids
     if relevant and missing == relevant:
-        raise UserError(f"none of the {len(relevant)} documents judged relevant in {qrels_path} is in corpus.jsonl; "
+        raise UserError(f"none of the {len(relevant)} documents judged relevant in {qrels_path} is in {corpus}; "
                         "check that the qrels belong to this corpus (the ids must match)")
     if missing:
-        log.warning("%d of %d documents judged relevant in %s are not in corpus.jsonl; "
-                    "they count as misses", len(missing), len(relevant), qrels_path)
+        log.warning("%d of %d documents judged relevant in %s are not in %s; "
+                    "they count as misses", len(missing), len(relevant), qrels_path, corpus)

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from embedkd.out_dir import output_folder
-from indexer.errors import UserError
 
 from .heldout import top_k
 
@@ -29,18 +28,13 @@ __all__ = [
 ]
 
 
-def load_beir_queries(data: str | Path, split: str = "test") -> tuple[list[str], list[str], dict[str, dict[str, int]]]:
-    """(query ids, query texts, qrels) of a BEIR folder's split; only queries with judgements, in the
-    order of queries.jsonl."""
-    from embedkd.evaluation.beir import load_qrels, load_queries
+def load_beir_queries(data: str | Path, split: str = "test",
+                      split_option: str = "--split") -> tuple[list[str], list[str], dict[str, dict[str, int]]]:
+    """(query ids, query texts, qrels) of a BEIR folder's split (`embedkd.evaluation.load_labelled_queries`)."""
+    from embedkd.evaluation.beir import load_labelled_queries
 
-    root = Path(data)
-    qrels_path = root / "qrels" / f"{split}.tsv"
-    if not qrels_path.is_file():
-        raise UserError(f"{qrels_path} not found: a BEIR folder needs qrels/{split}.tsv for labelled queries")
-    qrels = load_qrels(qrels_path)
-    judged = [(qid, text) for qid, text in load_queries(root / "queries.jsonl").items() if qid in qrels]
-    return [q for q, _ in judged], [t for _, t in judged], qrels
+    queries, qrels = load_labelled_queries(data, split, split_option)
+    return list(queries), list(queries.values()), qrels
 
 
 def retrieval_metrics(ranked: np.ndarray, scores: np.ndarray | None, doc_ids: Sequence[str], qids: Sequence[str],
@@ -125,10 +119,11 @@ def compatibility_report(catalog, index_name: str, model: str, data: str, *, spl
 
     from .fit import fit_from_pairs
     from .pairs import encode_pairs
-    from .run import default_sample_docs, find_corpus, sample_index, stored_vectors
+    from .run import default_sample_docs, find_corpus, labelled_queries, sample_index, stored_vectors
     from .select import CANDIDATES
 
-    out = output_folder(out_dir)  # before the reindex-sized encoding, not after it
+    out = output_folder(out_dir)  # both before the reindex-sized encoding, not after it
+    qids, texts, qrels = labelled_queries(catalog, index_name, data, split)
     with catalog.session() as s:
         index = get_index(s, index_name)
         _ = index.model
@@ -154,7 +149,6 @@ def compatibility_report(catalog, index_name: str, model: str, data: str, *, spl
     if doc_v1 is None:
         doc_v1 = v1([docs[d] for d in doc_ids])
     doc_v2 = v2([docs[d] for d in doc_ids])
-    qids, texts, qrels = load_beir_queries(data, split)
     report = compat_matrix(doc_v1, doc_v2, getattr(v1, "encode_queries", v1)(texts),
                            getattr(v2, "encode_queries", v2)(texts),
                            {c.kind: c.adapter for c in outcome.candidates}, doc_ids, qids, qrels)

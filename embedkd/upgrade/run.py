@@ -17,6 +17,7 @@ import numpy as np
 from sqlalchemy import select
 
 from embedkd.distill.log_queries import read_log_queries
+from embedkd.evaluation.beir import check_judged_documents
 from embedkd.evaluation.compare import standard_error
 from indexer import store
 from indexer.catalog import get_index, items_by_external_ids, items_by_faiss_ids
@@ -120,6 +121,18 @@ def _encode_fn(encoder, queries: bool):
     return encoder.encode_queries if queries and hasattr(encoder, "encode_queries") else encoder
 
 
+def labelled_queries(catalog: Catalog, index_name: str, eval_data: str, split: str = "test",
+                     split_option: str = "--split") -> tuple[list[str], list[str], dict]:
+    """(ids, texts, qrels) of `eval_data`'s queries of `split`, read before any encoding; their judged documents
+    must be in the index (by id), or every figure of the labelled check would be a silent 0."""
+    qids, texts, qrels = load_beir_queries(eval_data, split, split_option)
+    relevant = {d for docs in qrels.values() for d, grade in docs.items() if grade > 0}
+    with catalog.session() as s:
+        present = set(items_by_external_ids(s, get_index(s, index_name).id, relevant))
+    check_judged_documents(Path(eval_data) / "qrels" / f"{split}.tsv", qrels, present, corpus=f"index {index_name!r}")
+    return qids, texts, qrels
+
+
 def labelled_per_query(catalog: Catalog, index: Any, faiss_index: Any, qids: list[str],
                        qrels: dict[str, dict[str, int]], vectors: dict[str, np.ndarray],
                        k: int = 100) -> dict[str, np.ndarray]:
@@ -165,7 +178,7 @@ def labelled_blend(outcome: FitOutcome, per_query: dict[str, np.ndarray],
 
 def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto", *, corpus: str | None = None,
                 sample_docs: int | None = None, queries: str | None = None, eval_data: str | None = None,
-                seed: int = 0, activate: bool = True, encoder_for: Callable[[str], Any] | None = None,
+                eval_split: str = "test", seed: int = 0, activate: bool = True, encoder_for: Callable[[str], Any] | None = None,
                 v1_encoder: Any = None, v2_encoder: Any = None, blend: bool = True) -> dict[str, Any]:
     """Fit, check and (when the gate accepts) register an adapter from `model` into the index's space.
 
@@ -183,7 +196,9 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
     if sample_docs is not None and sample_docs < MIN_DOCS:
         raise UserError(f"--sample-docs {sample_docs} is too few: an adapter needs at least {MIN_DOCS} documents "
                         "(the default samples 0.5% of the index, 250 to 2,000)")
-    logged = read_log_queries(queries) if queries else None  # a bad log fails before any encoding
+    # a bad log or bad labelled data fails before any encoding
+    logged = read_log_queries(queries) if queries else None
+    labelled_data = labelled_queries(catalog, index_name, eval_data, eval_split, "--eval-split") if eval_data else None
     t_start = time.perf_counter()
     with catalog.session() as s:
         index = get_index(s, index_name)
@@ -226,8 +241,8 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
              sum(pairs.seconds.values()), ", ".join(kinds))
     outcome: FitOutcome = fit_from_pairs(pairs, kinds, seed=seed, extra_pairs=extra, index_v1=as_indexed)
     labelled, blend_result = None, None
-    if eval_data:
-        qids, texts, qrels = load_beir_queries(eval_data, "test")
+    if labelled_data:
+        qids, texts, qrels = labelled_data
         lq1, lq2 = _encode_fn(v1, True)(texts), _encode_fn(v2, True)(texts)
 
         def score(candidates: list[Candidate]) -> dict[str, np.ndarray]:
@@ -270,7 +285,7 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
         # a blend also encodes every query with the index's model: say so where the user reads the result
         "query_models": [v2.record.name, v1.record.name] if chosen.adapter.needs_index_queries else [v2.record.name],
         # label-free figures cannot see a v2 that is worse than v1 for real queries (docs/upgrade.md, "A second seed")
-        "checked": "labelled queries (nDCG@10 on the test split of --eval-data)" if eval_data else
+        "checked": f"labelled queries (nDCG@10 on the {eval_split} split of --eval-data)" if eval_data else
                    "label-free only (held-out pieces of the index's documents); it cannot show whether the new model "
                    "is better than v1 for real queries here: --eval-data BEIR_DIR with a few hundred labelled queries "
                    "checks that",

@@ -206,6 +206,45 @@ def test_labelled_eval_data_is_checked(catalog, tmp_path):
     assert res["query_models"] == [v2.record.name]
 
 
+class CountingEncoder(HashEncoder):
+    """HashEncoder that counts the texts it encodes: bad labelled data must fail before any encoding."""
+
+    encoded = 0
+
+    def __call__(self, texts):
+        CountingEncoder.encoded += len(texts)
+        return super().__call__(texts)
+
+
+def test_bad_labelled_data_fails_before_any_encoding(catalog, tmp_path):
+    """Read at the end of the fit, a folder without queries.jsonl was a FileNotFoundError traceback after
+    minutes of encoding; qrels naming none of the index's documents made every labelled figure a silent 0."""
+    path, v1 = _build(catalog, tmp_path)
+    beir = _labelled(tmp_path, path)
+    v2 = CountingEncoder(32, 2)
+    CountingEncoder.encoded = 0
+
+    def fit(**kw):
+        return fit_upgrade(catalog, "idx", "v2", "procrustes", corpus=str(path), sample_docs=80, eval_data=str(beir),
+                           v1_encoder=v1, v2_encoder=v2, activate=False, **kw)
+
+    (beir / "qrels" / "test.tsv").rename(beir / "qrels" / "dev.tsv")
+    with pytest.raises(UserError, match=r"has no qrels for split 'test' \(has: dev\); pick one with --eval-split"):
+        fit()
+    text = (beir / "qrels" / "dev.tsv").read_text()
+    (beir / "qrels" / "dev.tsv").write_text(re.sub(r"\td(\d+)\t", r"\tother-\1\t", text))
+    with pytest.raises(UserError, match=r"none of the 20 documents judged relevant in .*dev.tsv is in index 'idx'"):
+        fit(eval_split="dev")
+    (beir / "queries.jsonl").unlink()
+    with pytest.raises(UserError, match="has no queries.jsonl"):
+        fit()
+    assert CountingEncoder.encoded == 0
+    (beir / "qrels" / "dev.tsv").write_text(text)
+    _labelled(tmp_path, path)  # queries.jsonl back
+    res = fit(eval_split="dev")
+    assert res["checked"] == "labelled queries (nDCG@10 on the dev split of --eval-data)" and CountingEncoder.encoded > 0
+
+
 def test_query_log_is_fitted_and_unchecked_use_is_flagged(catalog, tmp_path, caplog):
     path, v1 = _build(catalog, tmp_path)
     drift = np.linalg.qr(np.random.default_rng(3).normal(size=(48, 48)))[0][:32]
