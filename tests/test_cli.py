@@ -105,6 +105,22 @@ def test_an_output_path_that_is_a_file_is_one_line_before_any_work(home, beir_sm
         assert proc.returncode == 2 and lines == [f"embedkd: error: --out {taken} is a file, not a folder; "
                                                   "give a new folder path"], (args, proc.stderr)
     assert taken.read_text() == "keep me\n"
+    # a file *above* the path, and a run file that can never be written: the same, before any encoding
+    # (the run was a traceback after every query had been encoded)
+    below = taken / "sub"
+    for args, flag, shown in (
+        (["distill", "--teacher", m, "--student", f"prune:{m}:2", "--data", str(beir_small), "--out", str(below)],
+         "--out", below),
+        (["eval", "retrieval", "--data", str(beir_small), "--model", m, "--run", str(below / "x.run")],
+         "--run", below / "x.run"),
+    ):
+        proc = run(home, *args, check=False)
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        assert proc.returncode == 2 and lines == [f"embedkd: error: {flag} {shown}: {taken} is a file, so no folder "
+                                                  "can be made under it; give another path"], (args, proc.stderr)
+    proc = run(home, "eval", "retrieval", "--data", str(beir_small), "--model", m, "--run", str(tmp_path), check=False)
+    assert proc.returncode == 2 and f"--run {tmp_path} is a folder; give a file path" in proc.stderr
+    assert taken.read_text() == "keep me\n"
 
 
 def test_serve_answers_over_http(home):

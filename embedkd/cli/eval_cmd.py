@@ -47,12 +47,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _retrieval(args: argparse.Namespace) -> int:
     from embedkd.evaluation import index_run, load_beir, model_run, retrieval_metrics, write_trec_run
+    from embedkd.out_dir import output_file
     from indexer.errors import UserError
 
     if args.query_model and not args.index:
         raise UserError("--query-model goes with --index; with --model the same model encodes queries and corpus")
     if args.language != "english" and not args.bm25:
         raise UserError("--language goes with --bm25 (a model reads text its own way)")
+    if args.run:
+        output_file(args.run, "--run")  # before encoding, not after it
     data = load_beir(args.data, args.split)
     if args.bm25:
         run = _bm25_run(data, args.language, not args.keep_identical_ids)
