@@ -11,6 +11,7 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -162,7 +163,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     packaged WordNet texts where a bi-encoder teacher embeds in the student's dimension and the loss
     distils from it (not `labels` alone), else none.
     """
-    from embedkd.text_encoder import default_device, load_sentence_transformer, role_prompts
+    from embedkd.text_encoder import default_device
     from indexer.context import open_catalog
     from indexer.settings import load_settings
 
@@ -184,65 +185,16 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     # a user's file is read now, so that a bad one fails before any model loads; "auto" once it applies
     general_list = read_general_texts(general_texts) if general_texts and not general_auto else []
     beir = load_beir(data)
-    if beir.qrels.get("train") or not (log_texts or pseudo):
-        labelled = beir.require("train", alternative="without labels, give unlabelled queries with --queries FILE "
-                                "for the teacher to label")
-        train_qrels, dev_qrels = split_dev(labelled, dev_fraction, options.seed)
-    else:  # unlabelled: the teacher labels logged queries / pseudo-queries; nothing to hold out as dev
-        train_qrels, dev_qrels = {}, {}
-        log.warning("%s has no train qrels: training on teacher-labelled queries only, no dev split", beir.path)
-    if eval_split and not beir.qrels.get(eval_split):
-        log.warning("%s has no qrels/%s.tsv; evaluating on the dev split only", beir.path, eval_split)
-        eval_split = None
-    held_out = (dev_qrels, beir.qrels.get(eval_split or "", {}))  # never trained on, nor their documents' text
-    log_ids = _add_log_queries(beir, log_texts, held_out, str(queries)) if log_texts else []
-    n_pseudo = 0
-    if pseudo:
-        judged = {d for qrels in held_out for rel in qrels.values() for d in rel}
-        pq, pqrels = pseudo_queries(beir.corpus, pseudo, options.seed, exclude=judged)
-        beir.queries.update(pq)
-        train_qrels = {**train_qrels, **pqrels}
-        n_pseudo = len(pq)
-        log.info("added %d pseudo-queries from the corpus", n_pseudo)
-
-    t = load_teacher(teacher, teacher_kind, device, cache_dir)
-    if t.kind == "cross-encoder" and set(weights) & set(EMBEDDING_TERMS):
-        raise UserError(f"loss terms {sorted(set(weights) & set(EMBEDDING_TERMS))} need a bi-encoder teacher's "
-                        "embeddings; with a cross-encoder teacher use margin-mse, kl or labels")
-    if lexical and t.kind != "bi-encoder":
-        raise UserError("--lexical fuses BM25 into a bi-encoder teacher's cosine; a cross-encoder teacher "
-                        "reads the words itself, so drop --lexical")
-    model, lineage = load_student(student, device)
+    train_qrels, dev_qrels, eval_split, log_ids, n_pseudo = _training_queries(
+        beir, log_texts, str(queries), pseudo, dev_fraction, eval_split, options.seed)
+    t, model, lineage, previous_model = _load_models(teacher, teacher_kind, student, previous, weights, bool(lexical),
+                                                     device, cache_dir)
     lineage["seed"] = options.seed  # with the data, the loss and the steps: enough to retrain the same student
-    # Role prompts (e5's "query: "/"passage: ") are used as the models use them at search time: the
-    # teacher's for its targets, the student's (a prune keeps its base's) in its own forward passes.
-    prompted = {who: p for who, p in (("teacher", role_prompts(t.model) if t.kind == "bi-encoder" else {}),
-                                      ("student", role_prompts(model))) if p}
-    if prompted:
-        lineage["prompts"] = prompted
-    previous_model = None
-    if previous is not None:
-        previous_model = load_sentence_transformer(previous, device).eval()
-        if previous_model.get_embedding_dimension() != model.get_embedding_dimension():
-            raise UserError(f"previous model {previous!r} embeds in {previous_model.get_embedding_dimension()} "
-                            f"dimensions, the student in {model.get_embedding_dimension()}; they must match")
-        lineage["previous"] = previous
-    if "attention" in weights:
-        _check_same_tokenizer(model, t)
     if general_auto and applies_by_default(t, model, weights):
         general_list = read_general_texts("wordnet")
     general = teacher_stream(general_list, t, model, general_max_length, options.seed) if general_list else None
 
-    # Miner: the bi-encoder teacher itself, else the student's base model (full, unpruned).
-    if isinstance(t, BiEncoderTeacher):
-        mine_with = t
-    else:
-        base = miner or lineage["student_base"]
-        mine_with = BiEncoderTeacher(load_sentence_transformer(base, device), base)
-        mine_with.use_cache(cache_dir)
-    # Documents are encoded at the student's training length: the targets come from the text the
-    # student sees, and a corpus of long documents costs half (SciFact at 128 instead of 256 tokens).
-    mine_with.truncate_documents(options.max_length)
+    mine_with = _miner(t, miner or lineage["student_base"], device, cache_dir, options.max_length)
     doc_texts = list(beir.corpus.values())
     log.info("encoding the corpus with %s (cached after the first run)", mine_with.name)
     query_ids = sorted(q for q in train_qrels if q in beir.queries) + log_ids
@@ -352,6 +304,81 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         return result
     finally:
         catalog.close()
+
+
+def _training_queries(beir: BeirData, log_texts: list[str], log_source: str, pseudo: int, dev_fraction: float,
+                      eval_split: str | None, seed: int) -> tuple[dict, dict, str | None, list[str], int]:
+    """(train qrels, dev qrels, evaluation split or None, logged query ids, pseudo-query count): train qrels
+    split into train and dev, plus logged queries and pseudo-queries (added to `beir.queries`); documents
+    judged in the dev or evaluation split never give a pseudo-query."""
+    if beir.qrels.get("train") or not (log_texts or pseudo):
+        labelled = beir.require("train", alternative="without labels, give unlabelled queries with --queries FILE "
+                                "for the teacher to label")
+        train_qrels, dev_qrels = split_dev(labelled, dev_fraction, seed)
+    else:  # unlabelled: the teacher labels logged queries / pseudo-queries; nothing to hold out as dev
+        train_qrels, dev_qrels = {}, {}
+        log.warning("%s has no train qrels: training on teacher-labelled queries only, no dev split", beir.path)
+    if eval_split and not beir.qrels.get(eval_split):
+        log.warning("%s has no qrels/%s.tsv; evaluating on the dev split only", beir.path, eval_split)
+        eval_split = None
+    held_out = (dev_qrels, beir.qrels.get(eval_split or "", {}))  # never trained on, nor their documents' text
+    log_ids = _add_log_queries(beir, log_texts, held_out, log_source) if log_texts else []
+    n_pseudo = 0
+    if pseudo:
+        judged = {d for qrels in held_out for rel in qrels.values() for d in rel}
+        pq, pqrels = pseudo_queries(beir.corpus, pseudo, seed, exclude=judged)
+        beir.queries.update(pq)
+        train_qrels = {**train_qrels, **pqrels}
+        n_pseudo = len(pq)
+        log.info("added %d pseudo-queries from the corpus", n_pseudo)
+    return train_qrels, dev_qrels, eval_split, log_ids, n_pseudo
+
+
+def _load_models(teacher: str, teacher_kind: str, student: str, previous: str | None, weights: dict[str, float],
+                 lexical: bool, device: str, cache_dir: Path) -> tuple[Teacher, Any, dict[str, Any], Any]:
+    """(teacher, student, the student's lineage, the previous model or None), each checked against the loss."""
+    from embedkd.text_encoder import load_sentence_transformer, role_prompts
+
+    t = load_teacher(teacher, teacher_kind, device, cache_dir)
+    if t.kind == "cross-encoder" and set(weights) & set(EMBEDDING_TERMS):
+        raise UserError(f"loss terms {sorted(set(weights) & set(EMBEDDING_TERMS))} need a bi-encoder teacher's "
+                        "embeddings; with a cross-encoder teacher use margin-mse, kl or labels")
+    if lexical and t.kind != "bi-encoder":
+        raise UserError("--lexical fuses BM25 into a bi-encoder teacher's cosine; a cross-encoder teacher "
+                        "reads the words itself, so drop --lexical")
+    model, lineage = load_student(student, device)
+    # Role prompts (e5's "query: "/"passage: ") are used as the models use them at search time: the
+    # teacher's for its targets, the student's (a prune keeps its base's) in its own forward passes.
+    prompted = {who: p for who, p in (("teacher", role_prompts(t.model) if t.kind == "bi-encoder" else {}),
+                                      ("student", role_prompts(model))) if p}
+    if prompted:
+        lineage["prompts"] = prompted
+    previous_model = None
+    if previous is not None:
+        previous_model = load_sentence_transformer(previous, device).eval()
+        if previous_model.get_embedding_dimension() != model.get_embedding_dimension():
+            raise UserError(f"previous model {previous!r} embeds in {previous_model.get_embedding_dimension()} "
+                            f"dimensions, the student in {model.get_embedding_dimension()}; they must match")
+        lineage["previous"] = previous
+    if "attention" in weights:
+        _check_same_tokenizer(model, t)
+    return t, model, lineage, previous_model
+
+
+def _miner(t: Teacher, base: str, device: str, cache_dir: Path, max_length: int) -> BiEncoderTeacher:
+    """The bi-encoder that mines negatives: the teacher itself, else `base` (the student's full, unpruned base
+    unless the user names one)."""
+    from embedkd.text_encoder import load_sentence_transformer
+
+    if isinstance(t, BiEncoderTeacher):
+        mine_with = t
+    else:
+        mine_with = BiEncoderTeacher(load_sentence_transformer(base, device), base)
+        mine_with.use_cache(cache_dir)
+    # Documents are encoded at the student's training length: the targets come from the text the
+    # student sees, and a corpus of long documents costs half (SciFact at 128 instead of 256 tokens).
+    mine_with.truncate_documents(max_length)
+    return mine_with
 
 
 # general-text stage steps per planned task step by default: 1,045 for SciFact's 209, which took 65% of the
