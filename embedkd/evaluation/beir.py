@@ -35,7 +35,10 @@ def load_qrels(path: Path) -> dict[str, dict[str, int]]:
         if not row or (lineno == 1 and row[0] in ("query-id", "query_id", "qid")):
             continue
         if len(row) < 3:
-            raise UserError(f"{path} line {lineno} is not 'query-id<TAB>corpus-id<TAB>score'")
+            trec = len(row) == 1 and len(row[0].split()) == 4  # `qid 0 docid grade`, the TREC qrels layout
+            raise UserError(f"{path} line {lineno} is not 'query-id<TAB>corpus-id<TAB>score'" + (
+                "; it looks like TREC qrels (qid 0 docid grade): convert with "
+                "awk 'BEGIN{OFS=\"\\t\"} {print $1, $3, $4}'" if trec else ""))
         try:
             qrels.setdefault(row[0], {})[row[1]] = int(float(row[2]))
         except ValueError:

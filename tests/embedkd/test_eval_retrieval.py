@@ -141,3 +141,17 @@ def test_files_from_windows_editors_and_other_encodings(tmp_path, beir_small):
     (data / "queries.jsonl").write_bytes(b"".join(lines))
     with pytest.raises(UserError, match=r"queries.jsonl line 3 is not UTF-8 text .*iconv"):
         load_beir(data)
+
+
+def test_trec_qrels_get_a_conversion_hint(tmp_path):
+    """TREC's `qid 0 docid grade` is the usual qrels layout outside BEIR: the error says how to convert it."""
+    from embedkd.evaluation.beir import load_qrels
+    from indexer.errors import UserError
+
+    path = tmp_path / "test.tsv"
+    path.write_text("q1 0 d1 1\n")
+    with pytest.raises(UserError, match=r"line 1 .* looks like TREC qrels \(qid 0 docid grade\): convert with awk"):
+        load_qrels(path)
+    path.write_text("q1 d1\n")  # not TREC either: no hint
+    with pytest.raises(UserError, match=r"line 1 is not 'query-id<TAB>corpus-id<TAB>score'$"):
+        load_qrels(path)
