@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from embedkd.out_dir import output_folder
@@ -33,15 +31,8 @@ from .datasets import TrainSet
 from .degrade import check_kinds
 from .evaluation import evaluate_market
 from .heads import TrainingHeads
-from .losses import (
-    CenterLoss,
-    MetricLoss,
-    attribute_loss,
-    feature_distillation,
-    logit_distillation,
-    relation_distillation,
-)
 from .model import ModelSpec, ReIDModel, build_model, load_model, save_model
+from .objective import LossWeights, ReIDObjective
 from .sampler import PKBatchSampler
 from .transforms import PairedTrainTransform
 
@@ -221,18 +212,17 @@ def train_reid(
         if (attr_targets == -100).all():
             raise UserError(f"no training identity of {data_root} has labels in {opts.attributes}")
     heads = TrainingHeads(model.dim, len(pids), tuple(n for _, n in ATTRIBUTE_TASKS) if opts.attributes else ())
-    projector = (
-        nn.Linear(model.dim, teacher.dim) if teacher is not None and teacher.dim != model.dim else nn.Identity()
-    )
     teacher_ids, opts = _logit_teacher(opts, teacher, len(pids), quiet)
     if teacher_ids is not None:
         teacher_ids = teacher_ids.to(device)
         if model.dim == teacher.dim:  # the student's classifier starts as the teacher's
             heads.classifier.weight.data.copy_(teacher_ids)
-    metric = MetricLoss(opts.metric)
-    center = CenterLoss(len(pids), model.dim) if opts.center_weight > 0 else None
-    extra = nn.ModuleList([heads, projector] + ([center] if center else [])).to(device)
-    id_loss = nn.CrossEntropyLoss(label_smoothing=opts.label_smoothing)
+    weights = LossWeights(label_smoothing=opts.label_smoothing, center=opts.center_weight,
+                          feature=opts.distill_feature, relation=opts.distill_relation, logits=opts.distill_logits,
+                          temperature=opts.distill_temperature, attributes=opts.attribute_weight)
+    objective = ReIDObjective(heads, opts.metric, weights, num_ids=len(pids), dim=model.dim, teacher=teacher,
+                              teacher_ids=teacher_ids, attributes=attr_targets is not None)
+    extra = objective.trained.to(device)
 
     spec = model.spec
     # the teacher sees the clean crop normalized its own way (another backbone may expect other statistics)
@@ -240,7 +230,6 @@ def train_reid(
     transform = PairedTrainTransform(spec.height, spec.width, spec.mean, spec.std, lq_prob=opts.lq_prob,
                                      teacher_mean=tspec.mean, teacher_std=tspec.std,
                                      lq_kinds=check_kinds(opts.lq_kinds) if opts.lq_kinds else None)
-    teacher_size = (tspec.height, tspec.width)
     dataset = TrainSet(samples, transform, attr_targets)
     sampler = PKBatchSampler([s.pid for s in samples], opts.p, opts.k, seed=opts.seed)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=opts.workers, persistent_workers=opts.workers > 0)
@@ -307,34 +296,15 @@ def train_reid(
                 group["lr"] = opts.lr * _lr_factor(progress(), state["step"], warmup_steps)
             student_x = batch["student"].to(device, memory_format=fmt, non_blocking=True)
             labels = batch["label"].to(device)
-            distill_now = teacher is not None and (attr_targets is None or state["step"] % 2 == 0)
-            attr_now = attr_targets is not None and (teacher is None or state["step"] % 2 == 1)
+            step = state["step"]
+            teacher_x = batch["teacher"].to(device) if objective.distills(step) else None
+            attribute_labels = batch["attributes"].to(device) if objective.predicts_attributes(step) else None
             with torch.autocast(device.type, enabled=use_amp):
-                pooled = model.pooled(student_x)
-                emb = model.neck(pooled)
-                terms = {"id": id_loss(heads.ids(emb), labels), "metric": metric(pooled, labels)}
-                if center is not None:
-                    terms["center"] = opts.center_weight * center(pooled, labels)
-                if distill_now:
-                    with torch.no_grad():
-                        teacher_x = batch["teacher"].to(device)
-                        if teacher_x.shape[-2:] != teacher_size:  # a teacher trained at another input size
-                            teacher_x = F.interpolate(teacher_x, size=teacher_size, mode="bilinear",
-                                                      align_corners=False)
-                        target = teacher(teacher_x.contiguous(memory_format=fmt))
-                    s = projector(emb)
-                    terms["kd_feat"] = opts.distill_feature * feature_distillation(s, target)
-                    terms["kd_rel"] = opts.distill_relation * relation_distillation(s, target)
-                    if teacher_ids is not None:
-                        terms["kd_logit"] = opts.distill_logits * logit_distillation(
-                            heads.ids(emb), target.float() @ teacher_ids.T, opts.distill_temperature)
-                if attr_now:
-                    terms["attr"] = opts.attribute_weight * attribute_loss(
-                        heads.attributes(emb), batch["attributes"].to(device)
-                    )
+                terms = objective(model, student_x, labels, step, teacher_x, attribute_labels)
                 loss = sum(terms.values())
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"loss became {loss.item()} at step {state['step']}; lower --lr")
+            if not torch.isfinite(loss):  # the options' fault, not a bug: one line, exit 2
+                raise UserError(f"the training loss became {loss.item()} at step {step}; train again with a lower "
+                                f"--lr (now {opts.lr:g}) into a new --out")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -176,3 +176,37 @@ def test_training_beats_imagenet_features_on_held_out_ids(tmp_path):
     model, _ = load_model(tmp_path / "out")
     after = evaluate_market(model, data)
     assert after["mAP"] > before["mAP"] + 0.03
+
+
+def test_objective_follows_rlq_schedule(trained_model):
+    """With a teacher and attributes, distillation and attribute terms alternate step by step (RLQ); with
+    one of them alone it runs every step. The teacher is frozen: no gradient reaches it."""
+    import torch
+
+    from reid.attributes import ATTRIBUTE_TASKS
+    from reid.heads import TrainingHeads
+    from reid.objective import LossWeights, ReIDObjective
+
+    teacher, _ = load_model(trained_model)
+    teacher.eval().requires_grad_(False)
+    student, _ = load_model(trained_model)
+    w = LossWeights(label_smoothing=0.1, center=0.0, feature=1.0, relation=1.0, logits=0.0, temperature=4.0,
+                    attributes=1.0)
+    x, labels = torch.rand(4, 3, 64, 32), torch.tensor([0, 0, 1, 1])
+    attrs = torch.zeros(4, len(ATTRIBUTE_TASKS), dtype=torch.long)
+
+    def keys(teacher_on: bool, attributes: bool, step: int) -> set[str]:
+        heads = TrainingHeads(student.dim, 2, tuple(n for _, n in ATTRIBUTE_TASKS) if attributes else ())
+        objective = ReIDObjective(heads, "triplet", w, num_ids=2, dim=student.dim,
+                                  teacher=teacher if teacher_on else None, attributes=attributes)
+        terms = objective(student, x, labels, step, x if objective.distills(step) else None,
+                          attrs if objective.predicts_attributes(step) else None)
+        sum(terms.values()).backward()
+        return set(terms)
+
+    assert keys(True, True, 0) == {"id", "metric", "kd_feat", "kd_rel"}
+    assert keys(True, True, 1) == {"id", "metric", "attr"}
+    assert keys(True, False, 1) == {"id", "metric", "kd_feat", "kd_rel"}
+    assert keys(False, True, 0) == {"id", "metric", "attr"}
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(p.grad is not None for p in student.parameters())
