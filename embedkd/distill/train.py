@@ -201,25 +201,8 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
             order = orders[step // per_epoch]
             idx = order[(step % per_epoch) * options.batch_size:(step % per_epoch + 1) * options.batch_size]
             batch = [examples[i] for i in idx]
-            queries = [e.query for e in batch]
-            docs = [d for e in batch for d in e.docs]
-            q_emb, _ = _encode(model, queries, device, "query")
-            d_emb, d_features = _encode(model, docs, device)
-            tensors = StepTensors(
-                query=q_emb, docs=d_emb.view(len(batch), cands, -1),
-                teacher_scores=torch.tensor([e.scores for e in batch], dtype=torch.float32, device=device))
-            if teacher_vectors is not None and (objective.needs_teacher_embeddings or "kl" in objective.weights):
-                tq = torch.from_numpy((teacher_query_vectors or teacher_vectors)(queries)).to(device)
-                td = torch.from_numpy(teacher_vectors(docs)).to(device)
-                tensors.teacher_query, tensors.teacher_docs = tq, td.view(len(batch), cands, -1)
-                extra = teacher_lexical(queries, docs) if teacher_lexical is not None else None
-                if extra is not None:
-                    tensors.teacher_lexical = torch.from_numpy(extra).to(device)
-            if previous_model is not None and "previous" in objective.weights:
-                with torch.no_grad():
-                    pq, _ = _encode(previous_model, queries, device, "query")
-                    pd, _ = _encode(previous_model, docs, device)
-                tensors.previous_query, tensors.previous_docs = pq, pd.view(len(batch), cands, -1)
+            tensors, d_features = _batch_tensors(model, batch, objective, teacher_vectors, teacher_query_vectors,
+                                                 teacher_lexical, previous_model)
             if student_tap is not None and teacher_tap is not None:
                 with torch.no_grad():
                     teacher_model[0].auto_model(**{k: v for k, v in d_features.items()
@@ -257,6 +240,34 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
         log.warning("time budget of %.0f s reached after %d of %d steps", options.time_budget_s, step, steps)
     return {"steps": step, "planned_steps": steps, "stopped": stopped, "resumed_from": start,
             "seconds": round(time.perf_counter() - t0, 1), "loss": {k: round(v, 5) for k, v in running.items()}}
+
+
+def _batch_tensors(model, batch: list[Example], objective, teacher_vectors, teacher_query_vectors, teacher_lexical,
+                   previous_model) -> tuple[StepTensors, dict]:
+    """The student's embeddings of a batch's queries and candidates with the targets the objective's terms
+    compare them to, and the documents' tokenizer features (the attention term runs the teacher on the
+    same tokens)."""
+    device, cands = model.device, len(batch[0].docs)
+    queries = [e.query for e in batch]
+    docs = [d for e in batch for d in e.docs]
+    q_emb, _ = _encode(model, queries, device, "query")
+    d_emb, d_features = _encode(model, docs, device)
+    tensors = StepTensors(
+        query=q_emb, docs=d_emb.view(len(batch), cands, -1),
+        teacher_scores=torch.tensor([e.scores for e in batch], dtype=torch.float32, device=device))
+    if teacher_vectors is not None and (objective.needs_teacher_embeddings or "kl" in objective.weights):
+        tq = torch.from_numpy((teacher_query_vectors or teacher_vectors)(queries)).to(device)
+        td = torch.from_numpy(teacher_vectors(docs)).to(device)
+        tensors.teacher_query, tensors.teacher_docs = tq, td.view(len(batch), cands, -1)
+        extra = teacher_lexical(queries, docs) if teacher_lexical is not None else None
+        if extra is not None:
+            tensors.teacher_lexical = torch.from_numpy(extra).to(device)
+    if previous_model is not None and "previous" in objective.weights:
+        with torch.no_grad():
+            pq, _ = _encode(previous_model, queries, device, "query")
+            pd, _ = _encode(previous_model, docs, device)
+        tensors.previous_query, tensors.previous_docs = pq, pd.view(len(batch), cands, -1)
+    return tensors, d_features
 
 
 def _save_checkpoint(ckpt_dir: Path, key: str, step: int, model, objective, opt, sched) -> None:
