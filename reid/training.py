@@ -2,9 +2,10 @@
 optional LQ augmentation, HQ->LQ distillation from a teacher (RLQ) and coarse attribute prediction
 alternating with distillation step by step (RLQ's schedule).
 
-Learning rate: linear warm-up, then cosine decay over *progress*, where progress is the larger of
-steps done / planned steps and minutes spent / `max_minutes`: with a time budget the schedule ends on
-time instead of being cut off mid-way. A checkpoint is written after every epoch; rerunning the same
+Learning rate: linear warm-up, then cosine decay over *progress*: steps done / planned steps, or minutes
+spent / `max_minutes` once that is ahead by more than a step (`embedkd.schedule.run_fraction`): with a
+time budget the schedule ends on time instead of being cut off mid-way, and a run that fits it is
+reproducible from its seed. A checkpoint is written after every epoch; rerunning the same
 command with the same --out resumes from it.
 """
 
@@ -23,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from embedkd.out_dir import output_folder
+from embedkd.schedule import run_fraction
 from indexer.errors import UserError
 
 from .attributes import ATTRIBUTE_TASKS, attribute_targets, load_attributes
@@ -265,8 +267,7 @@ def train_reid(
     budget_s = opts.max_minutes * 60 if opts.max_minutes else None
 
     def progress() -> float:
-        p = state["step"] / total_steps
-        return max(p, state["seconds"] / budget_s) if budget_s else p
+        return run_fraction(state["step"], total_steps, state["seconds"], budget_s)
 
     def run_eval(tag: str) -> dict[str, float]:
         if not data.query or not data.gallery:

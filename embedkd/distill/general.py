@@ -24,6 +24,7 @@ from torch import Tensor
 from indexer.errors import UserError
 from indexer.textfile import text_lines
 
+from ..schedule import run_fraction
 from .cache import texts_key
 from .teachers import BiEncoderTeacher, Teacher
 
@@ -126,12 +127,10 @@ def general_stage(model, general: GeneralTexts, steps: int, lr: float = 1e-4, ma
     start, step, running, stopped = time.perf_counter(), 0, None, "done"
     try:
         while step < steps:
-            frac = step / steps
-            if max_seconds:
-                frac = max(frac, (time.perf_counter() - start) / max_seconds)
-                if frac >= 1:
-                    stopped = "time budget"
-                    break
+            frac = run_fraction(step, steps, time.perf_counter() - start, max_seconds)
+            if frac >= 1:
+                stopped = "time budget"
+                break
             batch, target = general.next(model.device)
             for group in opt.param_groups:
                 group["lr"] = lr * min(frac / 0.05, (1 - frac) / 0.95, 1.0) + 1e-7

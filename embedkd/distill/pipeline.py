@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from embedkd.bm25 import LexicalScorer, bm25_run, check_language
 from embedkd.out_dir import output_folder
@@ -228,6 +229,9 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         examples, mining = build_examples(beir, train_qrels, candidates, t, negatives, options.seed)
         mining["lexical_candidates_added"] = added
         teacher_dim = table.vectors.shape[1] if isinstance(t, BiEncoderTeacher) else None
+        # from here the run draws random numbers (a projection's init, the general stage's dropout): seeded,
+        # so that the lineage's seed retrains the same student
+        torch.manual_seed(options.seed)
         objective = DistillObjective(
             model, weights, temperature=temperature if isinstance(t, BiEncoderTeacher) else 1.0,
             score_scale=1.0 if isinstance(t, BiEncoderTeacher) else 20.0,

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..progress import StepProgress
+from ..schedule import run_fraction
 from .general import GeneralTexts, embedding_loss
 from .losses import DistillObjective, StepTensors
 
@@ -148,11 +149,7 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
     budget = options.time_budget_s
 
     def progress_fraction(s: int) -> float:
-        """Share of the run done: by steps, or by the time budget when that runs out first."""
-        frac = s / steps
-        if budget:
-            frac = max(frac, (time.perf_counter() - t0) / budget)
-        return min(frac, 1.0)
+        return run_fraction(s, steps, time.perf_counter() - t0, budget)
 
     def lr_factor(s: int) -> float:  # linear warmup, then linear decay to 0 at the end of steps or budget
         frac = progress_fraction(s)

@@ -140,18 +140,28 @@ def tiny_beir(tmp_path_factory):
 
 
 def test_distill_with_general_texts_records_the_stage_and_the_term(tiny_beir, tmp_path, monkeypatch, capsys):
+    from safetensors.torch import load_file
+
     monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
     texts = _write(tmp_path / "g.txt", [f"{g} ({i})" for i in range(4) for g in GLOSSES])
-    rc = main(["distill", "--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data",
-               str(tiny_beir), "--out", str(tmp_path / "s"), "--epochs", "1", "--batch-size", "4", "--negatives",
-               "2", "--max-length", "32", "--general-texts", str(texts), "--general-steps", "6",
-               "--general-weight", "0.5", "--json"])
-    assert rc == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    def run(out: str) -> dict:
+        rc = main(["distill", "--teacher", minilm_path(), "--student", f"prune:{minilm_path()}:1", "--data",
+                   str(tiny_beir), "--out", str(tmp_path / out), "--epochs", "1", "--batch-size", "4", "--negatives",
+                   "2", "--max-length", "32", "--general-texts", str(texts), "--general-steps", "6",
+                   "--general-weight", "0.5", "--json"])
+        assert rc == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    result = run("s")
     info = result["lineage"]["general_texts"]
     assert info["texts"] == 64 and info["weight"] == 0.5 and info["stage"]["steps"] == 6
     assert "general" in result["final_loss"] and result["general_texts"] == info
     assert not (tmp_path / "s" / "checkpoint").exists()
+    # the lineage's seed is enough to retrain the same student: the stage's dropout was unseeded before
+    run("s2")
+    first, again = load_file(tmp_path / "s" / "model.safetensors"), load_file(tmp_path / "s2" / "model.safetensors")
+    assert all(torch.equal(first[k], again[k]) for k in first)
 
 
 @pytest.mark.parametrize("extra, message", [
