@@ -133,6 +133,16 @@ def delete_items_by_faiss_ids(session: Session, index_id: int, faiss_ids: Sequen
         session.execute(delete(Item).where(Item.index_id == index_id, Item.faiss_id.in_(ids[start : start + 500])))
 
 
+def adapter_sources(session: Session, index: Index) -> list[str]:
+    """The models (as their sources were registered: names or paths) with an active adapter into `index`."""
+    rows = session.scalars(
+        select(EmbeddingModel.source)
+        .join(Adapter, Adapter.source_model_id == EmbeddingModel.id)
+        .where(Adapter.index_id == index.id, Adapter.active.is_(True))
+    )
+    return sorted(set(rows))
+
+
 def active_adapter(session: Session, index: Index, source_fingerprint: str, source_name: str | None = None) -> Adapter:
     """The active adapter that maps `source_fingerprint`'s space (the model the user named `source_name`) into
     the index's model space."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -17,10 +18,10 @@ import numpy as np
 from . import store
 from .adapters import adapter_path, load_adapter
 from .batching import QueryBatcher
-from .catalog import active_adapter, check_kind, get_index, items_by_faiss_ids
+from .catalog import active_adapter, adapter_sources, check_kind, get_index, items_by_faiss_ids
 from .context import Catalog
 from .encoder import Encoder
-from .errors import Conflict, UserError
+from .errors import Conflict, NotFound, UserError
 
 __all__ = ["Hit", "Searcher", "MAX_K"]
 
@@ -74,12 +75,15 @@ def _adapted(adapter: Any, q: np.ndarray, index_vectors: np.ndarray | None) -> n
 class Searcher:
     def __init__(self, catalog: Catalog, encoder_for: Callable[[str], Encoder] | None = None,
                  use_gpu: bool = False, nprobe: int | None = None, ef_search: int | None = None,
-                 query_batch: int = 0, kind: str | None = None) -> None:
+                 query_batch: int = 0, kind: str | None = None, registered_query_models_only: bool = False) -> None:
         """`nprobe` / `ef_search` override the IVF / HNSW search defaults of `store.set_search_params`.
         `query_batch` > 0: concurrent searches share query encodings, up to that many queries a model call
         (`QueryBatcher`; for a service answering many threads at once). `kind` ("text", "image"): what
-        `encoder_for`'s models take; an index of another kind is then an error before any model loads."""
+        `encoder_for`'s models take; an index of another kind is then an error before any model loads.
+        `registered_query_models_only`: a `query_model` must be the index's model or one with an active adapter
+        into it, as registered, before anything is loaded (a service must not load whatever a client names)."""
         self.kind = kind
+        self.registered_only = registered_query_models_only
         self.catalog = catalog
         self.query_batch = query_batch
         self.use_gpu = use_gpu
@@ -165,6 +169,8 @@ class Searcher:
         loaded = self._load(name)
         if self.kind is not None:
             check_kind(name, loaded.model_kind, self.kind)
+        if query_model is not None and self.registered_only:
+            self.require_registered(name, query_model)
         encoder = self.encoder(query_model) if query_model is not None else self._index_encoder(loaded, name)
         q = _encode_queries(encoder, queries)
         if encoder.record.fingerprint != loaded.model_fingerprint:
@@ -172,6 +178,22 @@ class Searcher:
             own = _encode_queries(self._index_encoder(loaded, name), queries) if adapter.needs_index_queries else None
             q = _adapted(adapter, q, own)
         return self._search(loaded, name, q, k)
+
+    def require_registered(self, name: str, query_model: str) -> None:
+        """A NotFound error unless `query_model` is index `name`'s model or has an active adapter into it."""
+        # a local folder is registered by its absolute path: a relative one names the same model
+        local = Path(query_model).expanduser()
+        names = {query_model, str(local.resolve())} if local.exists() else {query_model}
+        if self._load(name).model_source in names:
+            return
+        with self.catalog.session() as s:
+            sources = adapter_sources(s, get_index(s, name))
+        if not names & set(sources):
+            raise NotFound(
+                f"query model {query_model!r} has no active adapter into index {name!r}; this service loads only the "
+                f"index's model and the registered query models ({', '.join(map(repr, sources)) or 'none yet'}); "
+                f"run `embedkd upgrade fit --index {name} --model {query_model}` first"
+            )
 
     def _search(self, loaded: _Loaded, name: str, q: np.ndarray, k: int) -> list[list[Hit]]:
         q = np.ascontiguousarray(q, dtype=np.float32)

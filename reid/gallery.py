@@ -176,6 +176,8 @@ def query_gallery(catalog: Catalog, name: str, images: Sequence[Any], k: int = 1
     query_model = None
     if model_dir is not None:
         src = str(Path(model_dir).expanduser().resolve())
+        if searcher.registered_only:  # a service loads no model folder a client names but did not register
+            searcher.require_registered(name, src)
         query_enc = searcher.encoder(src)
         if query_enc.record.fingerprint != fingerprint:
             query_model = src

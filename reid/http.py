@@ -31,7 +31,7 @@ def gallery_router(catalog: Catalog) -> APIRouter:
     from .gallery import add_to_gallery, drop_gallery, query_gallery, remove_from_gallery, require_gallery
 
     router = APIRouter(prefix="/reid/galleries", tags=["reid"])
-    searcher = Searcher(catalog, encoder_for=load_image_encoder)
+    searcher = Searcher(catalog, encoder_for=load_image_encoder, registered_query_models_only=True)
 
     @router.post("/{gallery}/query")
     def query(

@@ -94,6 +94,36 @@ def test_fit_registers_and_routes(catalog, tmp_path):
     assert active == [(res2["adapter_id"], "procrustes")]
 
 
+def test_a_service_loads_only_registered_query_models(catalog, tmp_path):
+    """`embedkd serve` (registered_query_models_only): a query model a client names is loaded only if the index
+    was built with it or an active adapter maps it in; before, any name was loaded (a hub download, a path)."""
+    from indexer.errors import NotFound
+    from indexer.search import Searcher
+
+    path, v1 = _build(catalog, tmp_path)
+    drift = np.linalg.qr(np.random.default_rng(3).normal(size=(48, 48)))[0][:32]
+    v2 = HashEncoder(32, 1, drift=drift)
+    assert fit_upgrade(catalog, "idx", "v2", "procrustes", corpus=str(path), sample_docs=60, v1_encoder=v1,
+                       v2_encoder=v2)["accepted"]
+    loaded: list[str] = []
+    encoders = {v1.record.source: v1, v2.record.source: v2}
+
+    def load(source: str):
+        loaded.append(source)
+        return encoders[source]
+
+    service = Searcher(catalog, load, registered_query_models_only=True)
+    with pytest.raises(NotFound, match="query model 'elsewhere' has no active adapter .*" + re.escape(repr(v2.record.source))):
+        service.search("idx", ["w1 w2"], k=3, query_model="elsewhere")
+    assert loaded == []
+    routed = service.search("idx", ["w1 w2 w3"], k=3, query_model=v2.record.source)[0]
+    own = service.search("idx", ["w1 w2 w3"], k=3, query_model=v1.record.source)[0]
+    assert routed[0].id == own[0].id and sorted(loaded) == sorted(encoders)
+    # the library and the CLI still load what they are given (the user names it, not a client)
+    with pytest.raises(KeyError):
+        Searcher(catalog, load).search("idx", ["w1"], k=3, query_model="elsewhere")
+
+
 def test_gate_refuses_unrelated_model_and_registers_nothing(catalog, tmp_path):
     path, v1 = _build(catalog, tmp_path)
     other = HashEncoder(32, 99)  # same kind of model, unrelated space: no linear map exists
