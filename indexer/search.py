@@ -184,15 +184,18 @@ class Searcher:
         # a local folder is registered by its absolute path: a relative one names the same model
         local = Path(query_model).expanduser()
         names = {query_model, str(local.resolve())} if local.exists() else {query_model}
-        if self._load(name).model_source in names:
+        loaded = self._load(name)
+        if loaded.model_source in names:
             return
         with self.catalog.session() as s:
             sources = adapter_sources(s, get_index(s, name))
         if not names & set(sources):
+            fit = (f"embedkd reid gallery upgrade --gallery {name}" if loaded.model_kind == "image"
+                   else f"embedkd upgrade fit --index {name}") + f" --model {query_model}"
             raise NotFound(
                 f"query model {query_model!r} has no active adapter into index {name!r}; this service loads only the "
                 f"index's model and the registered query models ({', '.join(map(repr, sources)) or 'none yet'}); "
-                f"run `embedkd upgrade fit --index {name} --model {query_model}` first"
+                f"run `{fit}` first"
             )
 
     def _search(self, loaded: _Loaded, name: str, q: np.ndarray, k: int) -> list[list[Hit]]:

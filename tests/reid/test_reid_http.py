@@ -21,6 +21,13 @@ def test_gallery_routes_query_upload_remove(trained_model, market_slice, tmp_pat
         r = client.post("/reid/galleries/people/query?k=2", files={"image": (crop.name, crop.read_bytes(), "image/jpeg")})
         assert r.status_code == 200, r.text
         assert r.json()["results"][0]["id"] == crop.stem and len(r.json()["results"]) == 2
+        # the gallery's own model by its folder is fine; a folder with no adapter is refused before it loads
+        r = client.post("/reid/galleries/people/query", params={"k": 1, "model": str(trained_model)},
+                        files={"image": (crop.name, crop.read_bytes(), "image/jpeg")})
+        assert r.status_code == 200 and r.json()["results"][0]["id"] == crop.stem
+        r = client.post("/reid/galleries/people/query", params={"model": str(tmp_path)},
+                        files={"image": (crop.name, crop.read_bytes(), "image/jpeg")})
+        assert r.status_code == 404 and "run `embedkd reid gallery upgrade --gallery people" in r.json()["detail"]
 
         q = sorted((market_slice / "query").iterdir())[0]
         r = client.post("/reid/galleries/people/crops", files=[("images", (q.name, q.read_bytes(), "image/jpeg"))])
