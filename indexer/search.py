@@ -170,7 +170,7 @@ class Searcher:
         if self.kind is not None:
             check_kind(name, loaded.model_kind, self.kind)
         if query_model is not None and self.registered_only:
-            self.require_registered(name, query_model)
+            self._require_registered(loaded, name, query_model)
         encoder = self.encoder(query_model) if query_model is not None else self._index_encoder(loaded, name)
         q = _encode_queries(encoder, queries)
         if encoder.record.fingerprint != loaded.model_fingerprint:
@@ -181,10 +181,12 @@ class Searcher:
 
     def require_registered(self, name: str, query_model: str) -> None:
         """A NotFound error unless `query_model` is index `name`'s model or has an active adapter into it."""
+        self._require_registered(self._load(name), name, query_model)
+
+    def _require_registered(self, loaded: _Loaded, name: str, query_model: str) -> None:
         # a local folder is registered by its absolute path: a relative one names the same model
         local = Path(query_model).expanduser()
         names = {query_model, str(local.resolve())} if local.exists() else {query_model}
-        loaded = self._load(name)
         if loaded.model_source in names:
             return
         with self.catalog.session() as s:

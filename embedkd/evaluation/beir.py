@@ -15,7 +15,7 @@ from indexer.errors import UserError
 from indexer.textfile import text_lines
 
 __all__ = ["BeirData", "check_judged_documents", "load_beir", "load_labelled_queries", "load_qrels", "load_queries",
-           "write_qrels", "write_queries"]
+           "relevant_documents", "write_qrels", "write_queries"]
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +112,16 @@ def load_beir(root: str | os.PathLike, split: str = "test", check_corpus: bool =
     return BeirData(root=root, corpus=corpus, queries=queries, qrels=qrels)
 
 
+def relevant_documents(qrels: dict[str, dict[str, int]]) -> set[str]:
+    """Every document judged relevant (grade > 0) to some query."""
+    return {d for docs in qrels.values() for d, grade in docs.items() if grade > 0}
+
+
 def check_judged_documents(qrels_path: Path, qrels: dict[str, dict[str, int]], corpus_ids: set[str],
                            corpus: str = "corpus.jsonl") -> None:
     """Relevant documents absent from the corpus count as misses in every metric: none present means the
     qrels belong to another corpus (an error, or every figure would be a silent 0); some, a warning."""
-    relevant = {d for docs in qrels.values() for d, grade in docs.items() if grade > 0}
+    relevant = relevant_documents(qrels)
     missing = relevant - corpus_ids
     if relevant and missing == relevant:
         raise UserError(f"none of the {len(relevant)} documents judged relevant in {qrels_path} is in {corpus}; "

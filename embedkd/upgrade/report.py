@@ -28,12 +28,11 @@ __all__ = [
 ]
 
 
-def load_beir_queries(data: str | Path, split: str = "test",
-                      split_option: str = "--split") -> tuple[list[str], list[str], dict[str, dict[str, int]]]:
+def load_beir_queries(data: str | Path, split: str = "test") -> tuple[list[str], list[str], dict[str, dict[str, int]]]:
     """(query ids, query texts, qrels) of a BEIR folder's split (`embedkd.evaluation.load_labelled_queries`)."""
     from embedkd.evaluation.beir import load_labelled_queries
 
-    queries, qrels = load_labelled_queries(data, split, split_option)
+    queries, qrels = load_labelled_queries(data, split)
     return list(queries), list(queries.values()), qrels
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import select
 
 from embedkd.distill.log_queries import read_log_queries
-from embedkd.evaluation.beir import check_judged_documents
+from embedkd.evaluation.beir import check_judged_documents, load_labelled_queries, relevant_documents
 from embedkd.evaluation.compare import standard_error
 from indexer import store
 from indexer.catalog import get_index, items_by_external_ids, items_by_faiss_ids
@@ -31,7 +31,6 @@ from .fit import MIN_DOCS, FitOutcome, blend_candidates, choose_by_labels, fit_f
 from .gate import GateDecision
 from .pairs import PairedVectors, Sample, encode_pairs, reservoir_sample
 from .register import register_adapter
-from .report import load_beir_queries
 from .select import CANDIDATES, KINDS, Candidate
 
 __all__ = ["DEFAULT_SAMPLE_DOCS", "default_sample_docs", "distractor_ids", "find_corpus", "fit_upgrade",
@@ -125,12 +124,11 @@ def labelled_queries(catalog: Catalog, index_name: str, eval_data: str, split: s
                      split_option: str = "--split") -> tuple[list[str], list[str], dict]:
     """(ids, texts, qrels) of `eval_data`'s queries of `split`, read before any encoding; their judged documents
     must be in the index (by id), or every figure of the labelled check would be a silent 0."""
-    qids, texts, qrels = load_beir_queries(eval_data, split, split_option)
-    relevant = {d for docs in qrels.values() for d, grade in docs.items() if grade > 0}
+    queries, qrels = load_labelled_queries(eval_data, split, split_option)
     with catalog.session() as s:
-        present = set(items_by_external_ids(s, get_index(s, index_name).id, relevant))
+        present = set(items_by_external_ids(s, get_index(s, index_name).id, relevant_documents(qrels)))
     check_judged_documents(Path(eval_data) / "qrels" / f"{split}.tsv", qrels, present, corpus=f"index {index_name!r}")
-    return qids, texts, qrels
+    return list(queries), list(queries.values()), qrels
 
 
 def labelled_per_query(catalog: Catalog, index: Any, faiss_index: Any, qids: list[str],
