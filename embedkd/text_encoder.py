@@ -18,7 +18,7 @@ from .fingerprint import fingerprint_module
 from .model_kind import refuse_reid_model
 
 __all__ = ["TextEncoder", "encode_role", "role_prompts", "load_text_encoder", "default_batch_size", "default_device",
-           "load_sentence_transformer", "resolve_precision"]
+           "load_sentence_transformer", "resolve_precision", "worker_text_encoder"]
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +152,14 @@ def load_text_encoder(model: str, device: str | None = None, batch_size: int | N
     st = load_sentence_transformer(model, device)
     name = str(Path(model).expanduser().resolve()) if os.path.exists(os.path.expanduser(model)) else model
     return TextEncoder(st, name=name, batch_size=batch_size, precision=precision)
+
+
+def worker_text_encoder(model: str, device: str | None = None, batch_size: int | None = None,
+                        precision: str = "auto", threads: int = 1) -> TextEncoder:
+    """`load_text_encoder` on a Ray worker (`indexer.distributed.RayEncoder`'s factory, with
+    functools.partial): the worker's own torch threads first, then the model."""
+    from .threads import set_torch_threads
+
+    torch.set_flush_denormal(True)  # CPU encoding is many times slower on denormals
+    set_torch_threads(threads)
+    return load_text_encoder(model, device=device, batch_size=batch_size, precision=precision)

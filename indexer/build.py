@@ -114,7 +114,9 @@ def _chunks(docs: list[Doc], size: int, start: int) -> Iterator[tuple[int, list[
 
 
 def _encode_sorted(encoder: Encoder, contents: list[Any], bar, step: int = 512) -> np.ndarray:
-    """Encode in length order (batches pad little) in steps that move the progress bar; input order out."""
+    """Encode in length order (batches pad little) in steps that move the progress bar; input order out.
+    An encoder that spreads calls over workers (indexer.distributed) asks for larger steps."""
+    step = max(step, int(getattr(encoder, "preferred_call_size", 0)))
     order = np.argsort([len(c) if isinstance(c, str) else 0 for c in contents], kind="stable")
     out = np.empty((len(contents), encoder.record.dimension), np.float32)
     for start in range(0, len(order), step):

@@ -109,3 +109,12 @@ def load_image_encoder(model_dir: str | Path, batch_size: int | None = None, lq:
     folder = Path(model_dir).expanduser().resolve()
     model, _ = load_model(folder)
     return ImageEncoder(model, str(folder), batch_size=batch_size, lq=lq)
+
+
+def worker_image_encoder(model_dir: str, threads: int = 1) -> ImageEncoder:
+    """`load_image_encoder` on a Ray worker (`indexer.distributed.RayEncoder`'s factory, with
+    functools.partial): the worker's own torch threads first. The crops' paths must be readable there."""
+    from embedkd.threads import set_torch_threads
+
+    set_torch_threads(threads)
+    return load_image_encoder(model_dir)

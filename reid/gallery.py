@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from indexer.catalog import check_kind, get_index, list_indexes
 from indexer.context import Catalog
 from indexer.corpus import Doc
+from indexer.encoder import Encoder
 from indexer.errors import Conflict, NotFound, UserError
 from indexer.models import Index
 
@@ -81,12 +82,14 @@ class GallerySource:
 
 
 def build_gallery(catalog: Catalog, name: str, model_dir: str | Path, images: Sequence[str | Path],
-                  factory: str = "Flat", progress: bool = False) -> dict[str, Any]:
-    """Embed the crops with the model and write a new gallery index `name` (cosine / inner product)."""
+                  factory: str = "Flat", progress: bool = False,
+                  encoder_for: Callable[[str], Encoder] = load_image_encoder) -> dict[str, Any]:
+    """Embed the crops with the model, loaded by `encoder_for(model_dir)` (in this process by default, or on
+    Ray workers: `indexer.distributed`), and write a new gallery index `name` (cosine / inner product)."""
     from indexer.build import build_index
 
     docs = GallerySource(images)
-    encoder = load_image_encoder(model_dir)
+    encoder = encoder_for(str(model_dir))
     out = build_index(catalog, name, encoder, docs, factory=factory, metric="ip", progress=progress)
     return {**out, "model_source": encoder.record.source, "dimension": encoder.record.dimension}
 
@@ -111,13 +114,14 @@ def _index_model(catalog: Catalog, name: str) -> tuple[str, int, str]:
         return row.model.source, row.dimension, row.model.fingerprint
 
 
-def add_to_gallery(catalog: Catalog, name: str, images: Sequence[str | Path], progress: bool = False) -> dict[str, Any]:
-    """Add crops (or re-embed changed ones) with the gallery's own model."""
+def add_to_gallery(catalog: Catalog, name: str, images: Sequence[str | Path], progress: bool = False,
+                   encoder_for: Callable[[str], Encoder] = load_image_encoder) -> dict[str, Any]:
+    """Add crops (or re-embed changed ones) with the gallery's own model, loaded by `encoder_for(source)`."""
     from indexer.build import add_documents
 
     docs = GallerySource(images)
     source, _, _ = _index_model(catalog, name)
-    return add_documents(catalog, name, load_image_encoder(source), docs, progress=progress)
+    return add_documents(catalog, name, encoder_for(source), docs, progress=progress)
 
 
 def require_gallery(catalog: Catalog, name: str) -> None:

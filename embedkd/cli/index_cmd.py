@@ -8,11 +8,12 @@ import sys
 from .output import emit
 from .runtime import (
     add_encoder_options,
+    add_ray_options,
     add_search_options,
     catalog_from_env,
+    job_encoder,
     require_text_index,
     searcher_from_args,
-    text_encoder_loader,
 )
 
 __all__ = ["register"]
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--metric", default="ip", choices=["ip", "l2"])
     b.add_argument("--chunk-size", type=int, default=4096, help="documents per checkpoint")
     add_encoder_options(b)
+    add_ray_options(b)
     b.add_argument("--json", action="store_true")
     b.set_defaults(handler=_build)
 
@@ -39,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--model", default=None, help="default: the index's model")
     a.add_argument("--chunk-size", type=int, default=4096)
     add_encoder_options(a)
+    add_ray_options(a)
     a.add_argument("--json", action="store_true")
     a.set_defaults(handler=_add)
 
@@ -83,9 +86,9 @@ def _build(args: argparse.Namespace) -> int:
     _check_positive("batch-size", args.batch_size)
     catalog = catalog_from_env()
     docs = read_corpus(args.corpus)
-    encoder = text_encoder_loader(args)(args.model)
-    result = build_index(catalog, args.index, encoder, docs, factory=args.factory, metric=args.metric,
-                         chunk_size=args.chunk_size, progress=sys.stderr.isatty() or not args.json)
+    with job_encoder(args, args.model) as encoder:
+        result = build_index(catalog, args.index, encoder, docs, factory=args.factory, metric=args.metric,
+                             chunk_size=args.chunk_size, progress=sys.stderr.isatty() or not args.json)
     emit(result, args.json)
     return 0
 
@@ -99,9 +102,10 @@ def _add(args: argparse.Namespace) -> int:
     source = require_text_index(catalog, args.index)
     source = args.model or source
     docs = read_corpus(args.corpus)
-    encoder = text_encoder_loader(args)(source)
-    emit(add_documents(catalog, args.index, encoder, docs, chunk_size=args.chunk_size,
-                       progress=sys.stderr.isatty()), args.json)
+    with job_encoder(args, source) as encoder:
+        result = add_documents(catalog, args.index, encoder, docs, chunk_size=args.chunk_size,
+                               progress=sys.stderr.isatty())
+    emit(result, args.json)
     return 0
 
 

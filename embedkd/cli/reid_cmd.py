@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from contextlib import ExitStack
 
 from .output import emit
+from .runtime import add_ray_options
 
 __all__ = ["register"]
 
@@ -71,6 +74,7 @@ def _register_gallery(rsub: argparse._SubParsersAction) -> None:
     b.add_argument("--model", required=True, help="model folder from `reid train`")
     b.add_argument("--images", required=True, nargs="+", help="image files and/or folders of crops")
     b.add_argument("--factory", default="Flat", help="FAISS factory string (default Flat)")
+    add_ray_options(b)
     b.add_argument("--json", action="store_true")
     b.set_defaults(handler=_gallery_build)
 
@@ -86,6 +90,7 @@ def _register_gallery(rsub: argparse._SubParsersAction) -> None:
     a = gsub.add_parser("add", help="add crops (a changed crop with a known id is re-embedded)")
     a.add_argument("--gallery", required=True)
     a.add_argument("--images", required=True, nargs="+")
+    add_ray_options(a)
     a.add_argument("--json", action="store_true")
     a.set_defaults(handler=_gallery_add)
 
@@ -116,10 +121,28 @@ def _catalog():
     return catalog_from_env()
 
 
+def _image_encoders(args: argparse.Namespace, stack: ExitStack) -> Callable:
+    """source -> image encoder: in this process, or on Ray workers with --ray (closed with `stack`)."""
+    from functools import partial
+
+    from reid.encoder import load_image_encoder, worker_image_encoder
+
+    from .runtime import ray_encoder
+
+    def encoder_for(source: str):
+        remote = stack.enter_context(ray_encoder(args, lambda threads: partial(worker_image_encoder, source, threads)))
+        return remote if remote is not None else load_image_encoder(source)
+
+    return encoder_for
+
+
 def _gallery_build(args: argparse.Namespace) -> int:
     from reid.gallery import build_gallery
 
-    emit(build_gallery(_catalog(), args.gallery, args.model, args.images, factory=args.factory), args.json)
+    with ExitStack() as stack:
+        result = build_gallery(_catalog(), args.gallery, args.model, args.images, factory=args.factory,
+                               encoder_for=_image_encoders(args, stack))
+    emit(result, args.json)
     return 0
 
 
@@ -139,7 +162,9 @@ def _gallery_query(args: argparse.Namespace) -> int:
 def _gallery_add(args: argparse.Namespace) -> int:
     from reid.gallery import add_to_gallery
 
-    emit(add_to_gallery(_catalog(), args.gallery, args.images), args.json)
+    with ExitStack() as stack:
+        result = add_to_gallery(_catalog(), args.gallery, args.images, encoder_for=_image_encoders(args, stack))
+    emit(result, args.json)
     return 0
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-__all__ = ["add_encoder_options", "add_search_options", "catalog_from_env", "require_text_index", "searcher_from_args",
-           "text_encoder_loader"]
+__all__ = ["add_encoder_options", "add_ray_options", "add_search_options", "catalog_from_env", "job_encoder",
+           "ray_encoder", "require_text_index", "searcher_from_args", "text_encoder_loader"]
 
 
 def catalog_from_env():
@@ -64,3 +66,48 @@ def text_encoder_loader(args: argparse.Namespace):
                                  precision=getattr(args, "precision", "auto"))
 
     return load
+
+
+def add_ray_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("encoding on a Ray cluster (pip install 'embedkd[ray]')")
+    g.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="encode on Ray workers: 'local' starts Ray here, 'auto' joins the cluster RAY_ADDRESS names, "
+                        "or the head's address; checkpoints, the index file and the catalog stay with this process")
+    g.add_argument("--workers", type=int, default=None, help="Ray workers, each with its own copy of the model (default 2)")
+    g.add_argument("--worker-cpus", type=float, default=None, help="CPUs per worker; its torch threads (default 1)")
+    g.add_argument("--worker-gpus", type=float, default=None, help="GPUs per worker (default 0; 1 puts each on a GPU)")
+
+
+@contextmanager
+def ray_encoder(args: argparse.Namespace, factory_for: Callable[[int], Callable]) -> Iterator:
+    """Ray workers placed by the command's --ray options, each building its encoder with
+    `factory_for(threads)`; None without --ray."""
+    from indexer.errors import UserError
+
+    workers, cpus, gpus = args.workers, args.worker_cpus, args.worker_gpus
+    if not args.ray:
+        if (workers, cpus, gpus) != (None, None, None):
+            raise UserError("--workers, --worker-cpus and --worker-gpus place Ray workers; add --ray local (or a cluster)")
+        yield None
+        return
+    from indexer.distributed import RayEncoder
+
+    cpus = 1.0 if cpus is None else cpus
+    with RayEncoder(factory_for(max(1, int(cpus))), workers=2 if workers is None else workers, cpus_per_worker=cpus,
+                    gpus_per_worker=gpus or 0.0, address=args.ray) as encoder:
+        yield encoder
+
+
+@contextmanager
+def job_encoder(args: argparse.Namespace, source: str) -> Iterator:
+    """The text encoder of a write job (build, add, backfill): in this process, or on Ray workers with --ray."""
+    from functools import partial
+
+    from embedkd.text_encoder import worker_text_encoder
+
+    def factory(threads: int):
+        return partial(worker_text_encoder, source, device=args.device, batch_size=args.batch_size,
+                       precision=args.precision, threads=args.threads or threads)
+
+    with ray_encoder(args, factory) as remote:
+        yield remote if remote is not None else text_encoder_loader(args)(source)

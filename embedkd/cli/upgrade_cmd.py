@@ -21,7 +21,7 @@ import argparse
 from indexer.errors import UserError
 
 from .output import emit
-from .runtime import add_encoder_options, catalog_from_env, require_text_index, text_encoder_loader
+from .runtime import add_encoder_options, add_ray_options, catalog_from_env, job_encoder, require_text_index, text_encoder_loader
 
 __all__ = ["register"]
 
@@ -79,6 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--corpus", help="corpus the index was built from (default: the path its build recorded)")
     b.add_argument("--chunk-size", type=int, default=4096, help="documents per checkpoint")
     add_encoder_options(b)
+    add_ray_options(b)
     b.add_argument("--json", action="store_true")
     b.set_defaults(handler=_backfill)
 
@@ -139,7 +140,7 @@ def _backfill(args: argparse.Namespace) -> int:
     catalog = catalog_from_env()
     require_text_index(catalog, args.index)
     docs = read_corpus(find_corpus(catalog, args.index, args.corpus))
-    result = backfill(catalog, args.index, text_encoder_loader(args)(args.model), docs,
-                      chunk_size=args.chunk_size, progress=sys.stderr.isatty())
+    with job_encoder(args, args.model) as encoder:
+        result = backfill(catalog, args.index, encoder, docs, chunk_size=args.chunk_size, progress=sys.stderr.isatty())
     emit(result, args.json)
     return 0

@@ -8,8 +8,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import select
 
+from indexer import store
+from indexer.catalog import get_index
 from indexer.hashing import sha256_file
 from indexer.models import Adapter, EmbeddingModel, Index, Item, Job
 
@@ -55,3 +58,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def index_vectors(catalog, name: str) -> tuple[list[str], np.ndarray]:
+    """The index's item ids, sorted, and their stored vectors in that order."""
+    with catalog.session() as s:
+        idx = get_index(s, name)
+        ids = {i.external_id: i.faiss_id for i in s.scalars(select(Item).where(Item.index_id == idx.id))}
+        index = store.read_index(catalog.settings.index_dir / name / idx.file, idx.checksum)
+    order = sorted(ids)
+    return order, store.reconstruct(index, np.array([ids[e] for e in order]))
