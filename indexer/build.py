@@ -126,8 +126,45 @@ def _encode_sorted(encoder: Encoder, contents: list[Any], bar, step: int = 512) 
     return out
 
 
-def _encode_job(catalog: Catalog, job: Job, encoder: Encoder, docs: list[Doc], chunk: int, progress: bool) -> np.ndarray:
-    """Encode all chunks not yet checkpointed; return every chunk's vectors in order."""
+class ChunkVectors:
+    """A job's encoded chunks in its folder, in corpus order. Writers add them to FAISS one chunk at a
+    time, so a build never holds the corpus's vectors in memory twice (docs/index_benchmark.md)."""
+
+    def __init__(self, paths: list[Path], dimension: int) -> None:
+        self.paths, self.dimension = paths, dimension
+        self.sizes = [int(np.load(p, mmap_mode="r").shape[0]) for p in paths]
+
+    def __len__(self) -> int:
+        return sum(self.sizes)
+
+    def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(position of the chunk's first vector, its vectors), one chunk in memory at a time."""
+        start = 0
+        for path, size in zip(self.paths, self.sizes):
+            yield start, np.load(path)
+            start += size
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        """Rows by position (a training sample), read through memory maps."""
+        rows = np.asarray(rows)
+        bounds = np.cumsum([0, *self.sizes])
+        out = np.empty((len(rows), self.dimension), np.float32)
+        for k, path in enumerate(self.paths):
+            inside = (rows >= bounds[k]) & (rows < bounds[k + 1])
+            if inside.any():
+                out[inside] = np.load(path, mmap_mode="r")[rows[inside] - bounds[k]]
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """All of them at once (training on a corpus smaller than the sample cap)."""
+        arrays = [v for _, v in self.chunks()]
+        out = np.concatenate(arrays) if arrays else np.zeros((0, self.dimension), np.float32)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def _encode_job(catalog: Catalog, job: Job, encoder: Encoder, docs: list[Doc], chunk: int,
+                progress: bool) -> ChunkVectors:
+    """Encode all chunks not yet checkpointed; return every chunk's vectors (on disk) in order."""
     folder = jobs.job_dir(catalog, job.id)
     # Resume after the last chunk whose file is still there (the checkpoint may be ahead of a lost file).
     recorded = int(job.checkpoint.get("chunks_done", 0))
@@ -146,7 +183,7 @@ def _encode_job(catalog: Catalog, job: Job, encoder: Encoder, docs: list[Doc], c
     finally:
         bar.close()
     n_chunks = (len(docs) + chunk - 1) // chunk
-    return np.concatenate([np.load(folder / f"part-{k:06d}.npy") for k in range(n_chunks)])
+    return ChunkVectors([folder / f"part-{k:06d}.npy" for k in range(n_chunks)], encoder.record.dimension)
 
 
 def _run_job(catalog: Catalog, kind: str, target: str, params: dict[str, Any], encoder: Encoder,
@@ -155,8 +192,8 @@ def _run_job(catalog: Catalog, kind: str, target: str, params: dict[str, Any], e
     resumed_from = int(job.progress or 0)
     t0 = time.perf_counter()
     try:
-        vectors = _encode_job(catalog, job, encoder, docs, chunk, progress) if docs else np.zeros(
-            (0, encoder.record.dimension), np.float32)
+        vectors = _encode_job(catalog, job, encoder, docs, chunk, progress) if docs else ChunkVectors(
+            [], encoder.record.dimension)
         result = finalize(job, vectors)
     except BaseException as err:
         # Encoded chunks stay in the job folder: a rerun resumes from them.
@@ -190,12 +227,13 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
     if getattr(docs, "path", None):
         params["corpus_path"] = str(Path(docs.path).resolve())
 
-    def finalize(job: Job, vectors: np.ndarray) -> dict[str, Any]:
+    def finalize(job: Job, vectors: ChunkVectors) -> dict[str, Any]:
         faiss_ids = np.arange(len(all_docs), dtype=np.int64)
         index = store.make_index(encoder.record.dimension, factory, metric)
         if store.needs_training(index):
             store.train_index(index, vectors, factory)
-        index.add_with_ids(vectors, faiss_ids)
+        for start, part in vectors.chunks():
+            index.add_with_ids(part, faiss_ids[start : start + len(part)])
         path = index_file(catalog, name, 1)
         checksum = store.write_index(index, path)
         try:
@@ -274,13 +312,13 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
         params = {"corpus": docs.fingerprint, "model": encoder.record.fingerprint, "chunk": chunk_size,
                   "generation": index.generation}
 
-        def finalize(job: Job, vectors: np.ndarray) -> dict[str, Any]:
+        def finalize(job: Job, vectors: ChunkVectors) -> dict[str, Any]:
             current = _load_current(catalog, index)
             if plan.replaced_faiss_ids:
                 current = store.remove_ids(current, np.array(plan.replaced_faiss_ids), index.factory, index.metric)
             new_ids = np.arange(index.next_id, index.next_id + len(plan.docs), dtype=np.int64)
-            if len(new_ids):
-                current.add_with_ids(vectors, new_ids)
+            for start, part in vectors.chunks():
+                current.add_with_ids(part, new_ids[start : start + len(part)])
 
             def rows(s) -> None:
                 delete_items_by_faiss_ids(s, index.id, plan.replaced_faiss_ids)

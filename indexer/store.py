@@ -67,8 +67,9 @@ def min_training_size(index: faiss.Index) -> int:
     return need
 
 
-def train_index(index: faiss.Index, vectors: np.ndarray, factory: str, seed: int = 0) -> None:
-    """Train on a seeded sample (at most 256 points per IVF list: more only costs time)."""
+def train_index(index: faiss.Index, vectors, factory: str, seed: int = 0) -> None:
+    """Train on a seeded sample (at most 256 points per IVF list: more only costs time). `vectors`: an
+    array, or a build's chunks on disk (`indexer.build.ChunkVectors`: only the sample is read)."""
     need = min_training_size(index)
     if len(vectors) < need:
         raise UserError(
