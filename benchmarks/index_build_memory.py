@@ -1,6 +1,7 @@
-"""Peak memory of an index build: the write phase adds the job's chunks to FAISS one at a time
-(`indexer.build.ChunkVectors`) against the code of a baseline commit, which concatenated every chunk's
-vectors first and then copied them into FAISS.
+"""Peak memory of an index build against the code of a baseline commit (e5952f2), which held every
+document's text from the corpus check to the end and, to write, concatenated every chunk's vectors and
+then copied them into FAISS. Now the texts are read again chunk by chunk while encoding and the chunks'
+vectors are added to FAISS one at a time (`indexer.build`).
 
 Each (code, factory) build runs in a fresh child process that imports `indexer` from the given source
 tree and reports its peak RSS (ru_maxrss) and wall time; rounds alternate the trees. The corpus is

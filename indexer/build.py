@@ -14,8 +14,9 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,19 @@ DEFAULT_CHUNK = 4096
 
 
 @dataclass
+class _Scan:
+    """What a job keeps of each document from reading the corpus to writing the index: its id, content
+    hash and info. Not its content: that is read again chunk by chunk while encoding, since a corpus's
+    text is most of its size (docs/index_benchmark.md)."""
+
+    ids: list[str]
+    keys: list[str]
+    infos: list[dict[str, Any] | None]
+
+
+@dataclass
 class _Plan:
-    docs: list[Doc]  # the documents this job encodes, in corpus order
+    positions: list[int]  # the documents this job encodes, as positions in the corpus, ascending
     skipped: int  # unchanged documents already in the index (adds only)
     replaced_faiss_ids: list[int]  # old vectors of changed documents (adds only)
 
@@ -61,18 +73,20 @@ def _content_key(content: Any) -> str:
     return sha256_text(content if isinstance(content, str) else str(content))
 
 
-def _scan(docs: Iterable[Doc]) -> list[Doc]:
+def _scan(docs: Iterable[Doc]) -> _Scan:
     """Read and validate every document before anything is written."""
     seen: dict[str, int] = {}
-    out: list[Doc] = []
+    out = _Scan([], [], [])
     for pos, doc in enumerate(docs):
         if doc.id in seen:
             raise UserError(
                 f"document id {doc.id!r} appears twice (documents {seen[doc.id] + 1} and {pos + 1}); ids must be unique"
             )
         seen[doc.id] = pos
-        out.append(doc)
-    if not out:
+        out.ids.append(doc.id)
+        out.keys.append(_content_key(doc.content))
+        out.infos.append(doc.info)
+    if not out.ids:
         empty = len(getattr(docs, "empty_ids", []))
         why = f" (its {empty} lines have neither title nor text)" if empty else ""
         raise UserError(f"the corpus has no documents{why}; give a file with at least one {{\"_id\", \"text\"}} line")
@@ -99,17 +113,41 @@ def check_encoder_fits(index: Index, encoder: Encoder) -> None:
         )
 
 
-def _chunks(docs: list[Doc], size: int, start: int) -> Iterator[tuple[int, list[Doc]]]:
-    """Yield (chunk number, docs) from `start`, prepared one chunk ahead in a thread."""
+def _contents(docs: DocSource, scan: _Scan, positions: Sequence[int]) -> Iterator[Any]:
+    """The contents of the documents at `positions` (ascending), read again from the source. A document
+    that is not the one the scan read (same position, id and content hash) means the corpus changed."""
+    targets = iter(positions)
+    want = next(targets, None)
+    for pos, doc in enumerate(docs):
+        if want is None:
+            return
+        if pos == want:
+            if doc.id != scan.ids[pos] or _content_key(doc.content) != scan.keys[pos]:
+                raise UserError(f"the corpus changed while this job read it (document {pos + 1}, id {doc.id!r}); "
+                                "nothing was written: run the command again once the file is complete")
+            yield doc.content
+            want = next(targets, None)
+    if want is not None:
+        raise UserError(f"the corpus changed while this job read it (it now ends before document {want + 1}); "
+                        "nothing was written: run the command again once the file is complete")
+
+
+def _chunks(contents: Iterator[Any], total: int, size: int, start: int) -> Iterator[tuple[int, list[Any]]]:
+    """Yield (chunk number, contents) from chunk `start`, read one chunk ahead in a thread."""
     q: queue.Queue = queue.Queue(maxsize=2)
 
     def produce() -> None:
-        for k in range(start, (len(docs) + size - 1) // size):
-            q.put((k, docs[k * size : (k + 1) * size]))
-        q.put(None)
+        try:
+            for k in range(start, (total + size - 1) // size):
+                q.put((k, list(islice(contents, size))))
+            q.put(None)
+        except BaseException as err:  # noqa: BLE001 - raised again in the consumer
+            q.put(err)
 
     threading.Thread(target=produce, daemon=True).start()
     while (item := q.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
         yield item
 
 
@@ -162,38 +200,39 @@ class ChunkVectors:
         return out if dtype is None else out.astype(dtype, copy=False)
 
 
-def _encode_job(catalog: Catalog, job: Job, encoder: Encoder, docs: list[Doc], chunk: int,
-                progress: bool) -> ChunkVectors:
+def _encode_job(catalog: Catalog, job: Job, encoder: Encoder, docs: DocSource, scan: _Scan, positions: Sequence[int],
+                chunk: int, progress: bool) -> ChunkVectors:
     """Encode all chunks not yet checkpointed; return every chunk's vectors (on disk) in order."""
     folder = jobs.job_dir(catalog, job.id)
     # Resume after the last chunk whose file is still there (the checkpoint may be ahead of a lost file).
     recorded = int(job.checkpoint.get("chunks_done", 0))
     done = next((k for k in range(recorded) if not (folder / f"part-{k:06d}.npy").is_file()), recorded)
     started = time.perf_counter() - float(job.seconds or 0.0)
-    bar = tqdm(total=len(docs), initial=min(done * chunk, len(docs)), unit="doc", disable=not progress,
+    total = len(positions)
+    bar = tqdm(total=total, initial=min(done * chunk, total), unit="doc", disable=not progress,
                desc=f"encode {job.target}", leave=False)
     try:
-        for k, part in _chunks(docs, chunk, done):
-            vectors = _encode_sorted(encoder, [d.content for d in part], bar)
+        for k, part in _chunks(_contents(docs, scan, positions[done * chunk :]), total, chunk, done):
+            vectors = _encode_sorted(encoder, part, bar)
             tmp = folder / f"part-{k:06d}.tmp.npy"
             np.save(tmp, vectors)
             tmp.replace(folder / f"part-{k:06d}.npy")
-            jobs.update_progress(catalog, job.id, min((k + 1) * chunk, len(docs)), {"chunks_done": k + 1},
+            jobs.update_progress(catalog, job.id, min((k + 1) * chunk, total), {"chunks_done": k + 1},
                                  time.perf_counter() - started)
     finally:
         bar.close()
-    n_chunks = (len(docs) + chunk - 1) // chunk
+    n_chunks = (total + chunk - 1) // chunk
     return ChunkVectors([folder / f"part-{k:06d}.npy" for k in range(n_chunks)], encoder.record.dimension)
 
 
-def _run_job(catalog: Catalog, kind: str, target: str, params: dict[str, Any], encoder: Encoder,
-             docs: list[Doc], chunk: int, progress: bool, finalize) -> dict[str, Any]:
-    job = jobs.start_or_resume(catalog, kind, target, params, total=len(docs))
+def _run_job(catalog: Catalog, kind: str, target: str, params: dict[str, Any], encoder: Encoder, docs: DocSource,
+             scan: _Scan, positions: Sequence[int], chunk: int, progress: bool, finalize) -> dict[str, Any]:
+    job = jobs.start_or_resume(catalog, kind, target, params, total=len(positions))
     resumed_from = int(job.progress or 0)
     t0 = time.perf_counter()
     try:
-        vectors = _encode_job(catalog, job, encoder, docs, chunk, progress) if docs else ChunkVectors(
-            [], encoder.record.dimension)
+        vectors = _encode_job(catalog, job, encoder, docs, scan, positions, chunk, progress) if len(
+            positions) else ChunkVectors([], encoder.record.dimension)
         result = finalize(job, vectors)
     except BaseException as err:
         # Encoded chunks stay in the job folder: a rerun resumes from them.
@@ -219,7 +258,7 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
             raise Conflict(f"index {name!r} already exists ({existing.model.kind} embeddings); add to it with "
                            f"`{group} add`, or remove it first with `{group} drop`")
     store.make_index(encoder.record.dimension, factory, metric)  # reject a bad factory before any work
-    all_docs = _scan(docs)
+    scan = _scan(docs)
     params = {"corpus": docs.fingerprint, "model": encoder.record.fingerprint, "factory": factory,
               "metric": metric, "chunk": chunk_size}
     # [upgrade, issue 4] record where the corpus lives: `embedkd upgrade fit` samples the index's own
@@ -228,7 +267,7 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
         params["corpus_path"] = str(Path(docs.path).resolve())
 
     def finalize(job: Job, vectors: ChunkVectors) -> dict[str, Any]:
-        faiss_ids = np.arange(len(all_docs), dtype=np.int64)
+        faiss_ids = np.arange(len(scan.ids), dtype=np.int64)
         index = store.make_index(encoder.record.dimension, factory, metric)
         if store.needs_training(index):
             store.train_index(index, vectors, factory)
@@ -240,36 +279,36 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
             with catalog.session() as s:
                 model = ensure_model(s, encoder.record)
                 row = Index(name=name, model_id=model.id, factory=factory, metric=metric,
-                            dimension=encoder.record.dimension, count=len(all_docs), file=path.name,
-                            checksum=checksum, generation=1, next_id=len(all_docs), state="ready")
+                            dimension=encoder.record.dimension, count=len(scan.ids), file=path.name,
+                            checksum=checksum, generation=1, next_id=len(scan.ids), state="ready")
                 s.add(row)
                 s.flush()
-                insert_items(s, row.id, [d.id for d in all_docs], faiss_ids,
-                             [_content_key(d.content) for d in all_docs], [d.info for d in all_docs])
+                insert_items(s, row.id, scan.ids, faiss_ids, scan.keys, scan.infos)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        return {"index": name, "model": encoder.record.name, "factory": factory, "count": len(all_docs),
+        return {"index": name, "model": encoder.record.name, "factory": factory, "count": len(scan.ids),
                 "file": str(path), "checksum": checksum}
 
     with jobs.target_lock(catalog, name):
-        out = _run_job(catalog, "build", name, params, encoder, all_docs, chunk_size, progress, finalize)
+        out = _run_job(catalog, "build", name, params, encoder, docs, scan, range(len(scan.ids)), chunk_size, progress,
+                       finalize)
     return {**out, **_skipped(docs)}
 
 
-def _plan_add(catalog: Catalog, index: Index, docs: list[Doc]) -> _Plan:
+def _plan_add(catalog: Catalog, index: Index, scan: _Scan) -> _Plan:
     with catalog.session() as s:
-        existing = items_by_external_ids(s, index.id, [d.id for d in docs])
+        existing = items_by_external_ids(s, index.id, scan.ids)
     todo, replaced, skipped = [], [], 0
-    for d in docs:
-        old = existing.get(d.id)
-        if old is not None and old.content_hash == _content_key(d.content):
+    for pos, (doc_id, key) in enumerate(zip(scan.ids, scan.keys)):
+        old = existing.get(doc_id)
+        if old is not None and old.content_hash == key:
             skipped += 1
             continue
         if old is not None:
             replaced.append(old.faiss_id)
-        todo.append(d)
-    return _Plan(docs=todo, skipped=skipped, replaced_faiss_ids=replaced)
+        todo.append(pos)
+    return _Plan(positions=todo, skipped=skipped, replaced_faiss_ids=replaced)
 
 
 def _load_current(catalog: Catalog, index: Index) -> faiss.Index:
@@ -301,14 +340,14 @@ def _switch(catalog: Catalog, index: Index, new: faiss.Index, apply_rows) -> dic
 def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource,
                   chunk_size: int = DEFAULT_CHUNK, progress: bool = True) -> dict[str, Any]:
     """Add new documents; a known id with changed content is re-embedded, an unchanged one skipped."""
-    all_docs = _scan(docs)
+    scan = _scan(docs)
     with jobs.target_lock(catalog, name):
         with catalog.session() as s:
             index = get_index(s, name)
             _ = index.model
             s.expunge(index)
         check_encoder_fits(index, encoder)
-        plan = _plan_add(catalog, index, all_docs)
+        plan = _plan_add(catalog, index, scan)
         params = {"corpus": docs.fingerprint, "model": encoder.record.fingerprint, "chunk": chunk_size,
                   "generation": index.generation}
 
@@ -316,26 +355,27 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
             current = _load_current(catalog, index)
             if plan.replaced_faiss_ids:
                 current = store.remove_ids(current, np.array(plan.replaced_faiss_ids), index.factory, index.metric)
-            new_ids = np.arange(index.next_id, index.next_id + len(plan.docs), dtype=np.int64)
+            new_ids = np.arange(index.next_id, index.next_id + len(plan.positions), dtype=np.int64)
             for start, part in vectors.chunks():
                 current.add_with_ids(part, new_ids[start : start + len(part)])
 
             def rows(s) -> None:
                 delete_items_by_faiss_ids(s, index.id, plan.replaced_faiss_ids)
                 s.flush()
-                insert_items(s, index.id, [d.id for d in plan.docs], new_ids,
-                             [_content_key(d.content) for d in plan.docs], [d.info for d in plan.docs])
+                insert_items(s, index.id, [scan.ids[p] for p in plan.positions], new_ids,
+                             [scan.keys[p] for p in plan.positions], [scan.infos[p] for p in plan.positions])
                 s.execute(update(Index).where(Index.id == index.id).values(next_id=index.next_id + len(new_ids)))
 
             out = _switch(catalog, index, current, rows)
-            out.update(added=len(plan.docs) - len(plan.replaced_faiss_ids), updated=len(plan.replaced_faiss_ids),
+            out.update(added=len(plan.positions) - len(plan.replaced_faiss_ids), updated=len(plan.replaced_faiss_ids),
                        unchanged=plan.skipped)
             return out
 
-        if not plan.docs:
+        if not plan.positions:
             return {"index": name, "count": index.count, "added": 0, "updated": 0, "unchanged": plan.skipped,
                     **_skipped(docs)}
-        out = _run_job(catalog, "add", name, params, encoder, plan.docs, chunk_size, progress, finalize)
+        out = _run_job(catalog, "add", name, params, encoder, docs, scan, plan.positions, chunk_size, progress,
+                       finalize)
     return {**out, **_skipped(docs)}
 
 

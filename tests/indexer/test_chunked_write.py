@@ -1,5 +1,6 @@
-"""A build adds its vectors to FAISS chunk by chunk from the job's folder: the index is the one a
-single-chunk build writes, for exact and for trained (IVF, PQ) factories."""
+"""A build reads its documents' contents again chunk by chunk while encoding (a corpus that changed
+meanwhile is an error that writes nothing) and adds the vectors to FAISS chunk by chunk from the job's
+folder: the index is the one a single-chunk build writes, for exact and trained (IVF, PQ) factories."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import pytest
 from indexer import store
 from indexer.build import ChunkVectors, build_index
 from indexer.catalog import get_index
-from indexer.corpus import read_corpus
+from indexer.corpus import Doc, read_corpus
+from indexer.errors import UserError
+
+from .helpers import snapshot
 
 
 def test_chunk_vectors_read_rows_and_all(tmp_path):
@@ -46,3 +50,32 @@ def test_many_chunks_write_the_single_chunk_index(sqlite_catalog, minilm, beir_s
     assert many.ntotal == one.ntotal == 60
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_allclose(d1, d2, atol=1e-6)
+
+
+class _ChangesAfterScan:
+    """A corpus whose document `at` differs (or is gone) from the second reading on, as when the file is
+    rewritten while a build runs."""
+
+    def __init__(self, docs, at: int, drop: bool = False) -> None:
+        self.docs, self.at, self.drop, self.reads = docs, at, drop, 0
+        self.fingerprint = "changing"
+
+    def __iter__(self):
+        self.reads += 1
+        for pos, d in enumerate(self.docs):
+            if self.reads > 1 and pos == self.at:
+                if self.drop:
+                    return
+                d = Doc(id=d.id, content=d.content + " (edited)", info=d.info)
+            yield d
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_corpus_changed_while_encoding_is_one_line_and_writes_nothing(sqlite_catalog, minilm, beir_small, drop):
+    docs = list(read_corpus(beir_small))
+    before = snapshot(sqlite_catalog)
+    with pytest.raises(UserError, match="the corpus changed while this job read it") as err:
+        build_index(sqlite_catalog, "c", minilm, _ChangesAfterScan(docs, at=30, drop=drop), chunk_size=16,
+                    progress=False)
+    assert "document 31" in str(err.value) and "\n" not in str(err.value)
+    assert snapshot(sqlite_catalog) == before
