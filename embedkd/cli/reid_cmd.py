@@ -127,10 +127,11 @@ def _image_encoders(args: argparse.Namespace, stack: ExitStack) -> Callable:
 
     from reid.encoder import load_image_encoder, worker_image_encoder
 
-    from .runtime import ray_encoder
+    from .runtime import ray_encoder, worker_path
 
     def encoder_for(source: str):
-        remote = stack.enter_context(ray_encoder(args, lambda threads: partial(worker_image_encoder, source, threads)))
+        factory_for = lambda threads: partial(worker_image_encoder, worker_path(source), threads)  # noqa: E731
+        remote = stack.enter_context(ray_encoder(args, factory_for))
         return remote if remote is not None else load_image_encoder(source)
 
     return encoder_for

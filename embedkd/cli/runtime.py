@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 __all__ = ["add_encoder_options", "add_ray_options", "add_search_options", "catalog_from_env", "job_encoder",
-           "ray_encoder", "require_text_index", "searcher_from_args", "text_encoder_loader"]
+           "ray_encoder", "require_text_index", "worker_path", "searcher_from_args", "text_encoder_loader"]
 
 
 def catalog_from_env():
@@ -78,6 +79,12 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--worker-gpus", type=float, default=None, help="GPUs per worker (default 0; 1 puts each on a GPU)")
 
 
+def worker_path(source: str) -> str:
+    """A local model path as an absolute one: Ray workers do not share this process's working directory."""
+    path = os.path.expanduser(source)
+    return os.path.abspath(path) if os.path.exists(path) else source
+
+
 @contextmanager
 def ray_encoder(args: argparse.Namespace, factory_for: Callable[[int], Callable]) -> Iterator:
     """Ray workers placed by the command's --ray options, each building its encoder with
@@ -106,7 +113,7 @@ def job_encoder(args: argparse.Namespace, source: str) -> Iterator:
     from embedkd.text_encoder import worker_text_encoder
 
     def factory(threads: int):
-        return partial(worker_text_encoder, source, device=args.device, batch_size=args.batch_size,
+        return partial(worker_text_encoder, worker_path(source), device=args.device, batch_size=args.batch_size,
                        precision=args.precision, threads=args.threads or threads)
 
     with ray_encoder(args, factory) as remote:
