@@ -119,12 +119,13 @@ def insert_items(
     content_hashes: Sequence[str],
     infos: Sequence[dict[str, Any] | None],
 ) -> None:
-    rows = [
-        {"index_id": index_id, "external_id": e, "faiss_id": int(f), "content_hash": h, "info": i}
-        for e, f, h, i in zip(external_ids, faiss_ids, content_hashes, infos, strict=True)
-    ]
-    for start in range(0, len(rows), 5000):
-        session.execute(Item.__table__.insert(), rows[start : start + 5000])
+    if not len(external_ids) == len(faiss_ids) == len(content_hashes) == len(infos):
+        raise ValueError("insert_items: ids, faiss ids, hashes and infos differ in length")
+    for start in range(0, len(external_ids), 5000):  # rows made per batch: a build may insert millions
+        part = slice(start, start + 5000)
+        rows = [{"index_id": index_id, "external_id": e, "faiss_id": int(f), "content_hash": h, "info": i}
+                for e, f, h, i in zip(external_ids[part], faiss_ids[part], content_hashes[part], infos[part])]
+        session.execute(Item.__table__.insert(), rows)
 
 
 def delete_items_by_faiss_ids(session: Session, index_id: int, faiss_ids: Sequence[int]) -> None:
