@@ -99,7 +99,8 @@ def _worker_errors(ray) -> Iterator[None]:
 class RayEncoder:
     """An `Encoder` whose calls are cut into batches of `batch_items` and run on `workers` Ray actors,
     results in input order. `address`: "local" starts Ray on this machine for the job, "auto" joins
-    the running cluster (RAY_ADDRESS), or a cluster address. Close it (or use `with`) when done."""
+    the running cluster (RAY_ADDRESS), or a cluster address; where this process has already called
+    `ray.init`, that Ray is used and left running. Close it (or use `with`) when done."""
 
     def __init__(self, factory: Callable[[], Encoder], workers: int = 2, cpus_per_worker: float = 1.0,
                  gpus_per_worker: float = 0.0, batch_items: int = 256, address: str = "local") -> None:
