@@ -130,8 +130,10 @@ def _image_encoders(args: argparse.Namespace, stack: ExitStack) -> Callable:
     from .runtime import ray_encoder, worker_path
 
     def encoder_for(source: str):
-        factory_for = lambda threads: partial(worker_image_encoder, worker_path(source), threads)  # noqa: E731
-        remote = stack.enter_context(ray_encoder(args, factory_for))
+        def factory(threads: int):
+            return partial(worker_image_encoder, worker_path(source), threads)
+
+        remote = stack.enter_context(ray_encoder(args, factory))
         return remote if remote is not None else load_image_encoder(source)
 
     return encoder_for
