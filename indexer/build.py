@@ -56,6 +56,7 @@ class _Scan:
     ids: list[str]
     keys: list[str]
     infos: list[dict[str, Any] | None]
+    contents: list[Any] | None = None  # kept only for a source that cannot be read twice (a generator)
 
 
 @dataclass
@@ -76,7 +77,7 @@ def _content_key(content: Any) -> str:
 def _scan(docs: Iterable[Doc]) -> _Scan:
     """Read and validate every document before anything is written."""
     seen: dict[str, int] = {}
-    out = _Scan([], [], [])
+    out = _Scan([], [], [], [] if iter(docs) is iter(docs) else None)
     for pos, doc in enumerate(docs):
         if doc.id in seen:
             raise UserError(
@@ -86,6 +87,8 @@ def _scan(docs: Iterable[Doc]) -> _Scan:
         out.ids.append(doc.id)
         out.keys.append(_content_key(doc.content))
         out.infos.append(doc.info)
+        if out.contents is not None:
+            out.contents.append(doc.content)
     if not out.ids:
         empty = len(getattr(docs, "empty_ids", []))
         why = f" (its {empty} lines have neither title nor text)" if empty else ""
@@ -116,6 +119,9 @@ def check_encoder_fits(index: Index, encoder: Encoder) -> None:
 def _contents(docs: DocSource, scan: _Scan, positions: Sequence[int]) -> Iterator[Any]:
     """The contents of the documents at `positions` (ascending), read again from the source. A document
     that is not the one the scan read (same position, id and content hash) means the corpus changed."""
+    if scan.contents is not None:
+        yield from (scan.contents[p] for p in positions)
+        return
     targets = iter(positions)
     want = next(targets, None)
     for pos, doc in enumerate(docs):

@@ -13,7 +13,7 @@ from indexer.catalog import get_index
 from indexer.corpus import Doc, read_corpus
 from indexer.errors import UserError
 
-from .helpers import snapshot
+from .helpers import index_vectors, snapshot
 
 
 def test_chunk_vectors_read_rows_and_all(tmp_path):
@@ -79,3 +79,22 @@ def test_corpus_changed_while_encoding_is_one_line_and_writes_nothing(sqlite_cat
                     progress=False)
     assert "document 31" in str(err.value) and "\n" not in str(err.value)
     assert snapshot(sqlite_catalog) == before
+
+
+class _OneShot:
+    """A source that can be read once, like a generator."""
+
+    def __init__(self, docs) -> None:
+        self.it, self.fingerprint = iter(docs), "one-shot"
+
+    def __iter__(self):
+        return self.it
+
+
+def test_a_source_read_only_once_is_kept_in_memory(sqlite_catalog, minilm, beir_small):
+    out = build_index(sqlite_catalog, "g", minilm, _OneShot(list(read_corpus(beir_small))), chunk_size=16,
+                      progress=False)
+    build_index(sqlite_catalog, "file", minilm, read_corpus(beir_small), chunk_size=16, progress=False)
+    assert out["count"] == 60
+    np.testing.assert_allclose(index_vectors(sqlite_catalog, "g")[1], index_vectors(sqlite_catalog, "file")[1],
+                               atol=1e-6)
