@@ -18,7 +18,7 @@ from .fingerprint import fingerprint_module
 from .model_kind import refuse_reid_model
 
 __all__ = ["TextEncoder", "encode_role", "role_prompts", "load_text_encoder", "default_batch_size", "default_device",
-           "load_sentence_transformer", "resolve_precision", "worker_text_encoder"]
+           "load_sentence_transformer", "model_source", "resolve_precision", "worker_text_encoder"]
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,14 @@ def default_batch_size(device: str) -> int:
 def load_text_encoder(model: str, device: str | None = None, batch_size: int | None = None,
                       precision: str = "auto") -> TextEncoder:
     st = load_sentence_transformer(model, device)
-    name = str(Path(model).expanduser().resolve()) if os.path.exists(os.path.expanduser(model)) else model
-    return TextEncoder(st, name=name, batch_size=batch_size, precision=precision)
+    return TextEncoder(st, name=model_source(model), batch_size=batch_size, precision=precision)
+
+
+def model_source(model: str) -> str:
+    """How a model is named in the catalog and handed to other processes (Ray workers, which need not share
+    this one's working directory): a local path as its absolute path, anything else (a hub name, a prune
+    spec) as given."""
+    return str(Path(model).expanduser().resolve()) if os.path.exists(os.path.expanduser(model)) else model
 
 
 def worker_text_encoder(model: str, device: str | None = None, batch_size: int | None = None,

@@ -125,13 +125,14 @@ def _image_encoders(args: argparse.Namespace, stack: ExitStack) -> Callable:
     """source -> image encoder: in this process, or on Ray workers with --ray (closed with `stack`)."""
     from functools import partial
 
+    from embedkd.text_encoder import model_source
     from reid.encoder import load_image_encoder, worker_image_encoder
 
-    from .runtime import ray_encoder, worker_path
+    from .runtime import ray_encoder
 
     def encoder_for(source: str):
         def factory(threads: int):
-            return partial(worker_image_encoder, worker_path(source), threads)
+            return partial(worker_image_encoder, model_source(source), threads)
 
         remote = stack.enter_context(ray_encoder(args, factory))
         return remote if remote is not None else load_image_encoder(source)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 __all__ = ["add_encoder_options", "add_ray_options", "add_search_options", "catalog_from_env", "job_encoder",
-           "ray_encoder", "require_text_index", "worker_path", "searcher_from_args", "text_encoder_loader"]
+           "ray_encoder", "require_text_index", "searcher_from_args", "text_encoder_loader"]
 
 
 def catalog_from_env():
@@ -79,12 +78,6 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--worker-gpus", type=float, default=None, help="GPUs per worker (default 0; 1 puts each on a GPU)")
 
 
-def worker_path(source: str) -> str:
-    """A local model path as an absolute one: Ray workers do not share this process's working directory."""
-    path = os.path.expanduser(source)
-    return os.path.abspath(path) if os.path.exists(path) else source
-
-
 @contextmanager
 def ray_encoder(args: argparse.Namespace, factory_for: Callable[[int], Callable]) -> Iterator:
     """Ray workers placed by the command's --ray options, each building its encoder with
@@ -110,10 +103,10 @@ def job_encoder(args: argparse.Namespace, source: str) -> Iterator:
     """The text encoder of a write job (build, add, backfill): in this process, or on Ray workers with --ray."""
     from functools import partial
 
-    from embedkd.text_encoder import worker_text_encoder
+    from embedkd.text_encoder import model_source, worker_text_encoder
 
     def factory(threads: int):
-        return partial(worker_text_encoder, worker_path(source), device=args.device, batch_size=args.batch_size,
+        return partial(worker_text_encoder, model_source(source), device=args.device, batch_size=args.batch_size,
                        precision=args.precision, threads=args.threads or threads)
 
     with ray_encoder(args, factory) as remote:

@@ -117,9 +117,9 @@ def test_worker_options_without_ray_are_refused(tmp_path, monkeypatch, capsys, b
 
 
 def test_local_model_paths_reach_workers_absolute(tmp_path, monkeypatch):
-    from embedkd.cli.runtime import worker_path
+    from embedkd.text_encoder import model_source
 
     (tmp_path / "v2").mkdir()
     monkeypatch.chdir(tmp_path)
-    assert worker_path("./v2") == str(tmp_path / "v2")  # Ray workers may run in another directory
-    assert worker_path("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert model_source("./v2") == str(tmp_path / "v2")  # Ray workers may run in another directory
+    assert model_source("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
