@@ -31,7 +31,7 @@ def main() -> None:
 
     from embedkd.text_encoder import load_text_encoder, worker_text_encoder
     from embedkd.threads import set_torch_threads
-    from indexer import store
+    from indexer import shards
     from indexer.build import build_index
     from indexer.catalog import get_index
     from indexer.context import open_catalog
@@ -63,8 +63,8 @@ def main() -> None:
         def vectors(name: str) -> np.ndarray:
             with catalog.session() as s:
                 idx = get_index(s, name)
-                index = store.read_index(catalog.settings.index_dir / name / idx.file, idx.checksum)
-            return index.reconstruct_n(0, index.ntotal)
+                index = shards.load(catalog.settings.index_dir / name / idx.file, idx.checksum)
+            return index.reconstruct(np.sort(index.stored_ids()))
 
         def local(name: str) -> tuple[float, float]:
             t0 = time.perf_counter()

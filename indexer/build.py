@@ -2,8 +2,9 @@
 
 A build encodes the corpus in chunks; each chunk's vectors go to the job's folder and the job row
 records the checkpoint, so a killed build rerun with the same arguments resumes after the last
-finished chunk. The FAISS file is written to a temp path, checksummed and renamed to a new
-generation; the catalog switches to it in one transaction. Until that commit the catalog and the old
+finished chunk. The FAISS files (the shards a write changed, and a manifest naming all of them:
+`shards.py`) are written to temp paths, checksummed and renamed into a new generation; the catalog
+switches to it in one transaction. Until that commit the catalog and the old
 files are untouched, so a failed job changes nothing.
 """
 
@@ -20,12 +21,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 from sqlalchemy import update
 from tqdm.auto import tqdm
 
-from . import jobs, store
+from . import jobs, shards, store
 from .catalog import (
     KIND_COMMANDS,
     delete_items_by_faiss_ids,
@@ -41,7 +41,8 @@ from .errors import Conflict, UserError
 from .hashing import sha256_text
 from .models import Index, Job
 
-__all__ = ["build_index", "add_documents", "delete_items", "drop_index", "index_file", "check_encoder_fits"]
+__all__ = ["build_index", "add_documents", "delete_items", "drop_index", "index_stem", "check_encoder_fits",
+           "remove_files"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEFAULT_CHUNK = 4096
@@ -66,8 +67,14 @@ class _Plan:
     replaced_faiss_ids: list[int]  # old vectors of changed documents (adds only)
 
 
-def index_file(catalog: Catalog, name: str, generation: int) -> Path:
-    return catalog.settings.index_dir / name / f"{name}.g{generation}.faiss"
+def index_stem(name: str, generation: int) -> str:
+    """What a generation's files are named by: `{stem}.shards.json` and its shards `{stem}.s{N}.faiss`."""
+    return f"{name}.g{generation}"
+
+
+def remove_files(folder: Path, names: Iterable[str]) -> None:
+    for file in names:
+        (folder / file).unlink(missing_ok=True)
 
 
 def _content_key(content: Any) -> str:
@@ -251,8 +258,10 @@ def _run_job(catalog: Catalog, kind: str, target: str, params: dict[str, Any], e
 
 
 def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, factory: str = "Flat",
-                metric: str = "ip", chunk_size: int = DEFAULT_CHUNK, progress: bool = True) -> dict[str, Any]:
-    """Embed every document and write a new index `name`. Rerun after a crash to resume."""
+                metric: str = "ip", chunk_size: int = DEFAULT_CHUNK, progress: bool = True,
+                shard_size: int = shards.DEFAULT_SHARD_SIZE) -> dict[str, Any]:
+    """Embed every document and write a new index `name`, in shards of `shard_size` vectors (`shards.py`).
+    Rerun after a crash to resume."""
     if not _NAME.match(name):
         raise UserError(f"index name {name!r} is not allowed; use letters, digits, '.', '_' or '-' (at most 128)")
     if metric not in ("ip", "l2"):
@@ -264,9 +273,10 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
             raise Conflict(f"index {name!r} already exists ({existing.model.kind} embeddings); add to it with "
                            f"`{group} add`, or remove it first with `{group} drop`")
     store.make_index(encoder.record.dimension, factory, metric)  # reject a bad factory before any work
+    shards.check_shard_size(shard_size)
     scan = _scan(docs)
     params = {"corpus": docs.fingerprint, "model": encoder.record.fingerprint, "factory": factory,
-              "metric": metric, "chunk": chunk_size}
+              "metric": metric, "chunk": chunk_size, "shard_size": shard_size}
     # [upgrade, issue 4] record where the corpus lives: `embedkd upgrade fit` samples the index's own
     # documents from it (embedkd.upgrade.run.find_corpus) when no --corpus is given.
     if getattr(docs, "path", None):
@@ -274,13 +284,14 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
 
     def finalize(job: Job, vectors: ChunkVectors) -> dict[str, Any]:
         faiss_ids = np.arange(len(scan.ids), dtype=np.int64)
-        index = store.make_index(encoder.record.dimension, factory, metric)
-        if store.needs_training(index):
-            store.train_index(index, vectors, factory)
+        template = store.make_index(encoder.record.dimension, factory, metric)
+        if store.needs_training(template):
+            store.train_index(template, vectors, factory)
+        index = shards.ShardedIndex.empty(template, shard_size)
         for start, part in vectors.chunks():
             index.add_with_ids(part, faiss_ids[start : start + len(part)])
-        path = index_file(catalog, name, 1)
-        checksum = store.write_index(index, path)
+        folder = catalog.settings.index_dir / name
+        path, checksum = shards.write(index, folder, index_stem(name, 1))
         try:
             with catalog.session() as s:
                 model = ensure_model(s, encoder.record)
@@ -291,10 +302,10 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
                 s.flush()
                 insert_items(s, row.id, scan.ids, faiss_ids, scan.keys, scan.infos)
         except BaseException:
-            path.unlink(missing_ok=True)
+            remove_files(folder, shards.manifest_files(path))
             raise
         return {"index": name, "model": encoder.record.name, "factory": factory, "count": len(scan.ids),
-                "file": str(path), "checksum": checksum}
+                "shards": len(index.shards), "file": str(path), "checksum": checksum}
 
     with jobs.target_lock(catalog, name):
         out = _run_job(catalog, "build", name, params, encoder, docs, scan, range(len(scan.ids)), chunk_size, progress,
@@ -317,15 +328,18 @@ def _plan_add(catalog: Catalog, index: Index, scan: _Scan) -> _Plan:
     return _Plan(positions=todo, skipped=skipped, replaced_faiss_ids=replaced)
 
 
-def _load_current(catalog: Catalog, index: Index) -> faiss.Index:
-    return store.read_index(catalog.settings.index_dir / index.name / index.file, index.checksum)
+def _load_current(catalog: Catalog, index: Index) -> shards.ShardedIndex:
+    return shards.load(catalog.settings.index_dir / index.name / index.file, index.checksum, lazy=True)
 
 
-def _switch(catalog: Catalog, index: Index, new: faiss.Index, apply_rows) -> dict[str, Any]:
-    """Write generation+1, then in one transaction update the rows if the index did not change meanwhile."""
+def _switch(catalog: Catalog, index: Index, new: shards.ShardedIndex, apply_rows) -> dict[str, Any]:
+    """Write generation+1 (the changed shards and a manifest), then in one transaction update the rows if the
+    index did not change meanwhile. Files of the old generation that the new one does not share go after."""
     gen = index.generation + 1
-    path = index_file(catalog, index.name, gen)
-    checksum = store.write_index(new, path)
+    folder = catalog.settings.index_dir / index.name
+    old_files = set(shards.manifest_files(folder / index.file))
+    path, checksum = shards.write(new, folder, index_stem(index.name, gen))
+    new_files = set(shards.manifest_files(path))
     try:
         with catalog.session() as s:
             apply_rows(s)
@@ -337,10 +351,11 @@ def _switch(catalog: Catalog, index: Index, new: faiss.Index, apply_rows) -> dic
             if res.rowcount != 1:
                 raise Conflict(f"index {index.name!r} changed while this job ran; run the command again")
     except BaseException:
-        path.unlink(missing_ok=True)
+        remove_files(folder, new_files - old_files)
         raise
-    (catalog.settings.index_dir / index.name / index.file).unlink(missing_ok=True)
-    return {"index": index.name, "count": int(new.ntotal), "generation": gen, "checksum": checksum}
+    remove_files(folder, old_files - new_files)
+    return {"index": index.name, "count": int(new.ntotal), "generation": gen, "shards": len(new.shards),
+            "checksum": checksum}
 
 
 def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource,
@@ -360,7 +375,7 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
         def finalize(job: Job, vectors: ChunkVectors) -> dict[str, Any]:
             current = _load_current(catalog, index)
             if plan.replaced_faiss_ids:
-                current = store.remove_ids(current, np.array(plan.replaced_faiss_ids), index.factory, index.metric)
+                current.remove_ids(np.array(plan.replaced_faiss_ids), index.factory, index.metric)
             new_ids = np.arange(index.next_id, index.next_id + len(plan.positions), dtype=np.int64)
             for start, part in vectors.chunks():
                 current.add_with_ids(part, new_ids[start : start + len(part)])
@@ -399,7 +414,8 @@ def delete_items(catalog: Catalog, name: str, external_ids: list[str]) -> dict[s
             shown = ", ".join(repr(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise UserError(f"index {name!r} has no item with id {shown}; nothing was deleted")
         faiss_ids = [found[e].faiss_id for e in dict.fromkeys(external_ids)]
-        current = store.remove_ids(_load_current(catalog, index), np.array(faiss_ids), index.factory, index.metric)
+        current = _load_current(catalog, index)
+        current.remove_ids(np.array(faiss_ids), index.factory, index.metric)
         out = _switch(catalog, index, current, lambda s: delete_items_by_faiss_ids(s, index.id, faiss_ids))
         out["deleted"] = len(faiss_ids)
         return out

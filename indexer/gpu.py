@@ -41,6 +41,7 @@ class TorchExactIndex:
         self.ids = torch.as_tensor(stored_ids(index), device=device)
         self.xb = torch.as_tensor(np.array(vectors), device=device, dtype=torch.float32)
         self.metric = metric
+        self.metric_type = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT  # for `shards` merging
         self.d = inner.d
         self.ntotal = inner.ntotal
 

@@ -15,7 +15,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from . import store
+from . import shards, store
 from .adapters import adapter_path, load_adapter
 from .batching import QueryBatcher
 from .catalog import active_adapter, adapter_sources, check_kind, get_index, items_by_faiss_ids
@@ -44,7 +44,7 @@ class Hit:
 @dataclass
 class _Loaded:
     generation: int
-    index: faiss.Index
+    index: shards.ShardedIndex
     model_fingerprint: str
     model_source: str
     dimension: int
@@ -103,23 +103,45 @@ class Searcher:
                 self._encoders[source] = QueryBatcher(encoder, self.query_batch) if self.query_batch > 0 else encoder
             return self._encoders[source]
 
-    def _load(self, name: str) -> _Loaded:
+    def _row(self, name: str) -> tuple:
         with self.catalog.session() as s:
             row = get_index(s, name)
-            gen, file, checksum = row.generation, row.file, row.checksum
             meta = (row.model.fingerprint, row.model.source, row.dimension, row.id, row.count, row.model.kind)
-            factory, metric = row.factory, row.metric
+            return row.generation, row.file, row.checksum, row.factory, row.metric, meta
+
+    def _load(self, name: str) -> _Loaded:
+        gen, file, checksum, factory, metric, meta = self._row(name)
         with self._lock:
             cached = self._indexes.get(name)
-            if cached is None or cached.generation != gen or cached.index_id != meta[3]:
-                index = store.read_index(self.catalog.settings.index_dir / name / file, checksum)
+            if cached is not None and cached.generation == gen and cached.index_id == meta[3]:
+                return cached
+            # a write changes few shards: those it left alone stay loaded (and on the GPU)
+            reuse = ({(sh.file, sh.checksum): sh.index for sh in cached.index.shards}
+                     if cached is not None and cached.index_id == meta[3] else None)
+
+            def prepare(index: faiss.Index):
                 store.set_search_params(index, self.nprobe, self.ef_search)
                 if self.use_gpu:
                     from .gpu import to_gpu
 
-                    index = to_gpu(index, factory, metric)
-                cached = _Loaded(gen, index, *meta)
-                self._indexes[name] = cached
+                    return to_gpu(index, factory, metric)
+                return index
+
+            for _attempt in range(3):
+                try:
+                    index = shards.load(self.catalog.settings.index_dir / name / file, checksum, reuse, prepare)
+                    break
+                except UserError:
+                    # a write that committed meanwhile removes the files of the generation being read: read its
+                    # successor; an unchanged generation means the files are really missing or corrupt
+                    latest = self._row(name)
+                    if latest[0] == gen:
+                        raise
+                    gen, file, checksum, factory, metric, meta = latest
+            else:
+                raise Conflict(f"index {name!r} changed three times while loading; search again")
+            cached = _Loaded(gen, index, *meta)
+            self._indexes[name] = cached
             return cached
 
     def _index_encoder(self, loaded: _Loaded, name: str) -> Encoder:

@@ -228,7 +228,7 @@ def upgrade_gallery(catalog: Catalog, name: str, model_dir: str | Path, sample: 
     from embedkd.upgrade.linear import fit_affine, fit_mean_shift, fit_procrustes, mean_cosine
     from embedkd.upgrade.register import register_adapter
     from embedkd.upgrade.run import distractor_ids, stored_vectors
-    from indexer import store
+    from indexer import shards
     from indexer.models import Item
 
     from .metrics import evaluate_rank
@@ -257,7 +257,7 @@ def upgrade_gallery(catalog: Catalog, name: str, model_dir: str | Path, sample: 
                         "check needs Market-style names (PID_cCAM...) of at least 10 persons")
     paths = [it[2]["path"] for it in items]
     sample_ids = np.array([it[1] for it in items])
-    faiss_index = store.read_index(catalog.settings.index_dir / name / file, checksum)
+    faiss_index = shards.load(catalog.settings.index_dir / name / file, checksum)
     # the gate's queries search the gallery as search does: the sample plus up to 20,000 other stored
     # crops (quantized as stored for PQ/SQ); among a sample alone an imprecise adapter still finds its match
     others = distractor_ids(faiss_index, sample_ids, seed=seed)

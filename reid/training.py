@@ -7,6 +7,10 @@ spent / `max_minutes` once that is ahead by more than a step (`embedkd.schedule.
 time budget the schedule ends on time instead of being cut off mid-way, and a run that fits it is
 reproducible from its seed. A checkpoint is written after every epoch; rerunning the same
 command with the same --out resumes from it.
+
+Under `torchrun` each process trains a replica on its share of the PK batches and DistributedDataParallel
+averages the gradients (`embedkd.ddp`): the effective batch is P x K x processes, an epoch is still one pass
+over the data, and rank 0 alone writes checkpoints, logs, evaluations and the model.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -21,8 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from embedkd import ddp
 from embedkd.out_dir import output_folder
 from embedkd.schedule import run_fraction
 from indexer.errors import UserError
@@ -172,6 +180,18 @@ def _lr_factor(progress: float, step: int, warmup_steps: int) -> float:
     return warm * max(0.01, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
 
 
+class _TrainStep(nn.Module):
+    """The student and the objective's trained parts as one module, whose forward gives a batch's loss terms:
+    what DistributedDataParallel wraps, so that every gradient it averages comes from one forward."""
+
+    def __init__(self, model: ReIDModel, objective: ReIDObjective) -> None:
+        super().__init__()
+        self.model, self.trained, self.objective = model, objective.trained, objective
+
+    def forward(self, student_x, labels, step, teacher_x=None, attribute_labels=None) -> dict[str, torch.Tensor]:
+        return self.objective(self.model, student_x, labels, step, teacher_x, attribute_labels)
+
+
 def _say(message: str, quiet: bool) -> None:
     log.info(message)
     if not quiet:
@@ -190,7 +210,9 @@ def train_reid(
     opts = options.resolved()
     torch.set_flush_denormal(True)
     torch.manual_seed(opts.seed)
-    device = torch.device(opts.device)
+    cluster = ddp.start(opts.device)
+    device = cluster.device
+    quiet = quiet or not cluster.leader
     out = output_folder(out_dir)
     data = read_market(data_root, need_train=True)
     samples, pids = relabel(data.train)
@@ -234,6 +256,8 @@ def train_reid(
                                      lq_kinds=check_kinds(opts.lq_kinds) if opts.lq_kinds else None)
     dataset = TrainSet(samples, transform, attr_targets)
     sampler = PKBatchSampler([s.pid for s in samples], opts.p, opts.k, seed=opts.seed)
+    if cluster.world > 1:
+        sampler = ddp.RoundRobinBatches(sampler, cluster.rank, cluster.world)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=opts.workers, persistent_workers=opts.workers > 0)
     steps_per_epoch = max(1, len(sampler))
     total_steps = steps_per_epoch * opts.epochs
@@ -244,7 +268,7 @@ def train_reid(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     out.mkdir(parents=True, exist_ok=True)  # only now: a refused teacher, attribute folder or option leaves no folder
-    state = {"epoch": 0, "step": 0, "seconds": 0.0, "images": 0, "done": False, "evals": []}
+    state = {"epoch": 0, "step": 0, "seconds": 0.0, "images": 0, "done": False, "evals": [], "processes": cluster.world}
     ckpt_path = out / CHECKPOINT_FILE
     opts_json = {k: v for k, v in asdict(opts).items() if k not in ("device", "workers")}
     if ckpt_path.is_file():
@@ -252,6 +276,11 @@ def train_reid(
         saved = {k: ckpt["options"].get(k, ADDED_OPTIONS.get(k)) for k in opts_json}
         if saved != opts_json or set(ckpt["options"]) - set(opts_json):
             raise UserError(f"{out} holds a checkpoint from other options; use a new --out or delete {ckpt_path}")
+        if ckpt["state"].get("processes", 1) != cluster.world:  # the batch, and so the schedule, would differ
+            n = ckpt["state"].get("processes", 1)
+            raise UserError(f"{out} holds a checkpoint of training in {n} process{'es' if n > 1 else ''}, "
+                            f"this run has {cluster.world}; resume with the same number "
+                            f"({'torchrun --nproc-per-node ' + str(n) if n > 1 else 'without torchrun'}) or use a new --out")
         model.load_state_dict(ckpt["model"])
         extra.load_state_dict(ckpt["extra"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -260,17 +289,23 @@ def train_reid(
     _say(
         f"training {spec.backbone} ({source}) {spec.height}x{spec.width} on {len(samples)} crops / {len(pids)} ids, "
         f"{opts.epochs} epochs x ~{steps_per_epoch} steps, lq_prob={opts.lq_prob}, "
-        f"teacher={opts.teacher}, attributes={'yes' if opts.attributes else 'no'}, device={device}",
+        f"teacher={opts.teacher}, attributes={'yes' if opts.attributes else 'no'}, device={device}"
+        + (f", {cluster.world} processes" if cluster.world > 1 else ""),
         quiet,
     )
-    log_file = open(out / "train_log.jsonl", "a")
+    log_file = open(out / "train_log.jsonl" if cluster.leader else os.devnull, "a")
+    step_module = _TrainStep(model, objective)
+    # alternating distillation and attributes leaves parts out of every other step: DDP must then look for them
+    alternating = objective.distills(0) != objective.distills(1)
+    net = (DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=alternating) if cluster.world > 1 else step_module)
     budget_s = opts.max_minutes * 60 if opts.max_minutes else None
 
     def progress() -> float:
         return run_fraction(state["step"], total_steps, state["seconds"], budget_s)
 
     def run_eval(tag: str) -> dict[str, float]:
-        if not data.query or not data.gallery:
+        if not data.query or not data.gallery or not cluster.leader:
             return {}
         model.eval()
         clean = evaluate_market(model, data)
@@ -301,23 +336,24 @@ def train_reid(
             teacher_x = batch["teacher"].to(device) if objective.distills(step) else None
             attribute_labels = batch["attributes"].to(device) if objective.predicts_attributes(step) else None
             with torch.autocast(device.type, enabled=use_amp):
-                terms = objective(model, student_x, labels, step, teacher_x, attribute_labels)
+                terms = net(student_x, labels, step, teacher_x, attribute_labels)
                 loss = sum(terms.values())
-            if not torch.isfinite(loss):  # the options' fault, not a bug: one line, exit 2
-                raise UserError(f"the training loss became {loss.item()} at step {step}; train again with a lower "
-                                f"--lr (now {opts.lr:g}) into a new --out")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            # every rank acts on the same figures: the slowest rank's time, and any rank's non-finite loss
+            elapsed, bad = ddp.agree_max(cluster, [time.perf_counter() - t_mark, float(not torch.isfinite(loss))])
+            if bad:  # the options' fault, not a bug: one line, exit 2
+                raise UserError(f"the training loss became non-finite (inf or nan) at step {step}; train again with a "
+                                f"lower --lr (now {opts.lr:g}) into a new --out")
             scaler.step(optimizer)
             scaler.update()
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             n_batches += 1
             state["step"] += 1
-            state["images"] += len(labels)
-            now = time.perf_counter()
-            state["seconds"] += now - t_mark
-            t_mark = now
+            state["images"] += len(labels) * cluster.world
+            state["seconds"] += elapsed
+            t_mark += elapsed
             if state["step"] % 20 == 0:
                 mean = " ".join(f"{k} {v / n_batches:.3f}" for k, v in sums.items())
                 _say(f"epoch {state['epoch'] + 1}/{opts.epochs} step {state['step']}/{total_steps} "
@@ -333,9 +369,10 @@ def train_reid(
         log_file.flush()
         if opts.eval_every > 0 and state["epoch"] % opts.eval_every == 0 and not state["done"]:
             run_eval("dev")
-        torch.save({"options": opts_json, "model": model.state_dict(), "extra": extra.state_dict(),
-                    "optimizer": optimizer.state_dict(), "state": state}, str(ckpt_path) + ".tmp")
-        Path(str(ckpt_path) + ".tmp").replace(ckpt_path)
+        if cluster.leader:
+            torch.save({"options": opts_json, "model": model.state_dict(), "extra": extra.state_dict(),
+                        "optimizer": optimizer.state_dict(), "state": state}, str(ckpt_path) + ".tmp")
+            Path(str(ckpt_path) + ".tmp").replace(ckpt_path)
 
     final = state["evals"][-1] if state["evals"] and state["evals"][-1]["epoch"] == state["epoch"] else None
     if final is None and opts.eval_every > 0:
@@ -353,10 +390,14 @@ def train_reid(
         "distill_logits": opts.distill_logits,
         "epochs": state["epoch"],
         "steps": state["step"],
+        "processes": cluster.world,
         "train_seconds": round(state["seconds"], 1),
         "train_images_per_s": round(state["images"] / max(state["seconds"], 1e-9), 1),
         **({k: v for k, v in final.items() if k != "epoch"} if final else {}),
     }
-    model.cpu().to(memory_format=torch.contiguous_format)
-    save_model(model, out, info={"options": opts_json, "summary": summary, "identities": len(pids)})
+    if cluster.leader:
+        model.cpu().to(memory_format=torch.contiguous_format)
+        save_model(model, out, info={"options": opts_json, "summary": summary, "identities": len(pids)})
+    cluster.barrier()  # the model is written before any process reports success
+    ddp.stop(cluster)
     return summary

@@ -116,7 +116,8 @@ def _run(args: argparse.Namespace) -> int:
                      mine_k=args.mine_k, mine_lexical=args.mine_lexical, queries=args.queries,
                      general_texts=general_texts, general_steps=args.general_steps,
                      general_weight=args.general_weight)
-    emit(_summary(result) if not args.json else result, args.json)
+    if "rank" not in result:  # under torchrun, rank 0 reports
+        emit(_summary(result) if not args.json else result, args.json)
     return 0
 
 

@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--factory", default="Flat", help="FAISS index factory string (Flat, HNSW32, IVF1024,PQ64 ...)")
     b.add_argument("--metric", default="ip", choices=["ip", "l2"])
     b.add_argument("--chunk-size", type=int, default=4096, help="documents per checkpoint")
+    b.add_argument("--shard-size", type=int, default=None,
+                   help="vectors per FAISS file (default 1,000,000): an add or delete rewrites only the shards it touches")
     add_encoder_options(b)
     add_ray_options(b)
     b.add_argument("--json", action="store_true")
@@ -81,14 +83,17 @@ def _check_positive(name: str, value: int | None) -> None:
 def _build(args: argparse.Namespace) -> int:
     from indexer.build import build_index
     from indexer.corpus import read_corpus
+    from indexer.shards import DEFAULT_SHARD_SIZE
 
     _check_positive("chunk-size", args.chunk_size)
+    _check_positive("shard-size", args.shard_size)
     _check_positive("batch-size", args.batch_size)
     catalog = catalog_from_env()
     docs = read_corpus(args.corpus)
     with job_encoder(args, args.model) as encoder:
         result = build_index(catalog, args.index, encoder, docs, factory=args.factory, metric=args.metric,
-                             chunk_size=args.chunk_size, progress=sys.stderr.isatty() or not args.json)
+                             chunk_size=args.chunk_size, progress=sys.stderr.isatty() or not args.json,
+                             shard_size=args.shard_size or DEFAULT_SHARD_SIZE)
     emit(result, args.json)
     return 0
 

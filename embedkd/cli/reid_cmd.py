@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from contextlib import ExitStack
 
@@ -39,8 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--metric", choices=("triplet", "circle"), default="triplet")
     t.add_argument("--center-weight", type=float, default=0.0, help="center loss weight (0: off; BoT uses 5e-4)")
     t.add_argument("--lr", type=float, default=3.5e-4)
-    t.add_argument("--p", type=int, default=16, help="identities per batch")
-    t.add_argument("--k", type=int, default=4, help="crops per identity in a batch")
+    # the long names also pass through torchrun, whose own parser takes `--p` for its `--print-completion`
+    t.add_argument("--p", "--ids-per-batch", dest="p", type=int, default=16, help="identities per batch")
+    t.add_argument("--k", "--crops-per-id", dest="k", type=int, default=4, help="crops per identity in a batch")
     t.add_argument("--eval-every", type=int, default=5, help="epochs between dev evaluations (0: none)")
     t.add_argument("--max-minutes", type=float, default=40.0,
                    help="training time budget; the LR schedule ends on time (default 40, 0: none)")
@@ -221,7 +223,9 @@ def _train(args: argparse.Namespace) -> int:
         distill_temperature=args.distill_temperature, eval_every=args.eval_every, max_minutes=args.max_minutes or None,
         seed=args.seed, workers=args.workers, lq_kinds=_kinds(args.lq_kinds),
     )
-    emit(train_reid(args.data, args.out, opts, quiet=args.quiet), args.json)
+    summary = train_reid(args.data, args.out, opts, quiet=args.quiet)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
+        emit(summary, args.json)
     return 0
 
 

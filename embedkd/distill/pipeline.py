@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from embedkd import ddp
 from embedkd.bm25 import LexicalScorer, bm25_run, check_language
 from embedkd.out_dir import output_folder
 from indexer.encoder import ModelRecord
@@ -170,7 +171,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
 
     t_start = time.perf_counter()
     options = options or TrainOptions()
-    device = device or default_device()
+    cluster = ddp.start(device or default_device())  # under torchrun: this process's rank and GPU
+    device = str(cluster.device)
     settings = settings or load_settings()
     cache_dir = settings.cache_dir / "distill"
     weights = parse_loss_spec(loss)
@@ -181,6 +183,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         general_texts = None  # no stage and no term: the packaged default has nothing to do
     lexical = _check_arguments(out_dir, student, lexical, mine_lexical, lexical_language, general_texts,
                                general_steps, general_weight)
+    if not cluster.leader:  # rank 0 prepares first (teacher vectors and scores, the mining index); the rest read
+        ddp.wait_for_leader(cluster)  # its caches, so every rank trains on the same examples
     log_texts = read_log_queries(queries) if queries else []
     general_auto = general_texts == "auto"
     # a user's file is read now, so that a bad one fails before any model loads; "auto" once it applies
@@ -262,6 +266,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         if general_info:
             options.extra["general"] = {k: general_info[k] for k in ("fingerprint", "steps", "weight")}
         out_dir.mkdir(parents=True, exist_ok=True)
+        if cluster.leader:
+            ddp.wait_for_leader(cluster)  # prepared: the other ranks may go
         training = train_student(model, examples, objective, options, out_dir,
                                  teacher_vectors=table if isinstance(t, BiEncoderTeacher) else None,
                                  teacher_query_vectors=qtable if isinstance(t, BiEncoderTeacher) else None,
@@ -269,7 +275,9 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
                                  teacher_lexical=t.lexical_matrix if isinstance(t, BiEncoderTeacher) else None,
                                  previous_model=previous_model, progress=progress,
                                  general=general, general_weight=general_weight,
-                                 general_max_length=general_max_length)
+                                 general_max_length=general_max_length, cluster=cluster)
+        if not cluster.leader:  # rank 0 saves, evaluates and registers the student
+            return {"rank": cluster.rank, **training}
         model.save(str(out_dir))
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
 
@@ -308,6 +316,7 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
         return result
     finally:
         catalog.close()
+        ddp.stop(cluster)
 
 
 def _training_queries(beir: BeirData, log_texts: list[str], log_source: str, pseudo: int, dev_fraction: float,

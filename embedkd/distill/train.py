@@ -1,5 +1,9 @@
 """The training loop: one student forward per step, a weighted `DistillObjective`, AdamW with linear
-warmup/decay, a wall-clock budget, and resumable checkpoints. Runs on CUDA when present."""
+warmup/decay, a wall-clock budget, and resumable checkpoints. Runs on CUDA when present.
+
+Under `torchrun` (`embedkd.ddp`) each process takes every world-th batch of the one-process sequence and
+DistributedDataParallel averages the gradients: the effective batch is batch_size x processes, and in-batch
+negatives come from each process's own batch. Rank 0 alone writes checkpoints."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import ddp
 from ..progress import StepProgress
 from ..schedule import run_fraction
 from .general import GeneralTexts, embedding_loss
@@ -99,6 +104,39 @@ def _encode(model, texts: Sequence[str], device, role: str = "document") -> tupl
     return out["sentence_embedding"], features
 
 
+class _DistillStep(torch.nn.Module):
+    """One step's loss from a batch: the student's forwards, the teacher's where attention is distilled, the
+    objective. One module (the student, and the objective's own parameters) with one forward per step, so that
+    DistributedDataParallel averages every gradient the step makes."""
+
+    def __init__(self, model, objective: DistillObjective, targets: dict, taps: tuple | None,
+                 general_weight: float, max_lengths: tuple[int, int]) -> None:
+        super().__init__()
+        self.model, self.objective = model, objective
+        self.targets, self.taps, self.general_weight, self.max_lengths = targets, taps, general_weight, max_lengths
+
+    def forward(self, batch: list[Example], general_batch: tuple | None) -> tuple[Tensor, dict[str, float]]:
+        model = self.model
+        tensors, d_features = _batch_tensors(model, batch, self.objective, **self.targets)
+        if self.taps is not None:
+            student_tap, teacher_tap, teacher_model = self.taps
+            with torch.no_grad():
+                teacher_model[0].auto_model(**{k: v for k, v in d_features.items()
+                                               if k in ("input_ids", "attention_mask", "token_type_ids")})
+            tensors.student_relations = dict(student_tap.out)
+            tensors.teacher_relations = dict(teacher_tap.out)
+            tensors.relation_mask = d_features["attention_mask"]
+        loss, parts = self.objective(tensors)
+        if general_batch is not None:
+            task_length, general_length = self.max_lengths
+            model.max_seq_length = general_length
+            g_loss = embedding_loss(model, *general_batch)
+            model.max_seq_length = task_length
+            loss = loss + self.general_weight * g_loss
+            parts = {**parts, "general": g_loss.item()}
+        return loss, parts
+
+
 def _config_hash(options: TrainOptions, n_examples: int, weights: dict) -> str:
     opts = {k: v for k, v in asdict(options).items() if k != "time_budget_s"}
     blob = json.dumps({"options": opts, "n": n_examples, "weights": weights}, sort_keys=True, default=str)
@@ -111,7 +149,7 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
                   teacher_query_vectors: Callable[[list[str]], np.ndarray] | None = None,
                   teacher_lexical: Callable[[list[str], list[str]], np.ndarray | None] | None = None,
                   general: GeneralTexts | None = None, general_weight: float = 0.0,
-                  general_max_length: int = 64) -> dict:
+                  general_max_length: int = 64, cluster: ddp.Cluster | None = None) -> dict:
     """Train `model` in place; returns {"steps", "planned_steps", "seconds", "loss", "resumed_from", ...}.
 
     `teacher_vectors(texts)` gives a bi-encoder teacher's embeddings (for mse/cosine/kl in-batch), of
@@ -123,7 +161,9 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
     `general` adds `general_weight` x (1 - cosine to the teacher) on a batch of its texts each step
     (`general.py`), so that task distillation does not narrow the student to the task's data.
     Checkpoints go to `workdir/checkpoint`; a rerun with the same settings resumes from there.
+    `cluster` (`embedkd.ddp.start`): the processes training together under torchrun; one by default.
     """
+    cluster = cluster or ddp.Cluster(0, 1, model.device)
     if not examples:
         from indexer.errors import UserError
 
@@ -135,9 +175,10 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
     torch.manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
     n = len(examples)
-    steps = options.total_steps(n)
+    batches = options.total_steps(n)  # of the one-process run; each process takes every world-th one
+    steps = max(1, batches // cluster.world)
     per_epoch = math.ceil(n / options.batch_size)
-    orders = [rng.permutation(n) for _ in range(math.ceil(steps / per_epoch))]
+    orders = [rng.permutation(n) for _ in range(math.ceil(max(batches, steps * cluster.world) / per_epoch))]
 
     if options.freeze_word_embeddings:
         for name, p in model.named_parameters():
@@ -146,10 +187,12 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
     params = [p for p in model.parameters() if p.requires_grad] + objective.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=options.lr, weight_decay=0.01)
     t0 = time.perf_counter()
-    budget = options.time_budget_s
+    # every process acts on rank 0's budget and the slowest one's clock, so that all stop at the same step
+    budget = ddp.from_leader(cluster, [options.time_budget_s or 0.0])[0] or None
+    elapsed = 0.0
 
     def progress_fraction(s: int) -> float:
-        return run_fraction(s, steps, time.perf_counter() - t0, budget)
+        return run_fraction(s, steps, elapsed, budget)
 
     def lr_factor(s: int) -> float:  # linear warmup, then linear decay to 0 at the end of steps or budget
         frac = progress_fraction(s)
@@ -158,7 +201,7 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(lr_factor(s), 1e-3))
 
     ckpt_dir = Path(workdir) / "checkpoint"
-    key = _config_hash(options, n, objective.weights)
+    key = _config_hash(options, n, objective.weights) + (f"-x{cluster.world}" if cluster.world > 1 else "")
     start = 0
     if (ckpt_dir / "state.pt").is_file():
         state = torch.load(ckpt_dir / "state.pt", map_location=device, weights_only=False)
@@ -186,34 +229,30 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
     saved_len = model.max_seq_length
     model.max_seq_length = min(saved_len, options.max_length)
     model.train()
-    bar = StepProgress(steps, "distill", enabled=progress, initial=start)
+    targets = {"teacher_vectors": teacher_vectors, "teacher_query_vectors": teacher_query_vectors,
+               "teacher_lexical": teacher_lexical, "previous_model": previous_model}
+    step_module = _DistillStep(model, objective, targets,
+                               (student_tap, teacher_tap, teacher_model) if student_tap is not None else None,
+                               general_weight, (model.max_seq_length, min(saved_len, general_max_length)))
+    # loss terms that are off leave their parameters (a projection, a score scale) out of every step
+    net = (torch.nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=True)
+           if cluster.world > 1 else step_module)
+    bar = StepProgress(steps, "distill", enabled=progress and cluster.leader, initial=start)
     running: dict[str, float] = {}
     step = start
     stopped = "done"
     try:
         for step in range(start, steps):
-            if options.time_budget_s is not None and time.perf_counter() - t0 > options.time_budget_s:
+            elapsed = ddp.agree_max(cluster, [time.perf_counter() - t0])[0]
+            if budget is not None and elapsed > budget:
                 stopped = "time budget"
                 break
-            order = orders[step // per_epoch]
-            idx = order[(step % per_epoch) * options.batch_size:(step % per_epoch + 1) * options.batch_size]
+            g = step * cluster.world + cluster.rank  # this process's batch of the one-process sequence
+            order = orders[g // per_epoch]
+            idx = order[(g % per_epoch) * options.batch_size:(g % per_epoch + 1) * options.batch_size]
             batch = [examples[i] for i in idx]
-            tensors, d_features = _batch_tensors(model, batch, objective, teacher_vectors, teacher_query_vectors,
-                                                 teacher_lexical, previous_model)
-            if student_tap is not None and teacher_tap is not None:
-                with torch.no_grad():
-                    teacher_model[0].auto_model(**{k: v for k, v in d_features.items()
-                                                   if k in ("input_ids", "attention_mask", "token_type_ids")})
-                tensors.student_relations = dict(student_tap.out)
-                tensors.teacher_relations = dict(teacher_tap.out)
-                tensors.relation_mask = d_features["attention_mask"]
-            loss, parts = objective(tensors)
-            if general is not None and general_weight > 0:
-                model.max_seq_length = min(saved_len, general_max_length)
-                g_loss = embedding_loss(model, *general.next(device))
-                model.max_seq_length = min(saved_len, options.max_length)
-                loss = loss + general_weight * g_loss
-                parts = {**parts, "general": g_loss.item()}
+            general_batch = general.next(device) if general is not None and general_weight > 0 else None
+            loss, parts = net(batch, general_batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
@@ -222,7 +261,8 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
             for k, v in parts.items():
                 running[k] = 0.9 * running.get(k, v) + 0.1 * v
             bar.update(running)
-            if options.checkpoint_every and (step + 1) % options.checkpoint_every == 0 and step + 1 < steps:
+            if (cluster.leader and options.checkpoint_every and (step + 1) % options.checkpoint_every == 0
+                    and step + 1 < steps):
                 _save_checkpoint(ckpt_dir, key, step + 1, model, objective, opt, sched)
         else:
             step = steps
@@ -235,7 +275,7 @@ def train_student(model, examples: Sequence[Example], objective: DistillObjectiv
                 tap.close()
     if stopped == "time budget":
         log.warning("time budget of %.0f s reached after %d of %d steps", options.time_budget_s, step, steps)
-    return {"steps": step, "planned_steps": steps, "stopped": stopped, "resumed_from": start,
+    return {"steps": step, "planned_steps": steps, "processes": cluster.world, "stopped": stopped, "resumed_from": start,
             "seconds": round(time.perf_counter() - t0, 1), "loss": {k: round(v, 5) for k, v in running.items()}}
 
 

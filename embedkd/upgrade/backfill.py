@@ -15,14 +15,13 @@ to add to the staging index when they differ.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from indexer import jobs
-from indexer.build import build_index, index_file
+from indexer import jobs, shards
+from indexer.build import build_index, index_stem, remove_files
 from indexer.catalog import get_index
 from indexer.context import Catalog
 from indexer.corpus import DocSource
@@ -52,12 +51,13 @@ def backfill(catalog: Catalog, name: str, encoder: Any, docs: DocSource, chunk_s
         if index.model.fingerprint == encoder.record.fingerprint:
             raise Conflict(f"index {name!r} already holds vectors of this model; there is nothing to backfill")
         factory, metric = index.factory, index.metric
+        shard_size = shards.shard_size(catalog.settings.index_dir / name / index.file, index.checksum)
         staged = s.scalar(select(Index).where(Index.name == stage))
         staged_fp = staged.model.fingerprint if staged is not None else None
     built: dict[str, Any] = {}
     if staged_fp is None:
         built = build_index(catalog, stage, encoder, docs, factory=factory, metric=metric,
-                            chunk_size=chunk_size, progress=progress)
+                            chunk_size=chunk_size, progress=progress, shard_size=shard_size)
     elif staged_fp != encoder.record.fingerprint:
         raise Conflict(
             f"a backfill of {name!r} with another model is in progress as index {stage!r}; "
@@ -85,15 +85,15 @@ def switch_to_staging(catalog: Catalog, name: str) -> dict[str, Any]:
                 )
             gen, old_file = orig.generation, orig.file
             src = catalog.settings.index_dir / stage / new.file
-            dst = index_file(catalog, name, gen + 1)
-            snapshot = (new.id, new.model_id, new.dimension, new.factory, new.metric, new.checksum, new.count,
-                        new.next_id)
+            snapshot = (new.id, new.model_id, new.dimension, new.factory, new.metric, new.count, new.next_id,
+                        new.checksum)
         if not src.is_file():
             raise UserError(f"the staging file {src} is missing; drop index {stage!r} and run the backfill again")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.unlink(missing_ok=True)
-        os.link(src, dst)
-        new_id, model_id, dim, factory, metric, checksum, count, next_id = snapshot
+        folder = catalog.settings.index_dir / name
+        old_files = set(shards.manifest_files(folder / old_file)) if old_file else set()
+        new_id, model_id, dim, factory, metric, count, next_id, staged_checksum = snapshot
+        dst, checksum = shards.link(src, staged_checksum, folder, index_stem(name, gen + 1))
+        new_files = set(shards.manifest_files(dst))
         try:
             with catalog.session() as s:
                 s.execute(delete(Item).where(Item.index_id == s.scalar(select(Index.id).where(Index.name == name))))
@@ -110,9 +110,8 @@ def switch_to_staging(catalog: Catalog, name: str) -> dict[str, Any]:
                     raise Conflict(f"index {name!r} changed while switching; rerun the backfill")
                 s.execute(delete(Index).where(Index.id == new_id))
         except BaseException:
-            dst.unlink(missing_ok=True)
+            remove_files(folder, new_files - old_files)
             raise
-    if old_file:
-        (catalog.settings.index_dir / name / old_file).unlink(missing_ok=True)
+    remove_files(folder, old_files - new_files)
     shutil.rmtree(catalog.settings.index_dir / stage, ignore_errors=True)
     return {"index": name, "generation": gen + 1, "count": count, "dimension": dim, "switched": True}

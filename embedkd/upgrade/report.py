@@ -112,7 +112,7 @@ def compatibility_report(catalog, index_name: str, model: str, data: str, *, spl
                          seed: int = 0, encoder_for=None) -> dict[str, Any]:
     """Fit every adapter kind for the index (nothing registered), encode the whole corpus with v2 as a
     reindex would, and write the matrix as JSON and PNG under `out_dir`."""
-    from indexer import store
+    from indexer import shards, store
     from indexer.catalog import get_index, items_by_faiss_ids
     from indexer.corpus import read_corpus
 
@@ -133,16 +133,16 @@ def compatibility_report(catalog, index_name: str, model: str, data: str, *, spl
     v2 = encoder_for(model)
     path = find_corpus(catalog, index_name, corpus)
     sample, index = sample_index(catalog, index_name, path, sample_docs or default_sample_docs(index.count), seed)
-    faiss_index = store.read_index(catalog.settings.index_dir / index.name / index.file, index.checksum)
+    faiss_index = shards.load(catalog.settings.index_dir / index.name / index.file, index.checksum)
     stored, as_indexed = stored_vectors(faiss_index, index.factory, sample.faiss_ids, seed=seed)
     pairs = encode_pairs(sample, getattr(v1, "encode_queries", v1), getattr(v2, "encode_queries", v2),
                          stored, v1_docs=v1, v2_docs=v2, seed=seed)
     outcome = fit_from_pairs(pairs, CANDIDATES, seed=seed, index_v1=as_indexed)
-    faiss_ids = store.stored_ids(faiss_index)
+    faiss_ids = faiss_index.stored_ids()
     with catalog.session() as s:
         items = items_by_faiss_ids(s, index.id, faiss_ids.tolist())
         ext = {f: it.external_id for f, it in items.items()}
-    doc_v1 = store.reconstruct(faiss_index, faiss_ids) if store.stores_exact_vectors(index.factory) else None
+    doc_v1 = faiss_index.reconstruct(faiss_ids) if store.stores_exact_vectors(index.factory) else None
     docs = {d.id: str(d.content) for d in read_corpus(path)}
     doc_ids = [ext[int(f)] for f in faiss_ids]
     if doc_v1 is None:

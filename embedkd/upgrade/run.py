@@ -19,7 +19,7 @@ from sqlalchemy import select
 from embedkd.distill.log_queries import read_log_queries
 from embedkd.evaluation.beir import check_judged_documents, load_labelled_queries, relevant_documents
 from embedkd.evaluation.compare import standard_error
-from indexer import store
+from indexer import shards, store
 from indexer.catalog import get_index, items_by_external_ids, items_by_faiss_ids
 from indexer.context import Catalog
 from indexer.corpus import read_corpus
@@ -91,7 +91,7 @@ def distractor_ids(faiss_index: Any, faiss_ids: np.ndarray, distractors: int = M
                    seed: int = 0) -> np.ndarray:
     """Ids of up to `distractors` stored vectors outside the sample, sorted: what the gate's queries
     search among besides the sample, as search would."""
-    others = np.setdiff1d(store.stored_ids(faiss_index), faiss_ids)
+    others = np.setdiff1d(faiss_index.stored_ids(), faiss_ids)
     if len(others) > distractors:
         others = np.sort(np.random.default_rng(seed).choice(others, distractors, replace=False))
     return others
@@ -107,7 +107,7 @@ def stored_vectors(faiss_index: Any, factory: str, faiss_ids: np.ndarray, others
     if others is None:
         others = distractor_ids(faiss_index, faiss_ids, seed=seed)
     try:
-        as_indexed = store.reconstruct(faiss_index, np.concatenate([faiss_ids, others]))
+        as_indexed = faiss_index.reconstruct(np.concatenate([faiss_ids, others]))
     except RuntimeError:  # an index type FAISS cannot reconstruct from: the gate checks the sample alone
         log.info("a %s index cannot give its vectors back; the gate's self-retrieval uses the sample alone",
                  factory)
@@ -219,7 +219,7 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
             "an adapter needs that model to encode query-like pieces"
         )
     # read (and checksummed) once: the gate's vectors and the labelled check both come from it
-    faiss_index = store.read_index(catalog.settings.index_dir / index.name / index.file, index.checksum)
+    faiss_index = shards.load(catalog.settings.index_dir / index.name / index.file, index.checksum)
     stored, as_indexed = stored_vectors(faiss_index, index.factory, sample.faiss_ids, seed=seed)
     if not eval_data:
         faiss_index = None  # not held through the encoding when the labelled check will not search it

@@ -50,6 +50,25 @@ def test_backfill_resumes_and_switches(catalog, tmp_path):
         backfill(catalog, "idx", v2, read_corpus(path))
 
 
+def test_backfill_keeps_the_shards(sqlite_catalog, tmp_path):
+    """The re-embedded index has the old one's shard size; the switch links the staging shards in place and the
+    old generation's files go."""
+    import json
+
+    path = _corpus(tmp_path, 40)
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    build_index(sqlite_catalog, "idx", v1, read_corpus(path), shard_size=15, progress=False)
+    backfill(sqlite_catalog, "idx", v2, read_corpus(path), chunk_size=10)
+    folder = sqlite_catalog.settings.index_dir / "idx"
+    with sqlite_catalog.session() as s:
+        manifest = json.loads((folder / get_index(s, "idx").file).read_text())
+    assert manifest["shard_size"] == 15 and [e["count"] for e in manifest["shards"]] == [15, 15, 10]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["idx.g2.shards.json", *(e["file"] for e in manifest["shards"])])
+    text = "w3 w4 w5 w6"
+    hits = Searcher(sqlite_catalog).search_vectors("idx", v2([text]), k=40, source_fingerprint=v2.record.fingerprint)
+    assert len(hits[0]) == 40
+
+
 def test_switch_refuses_when_index_changed_meanwhile(catalog, tmp_path):
     path = _corpus(tmp_path, 20)
     v1 = HashEncoder(32, 1)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from indexer import store
+from indexer import shards
 from indexer.catalog import get_index
 from indexer.hashing import sha256_file
 from indexer.models import Adapter, EmbeddingModel, Index, Item, Job
@@ -65,6 +65,13 @@ def index_vectors(catalog, name: str) -> tuple[list[str], np.ndarray]:
     with catalog.session() as s:
         idx = get_index(s, name)
         ids = {i.external_id: i.faiss_id for i in s.scalars(select(Item).where(Item.index_id == idx.id))}
-        index = store.read_index(catalog.settings.index_dir / name / idx.file, idx.checksum)
+        index = load_index(catalog, name)
     order = sorted(ids)
-    return order, store.reconstruct(index, np.array([ids[e] for e in order]))
+    return order, index.reconstruct(np.array([ids[e] for e in order]))
+
+
+def load_index(catalog, name: str) -> shards.ShardedIndex:
+    """Index `name` as searches load it, every file checked against its checksum."""
+    with catalog.session() as s:
+        idx = get_index(s, name)
+        return shards.load(catalog.settings.index_dir / name / idx.file, idx.checksum)

@@ -13,6 +13,8 @@ from indexer.corpus import Doc, ListSource, read_corpus
 from indexer.errors import UserError
 from indexer.search import Searcher
 
+from .helpers import load_index
+
 
 def _searcher(catalog, encoder):
     return Searcher(catalog, lambda _source: encoder)
@@ -54,9 +56,9 @@ def test_add_update_delete(sqlite_catalog, minilm, beir_small):
     with sqlite_catalog.session() as s:
         index = get_index(s, "inc")
         assert index.count == 38 and index.generation == 3
-    # Only the current generation's file remains.
-    files = list((sqlite_catalog.settings.index_dir / "inc").glob("*.faiss"))
-    assert [f.name for f in files] == ["inc.g3.faiss"]
+    # Only the current generation's files remain: its manifest and its one shard.
+    files = sorted(f.name for f in (sqlite_catalog.settings.index_dir / "inc").iterdir())
+    assert files == ["inc.g3.s0.faiss", "inc.g3.shards.json"]
 
 
 @pytest.mark.parametrize("factory", ["HNSW16", "IVF4,Flat", "IVF4,PQ16x4"])
@@ -73,12 +75,7 @@ def test_other_factories_build_search_and_delete(sqlite_catalog, minilm, beir_sm
 def test_exact_vectors_read_back(sqlite_catalog, minilm, beir_small):
     docs = list(read_corpus(beir_small))[:12]
     build_index(sqlite_catalog, "v", minilm, ListSource(docs), progress=False)
-    with sqlite_catalog.session() as s:
-        idx = get_index(s, "v")
-        path = sqlite_catalog.settings.index_dir / "v" / idx.file
-        checksum = idx.checksum
-    index = store.read_index(path, checksum)
-    got = store.reconstruct(index, np.arange(12))
+    got = load_index(sqlite_catalog, "v").reconstruct(np.arange(12))
     np.testing.assert_allclose(got, minilm([d.content for d in docs]), atol=1e-5)
     assert store.stores_exact_vectors("HNSW32") and not store.stores_exact_vectors("IVF64,PQ16")
 

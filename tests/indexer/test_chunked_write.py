@@ -7,13 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer import store
 from indexer.build import ChunkVectors, build_index
-from indexer.catalog import get_index
 from indexer.corpus import Doc, read_corpus
 from indexer.errors import UserError
 
-from .helpers import index_vectors, snapshot
+from .helpers import index_vectors, load_index, snapshot
 
 
 def test_chunk_vectors_read_rows_and_all(tmp_path):
@@ -31,19 +29,13 @@ def test_chunk_vectors_read_rows_and_all(tmp_path):
     assert np.asarray(ChunkVectors([], 4)).shape == (0, 4)
 
 
-def _index(catalog, name):
-    with catalog.session() as s:
-        row = get_index(s, name)
-        return store.read_index(catalog.settings.index_dir / name / row.file, row.checksum)
-
-
 @pytest.mark.parametrize("factory", ["Flat", "IVF4,PQ8x4"])
 def test_many_chunks_write_the_single_chunk_index(sqlite_catalog, minilm, beir_small, factory):
     build_index(sqlite_catalog, "one", minilm, read_corpus(beir_small), factory=factory, chunk_size=4096,
                 progress=False)
     build_index(sqlite_catalog, "many", minilm, read_corpus(beir_small), factory=factory, chunk_size=7,
                 progress=False)
-    one, many = _index(sqlite_catalog, "one"), _index(sqlite_catalog, "many")
+    one, many = load_index(sqlite_catalog, "one"), load_index(sqlite_catalog, "many")
     queries = minilm(["statins and heart disease", "gene expression in mice"])
     d1, i1 = one.search(queries, 20)
     d2, i2 = many.search(queries, 20)

@@ -12,13 +12,13 @@ import time
 import numpy as np
 from sqlalchemy import select
 
-from indexer import store
 from indexer.catalog import get_index
 from indexer.context import open_catalog
 from indexer.models import Item, Job
 from indexer.settings import load_settings
 
 from ..conftest import minilm_path
+from .helpers import load_index
 
 
 def _cli(home, *args):
@@ -31,9 +31,9 @@ def _vectors(home, name):
     with cat.session() as s:
         idx = get_index(s, name)
         ids = {i.external_id: i.faiss_id for i in s.scalars(select(Item).where(Item.index_id == idx.id))}
-        index = store.read_index(cat.settings.index_dir / name / idx.file, idx.checksum)
+    index = load_index(cat, name)
     order = sorted(ids)
-    return order, store.reconstruct(index, np.array([ids[e] for e in order])), index.ntotal
+    return order, index.reconstruct(np.array([ids[e] for e in order])), index.ntotal
 
 
 def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(tmp_path, beir_small):

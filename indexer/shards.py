@@ -1,0 +1,237 @@
+"""An index as shards: contiguous ranges of FAISS ids, each in its own FAISS file, named by a manifest.
+
+Ids are handed out in ascending order and never reused, so new vectors always go to the last shard,
+and a shard is full at `shard_size` vectors. A write rewrites only the shards it changed: adding 100
+documents to a 10M-vector index writes one shard and a manifest, not the whole index (and a search
+service reloads that one shard). The manifest lists every shard's file and sha256, and the catalog
+holds the manifest's sha256, so a load verifies every byte it reads, as with a single file.
+
+A search asks each shard for its top k and merges them with FAISS's `ResultHeap`. Every shard starts
+as a copy of one trained, empty index (IVF centroids and PQ codebooks are shared), so Flat, IVF and PQ
+shards return what one index would; HNSW builds a graph per shard, one graph search per shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from . import store
+from .errors import UserError
+from .hashing import sha256_file
+
+__all__ = ["DEFAULT_SHARD_SIZE", "MANIFEST_SUFFIX", "Shard", "ShardedIndex", "check_shard_size", "link", "load",
+           "manifest_files", "shard_size", "write"]
+
+# At 384-d float32 a full shard is 1.5 GB: large enough that Flat/IVF searches stay one pass over few
+# files, small enough that a write to a 10M-vector index rewrites a tenth of it.
+DEFAULT_SHARD_SIZE = 1_000_000
+MANIFEST_SUFFIX = ".shards.json"
+FORMAT = "embedkd-shards/1"
+
+
+@dataclass
+class Shard:
+    first_id: int  # the shard holds FAISS ids >= first_id and < the next shard's first_id
+    index: Any | None  # a faiss.Index (or a search-only GPU copy); None until a write needs it
+    file: str | None = None  # None until written
+    checksum: str | None = None
+    count: int = 0  # vectors, as the manifest says (while `index` is not read)
+
+
+@dataclass
+class ShardedIndex:
+    shards: list[Shard]
+    shard_size: int
+    folder: Path | None = None  # where unread shards are read from
+    dirty: set[int] = field(default_factory=set)  # positions of shards changed since loading
+
+    @classmethod
+    def empty(cls, template: faiss.Index, shard_size: int = DEFAULT_SHARD_SIZE, first_id: int = 0) -> ShardedIndex:
+        """A new index whose shards are copies of `template` (empty, trained where it needs training)."""
+        check_shard_size(shard_size)
+        return cls([Shard(first_id, template)], shard_size, dirty={0})
+
+    def shard(self, pos: int) -> Any:
+        """Shard `pos`'s index, read (and verified) on first use."""
+        shard = self.shards[pos]
+        if shard.index is None:
+            assert self.folder is not None and shard.file is not None
+            shard.index = store.read_index(self.folder / shard.file, shard.checksum)
+        return shard.index
+
+    @property
+    def ntotal(self) -> int:
+        return sum(int(s.index.ntotal) if s.index is not None else s.count for s in self.shards)
+
+    @property
+    def d(self) -> int:
+        return int(self.shard(len(self.shards) - 1).d)
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.shards) == 1:
+            return self.shard(0).search(q, k)
+        heap = faiss.ResultHeap(len(q), k, keep_max=_keeps_max(self.shard(0)))
+        for pos in range(len(self.shards)):
+            index = self.shard(pos)
+            if index.ntotal:
+                scores, ids = index.search(q, min(k, int(index.ntotal)))
+                heap.add_result(np.ascontiguousarray(scores, np.float32), np.ascontiguousarray(ids, np.int64))
+        heap.finalize()
+        return heap.D, heap.I
+
+    def add_with_ids(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Append vectors whose ids are ascending and above every stored id; opens shards as they fill."""
+        ids = np.asarray(ids, dtype=np.int64)
+        start = 0
+        while start < len(ids):
+            tail = self.shard(len(self.shards) - 1)
+            room = self.shard_size - int(tail.ntotal)
+            if room <= 0:
+                fresh = faiss.clone_index(tail)  # trained, same parameters; its vectors dropped below
+                fresh.reset()
+                self.shards.append(Shard(int(ids[start]), fresh))
+                continue
+            end = min(len(ids), start + room)
+            tail.add_with_ids(np.ascontiguousarray(vectors[start:end], np.float32), ids[start:end])
+            self.dirty.add(len(self.shards) - 1)
+            start = end
+
+    def remove_ids(self, ids: np.ndarray, factory: str, metric: str) -> None:
+        """Remove ids from the shards that hold them (HNSW shards are rebuilt, one shard at a time)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        owner = self._owners(ids)
+        for pos in np.unique(owner).tolist():
+            self.shards[pos].index = store.remove_ids(self.shard(pos), ids[owner == pos], factory, metric)
+            self.dirty.add(pos)
+
+    def stored_ids(self) -> np.ndarray:
+        return np.concatenate([store.stored_ids(self.shard(pos)) for pos in range(len(self.shards))])
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors by id, in the order asked (`store.reconstruct` per shard)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.empty((len(ids), self.d), np.float32)
+        owner = self._owners(ids)
+        for pos in np.unique(owner).tolist():
+            out[owner == pos] = store.reconstruct(self.shard(pos), ids[owner == pos])
+        return out
+
+    def _owners(self, ids: np.ndarray) -> np.ndarray:
+        firsts = np.array([s.first_id for s in self.shards], dtype=np.int64)
+        return np.clip(np.searchsorted(firsts, ids, side="right") - 1, 0, None)
+
+
+def _keeps_max(index: Any) -> bool:
+    return getattr(index, "metric_type", faiss.METRIC_INNER_PRODUCT) == faiss.METRIC_INNER_PRODUCT
+
+
+def check_shard_size(shard_size: int) -> int:
+    if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
+        raise UserError(f"shard size must be a positive number of vectors, got {shard_size!r}")
+    return shard_size
+
+
+def write(index: ShardedIndex, folder: Path, stem: str) -> tuple[Path, str]:
+    """Write the changed shards as `{stem}.s{position}.faiss` and the manifest `{stem}.shards.json`;
+    returns (manifest path, its sha256). Unchanged shards keep their files."""
+    for pos in sorted(index.dirty):
+        shard = index.shards[pos]
+        path = folder / f"{stem}.s{pos}.faiss"
+        shard.checksum = store.write_index(shard.index, path)
+        shard.file = path.name
+    index.dirty.clear()
+    return _write_manifest(folder, stem, index.shard_size,
+                           [{"file": s.file, "checksum": s.checksum, "first_id": s.first_id,
+                             "count": int(s.index.ntotal) if s.index is not None else s.count} for s in index.shards])
+
+
+def link(path: Path, checksum: str | None, folder: Path, stem: str) -> tuple[Path, str]:
+    """The index of `path` under `folder`/`stem`, its shard files hard-linked, not copied (a backfill's
+    staging index becoming the served one). Returns (manifest path, its sha256)."""
+    entries, size = _entries(path, checksum)
+    folder.mkdir(parents=True, exist_ok=True)
+    linked: list[dict] = []
+    try:
+        for pos, entry in enumerate(entries):
+            dst = folder / f"{stem}.s{pos}.faiss"
+            dst.unlink(missing_ok=True)
+            os.link(path.parent / entry["file"], dst)
+            linked.append({**entry, "file": dst.name})
+        return _write_manifest(folder, stem, size, linked)
+    except BaseException:
+        for entry in linked:
+            (folder / entry["file"]).unlink(missing_ok=True)
+        raise
+
+
+def shard_size(path: Path, checksum: str | None) -> int:
+    """The shard size an index's manifest sets (indexes written before shards: the default)."""
+    return _entries(path, checksum)[1]
+
+
+def _write_manifest(folder: Path, stem: str, size: int, entries: list[dict]) -> tuple[Path, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {"format": FORMAT, "shard_size": size, "shards": entries}
+    path = folder / f"{stem}{MANIFEST_SUFFIX}"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    digest = sha256_file(tmp)
+    os.replace(tmp, path)
+    return path, digest
+
+
+def _entries(path: Path, checksum: str | None) -> tuple[list[dict], int]:
+    """(the shard entries, the shard size) of a manifest; an index written before shards is one FAISS
+    file: one shard, whose checksum is the catalog's."""
+    if not path.name.endswith(MANIFEST_SUFFIX):
+        return [{"file": path.name, "checksum": checksum, "first_id": 0}], DEFAULT_SHARD_SIZE
+    manifest = _manifest(path, checksum)
+    return manifest["shards"], int(manifest["shard_size"])
+
+
+def _manifest(path: Path, checksum: str | None) -> dict:
+    if not path.is_file():
+        raise UserError(f"index file {path} is missing; rebuild the index with `embedkd index build`")
+    if checksum is not None and sha256_file(path) != checksum:
+        raise UserError(f"index file {path} does not match its catalog checksum: it is corrupt or was changed "
+                        "outside embedkd; restore it or rebuild the index")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise UserError(f"{path} is not an embedkd shard manifest ({FORMAT}); restore it or rebuild the index")
+    return manifest
+
+
+def load(path: Path, checksum: str | None, reuse: dict[tuple[str, str], Any] | None = None,
+         prepare: Callable[[faiss.Index], Any] | None = None, lazy: bool = False) -> ShardedIndex:
+    """The index whose manifest (or, for indexes written before shards, single FAISS file) is `path`, every
+    file verified against its checksum. `reuse`: shards already in memory by (file, checksum), not read again;
+    `prepare` is applied to each shard read (search parameters, a GPU copy). `lazy`: shards are read when first
+    used (a write reads only those it changes)."""
+    entries, size = _entries(path, checksum)
+    out = []
+    for entry in entries:
+        index = (reuse or {}).get((entry["file"], entry["checksum"]))
+        if index is None and (not lazy or "count" not in entry):  # a single file's count is known once read
+            index = store.read_index(path.parent / entry["file"], entry["checksum"])
+            index = prepare(index) if prepare is not None else index
+        out.append(Shard(int(entry["first_id"]), index, entry["file"], entry["checksum"], int(entry.get("count", 0))))
+    return ShardedIndex(out, size, path.parent)
+
+
+def manifest_files(path: Path) -> list[str]:
+    """The files an index's manifest (or single file) names, itself included; [] when it is gone."""
+    if not path.name.endswith(MANIFEST_SUFFIX):
+        return [path.name]
+    if not path.is_file():
+        return []
+    return [path.name] + [e["file"] for e in json.loads(path.read_text())["shards"]]

@@ -1,0 +1,180 @@
+"""Indexes in shards (`indexer/shards.py`): the same neighbours and scores as one FAISS file, writes that
+rewrite only the shards they touch, a search service that reloads only those, and indexes written
+before shards (one FAISS file) still served and updated."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from indexer import shards, store
+from indexer.build import add_documents, build_index, delete_items
+from indexer.catalog import get_index
+from indexer.corpus import Doc, ListSource, read_corpus
+from indexer.errors import UserError
+from indexer.search import Searcher
+
+from .helpers import load_index, snapshot
+
+QUERIES = ["statins and heart disease", "gene expression in mice", "vitamin D deficiency"]
+
+
+def _manifest(catalog, name: str) -> dict:
+    with catalog.session() as s:
+        file = get_index(s, name).file
+    return json.loads((catalog.settings.index_dir / name / file).read_text())
+
+
+def _hits(catalog, encoder, name: str, k: int = 20) -> list[list[tuple[str, float]]]:
+    rows = Searcher(catalog, lambda _s: encoder).search(name, QUERIES, k=k)
+    return [[(h.id, round(h.score, 5)) for h in row] for row in rows]
+
+
+@pytest.mark.parametrize(("factory", "metric"), [("Flat", "ip"), ("Flat", "l2"), ("IVF4,PQ8x4", "ip")])
+def test_shards_search_as_one_file(sqlite_catalog, minilm, beir_small, factory, metric):
+    """Flat and IVF/PQ shards share one trained template: the merged top k is the one-file top k."""
+    for name, size in (("one", 1000), ("sharded", 7)):
+        out = build_index(sqlite_catalog, name, minilm, read_corpus(beir_small), factory=factory, metric=metric,
+                          shard_size=size, progress=False)
+        assert out["shards"] == (1 if size == 1000 else 9)  # 60 documents, 7 a shard
+    manifest = _manifest(sqlite_catalog, "sharded")
+    assert [s["count"] for s in manifest["shards"]] == [7] * 8 + [4]
+    assert [s["first_id"] for s in manifest["shards"]] == list(range(0, 60, 7))
+    assert _hits(sqlite_catalog, minilm, "sharded") == _hits(sqlite_catalog, minilm, "one")
+    one, sharded = load_index(sqlite_catalog, "one"), load_index(sqlite_catalog, "sharded")
+    ids = np.array([0, 6, 7, 33, 59])
+    np.testing.assert_array_equal(sharded.reconstruct(ids), one.reconstruct(ids))
+    assert sorted(sharded.stored_ids().tolist()) == list(range(60))
+
+
+def test_hnsw_shards_find_each_document(sqlite_catalog, minilm, beir_small):
+    docs = list(read_corpus(beir_small))
+    build_index(sqlite_catalog, "h", minilm, ListSource(docs), factory="HNSW16", shard_size=16, progress=False)
+    hits = Searcher(sqlite_catalog, lambda _s: minilm).search("h", [d.content for d in docs], k=1)
+    assert [row[0].id for row in hits] == [d.id for d in docs]
+
+
+def test_add_and_delete_rewrite_only_the_shards_they_touch(sqlite_catalog, minilm, beir_small, monkeypatch):
+    docs = list(read_corpus(beir_small))
+    build_index(sqlite_catalog, "a", minilm, ListSource(docs[:40]), shard_size=16, progress=False)
+    before = {s["file"]: s["checksum"] for s in _manifest(sqlite_catalog, "a")["shards"]}  # 16, 16, 8
+
+    searcher = Searcher(sqlite_catalog, lambda _s: minilm)
+    searcher.search("a", QUERIES[:1], k=3)
+    loaded = {sh.file: sh.index for sh in searcher._indexes["a"].index.shards}
+
+    read = []
+    real_read = store.read_index
+    monkeypatch.setattr(store, "read_index", lambda path, checksum: read.append(path.name) or real_read(path, checksum))
+    changed = Doc(docs[3].id, docs[3].content + " Statins lower cholesterol.", docs[3].info)
+    out = add_documents(sqlite_catalog, "a", minilm, ListSource([changed, *docs[40:52]]), progress=False)
+    assert sorted(read) == ["a.g1.s0.faiss", "a.g1.s2.faiss"]  # the replaced document's shard, and the tail
+    assert (out["added"], out["updated"], out["shards"]) == (12, 1, 4)  # the tail took 8, a new shard 5
+    after = _manifest(sqlite_catalog, "a")["shards"]
+    assert [s["count"] for s in after] == [15, 16, 16, 5]
+    assert {s["file"]: s["checksum"] for s in after[1:2]}.items() <= before.items()  # shard 1: not rewritten
+    assert after[0]["file"] not in before and after[2]["file"] not in before
+
+    searcher.search("a", QUERIES[:1], k=3)  # the service picks up the new generation, reading shard 1 no more
+    reloaded = searcher._indexes["a"].index.shards
+    assert reloaded[1].index is loaded[after[1]["file"]]
+    assert reloaded[0].index is not loaded.get(after[0]["file"])
+
+    delete_items(sqlite_catalog, "a", [docs[20].id])  # in shard 1 (ids 16-31)
+    final = _manifest(sqlite_catalog, "a")["shards"]
+    assert [s["count"] for s in final] == [15, 15, 16, 5]
+    assert [final[i]["file"] for i in (0, 2, 3)] == [after[i]["file"] for i in (0, 2, 3)]
+    assert final[1]["file"] != after[1]["file"]
+    files = {p.name for p in (sqlite_catalog.settings.index_dir / "a").iterdir()}
+    with sqlite_catalog.session() as s:
+        current = get_index(s, "a").file
+    assert files == {current, *(s["file"] for s in final)}  # older generations' files are gone
+
+    expected = {d.id: d for d in [changed, *docs[:40], *docs[40:52]] if d.id != docs[20].id}
+    build_index(sqlite_catalog, "fresh", minilm, ListSource(list(expected.values())), progress=False)
+    got, want = _hits(sqlite_catalog, minilm, "a", k=51), _hits(sqlite_catalog, minilm, "fresh", k=51)
+    assert [[i for i, _ in row] for row in got] == [[i for i, _ in row] for row in want]
+    np.testing.assert_allclose([[s for _, s in row] for row in got], [[s for _, s in row] for row in want], atol=1e-4)
+
+
+def test_a_failed_write_leaves_every_shard_as_it_was(sqlite_catalog, minilm, beir_small, monkeypatch):
+    import indexer.build as build_mod
+
+    docs = list(read_corpus(beir_small))
+    build_index(sqlite_catalog, "f", minilm, ListSource(docs[:30]), shard_size=8, progress=False)
+    before = snapshot(sqlite_catalog)
+
+    def fail(*_args, **_kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(build_mod, "insert_items", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        add_documents(sqlite_catalog, "f", minilm, ListSource(docs[30:45]), progress=False)
+    assert snapshot(sqlite_catalog)["files"] == before["files"]
+    assert snapshot(sqlite_catalog)["indexes"] == before["indexes"]
+
+
+def test_a_corrupt_shard_is_detected(sqlite_catalog, minilm, beir_small):
+    build_index(sqlite_catalog, "c", minilm, read_corpus(beir_small), shard_size=20, progress=False)
+    shard = sqlite_catalog.settings.index_dir / "c" / _manifest(sqlite_catalog, "c")["shards"][1]["file"]
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"\.s1\.faiss does not match its catalog checksum"):
+        Searcher(sqlite_catalog, lambda _s: minilm).search("c", QUERIES[:1], k=3)
+
+
+def test_an_index_written_as_one_file_is_served_and_updated(sqlite_catalog, minilm, beir_small):
+    """Indexes written before shards have one FAISS file: read as one shard; the next write makes a manifest."""
+    docs = list(read_corpus(beir_small))
+    build_index(sqlite_catalog, "old", minilm, ListSource(docs[:40]), progress=False)
+    expected = _hits(sqlite_catalog, minilm, "old")
+    folder = sqlite_catalog.settings.index_dir / "old"
+    with sqlite_catalog.session() as s:  # as the previous version wrote it
+        row = get_index(s, "old")
+        single = shards.load(folder / row.file, row.checksum).shards[0].index
+        for f in folder.iterdir():
+            f.unlink()
+        row.file, row.checksum = "old.g1.faiss", store.write_index(single, folder / "old.g1.faiss")
+    assert _hits(sqlite_catalog, minilm, "old") == expected
+    out = add_documents(sqlite_catalog, "old", minilm, ListSource(docs[40:]), progress=False)
+    assert out["count"] == 60 and out["shards"] == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["old.g2.s0.faiss", "old.g2.shards.json"]
+
+
+def test_shard_size_must_be_positive(sqlite_catalog, minilm, beir_small, tmp_path):
+    with pytest.raises(UserError, match="shard size must be a positive number"):
+        build_index(sqlite_catalog, "z", minilm, read_corpus(beir_small), shard_size=0, progress=False)
+    env = {**os.environ, "EMBEDKD_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([sys.executable, "-m", "embedkd.cli.main", "index", "build", "--index", "z", "--model", "m",
+                           "--corpus", str(beir_small), "--shard-size", "-5"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith("--shard-size must be a positive integer, got -5")
+
+
+def test_a_search_loading_while_a_write_commits_reads_the_new_generation(sqlite_catalog, minilm, beir_small,
+                                                                        monkeypatch):
+    """The write removes the files of the generation the search was about to read: it reads the next one."""
+    import indexer.search as search_mod
+
+    docs = list(read_corpus(beir_small))
+    build_index(sqlite_catalog, "w", minilm, ListSource(docs[:30]), shard_size=8, progress=False)
+    real_load, calls = shards.load, []
+
+    def load_after_a_write(path, *args, **kwargs):
+        if kwargs.get("lazy"):  # the delete's own reading
+            return real_load(path, *args, **kwargs)
+        calls.append(path.name)
+        if len(calls) == 1:  # the catalog was read at generation 1; a delete commits generation 2 now
+            delete_items(sqlite_catalog, "w", [docs[0].id])
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(search_mod.shards, "load", load_after_a_write)
+    hits = Searcher(sqlite_catalog, lambda _s: minilm).search("w", [docs[0].content], k=30)[0]
+    assert calls == ["w.g1.shards.json", "w.g2.shards.json"]
+    assert len(hits) == 29 and docs[0].id not in {h.id for h in hits}
