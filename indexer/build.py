@@ -41,8 +41,7 @@ from .errors import Conflict, UserError
 from .hashing import sha256_text
 from .models import Index, Job
 
-__all__ = ["build_index", "add_documents", "delete_items", "drop_index", "index_stem", "check_encoder_fits",
-           "remove_files"]
+__all__ = ["build_index", "add_documents", "delete_items", "drop_index", "index_stem", "check_encoder_fits"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEFAULT_CHUNK = 4096
@@ -70,11 +69,6 @@ class _Plan:
 def index_stem(name: str, generation: int) -> str:
     """What a generation's files are named by: `{stem}.shards.json` and its shards `{stem}.s{N}.faiss`."""
     return f"{name}.g{generation}"
-
-
-def remove_files(folder: Path, names: Iterable[str]) -> None:
-    for file in names:
-        (folder / file).unlink(missing_ok=True)
 
 
 def _content_key(content: Any) -> str:
@@ -292,18 +286,14 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
             index.add_with_ids(part, faiss_ids[start : start + len(part)])
         folder = catalog.settings.index_dir / name
         path, checksum = shards.write(index, folder, index_stem(name, 1))
-        try:
-            with catalog.session() as s:
-                model = ensure_model(s, encoder.record)
-                row = Index(name=name, model_id=model.id, factory=factory, metric=metric,
-                            dimension=encoder.record.dimension, count=len(scan.ids), file=path.name,
-                            checksum=checksum, generation=1, next_id=len(scan.ids), state="ready")
-                s.add(row)
-                s.flush()
-                insert_items(s, row.id, scan.ids, faiss_ids, scan.keys, scan.infos)
-        except BaseException:
-            remove_files(folder, shards.manifest_files(path))
-            raise
+        with shards.replacing(folder, None, path), catalog.session() as s:
+            model = ensure_model(s, encoder.record)
+            row = Index(name=name, model_id=model.id, factory=factory, metric=metric,
+                        dimension=encoder.record.dimension, count=len(scan.ids), file=path.name,
+                        checksum=checksum, generation=1, next_id=len(scan.ids), state="ready")
+            s.add(row)
+            s.flush()
+            insert_items(s, row.id, scan.ids, faiss_ids, scan.keys, scan.infos)
         return {"index": name, "model": encoder.record.name, "factory": factory, "count": len(scan.ids),
                 "shards": len(index.shards), "file": str(path), "checksum": checksum}
 
@@ -337,23 +327,16 @@ def _switch(catalog: Catalog, index: Index, new: shards.ShardedIndex, apply_rows
     index did not change meanwhile. Files of the old generation that the new one does not share go after."""
     gen = index.generation + 1
     folder = catalog.settings.index_dir / index.name
-    old_files = set(shards.manifest_files(folder / index.file))
     path, checksum = shards.write(new, folder, index_stem(index.name, gen))
-    new_files = set(shards.manifest_files(path))
-    try:
-        with catalog.session() as s:
-            apply_rows(s)
-            res = s.execute(
-                update(Index)
-                .where(Index.id == index.id, Index.generation == index.generation)
-                .values(file=path.name, checksum=checksum, generation=gen, count=int(new.ntotal))
-            )
-            if res.rowcount != 1:
-                raise Conflict(f"index {index.name!r} changed while this job ran; run the command again")
-    except BaseException:
-        remove_files(folder, new_files - old_files)
-        raise
-    remove_files(folder, old_files - new_files)
+    with shards.replacing(folder, index.file, path), catalog.session() as s:
+        apply_rows(s)
+        res = s.execute(
+            update(Index)
+            .where(Index.id == index.id, Index.generation == index.generation)
+            .values(file=path.name, checksum=checksum, generation=gen, count=int(new.ntotal))
+        )
+        if res.rowcount != 1:
+            raise Conflict(f"index {index.name!r} changed while this job ran; run the command again")
     return {"index": index.name, "count": int(new.ntotal), "generation": gen, "shards": len(new.shards),
             "checksum": checksum}
 

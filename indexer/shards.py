@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from .errors import UserError
 from .hashing import sha256_file
 
 __all__ = ["DEFAULT_SHARD_SIZE", "MANIFEST_SUFFIX", "Shard", "ShardedIndex", "check_shard_size", "link", "load",
-           "manifest_files", "shard_size", "write"]
+           "manifest_files", "replacing", "shard_size", "write"]
 
 # At 384-d float32 a full shard is 1.5 GB: large enough that Flat/IVF searches stay one pass over few
 # files, small enough that a write to a 10M-vector index rewrites a tenth of it.
@@ -226,6 +227,25 @@ def load(path: Path, checksum: str | None, reuse: dict[tuple[str, str], Any] | N
             index = prepare(index) if prepare is not None else index
         out.append(Shard(int(entry["first_id"]), index, entry["file"], entry["checksum"], int(entry.get("count", 0))))
     return ShardedIndex(out, size, path.parent)
+
+
+@contextmanager
+def replacing(folder: Path, old: str | None, new: Path) -> Iterator[None]:
+    """Around the catalog commit that makes manifest `new` replace manifest `old` (None: a new index): if the
+    commit fails, the files only `new` names go; once it succeeds, the files only `old` named go."""
+    old_files = set(manifest_files(folder / old)) if old else set()
+    new_files = set(manifest_files(new))
+    try:
+        yield
+    except BaseException:
+        _remove(folder, new_files - old_files)
+        raise
+    _remove(folder, old_files - new_files)
+
+
+def _remove(folder: Path, names: set[str]) -> None:
+    for name in names:
+        (folder / name).unlink(missing_ok=True)
 
 
 def manifest_files(path: Path) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from indexer import jobs, shards
-from indexer.build import build_index, index_stem, remove_files
+from indexer.build import build_index, index_stem
 from indexer.catalog import get_index
 from indexer.context import Catalog
 from indexer.corpus import DocSource
@@ -90,28 +90,21 @@ def switch_to_staging(catalog: Catalog, name: str) -> dict[str, Any]:
         if not src.is_file():
             raise UserError(f"the staging file {src} is missing; drop index {stage!r} and run the backfill again")
         folder = catalog.settings.index_dir / name
-        old_files = set(shards.manifest_files(folder / old_file)) if old_file else set()
         new_id, model_id, dim, factory, metric, count, next_id, staged_checksum = snapshot
         dst, checksum = shards.link(src, staged_checksum, folder, index_stem(name, gen + 1))
-        new_files = set(shards.manifest_files(dst))
-        try:
-            with catalog.session() as s:
-                s.execute(delete(Item).where(Item.index_id == s.scalar(select(Index.id).where(Index.name == name))))
-                orig = get_index(s, name)
-                s.execute(update(Item).where(Item.index_id == new_id).values(index_id=orig.id))
-                s.execute(update(AdapterRow).where(AdapterRow.index_id == orig.id).values(active=False))
-                res = s.execute(
-                    update(Index)
-                    .where(Index.id == orig.id, Index.generation == gen)
-                    .values(model_id=model_id, dimension=dim, factory=factory, metric=metric, file=dst.name,
-                            checksum=checksum, generation=gen + 1, count=count, next_id=next_id, state="ready")
-                )
-                if res.rowcount != 1:
-                    raise Conflict(f"index {name!r} changed while switching; rerun the backfill")
-                s.execute(delete(Index).where(Index.id == new_id))
-        except BaseException:
-            remove_files(folder, new_files - old_files)
-            raise
-    remove_files(folder, old_files - new_files)
+        with shards.replacing(folder, old_file or None, dst), catalog.session() as s:
+            s.execute(delete(Item).where(Item.index_id == s.scalar(select(Index.id).where(Index.name == name))))
+            orig = get_index(s, name)
+            s.execute(update(Item).where(Item.index_id == new_id).values(index_id=orig.id))
+            s.execute(update(AdapterRow).where(AdapterRow.index_id == orig.id).values(active=False))
+            res = s.execute(
+                update(Index)
+                .where(Index.id == orig.id, Index.generation == gen)
+                .values(model_id=model_id, dimension=dim, factory=factory, metric=metric, file=dst.name,
+                        checksum=checksum, generation=gen + 1, count=count, next_id=next_id, state="ready")
+            )
+            if res.rowcount != 1:
+                raise Conflict(f"index {name!r} changed while switching; rerun the backfill")
+            s.execute(delete(Index).where(Index.id == new_id))
     shutil.rmtree(catalog.settings.index_dir / stage, ignore_errors=True)
     return {"index": name, "generation": gen + 1, "count": count, "dimension": dim, "switched": True}
