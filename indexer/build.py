@@ -16,13 +16,13 @@ import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from tqdm.auto import tqdm
 
 from . import jobs, shards, store
@@ -39,7 +39,7 @@ from .corpus import Doc, DocSource
 from .encoder import Encoder, check_embeddings
 from .errors import Conflict, UserError
 from .hashing import sha256_text
-from .models import Index, Job
+from .models import Index, Item, Job
 
 __all__ = ["build_index", "add_documents", "delete_items", "drop_index", "index_stem", "check_encoder_fits"]
 
@@ -64,6 +64,7 @@ class _Plan:
     positions: list[int]  # the documents this job encodes, as positions in the corpus, ascending
     skipped: int  # unchanged documents already in the index (adds only)
     replaced_faiss_ids: list[int]  # old vectors of changed documents (adds only)
+    retagged: dict[int, dict[str, Any] | None] = field(default_factory=dict)  # same content, new info: FAISS id -> info
 
 
 def index_stem(name: str, generation: int) -> str:
@@ -306,16 +307,38 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
 def _plan_add(catalog: Catalog, index: Index, scan: _Scan) -> _Plan:
     with catalog.session() as s:
         existing = items_by_external_ids(s, index.id, scan.ids)
-    todo, replaced, skipped = [], [], 0
+    todo, replaced, skipped, retagged = [], [], 0, {}
     for pos, (doc_id, key) in enumerate(zip(scan.ids, scan.keys)):
         old = existing.get(doc_id)
         if old is not None and old.content_hash == key:
-            skipped += 1
+            if (old.info or None) != (scan.infos[pos] or None):
+                retagged[old.faiss_id] = scan.infos[pos]  # its metadata changed: filters must see the new one
+            else:
+                skipped += 1
             continue
         if old is not None:
             replaced.append(old.faiss_id)
         todo.append(pos)
-    return _Plan(positions=todo, skipped=skipped, replaced_faiss_ids=replaced)
+    return _Plan(positions=todo, skipped=skipped, replaced_faiss_ids=replaced, retagged=retagged)
+
+
+def _retag(s, index_id: int, infos: dict[int, dict[str, Any] | None]) -> None:
+    if infos:
+        table = Item.__table__
+        stmt = table.update().where(table.c.index_id == index_id, table.c.faiss_id == bindparam("fid"))
+        s.execute(stmt.values(info=bindparam("new_info")), [{"fid": f, "new_info": i} for f, i in infos.items()])
+
+
+def _retag_only(catalog: Catalog, index: Index, infos: dict[int, dict[str, Any] | None]) -> int:
+    """New metadata for unchanged documents: rows only, no vector moves. The generation still steps (its files
+    stay), so a searcher's filters, kept per generation, see the change on its next query."""
+    with catalog.session() as s:
+        _retag(s, index.id, infos)
+        res = s.execute(update(Index).where(Index.id == index.id, Index.generation == index.generation)
+                        .values(generation=index.generation + 1))
+        if res.rowcount != 1:
+            raise Conflict(f"index {index.name!r} changed during this update; run it again")
+    return index.generation + 1
 
 
 def _load_current(catalog: Catalog, index: Index) -> shards.ShardedIndex:
@@ -364,6 +387,7 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
                 current.add_with_ids(part, new_ids[start : start + len(part)])
 
             def rows(s) -> None:
+                _retag(s, index.id, plan.retagged)
                 delete_items_by_faiss_ids(s, index.id, plan.replaced_faiss_ids)
                 s.flush()
                 insert_items(s, index.id, [scan.ids[p] for p in plan.positions], new_ids,
@@ -372,12 +396,13 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
 
             out = _switch(catalog, index, current, rows)
             out.update(added=len(plan.positions) - len(plan.replaced_faiss_ids), updated=len(plan.replaced_faiss_ids),
-                       unchanged=plan.skipped)
+                       unchanged=plan.skipped, metadata_updated=len(plan.retagged))
             return out
 
         if not plan.positions:
-            return {"index": name, "count": index.count, "added": 0, "updated": 0, "unchanged": plan.skipped,
-                    **_skipped(docs)}
+            gen = _retag_only(catalog, index, plan.retagged) if plan.retagged else index.generation
+            return {"index": name, "count": index.count, "generation": gen, "added": 0, "updated": 0,
+                    "unchanged": plan.skipped, "metadata_updated": len(plan.retagged), **_skipped(docs)}
         out = _run_job(catalog, "add", name, params, encoder, docs, scan, plan.positions, chunk_size, progress,
                        finalize)
     return {**out, **_skipped(docs)}

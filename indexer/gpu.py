@@ -45,16 +45,24 @@ class TorchExactIndex:
         self.d = inner.d
         self.ntotal = inner.ntotal
 
-    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, q: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top k; `allowed` (ids): only those rows are scored, rows past them padded with id -1."""
         torch = self._torch
         xq = torch.as_tensor(q, device=self.xb.device, dtype=torch.float32)
-        scores = xq @ self.xb.T
+        xb, ids = self.xb, self.ids
+        if allowed is not None:
+            keep = torch.isin(ids, torch.as_tensor(allowed, device=ids.device))
+            xb, ids = xb[keep], ids[keep]
+        scores = xq @ xb.T
         if self.metric == "l2":  # ||q - x||^2 = |q|^2 - 2 q.x + |x|^2, smaller is better
-            scores = -((xq * xq).sum(1, keepdim=True) - 2 * scores + (self.xb * self.xb).sum(1)[None, :])
-        top, pos = scores.topk(min(k, self.ntotal), dim=1)
+            scores = -((xq * xq).sum(1, keepdim=True) - 2 * scores + (xb * xb).sum(1)[None, :])
+        top, pos = scores.topk(min(k, len(ids)), dim=1)
         if self.metric == "l2":
             top = -top
-        return top.cpu().numpy(), self.ids[pos].cpu().numpy()
+        out_scores = np.full((len(q), k), np.inf if self.metric == "l2" else -np.inf, np.float32)
+        out_ids = np.full((len(q), k), -1, np.int64)
+        out_scores[:, : top.shape[1]], out_ids[:, : top.shape[1]] = top.cpu().numpy(), ids[pos].cpu().numpy()
+        return out_scores, out_ids
 
 
 def to_gpu(index: faiss.Index, factory: str, metric: str):

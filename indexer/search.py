@@ -6,6 +6,7 @@ generation: a write switches the catalog to a new generation and the next search
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,10 +23,12 @@ from .catalog import active_adapter, adapter_sources, check_kind, get_index, ite
 from .context import Catalog
 from .encoder import Encoder
 from .errors import Conflict, NotFound, UserError
+from .where import Where, check_where, matching_ids
 
 __all__ = ["Hit", "Searcher", "MAX_K"]
 
 MAX_K = 10_000
+_ALLOWED_CACHE = 64  # filters' allowed-id sets kept (at 1M items a set is up to 8 MB)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class Searcher:
         self._encoders: dict[str, Encoder] = {}
         self._indexes: dict[str, _Loaded] = {}
         self._adapters: dict[tuple[int, str], Any] = {}
+        self._allowed: dict[tuple[int, int, str], np.ndarray] = {}  # (index id, generation, filter) -> FAISS ids
         self._lock = threading.RLock()
 
     def encoder(self, source: str) -> Encoder:
@@ -170,19 +174,24 @@ class Searcher:
             return cached[1]
 
     def search_vectors(self, name: str, vectors: np.ndarray, k: int = 10, source_fingerprint: str | None = None,
-                       index_vectors: np.ndarray | None = None) -> list[list[Hit]]:
+                       index_vectors: np.ndarray | None = None, where: dict[str, Any] | None = None) -> list[list[Hit]]:
         """Search with query vectors from a model with `source_fingerprint` (default: the index's model).
-        `index_vectors`: the same queries by the index's model, which a blended adapter needs."""
+        `index_vectors`: the same queries by the index's model, which a blended adapter needs. `where`: a
+        metadata filter (`indexer.where`)."""
         check_k(k)
+        where = check_where(where)
         loaded = self._load(name)
         q = vectors  # `_search` makes it a contiguous float32 matrix; an adapter takes one vector or many
         if source_fingerprint is not None and source_fingerprint != loaded.model_fingerprint:
             q = _adapted(self._adapter(loaded, name, source_fingerprint), q, index_vectors)
-        return self._search(loaded, name, q, k)
+        return self._search(loaded, name, q, k, where)
 
-    def search(self, name: str, queries: Sequence[Any], k: int = 10, query_model: str | None = None) -> list[list[Hit]]:
-        """Search texts (or images) with the index's model, or with `query_model` through its adapter."""
+    def search(self, name: str, queries: Sequence[Any], k: int = 10, query_model: str | None = None,
+               where: dict[str, Any] | None = None) -> list[list[Hit]]:
+        """Search texts (or images) with the index's model, or with `query_model` through its adapter.
+        `where`: only items whose info fields take these values (`indexer.where`), e.g. {"camid": [1, 2]}."""
         check_k(k)
+        where = check_where(where)
         if not len(queries):
             raise UserError("no query given; pass at least one query")
         for qtext in queries:
@@ -199,7 +208,7 @@ class Searcher:
             adapter = self._adapter(loaded, name, encoder.record.fingerprint, query_model)
             own = _encode_queries(self._index_encoder(loaded, name), queries) if adapter.needs_index_queries else None
             q = _adapted(adapter, q, own)
-        return self._search(loaded, name, q, k)
+        return self._search(loaded, name, q, k, where)
 
     def require_registered(self, name: str, query_model: str) -> None:
         """A NotFound error unless `query_model` is index `name`'s model or has an active adapter into it."""
@@ -222,7 +231,23 @@ class Searcher:
                 f"run `{fit}` first"
             )
 
-    def _search(self, loaded: _Loaded, name: str, q: np.ndarray, k: int) -> list[list[Hit]]:
+    def _allowed_ids(self, loaded: _Loaded, where: Where) -> np.ndarray | None:
+        """The loaded generation's FAISS ids that pass `where` (None: all of them), kept per generation."""
+        key = (loaded.index_id, loaded.generation, json.dumps(where, sort_keys=True))
+        with self._lock:
+            cached = self._allowed.get(key)
+        if cached is None:
+            with self.catalog.session() as s:
+                cached = matching_ids(s, loaded.index_id, where)
+            with self._lock:
+                for old in [k for k in self._allowed if k[0] == loaded.index_id and k[1] != loaded.generation]:
+                    del self._allowed[old]  # a write's new generation makes them stale
+                while len(self._allowed) >= _ALLOWED_CACHE:
+                    del self._allowed[next(iter(self._allowed))]
+                self._allowed[key] = cached
+        return None if len(cached) == loaded.count else cached
+
+    def _search(self, loaded: _Loaded, name: str, q: np.ndarray, k: int, where: Where | None = None) -> list[list[Hit]]:
         q = np.ascontiguousarray(q, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
@@ -231,7 +256,8 @@ class Searcher:
                 f"query vectors have dimension {q.shape[1]} but index {name!r} holds {loaded.dimension}-d vectors; "
                 "query with the index's model or through an adapter"
             )
-        scores, ids = loaded.index.search(q, min(k, max(loaded.index.ntotal, 1)))
+        allowed = self._allowed_ids(loaded, where) if where else None
+        scores, ids = loaded.index.search(q, min(k, max(loaded.index.ntotal, 1)), allowed)
         with self.catalog.session() as s:
             items = items_by_faiss_ids(s, loaded.index_id, np.unique(ids[ids >= 0]).tolist())
             found = {f: (it.external_id, it.info) for f, it in items.items()}

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from .catalog import get_item, list_indexes
 from .errors import UserError
 from .search import MAX_K, Searcher
+from .where import parse_where
 
 __all__ = ["create_app", "SearchRequest"]
 
@@ -22,6 +23,8 @@ class SearchRequest(BaseModel):
     k: int = Field(10, description=f"number of results, 1..{MAX_K}")
     query_model: str | None = Field(None, description="model for the query; routed through the index's adapter")
     with_info: bool = Field(False, description="include each item's stored metadata")
+    where: dict[str, Any] | None = Field(
+        None, description='only items whose info fields take these values, e.g. {"metadata.year": 2020, "camid": [1, 2]}')
 
 
 class SearchHit(BaseModel):
@@ -65,7 +68,7 @@ def create_app(searcher: Searcher) -> FastAPI:
         return {"indexes": rows}
 
     def _run(s: Searcher, req: SearchRequest) -> SearchResponse:
-        hits = s.search(req.index, [req.query], k=req.k, query_model=req.query_model)[0]
+        hits = s.search(req.index, [req.query], k=req.k, query_model=req.query_model, where=req.where)[0]
         return SearchResponse(results=[SearchHit(**h.as_dict(req.with_info)) for h in hits])
 
     @app.post("/search", response_model=SearchResponse, response_model_exclude_none=True)
@@ -74,8 +77,11 @@ def create_app(searcher: Searcher) -> FastAPI:
 
     @app.get("/search", response_model=SearchResponse, response_model_exclude_none=True)
     async def search_get(s: SearcherDep, index: str, q: Annotated[str, Query(description="query text")],
-                         k: int = 10, query_model: str | None = None) -> SearchResponse:
-        return await run_in_threadpool(_run, s, SearchRequest(index=index, query=q, k=k, query_model=query_model))
+                         k: int = 10, query_model: str | None = None,
+                         where: Annotated[list[str], Query(description="FIELD=VALUE, repeatable (as the CLI's --where)")] = [],  # noqa: B006
+                         ) -> SearchResponse:
+        req = SearchRequest(index=index, query=q, k=k, query_model=query_model, where=parse_where(where))
+        return await run_in_threadpool(_run, s, req)
 
     @app.get("/items/{item_id}")
     def item(item_id: str, index: str, s: SearcherDep) -> dict[str, Any]:

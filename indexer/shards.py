@@ -24,7 +24,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from . import store
+from . import filtered, store
 from .errors import UserError
 from .hashing import sha256_file
 
@@ -76,14 +76,21 @@ class ShardedIndex:
     def d(self) -> int:
         return int(self.shard(len(self.shards) - 1).d)
 
-    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, q: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top k of every shard, merged; `allowed` (ascending ids): a filter, and shards it leaves empty are skipped."""
         if len(self.shards) == 1:
-            return self.shard(0).search(q, k)
+            return filtered.search(self.shard(0), q, k, allowed)
+        if allowed is not None:  # ascending ids, contiguous shards: each shard's part is one slice
+            cuts = np.searchsorted(allowed, [s.first_id for s in self.shards[1:]]).tolist()
+            parts = np.split(allowed, cuts)
         heap = faiss.ResultHeap(len(q), k, keep_max=_keeps_max(self.shard(0)))
         for pos in range(len(self.shards)):
+            subset = parts[pos] if allowed is not None else None
+            if subset is not None and not len(subset):
+                continue
             index = self.shard(pos)
             if index.ntotal:
-                scores, ids = index.search(q, min(k, int(index.ntotal)))
+                scores, ids = filtered.search(index, q, min(k, int(index.ntotal)), subset)
                 heap.add_result(np.ascontiguousarray(scores, np.float32), np.ascontiguousarray(ids, np.int64))
         heap.finalize()
         return heap.D, heap.I

@@ -83,14 +83,19 @@ class GallerySource:
 
 def build_gallery(catalog: Catalog, name: str, model_dir: str | Path, images: Sequence[str | Path],
                   factory: str = "Flat", progress: bool = False,
-                  encoder_for: Callable[[str], Encoder] = load_image_encoder) -> dict[str, Any]:
+                  encoder_for: Callable[[str], Encoder] = load_image_encoder,
+                  shard_size: int | None = None) -> dict[str, Any]:
     """Embed the crops with the model, loaded by `encoder_for(model_dir)` (in this process by default, or on
-    Ray workers: `indexer.distributed`), and write a new gallery index `name` (cosine / inner product)."""
+    Ray workers: `indexer.distributed`), and write a new gallery index `name` (cosine / inner product), in
+    shards of `shard_size` vectors (`indexer.shards`; default 1,000,000)."""
     from indexer.build import build_index
+    from indexer.shards import DEFAULT_SHARD_SIZE, check_shard_size
 
+    shard_size = check_shard_size(DEFAULT_SHARD_SIZE if shard_size is None else shard_size)  # before a model loads
     docs = GallerySource(images)
     encoder = encoder_for(str(model_dir))
-    out = build_index(catalog, name, encoder, docs, factory=factory, metric="ip", progress=progress)
+    out = build_index(catalog, name, encoder, docs, factory=factory, metric="ip", progress=progress,
+                      shard_size=shard_size)
     return {**out, "model_source": encoder.record.source, "dimension": encoder.record.dimension}
 
 
@@ -168,9 +173,11 @@ def drop_gallery(catalog: Catalog, name: str) -> dict[str, Any]:
 
 
 def query_gallery(catalog: Catalog, name: str, images: Sequence[Any], k: int = 10,
-                  model_dir: str | Path | None = None, lq: bool = False, searcher=None) -> list[list[dict[str, Any]]]:
+                  model_dir: str | Path | None = None, lq: bool = False, searcher=None,
+                  where: dict[str, Any] | None = None) -> list[list[dict[str, Any]]]:
     """Top-k gallery crops for each query image (path, PIL image or bytes). With `model_dir` other
     than the gallery's model, queries go through the gallery's registered adapter into its space.
+    `where`: only crops whose info takes these values (`indexer.where`), e.g. {"camid": [1, 2]}.
     A long-lived caller (HTTP) passes its own `indexer.search.Searcher` to keep models loaded."""
     from indexer.search import Searcher
 
@@ -186,7 +193,7 @@ def query_gallery(catalog: Catalog, name: str, images: Sequence[Any], k: int = 1
         if query_enc.record.fingerprint != fingerprint:
             query_model = src
             _check_adapter_or_dimension(catalog, name, query_enc, dim)
-    hits = searcher.search(name, list(images), k=k, query_model=query_model)
+    hits = searcher.search(name, list(images), k=k, query_model=query_model, where=where)
     return [[{"id": h.id, "score": h.score, **(h.info or {})} for h in row] for row in hits]
 
 

@@ -26,6 +26,7 @@ __all__ = ["gallery_router", "upload_dir"]
 
 def gallery_router(catalog: Catalog) -> APIRouter:
     from indexer.search import Searcher, check_k
+    from indexer.where import parse_where
 
     from .encoder import load_image_encoder
     from .gallery import add_to_gallery, drop_gallery, query_gallery, remove_from_gallery, require_gallery
@@ -39,9 +40,11 @@ def gallery_router(catalog: Catalog) -> APIRouter:
         image: Annotated[UploadFile, File(description="query person crop (JPEG or PNG)")],
         k: Annotated[int, Query(description="number of results")] = 10,
         model: Annotated[str | None, Query(description="query model folder (through the gallery's adapter)")] = None,
+        where: Annotated[list[str], Query(description="FIELD=VALUE, repeatable: camid=3, camid=[1,2], pid=42")] = [],  # noqa: B006
     ) -> dict[str, Any]:
         check_k(k)
-        rows = query_gallery(catalog, gallery, [image.file.read()], k=k, model_dir=model, searcher=searcher)
+        rows = query_gallery(catalog, gallery, [image.file.read()], k=k, model_dir=model, searcher=searcher,
+                             where=parse_where(where))
         return {"results": rows[0]}
 
     @router.post("/{gallery}/crops")

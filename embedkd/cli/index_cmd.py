@@ -63,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--query", required=True)
     s.add_argument("-k", type=int, default=10)
     s.add_argument("--query-model", default=None, help="model for the query (through the index's adapter)")
+    s.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
+                   help="only items whose info FIELD has VALUE (metadata.year=2020, tag=[a,b] for either); repeatable")
     add_encoder_options(s)
     add_search_options(s)
     s.add_argument("--json", action="store_true")
@@ -133,8 +135,11 @@ def _drop(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from indexer.where import parse_where
+
+    where = parse_where(args.where)  # bad filters fail before a model loads
     searcher = searcher_from_args(args)
-    hits = searcher.search(args.index, [args.query], k=args.k, query_model=args.query_model)[0]
+    hits = searcher.search(args.index, [args.query], k=args.k, query_model=args.query_model, where=where)[0]
     if args.json:
         emit({"results": [h.as_dict() for h in hits]}, True)
     else:

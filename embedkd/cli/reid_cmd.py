@@ -76,6 +76,8 @@ def _register_gallery(rsub: argparse._SubParsersAction) -> None:
     b.add_argument("--model", required=True, help="model folder from `reid train`")
     b.add_argument("--images", required=True, nargs="+", help="image files and/or folders of crops")
     b.add_argument("--factory", default="Flat", help="FAISS factory string (default Flat)")
+    b.add_argument("--shard-size", type=int, default=None,
+                   help="vectors per FAISS file (default 1,000,000): adding or removing crops rewrites only the shards touched")
     add_ray_options(b)
     b.add_argument("--json", action="store_true")
     b.set_defaults(handler=_gallery_build)
@@ -86,6 +88,8 @@ def _register_gallery(rsub: argparse._SubParsersAction) -> None:
     q.add_argument("-k", type=int, default=10)
     q.add_argument("--model", help="query with this model folder (through the gallery's adapter)")
     q.add_argument("--lq", action="store_true", help="degrade the query by the fixed LQ protocol first")
+    q.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
+                   help="only crops whose FIELD has VALUE (camid=3, camid=[1,2], pid=42); repeat to require several")
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=_gallery_query)
 
@@ -147,17 +151,19 @@ def _gallery_build(args: argparse.Namespace) -> int:
 
     with ExitStack() as stack:
         result = build_gallery(_catalog(), args.gallery, args.model, args.images, factory=args.factory,
-                               encoder_for=_image_encoders(args, stack))
+                               encoder_for=_image_encoders(args, stack), shard_size=args.shard_size)
     emit(result, args.json)
     return 0
 
 
 def _gallery_query(args: argparse.Namespace) -> int:
     from indexer.search import check_k
+    from indexer.where import parse_where
     from reid.gallery import query_gallery
 
     check_k(args.k)
-    rows = query_gallery(_catalog(), args.gallery, args.image, k=args.k, model_dir=args.model, lq=args.lq)
+    where = parse_where(args.where)
+    rows = query_gallery(_catalog(), args.gallery, args.image, k=args.k, model_dir=args.model, lq=args.lq, where=where)
     if len(rows) == 1:
         emit({"results": rows[0]}, args.json)
     else:

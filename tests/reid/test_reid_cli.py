@@ -84,12 +84,35 @@ def test_gallery_cli(market_slice, trained_model, tmp_path, capsys, monkeypatch)
     assert main(["reid", "gallery", "query", "--gallery", "g", "--image", str(q), "-k", "2", "--json"]) == 0
     results = _last_json(capsys)["results"]
     assert results[0]["id"] == q.stem and len(results) == 2
+    # only crops from other cameras than the query's: the query crop itself is filtered out
+    camid = results[0]["camid"]
+    assert main(["reid", "gallery", "query", "--gallery", "g", "--image", str(q), "-k", "5", "--where",
+                 f"camid={json.dumps([c for c in range(1, 7) if c != camid])}", "--json"]) == 0
+    others = _last_json(capsys)["results"]
+    assert len(others) == 5 and all(r["camid"] != camid for r in others)
+    assert main(["reid", "gallery", "query", "--gallery", "g", "--image", str(q), "--where", "camid"]) == 2
+    assert "is not FIELD=VALUE" in capsys.readouterr().err
     assert main(["reid", "gallery", "remove", "--gallery", "g", q.stem, "--json"]) == 0
     assert _last_json(capsys)["count"] == count
     assert main(["reid", "gallery", "drop", "--gallery", "g", "--json"]) == 0
     assert _last_json(capsys)["dropped"] is True
     assert q.is_file()  # crops indexed from the user's own folder stay where they are
     assert main(["reid", "gallery", "query", "--gallery", "g", "--image", str(q)]) == 2
+
+
+def test_gallery_in_shards(market_slice, trained_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    crops = str(market_slice / "bounding_box_test")
+    assert main(["reid", "gallery", "build", "--gallery", "g", "--model", str(trained_model), "--images", crops,
+                 "--shard-size", "0"]) == 2
+    assert "shard size must be a positive number" in capsys.readouterr().err
+    assert main(["reid", "gallery", "build", "--gallery", "g", "--model", str(trained_model), "--images", crops,
+                 "--shard-size", "4", "--json"]) == 0
+    out = _last_json(capsys)
+    assert out["shards"] == -(-out["count"] // 4) > 1
+    crop = sorted((market_slice / "bounding_box_test").iterdir())[-1]  # in the last shard
+    assert main(["reid", "gallery", "query", "--gallery", "g", "--image", str(crop), "-k", "1", "--json"]) == 0
+    assert _last_json(capsys)["results"][0]["id"] == crop.stem
 
 
 def test_text_commands_refuse_a_gallery(market_slice, trained_model, beir_small, tmp_path, capsys, monkeypatch):

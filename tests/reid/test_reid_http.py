@@ -21,6 +21,12 @@ def test_gallery_routes_query_upload_remove(trained_model, market_slice, tmp_pat
         r = client.post("/reid/galleries/people/query?k=2", files={"image": (crop.name, crop.read_bytes(), "image/jpeg")})
         assert r.status_code == 200, r.text
         assert r.json()["results"][0]["id"] == crop.stem and len(r.json()["results"]) == 2
+        # another person's crops only (a field the gallery keeps per crop)
+        other = next(int(p.name[:4]) for p in sorted((market_slice / "bounding_box_test").iterdir())
+                     if int(p.name[:4]) != int(crop.name[:4]))
+        r = client.post("/reid/galleries/people/query", params=[("k", "3"), ("where", f"pid={other}")],
+                        files={"image": (crop.name, crop.read_bytes(), "image/jpeg")})
+        assert r.status_code == 200 and r.json()["results"] and all(h["pid"] == other for h in r.json()["results"])
         # the gallery's own model by its folder is fine; a folder with no adapter is refused before it loads
         r = client.post("/reid/galleries/people/query", params={"k": 1, "model": str(trained_model)},
                         files={"image": (crop.name, crop.read_bytes(), "image/jpeg")})
