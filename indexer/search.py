@@ -189,7 +189,7 @@ class Searcher:
     def search(self, name: str, queries: Sequence[Any], k: int = 10, query_model: str | None = None,
                where: dict[str, Any] | None = None) -> list[list[Hit]]:
         """Search texts (or images) with the index's model, or with `query_model` through its adapter.
-        `where`: only items whose info fields take these values (`indexer.where`), e.g. {"camid": [1, 2]}."""
+        `where`: only items whose info fields pass (`indexer.where`), e.g. {"camid": {"not_in": [3]}}."""
         check_k(k)
         where = check_where(where)
         if not len(queries):

@@ -24,7 +24,8 @@ class SearchRequest(BaseModel):
     query_model: str | None = Field(None, description="model for the query; routed through the index's adapter")
     with_info: bool = Field(False, description="include each item's stored metadata")
     where: dict[str, Any] | None = Field(
-        None, description='only items whose info fields take these values, e.g. {"metadata.year": 2020, "camid": [1, 2]}')
+        None, description='only items whose info fields pass, e.g. {"camid": [1, 2], "metadata.year": {"gte": 2019}}; '
+                    'operators in, not_in, gt, gte, lt, lte')
 
 
 class SearchHit(BaseModel):
@@ -78,7 +79,7 @@ def create_app(searcher: Searcher) -> FastAPI:
     @app.get("/search", response_model=SearchResponse, response_model_exclude_none=True)
     async def search_get(s: SearcherDep, index: str, q: Annotated[str, Query(description="query text")],
                          k: int = 10, query_model: str | None = None,
-                         where: Annotated[list[str], Query(description="FIELD=VALUE, repeatable (as the CLI's --where)")] = [],  # noqa: B006
+                         where: Annotated[list[str], Query(description="FIELD=V, FIELD!=V, FIELD>=N...: as --where")] = [],  # noqa: B006
                          ) -> SearchResponse:
         req = SearchRequest(index=index, query=q, k=k, query_model=query_model, where=parse_where(where))
         return await run_in_threadpool(_run, s, req)

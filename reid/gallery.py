@@ -177,7 +177,7 @@ def query_gallery(catalog: Catalog, name: str, images: Sequence[Any], k: int = 1
                   where: dict[str, Any] | None = None) -> list[list[dict[str, Any]]]:
     """Top-k gallery crops for each query image (path, PIL image or bytes). With `model_dir` other
     than the gallery's model, queries go through the gallery's registered adapter into its space.
-    `where`: only crops whose info takes these values (`indexer.where`), e.g. {"camid": [1, 2]}.
+    `where`: only crops whose info passes (`indexer.where`), e.g. {"camid": {"not_in": [3]}}.
     A long-lived caller (HTTP) passes its own `indexer.search.Searcher` to keep models loaded."""
     from indexer.search import Searcher
 

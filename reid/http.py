@@ -40,7 +40,7 @@ def gallery_router(catalog: Catalog) -> APIRouter:
         image: Annotated[UploadFile, File(description="query person crop (JPEG or PNG)")],
         k: Annotated[int, Query(description="number of results")] = 10,
         model: Annotated[str | None, Query(description="query model folder (through the gallery's adapter)")] = None,
-        where: Annotated[list[str], Query(description="FIELD=VALUE, repeatable: camid=3, camid=[1,2], pid=42")] = [],  # noqa: B006
+        where: Annotated[list[str], Query(description="repeatable: camid=3, camid=[1,2], camid!=3, pid=42")] = [],  # noqa: B006
     ) -> dict[str, Any]:
         check_k(k)
         rows = query_gallery(catalog, gallery, [image.file.read()], k=k, model_dir=model, searcher=searcher,

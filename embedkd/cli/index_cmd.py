@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("-k", type=int, default=10)
     s.add_argument("--query-model", default=None, help="model for the query (through the index's adapter)")
     s.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
-                   help="only items whose info FIELD has VALUE (metadata.year=2020, tag=[a,b] for either); repeatable")
+                   help="only items whose FIELD passes: metadata.year=2020, tag=[a,b] (either), lang!=de, year>=2019; repeatable")
     add_encoder_options(s)
     add_search_options(s)
     s.add_argument("--json", action="store_true")

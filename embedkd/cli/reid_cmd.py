@@ -89,7 +89,7 @@ def _register_gallery(rsub: argparse._SubParsersAction) -> None:
     q.add_argument("--model", help="query with this model folder (through the gallery's adapter)")
     q.add_argument("--lq", action="store_true", help="degrade the query by the fixed LQ protocol first")
     q.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
-                   help="only crops whose FIELD has VALUE (camid=3, camid=[1,2], pid=42); repeat to require several")
+                   help="only crops whose FIELD passes: camid=3, camid=[1,2], camid!=3 (other cameras); repeatable")
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=_gallery_query)
 

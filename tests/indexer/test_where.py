@@ -34,12 +34,23 @@ def _tagged(beir_small) -> list[Doc]:
     return docs
 
 
+_MISSING = object()
+
+
 def _passes(doc: Doc, where: dict) -> bool:
-    meta = doc.info["metadata"]
-    for field, values in check_where(where).items():
-        value = meta[field.split(".")[1]]
-        if not any(_same(value, v) for v in values):
-            return False
+    """The filter's meaning, in Python: the oracle the SQL answers are checked against."""
+    for field, cond in check_where(where).items():
+        value = doc.info or {}
+        for part in field.split("."):
+            value = value.get(part, _MISSING) if isinstance(value, dict) else _MISSING
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        for op, operand in cond.items():
+            ok = (value is not _MISSING and any(_same(value, v) for v in operand) if op == "in" else
+                  value is _MISSING or not any(_same(value, v) for v in operand) if op == "not_in" else
+                  number and {"gt": value > operand, "gte": value >= operand, "lt": value < operand,
+                              "lte": value <= operand}[op])
+            if not ok:
+                return False
     return True
 
 
@@ -52,29 +63,40 @@ def _same(a, b) -> bool:
 
 def test_parse_where_reads_json_values_else_text():
     assert parse_where(["camid=3", "metadata.year=[2019, 2020]", "title=Gene therapy", 'code="3"', "flag=true"]) == {
-        "camid": [3], "metadata.year": [2019, 2020], "title": ["Gene therapy"], "code": ["3"], "flag": [True]}
+        "camid": {"in": [3]}, "metadata.year": {"in": [2019, 2020]}, "title": {"in": ["Gene therapy"]},
+        "code": {"in": ["3"]}, "flag": {"in": [True]}}
+    assert parse_where(["metadata.year>=2019", "metadata.year<2021", "camid!=[1,2]", "url=http://a?b=c<d", "x>-1.5",
+                        "y<=0"]) == {
+        "metadata.year": {"gte": 2019, "lt": 2021}, "camid": {"not_in": [1, 2]}, "url": {"in": ["http://a?b=c<d"]},
+        "x": {"gt": -1.5}, "y": {"lte": 0}}
+    assert check_where({"camid": {"in": 3, "not_in": [4]}}) == {"camid": {"in": [3], "not_in": [4]}}
     assert parse_where([]) is None and check_where({}) is None
 
 
-@pytest.mark.parametrize(("exprs", "needle"), [
-    (["camid"], "is not FIELD=VALUE"),
-    (["=3"], "is not FIELD=VALUE"),
+@pytest.mark.parametrize(("where", "needle"), [
+    (["camid"], "has no =, !=, >="),
+    (["=3"], "names no field"),
     (["camid=1", "camid=2"], "given twice"),
     (["cam id=1"], "is not a field name"),
     (["a..b=1"], "is not a field name"),
     (["camid=[]"], "empty list"),
-    (['camid={"x": 1}'], "not a text, number or true/false"),
     (["camid=[[1]]"], "not a text, number or true/false"),
     (["camid=NaN"], "not a text, number or true/false"),
+    (["year>=abc"], "gte takes a number"),
+    (["year<true"], "lt takes a number"),
+    ({"camid": {"like": 1}}, "unknown operator 'like'"),
+    ({"camid": {}}, "empty condition"),
+    ({"camid": {"gt": [1]}}, "gt takes a number"),
 ])
-def test_bad_filters_are_one_line_errors(exprs, needle):
+def test_bad_filters_are_one_line_errors(where, needle):
     with pytest.raises(UserError, match=needle) as err:
-        parse_where(exprs)
+        parse_where(where) if isinstance(where, list) else check_where(where)
     assert "\n" not in str(err.value)
 
 
 def test_matching_ids_are_typed(catalog, minilm, beir_small):
-    """The same answers on SQLite and PostgreSQL: 2 is not "2", true is not 1, lists are any-of, fields AND."""
+    """The same answers on SQLite and PostgreSQL as the Python oracle: 2 is not "2", true is not 1, lists are
+    any-of, fields AND, not_in keeps items without the field, ranges take numbers only."""
     docs = _tagged(beir_small)
     build_index(catalog, "t", minilm, ListSource(docs), progress=False)
     with catalog.session() as s:
@@ -83,11 +105,14 @@ def test_matching_ids_are_typed(catalog, minilm, beir_small):
         for where in ({"metadata.year": 2019}, {"metadata.year": [2018, 2020], "metadata.group": "odd"},
                       {"metadata.code": 2}, {"metadata.code": "2"}, {"metadata.code": [1, "1"]},
                       {"metadata.flag": True}, {"metadata.flag": False, "metadata.year": 2018.0},
-                      {"metadata.missing": 1}, {"title": docs[7].info["title"]}):
-            want = [ids[d.id] for d in docs if ("title" in where and d.info["title"] == where["title"])
-                    or ("title" not in where and "metadata.missing" not in where and _passes(d, where))]
+                      {"metadata.missing": 1}, {"title": docs[7].info["title"]}, {"metadata.year": {"gte": 2019}},
+                      {"metadata.year": {"gt": 2018, "lte": 2019.5}, "metadata.group": "even"},
+                      {"metadata.code": {"not_in": [2]}}, {"metadata.code": {"lt": 2}}, {"metadata.code": {"gte": 1.5}},
+                      {"metadata.missing": {"not_in": [1]}}, {"metadata.flag": {"not_in": [True]}},
+                      {"metadata.code": {"in": [0, "0"], "not_in": ["0"]}}, {"metadata.group": {"gt": 0}}):
+            want = [ids[d.id] for d in docs if _passes(d, where)]
             assert matching_ids(s, index_id, check_where(where)).tolist() == want, where
-        assert 0 < len(matching_ids(s, index_id, {"metadata.code": [2]})) < 30
+        assert 0 < len(matching_ids(s, index_id, {"metadata.code": {"in": [2]}})) < 30
 
 
 def _reference(index, allowed: np.ndarray, q: np.ndarray, k: int, l2: bool) -> np.ndarray:
@@ -111,9 +136,8 @@ def test_filtered_search_is_the_exact_top_k_among_allowed(sqlite_catalog, minilm
     index = load_index(sqlite_catalog, "t")
     q = minilm.encode_queries(QUERIES)
     for where in ({"metadata.year": 2019}, {"metadata.year": 2020, "metadata.group": "odd"}, {"metadata.flag": True},
-                  {"title": docs[33].info["title"]}):
-        allowed = np.array([i for i, d in enumerate(docs) if "title" not in where and _passes(d, where)]
-                           or [33], np.int64)
+                  {"title": docs[33].info["title"]}, {"metadata.year": {"gte": 2019}, "metadata.code": {"not_in": [0, 1]}}):
+        allowed = np.array([i for i, d in enumerate(docs) if _passes(d, where)], np.int64)
         rows = searcher.search("t", QUERIES, k=5, where=where)
         want = _reference(index, allowed, q, 5, metric == "l2")
         for row, ref in zip(rows, want):
@@ -207,21 +231,21 @@ def test_cli_and_http_filter(tmp_path, minilm, beir_small):
                                           "metadata": d.info["metadata"]}) + "\n" for d in tagged.values()))
     home = tmp_path / "home"
     run(home, "index", "build", "--index", "t", "--model", minilm_path(), "--corpus", str(corpus))
-    where = {"metadata.year": 2019, "metadata.group": "odd"}
+    where = {"metadata.year": {"gte": 2019}, "metadata.group": {"not_in": ["even"]}}
     hits = last_json(run(home, "index", "search", "--index", "t", "--query", QUERIES[0], "-k", "4",
-                         "--where", "metadata.year=2019", "--where", "metadata.group=odd", "--json"))["results"]
+                         "--where", "metadata.year>=2019", "--where", "metadata.group!=even", "--json"))["results"]
     assert len(hits) == 4 and all(_passes(tagged[h["id"]], where) for h in hits)
     bad = run(home, "index", "search", "--index", "t", "--query", "x", "--where", "metadata.year", check=False)
-    assert bad.returncode == 2 and "is not FIELD=VALUE" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.returncode == 2 and "has no =, !=" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
     client = TestClient(create_app(Searcher(open_catalog(load_settings(home=home)), lambda _s: minilm)))
     r = client.post("/search", json={"index": "t", "query": QUERIES[0], "k": 4, "where": where})
     assert r.status_code == 200 and [h["id"] for h in r.json()["results"]] == [h["id"] for h in hits]
-    r = client.get("/search", params=[("index", "t"), ("q", QUERIES[0]), ("k", "4"), ("where", "metadata.year=2019"),
-                                      ("where", "metadata.group=odd")])
+    r = client.get("/search", params=[("index", "t"), ("q", QUERIES[0]), ("k", "4"), ("where", "metadata.year>=2019"),
+                                      ("where", "metadata.group!=even")])
     assert r.status_code == 200 and [h["id"] for h in r.json()["results"]] == [h["id"] for h in hits]
-    r = client.post("/search", json={"index": "t", "query": "x", "where": {"metadata.year": {"gt": 1}}})
-    assert r.status_code == 400 and "not a text, number or true/false" in r.json()["detail"]
+    r = client.post("/search", json={"index": "t", "query": "x", "where": {"metadata.year": {"after": 1}}})
+    assert r.status_code == 400 and "unknown operator 'after'" in r.json()["detail"]
 
 
 @pytest.mark.parametrize("with_new_doc", [False, True])
