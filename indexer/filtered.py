@@ -25,7 +25,7 @@ from .errors import UserError
 
 __all__ = ["EXACT_MAX", "plan", "search"]
 
-EXACT_MAX = 20_000  # HNSW: allowed sets this small are scored exactly (30 MB of 384-d vectors at most)
+EXACT_MAX = 20_000  # the most allowed vectors scored exactly (HNSW, or no selector): 30 MB at 384-d
 
 
 def search(index: Any, q: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -45,7 +45,9 @@ def search(index: Any, q: np.ndarray, k: int, allowed: np.ndarray | None = None)
               faiss.SearchParametersHNSW(sel=sel, efSearch=setting) if how == "hnsw" else faiss.SearchParameters(sel=sel))
     try:
         return index.search(q, k, params=params)
-    except RuntimeError as err:  # PQ, RQ, NSG and refine indexes take no selector
+    except RuntimeError as err:  # PQ, RQ, NSG and refine indexes take no selector ("... params ...")
+        if "params" not in str(err):
+            raise
         if len(allowed) <= EXACT_MAX:
             return _exact(index, q, k, allowed)
         inner = store._inner(index)
