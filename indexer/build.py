@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, update
+from sqlalchemy import update
 from tqdm.auto import tqdm
 
 from . import jobs, shards, store
@@ -33,13 +33,14 @@ from .catalog import (
     get_index,
     insert_items,
     items_by_external_ids,
+    update_item_infos,
 )
 from .context import Catalog
 from .corpus import Doc, DocSource
 from .encoder import Encoder, check_embeddings
 from .errors import Conflict, UserError
 from .hashing import sha256_text
-from .models import Index, Item, Job
+from .models import Index, Job
 
 __all__ = ["build_index", "add_documents", "delete_items", "drop_index", "index_stem", "check_encoder_fits"]
 
@@ -322,18 +323,11 @@ def _plan_add(catalog: Catalog, index: Index, scan: _Scan) -> _Plan:
     return _Plan(positions=todo, skipped=skipped, replaced_faiss_ids=replaced, retagged=retagged)
 
 
-def _retag(s, index_id: int, infos: dict[int, dict[str, Any] | None]) -> None:
-    if infos:
-        table = Item.__table__
-        stmt = table.update().where(table.c.index_id == index_id, table.c.faiss_id == bindparam("fid"))
-        s.execute(stmt.values(info=bindparam("new_info")), [{"fid": f, "new_info": i} for f, i in infos.items()])
-
-
 def _retag_only(catalog: Catalog, index: Index, infos: dict[int, dict[str, Any] | None]) -> int:
     """New metadata for unchanged documents: rows only, no vector moves. The generation still steps (its files
     stay), so a searcher's filters, kept per generation, see the change on its next query."""
     with catalog.session() as s:
-        _retag(s, index.id, infos)
+        update_item_infos(s, index.id, infos)
         res = s.execute(update(Index).where(Index.id == index.id, Index.generation == index.generation)
                         .values(generation=index.generation + 1))
         if res.rowcount != 1:
@@ -387,7 +381,7 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
                 current.add_with_ids(part, new_ids[start : start + len(part)])
 
             def rows(s) -> None:
-                _retag(s, index.id, plan.retagged)
+                update_item_infos(s, index.id, plan.retagged)
                 delete_items_by_faiss_ids(s, index.id, plan.replaced_faiss_ids)
                 s.flush()
                 insert_items(s, index.id, [scan.ids[p] for p in plan.positions], new_ids,

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from .encoder import ModelRecord
@@ -25,6 +25,7 @@ __all__ = [
     "get_item",
     "insert_items",
     "delete_items_by_faiss_ids",
+    "update_item_infos",
     "active_adapter",
     "model_from_record",
 ]
@@ -126,6 +127,14 @@ def insert_items(
         rows = [{"index_id": index_id, "external_id": e, "faiss_id": int(f), "content_hash": h, "info": i}
                 for e, f, h, i in zip(external_ids[part], faiss_ids[part], content_hashes[part], infos[part])]
         session.execute(Item.__table__.insert(), rows)
+
+
+def update_item_infos(session: Session, index_id: int, infos: dict[int, dict[str, Any] | None]) -> None:
+    """Set the `info` (metadata) of items by FAISS id, in one executemany."""
+    if infos:
+        table = Item.__table__
+        stmt = table.update().where(table.c.index_id == index_id, table.c.faiss_id == bindparam("fid"))
+        session.execute(stmt.values(info=bindparam("new_info")), [{"fid": f, "new_info": i} for f, i in infos.items()])
 
 
 def delete_items_by_faiss_ids(session: Session, index_id: int, faiss_ids: Sequence[int]) -> None:

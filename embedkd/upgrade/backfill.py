@@ -22,7 +22,7 @@ from sqlalchemy import delete, select, update
 
 from indexer import jobs, shards
 from indexer.build import build_index, index_stem
-from indexer.catalog import get_index
+from indexer.catalog import get_index, update_item_infos
 from indexer.context import Catalog
 from indexer.corpus import DocSource
 from indexer.errors import Conflict, UserError
@@ -40,6 +40,14 @@ def staging_name(name: str) -> str:
 
 def _items(session, index_id: int) -> dict[str, str]:
     return dict(session.execute(select(Item.external_id, Item.content_hash).where(Item.index_id == index_id)).all())
+
+
+def _keep_metadata(session, index_id: int, staging_id: int) -> None:
+    """The staged items take the index's own metadata: the backfill's corpus may predate an `index add` that
+    changed a document's metadata alone (the item sets are equal; only `info` may differ)."""
+    ours = dict(session.execute(select(Item.external_id, Item.info).where(Item.index_id == index_id)).all())
+    staged = session.execute(select(Item.external_id, Item.faiss_id, Item.info).where(Item.index_id == staging_id))
+    update_item_infos(session, staging_id, {fid: ours[e] for e, fid, info in staged if ours.get(e) != info})
 
 
 def backfill(catalog: Catalog, name: str, encoder: Any, docs: DocSource, chunk_size: int = 4096,
@@ -93,8 +101,9 @@ def switch_to_staging(catalog: Catalog, name: str) -> dict[str, Any]:
         new_id, model_id, dim, factory, metric, count, next_id, staged_checksum = snapshot
         dst, checksum = shards.link(src, staged_checksum, folder, index_stem(name, gen + 1))
         with shards.replacing(folder, old_file or None, dst), catalog.session() as s:
-            s.execute(delete(Item).where(Item.index_id == s.scalar(select(Index.id).where(Index.name == name))))
             orig = get_index(s, name)
+            _keep_metadata(s, orig.id, new_id)
+            s.execute(delete(Item).where(Item.index_id == orig.id))
             s.execute(update(Item).where(Item.index_id == new_id).values(index_id=orig.id))
             s.execute(update(AdapterRow).where(AdapterRow.index_id == orig.id).values(active=False))
             res = s.execute(

@@ -80,3 +80,21 @@ def test_switch_refuses_when_index_changed_meanwhile(catalog, tmp_path):
         backfill(catalog, "idx", v2, read_corpus(path))
     with catalog.session() as s:
         assert get_index(s, "idx").model.fingerprint == v1.record.fingerprint
+
+
+def test_switch_keeps_metadata_changed_after_the_corpus(catalog, tmp_path):
+    """A metadata-only `index add` changes no content hash, so the backfill from the original corpus switches;
+    the switched index keeps the newer metadata (a filter on it still finds the document)."""
+    path = _corpus(tmp_path, 20)
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    build_index(catalog, "idx", v1, read_corpus(path), progress=False)
+    doc = next(d for d in read_corpus(path) if d.id == "d3")
+    out = add_documents(catalog, "idx", v1, ListSource([Doc(doc.id, doc.content, {"metadata": {"team": "blue"}})]),
+                        progress=False)
+    assert out["metadata_updated"] == 1
+    backfill(catalog, "idx", v2, read_corpus(path), chunk_size=10)
+    hits = Searcher(catalog).search_vectors("idx", v2(["w3 w4 w5 w6"]), k=5, source_fingerprint=v2.record.fingerprint,
+                                            where={"metadata.team": "blue"})
+    assert [h.id for h in hits[0]] == ["d3"]
+    with catalog.session() as s:
+        assert get_index(s, "idx").count == 20
