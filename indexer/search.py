@@ -23,12 +23,14 @@ from .catalog import active_adapter, adapter_sources, check_kind, get_index, ite
 from .context import Catalog
 from .encoder import Encoder
 from .errors import Conflict, NotFound, UserError
-from .where import Where, check_where, matching_ids
+from .fields import FieldColumn, load_column
+from .where import Where, check_where, select_ids
 
 __all__ = ["Hit", "Searcher", "MAX_K"]
 
 MAX_K = 10_000
-_ALLOWED_CACHE = 64  # filters' allowed-id sets kept (at 1M items a set is up to 8 MB)
+_COLUMN_BYTES = 512 << 20  # filtered fields' values kept in memory (about 22 MB per field per million items)
+_ALLOWED_CACHE = 64  # recent filters' answers kept too (a repeated filter then costs nothing)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Searcher:
         self._encoders: dict[str, Encoder] = {}
         self._indexes: dict[str, _Loaded] = {}
         self._adapters: dict[tuple[int, str], Any] = {}
+        self._columns: dict[tuple[int, int, str], FieldColumn] = {}  # (index id, generation, field) -> values
         self._allowed: dict[tuple[int, int, str], np.ndarray] = {}  # (index id, generation, filter) -> FAISS ids
         self._lock = threading.RLock()
 
@@ -232,20 +235,32 @@ class Searcher:
             )
 
     def _allowed_ids(self, loaded: _Loaded, where: Where) -> np.ndarray | None:
-        """The loaded generation's FAISS ids that pass `where` (None: all of them), kept per generation."""
-        key = (loaded.index_id, loaded.generation, json.dumps(where, sort_keys=True))
+        """The FAISS ids that pass `where` (None: all of them), from its fields' values, read once per field and
+        generation (`indexer.fields`: a filter that changes with every request costs one SQL scan, not one each)."""
+        answer = (loaded.index_id, loaded.generation, json.dumps(where, sort_keys=True))
+        keys = {f: (loaded.index_id, loaded.generation, f) for f in where}
         with self._lock:
-            cached = self._allowed.get(key)
-        if cached is None:
+            allowed = self._allowed.get(answer)
+            columns = {f: self._columns[key] for f, key in keys.items() if key in self._columns}
+        if allowed is not None:
+            return None if len(allowed) == loaded.count else allowed
+        fresh = [f for f in where if f not in columns]
+        if fresh:
             with self.catalog.session() as s:
-                cached = matching_ids(s, loaded.index_id, where)
-            with self._lock:
-                for old in [k for k in self._allowed if k[0] == loaded.index_id and k[1] != loaded.generation]:
-                    del self._allowed[old]  # a write's new generation makes them stale
-                while len(self._allowed) >= _ALLOWED_CACHE:
-                    del self._allowed[next(iter(self._allowed))]
-                self._allowed[key] = cached
-        return None if len(cached) == loaded.count else cached
+                columns.update({f: load_column(s, loaded.index_id, f) for f in fresh})
+        allowed = select_ids(columns, where)
+        with self._lock:
+            for cache in (self._columns, self._allowed):
+                for key in [k for k in cache if k[0] == loaded.index_id and k[1] != loaded.generation]:
+                    del cache[key]  # a write's new generation makes them stale
+            for f in fresh:
+                self._columns[keys[f]] = columns[f]
+            while sum(c.nbytes for c in self._columns.values()) > _COLUMN_BYTES and len(self._columns) > 1:
+                del self._columns[next(iter(self._columns))]
+            while len(self._allowed) >= _ALLOWED_CACHE:
+                del self._allowed[next(iter(self._allowed))]
+            self._allowed[answer] = allowed
+        return None if len(allowed) == loaded.count else allowed
 
     def _search(self, loaded: _Loaded, name: str, q: np.ndarray, k: int, where: Where | None = None) -> list[list[Hit]]:
         q = np.ascontiguousarray(q, dtype=np.float32)

@@ -5,8 +5,8 @@ items whose camid is 1 or 2 *and* whose metadata.year is in [2019, 2021) (dots r
 Conditions: a value or a list of values (any of them; the operator `in`), `not_in` (none of them; items
 without the field pass), and `gt`, `gte`, `lt`, `lte` (numbers only; items whose field is not a number fail).
 Values compare as JSON: 3 matches 3 (and 3.0) but not "3". Text corpora keep `title` and BEIR's `metadata`;
-ReID galleries keep `pid`, `camid`, `file` and `path`. The catalog answers a filter with the FAISS ids it
-allows, in SQL (SQLite's json_extract, PostgreSQL's jsonb), so no item's text or vector is read.
+ReID galleries keep `pid`, `camid`, `file` and `path`. A filter is evaluated on its fields' values, read
+from the catalog (`indexer.fields`): no item's text or vector is read.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .errors import UserError
-from .models import Item
+from .fields import FieldColumn, load_column, passes
 
-__all__ = ["OPERATORS", "Where", "check_where", "matching_ids", "parse_where"]
+__all__ = ["OPERATORS", "Where", "check_where", "matching_ids", "parse_where", "select_ids"]
 
 Where = dict[str, dict[str, Any]]  # field path -> {operator: values (in, not_in) or a number (gt, gte, lt, lte)}
 
@@ -95,51 +94,21 @@ def _operand(field: str, op: Any, value: Any) -> Any:
     return values
 
 
-def _field_tests(session: Session, field: str, cond: dict[str, Any]) -> list[sa.ColumnElement[bool]]:
-    parts = field.split(".")
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import JSONB
-
-        # jsonb comparisons are typed: 3 = 3.0, 3 <> "3", true <> 1; a range is checked on numbers only
-        value = sa.func.jsonb_extract_path(sa.cast(Item.info, JSONB), *parts)
-        is_number = sa.func.jsonb_typeof(value) == "number"
-
-        def jsonb(v: Any) -> sa.ColumnElement:
-            return sa.cast(sa.literal(json.dumps(v), sa.Text), JSONB)
-
-        def member(values: list[Any]) -> sa.ColumnElement[bool]:
-            return value.in_([jsonb(v) for v in values])
-    else:
-        path = "$" + "".join(f'."{p}"' for p in parts)
-        value, kind = sa.func.json_extract(Item.info, path), sa.func.json_type(Item.info, path)
-        is_number = kind.in_(["integer", "real"])
-
-        def jsonb(v: Any) -> Any:
-            return v
-
-        def member(values: list[Any]) -> sa.ColumnElement[bool]:
-            # json_extract reads true/false as 1/0 and "3" as 3's text: json_type tells them apart. One IN per
-            # type, not one test per value: 500 values cost 500 JSON parses a row (8 s for 200k items)
-            numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-            texts = [v for v in values if isinstance(v, str)]
-            flags = ["true" if v else "false" for v in values if isinstance(v, bool)]
-            return sa.or_(*([sa.and_(is_number, value.in_(numbers))] if numbers else []),
-                          *([sa.and_(kind == "text", value.in_(texts))] if texts else []),
-                          *([kind.in_(flags)] if flags else []))
-
-    tests = []
-    for op, operand in cond.items():
-        if op == "in":
-            tests.append(member(operand))
-        elif op == "not_in":  # an item without the field is not one of the values
-            tests.append(sa.or_(value.is_(None), sa.not_(member(operand))))
-        else:
-            tests.append(sa.and_(is_number, getattr(value, _RANGES[op])(jsonb(operand))))
-    return tests
-
-
 def matching_ids(session: Session, index_id: int, where: Where) -> np.ndarray:
     """The FAISS ids of index `index_id`'s items that pass `where`, ascending."""
-    tests = [t for field, cond in where.items() for t in _field_tests(session, field, cond)]
-    stmt = sa.select(Item.faiss_id).where(Item.index_id == index_id, *tests)
-    return np.sort(np.fromiter(session.scalars(stmt), dtype=np.int64))
+    return select_ids({f: load_column(session, index_id, f) for f in where}, where)
+
+
+def select_ids(columns: Mapping[str, FieldColumn], where: Where) -> np.ndarray:
+    """The ids that pass `where`, from its fields' columns (`indexer.fields`), ascending."""
+    cols = [columns[f] for f in where]
+    if all(np.array_equal(c.ids, cols[0].ids) for c in cols[1:]):
+        mask = np.ones(len(cols[0].ids), bool)
+        for col, cond in zip(cols, where.values()):
+            mask &= passes(col, cond)
+        return cols[0].ids[mask]
+    # columns read on either side of a write: an id must pass in every column that has it, and be in all
+    ids = cols[0].ids[passes(cols[0], where[next(iter(where))])]
+    for col, cond in list(zip(cols, where.values()))[1:]:
+        ids = np.intersect1d(ids, col.ids[passes(col, cond)], assume_unique=True)
+    return ids

@@ -269,3 +269,25 @@ def test_changed_metadata_alone_updates_the_filter(catalog, minilm, beir_small, 
     assert got == {docs[4].id, *(d.id for d in extra)}
     again = add_documents(catalog, "t", minilm, ListSource([moved]), progress=False)
     assert (again["metadata_updated"], again["unchanged"], again["generation"]) == (0, 1, 2)
+
+
+def test_columns_read_on_either_side_of_a_write(sqlite_catalog, minilm, beir_small):
+    """Two fields read before and after an add (a filter's first use racing a write): an id passes only if it
+    passes in every column, and one column alone cannot admit the new document."""
+    from indexer.fields import load_column
+    from indexer.where import select_ids
+
+    docs = _tagged(beir_small)
+    build_index(sqlite_catalog, "t", minilm, ListSource(docs[:30]), progress=False)
+    with sqlite_catalog.session() as s:
+        index_id = get_index(s, "t").id
+        year = load_column(s, index_id, "metadata.year")
+    add_documents(sqlite_catalog, "t", minilm, ListSource([docs[40]]), progress=False)
+    with sqlite_catalog.session() as s:
+        group = load_column(s, index_id, "metadata.group")
+    where = check_where({"metadata.year": {"gte": 2018}, "metadata.group": ["even", "odd"]})
+    assert len(group.ids) == 31 and select_ids({"metadata.year": year, "metadata.group": group}, where).tolist() == list(
+        range(30))
+    where = check_where({"metadata.group": ["even", "odd"], "metadata.year": 2019})
+    assert select_ids({"metadata.year": year, "metadata.group": group}, where).tolist() == [
+        i for i, d in enumerate(docs[:30]) if d.info["metadata"]["year"] == 2019]
