@@ -30,7 +30,7 @@ Where = dict[str, dict[str, Any]]  # field path -> {operator: values (in, not_in
 _FIELD = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
 _SCALARS = (str, int, float, bool)
 _MAX_VALUES = 10_000  # a longer list of allowed values belongs in the data (a field to filter on), not the query
-_RANGES = {"gt": "__gt__", "gte": "__ge__", "lt": "__lt__", "lte": "__le__"}
+_RANGES = ("gt", "gte", "lt", "lte")  # numbers only (`indexer.fields` evaluates them)
 OPERATORS = ("in", "not_in", *_RANGES)
 # the CLI's spelling of each operator; two-character ones first, so that `a>=1` is not read as `a>` `=1`
 _CLI = (("!=", "not_in"), (">=", "gte"), ("<=", "lte"), ("=", "in"), (">", "gt"), ("<", "lt"))
