@@ -328,11 +328,16 @@ def _retag_only(catalog: Catalog, index: Index, infos: dict[int, dict[str, Any] 
     stay), so a searcher's filters, kept per generation, see the change on its next query."""
     with catalog.session() as s:
         update_item_infos(s, index.id, infos)
-        res = s.execute(update(Index).where(Index.id == index.id, Index.generation == index.generation)
-                        .values(generation=index.generation + 1))
-        if res.rowcount != 1:
-            raise Conflict(f"index {index.name!r} changed during this update; run it again")
+        _step_generation(s, index)
     return index.generation + 1
+
+
+def _step_generation(s, index: Index, **values: Any) -> None:
+    """Move the index's row to generation+1 (with `values`), unless another write moved it since `index` was read."""
+    res = s.execute(update(Index).where(Index.id == index.id, Index.generation == index.generation)
+                    .values(generation=index.generation + 1, **values))
+    if res.rowcount != 1:
+        raise Conflict(f"index {index.name!r} changed while this job ran; run the command again")
 
 
 def _load_current(catalog: Catalog, index: Index) -> shards.ShardedIndex:
@@ -347,13 +352,7 @@ def _switch(catalog: Catalog, index: Index, new: shards.ShardedIndex, apply_rows
     path, checksum = shards.write(new, folder, index_stem(index.name, gen))
     with shards.replacing(folder, index.file, path), catalog.session() as s:
         apply_rows(s)
-        res = s.execute(
-            update(Index)
-            .where(Index.id == index.id, Index.generation == index.generation)
-            .values(file=path.name, checksum=checksum, generation=gen, count=int(new.ntotal))
-        )
-        if res.rowcount != 1:
-            raise Conflict(f"index {index.name!r} changed while this job ran; run the command again")
+        _step_generation(s, index, file=path.name, checksum=checksum, count=int(new.ntotal))
     return {"index": index.name, "count": int(new.ntotal), "generation": gen, "shards": len(new.shards),
             "checksum": checksum}
 

@@ -19,12 +19,12 @@ from sqlalchemy.orm import Session
 
 from .models import Item
 
-__all__ = ["FieldColumn", "load_column", "passes"]
+__all__ = ["RANGES", "FieldColumn", "load_column", "passes"]
 
 MISSING, NUMBER, TEXT, TRUE, FALSE, OTHER, BOOLEAN = range(7)  # OTHER: JSON null, an object or an array
 _SQLITE_KINDS = {"integer": NUMBER, "real": NUMBER, "text": TEXT, "true": TRUE, "false": FALSE}
 _PG_KINDS = {"number": NUMBER, "string": TEXT, "boolean": BOOLEAN}  # BOOLEAN: TRUE or FALSE by its text
-_RANGES = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
+RANGES = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}  # numbers only
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def passes(column: FieldColumn, cond: dict[str, Any]) -> np.ndarray:
         elif op == "not_in":  # missing, null or another value: not one of these
             mask &= ~_member(column, operand)
         else:  # ranges hold for numbers only (NaN compares false)
-            mask &= _RANGES[op](column.number, operand)
+            mask &= RANGES[op](column.number, operand)
     return mask
 
 

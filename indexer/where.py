@@ -21,7 +21,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from .errors import UserError
-from .fields import FieldColumn, load_column, passes
+from .fields import RANGES, FieldColumn, load_column, passes
 
 __all__ = ["OPERATORS", "Where", "check_where", "matching_ids", "parse_where", "select_ids"]
 
@@ -30,8 +30,7 @@ Where = dict[str, dict[str, Any]]  # field path -> {operator: values (in, not_in
 _FIELD = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
 _SCALARS = (str, int, float, bool)
 _MAX_VALUES = 10_000  # a longer list of allowed values belongs in the data (a field to filter on), not the query
-_RANGES = ("gt", "gte", "lt", "lte")  # numbers only (`indexer.fields` evaluates them)
-OPERATORS = ("in", "not_in", *_RANGES)
+OPERATORS = ("in", "not_in", *RANGES)
 # the CLI's spelling of each operator; two-character ones first, so that `a>=1` is not read as `a>` `=1`
 _CLI = (("!=", "not_in"), (">=", "gte"), ("<=", "lte"), ("=", "in"), (">", "gt"), ("<", "lt"))
 _CLI_HINT = "e.g. --where camid=3, --where 'camid!=[1,2]', --where 'metadata.year>=2019'"
@@ -77,7 +76,7 @@ def check_where(where: Mapping[str, Any] | None) -> Where | None:
 
 
 def _operand(field: str, op: Any, value: Any) -> Any:
-    if op in _RANGES:
+    if op in RANGES:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise UserError(f"filter field {field!r}: {op} takes a number, got {value!r}")
         return value
