@@ -52,7 +52,7 @@ def main() -> None:
                             checksum="c", generation=1, next_id=n, state="ready")
                 s.add(row)
                 s.flush()
-                insert_items(s, row.id, ids, np.arange(n), keys, infos)
+                insert_items(s, row.id, ids, np.arange(n), keys, infos, generation=1)
             seconds[kind] = time.perf_counter() - t0
             print(f"{kind}: {n} rows in {seconds[kind]:.1f} s", flush=True)
             catalog.close()

@@ -5,8 +5,8 @@ per index kind and filter selectivity, against the same index searched without a
 something, as with real embeddings; no model: the search is what is measured), each document tagged with
 `bucket` = its number mod 1000, so a filter on `bucket` in a list of b values allows b/1000 of the index,
 spread over every cluster. For each index kind and share allowed: the first search with the filter (for
-the first share of each index this reads the field from the catalog in SQL; it is then kept per
-generation), a search with another filter on the same field (a new request with other values), the
+the first share of each index this reads the field from the catalog in SQL; it is then kept, and
+brought up to date by each write), a search with another filter on the same field (a new request with other values), the
 median latency of one-query searches through
 `Searcher.search_vectors` with and without the filter (alternating), and recall@10 against the exact top 10
 among the allowed vectors; for IVF and HNSW also the recall of FAISS's selector search left at the

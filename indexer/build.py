@@ -248,7 +248,6 @@ def _run_job(catalog: Catalog, kind: str, target: str, params: dict[str, Any], e
         jobs.fail(catalog, job.id, f"{type(err).__name__}: {err}")
         raise
     jobs.finish(catalog, job.id)
-    shutil.rmtree(catalog.settings.job_dir / str(job.id), ignore_errors=True)
     result.update(job_id=job.id, resumed_from=resumed_from, seconds=round(time.perf_counter() - t0, 3))
     return result
 
@@ -295,7 +294,7 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
                         checksum=checksum, generation=1, next_id=len(scan.ids), state="ready")
             s.add(row)
             s.flush()
-            insert_items(s, row.id, scan.ids, faiss_ids, scan.keys, scan.infos)
+            insert_items(s, row.id, scan.ids, faiss_ids, scan.keys, scan.infos, generation=1)
         return {"index": name, "model": encoder.record.name, "factory": factory, "count": len(scan.ids),
                 "shards": len(index.shards), "file": str(path), "checksum": checksum}
 
@@ -327,7 +326,7 @@ def _retag_only(catalog: Catalog, index: Index, infos: dict[int, dict[str, Any] 
     """New metadata for unchanged documents: rows only, no vector moves. The generation still steps (its files
     stay), so a searcher's filters, kept per generation, see the change on its next query."""
     with catalog.session() as s:
-        update_item_infos(s, index.id, infos)
+        update_item_infos(s, index.id, infos, generation=index.generation + 1)
         _step_generation(s, index)
     return index.generation + 1
 
@@ -345,13 +344,14 @@ def _load_current(catalog: Catalog, index: Index) -> shards.ShardedIndex:
 
 
 def _switch(catalog: Catalog, index: Index, new: shards.ShardedIndex, apply_rows) -> dict[str, Any]:
-    """Write generation+1 (the changed shards and a manifest), then in one transaction update the rows if the
-    index did not change meanwhile. Files of the old generation that the new one does not share go after."""
+    """Write generation+1 (the changed shards and a manifest), then in one transaction update the rows
+    (`apply_rows(session, generation)`) if the index did not change meanwhile. Files of the old generation
+    that the new one does not share go after."""
     gen = index.generation + 1
     folder = catalog.settings.index_dir / index.name
     path, checksum = shards.write(new, folder, index_stem(index.name, gen))
     with shards.replacing(folder, index.file, path), catalog.session() as s:
-        apply_rows(s)
+        apply_rows(s, gen)
         _step_generation(s, index, file=path.name, checksum=checksum, count=int(new.ntotal))
     return {"index": index.name, "count": int(new.ntotal), "generation": gen, "shards": len(new.shards),
             "checksum": checksum}
@@ -379,12 +379,12 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
             for start, part in vectors.chunks():
                 current.add_with_ids(part, new_ids[start : start + len(part)])
 
-            def rows(s) -> None:
-                update_item_infos(s, index.id, plan.retagged)
-                delete_items_by_faiss_ids(s, index.id, plan.replaced_faiss_ids)
+            def rows(s, gen: int) -> None:
+                update_item_infos(s, index.id, plan.retagged, gen)
+                delete_items_by_faiss_ids(s, index.id, plan.replaced_faiss_ids, gen)
                 s.flush()
                 insert_items(s, index.id, [scan.ids[p] for p in plan.positions], new_ids,
-                             [scan.keys[p] for p in plan.positions], [scan.infos[p] for p in plan.positions])
+                             [scan.keys[p] for p in plan.positions], [scan.infos[p] for p in plan.positions], gen)
                 s.execute(update(Index).where(Index.id == index.id).values(next_id=index.next_id + len(new_ids)))
 
             out = _switch(catalog, index, current, rows)
@@ -417,7 +417,7 @@ def delete_items(catalog: Catalog, name: str, external_ids: list[str]) -> dict[s
         faiss_ids = [found[e].faiss_id for e in dict.fromkeys(external_ids)]
         current = _load_current(catalog, index)
         current.remove_ids(np.array(faiss_ids), index.factory, index.metric)
-        out = _switch(catalog, index, current, lambda s: delete_items_by_faiss_ids(s, index.id, faiss_ids))
+        out = _switch(catalog, index, current, lambda s, gen: delete_items_by_faiss_ids(s, index.id, faiss_ids, gen))
         out["deleted"] = len(faiss_ids)
         return out
 
@@ -428,4 +428,5 @@ def drop_index(catalog: Catalog, name: str) -> dict[str, Any]:
             index = get_index(s, name)
             s.delete(index)
         shutil.rmtree(catalog.settings.index_dir / name, ignore_errors=True)
+        jobs.supersede(catalog, name)  # unfinished adds to it can never resume
     return {"index": name, "dropped": True}

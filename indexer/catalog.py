@@ -6,12 +6,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from .encoder import ModelRecord
 from .errors import NotFound, UserError
-from .models import Adapter, EmbeddingModel, Index, Item
+from .models import Adapter, EmbeddingModel, Index, Item, item_removals
 
 __all__ = [
     "ensure_model",
@@ -26,6 +26,7 @@ __all__ = [
     "insert_items",
     "delete_items_by_faiss_ids",
     "update_item_infos",
+    "REMOVALS_KEPT",
     "active_adapter",
     "model_from_record",
 ]
@@ -119,28 +120,43 @@ def insert_items(
     faiss_ids: np.ndarray,
     content_hashes: Sequence[str],
     infos: Sequence[dict[str, Any] | None],
+    generation: int,
 ) -> None:
+    """Insert item rows, written by the index's generation `generation`."""
     if not len(external_ids) == len(faiss_ids) == len(content_hashes) == len(infos):
         raise ValueError("insert_items: ids, faiss ids, hashes and infos differ in length")
     for start in range(0, len(external_ids), 5000):  # rows made per batch: a build may insert millions
         part = slice(start, start + 5000)
-        rows = [{"index_id": index_id, "external_id": e, "faiss_id": int(f), "content_hash": h, "info": i}
+        rows = [{"index_id": index_id, "external_id": e, "faiss_id": int(f), "content_hash": h, "info": i,
+                 "generation": generation}
                 for e, f, h, i in zip(external_ids[part], faiss_ids[part], content_hashes[part], infos[part])]
         session.execute(Item.__table__.insert(), rows)
 
 
-def update_item_infos(session: Session, index_id: int, infos: dict[int, dict[str, Any] | None]) -> None:
-    """Set the `info` (metadata) of items by FAISS id, in one executemany."""
+def update_item_infos(session: Session, index_id: int, infos: dict[int, dict[str, Any] | None], generation: int) -> None:
+    """Set the `info` (metadata) of items by FAISS id, in one executemany, as generation `generation`."""
     if infos:
         table = Item.__table__
         stmt = table.update().where(table.c.index_id == index_id, table.c.faiss_id == bindparam("fid"))
-        session.execute(stmt.values(info=bindparam("new_info")), [{"fid": f, "new_info": i} for f, i in infos.items()])
+        session.execute(stmt.values(info=bindparam("new_info"), generation=generation),
+                        [{"fid": f, "new_info": i} for f, i in infos.items()])
 
 
-def delete_items_by_faiss_ids(session: Session, index_id: int, faiss_ids: Sequence[int]) -> None:
+REMOVALS_KEPT = 1000  # generations of removals kept: a service further behind reads its filter fields afresh
+
+
+def delete_items_by_faiss_ids(session: Session, index_id: int, faiss_ids: Sequence[int], generation: int) -> None:
+    """Delete items by FAISS id, recording the removals as generation `generation`'s."""
     ids = [int(i) for i in faiss_ids]
+    if not ids:
+        return
     for start in range(0, len(ids), 500):
         session.execute(delete(Item).where(Item.index_id == index_id, Item.faiss_id.in_(ids[start : start + 500])))
+    session.execute(item_removals.insert(), [{"index_id": index_id, "faiss_id": i, "generation": generation} for i in ids])
+    oldest = generation - REMOVALS_KEPT
+    session.execute(delete(item_removals).where(item_removals.c.index_id == index_id,
+                                                item_removals.c.generation <= oldest))
+    session.execute(update(Index).where(Index.id == index_id, Index.history_from < oldest).values(history_from=oldest))
 
 
 def adapter_sources(session: Session, index: Index) -> list[str]:

@@ -1,4 +1,9 @@
-"""Job rows and per-target locks. A job is resumed when a rerun has the same parameters."""
+"""Job rows and per-target locks. A job is resumed when a rerun has the same parameters.
+
+A job's encoded chunks stay in its folder until it finishes, so that a rerun resumes from them. A job that
+can no longer resume (the index was written by another job since, or dropped) is marked superseded and its
+chunks deleted; an operator lists jobs with `list_jobs` and drops one's chunks with `cancel`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,28 +20,41 @@ from typing import Any
 from sqlalchemy import select
 
 from .context import Catalog
-from .errors import Conflict
+from .errors import Conflict, NotFound, UserError
 from .models import Job
 
-__all__ = ["params_hash", "start_or_resume", "target_lock", "update_progress", "finish", "fail", "job_dir"]
+__all__ = ["params_hash", "start_or_resume", "target_lock", "update_progress", "finish", "fail", "job_dir",
+           "supersede", "list_jobs", "cancel", "STATES"]
+
+# as stored, plus "interrupted": stored as running, but no process here holds its index's write lock (killed)
+STATES = ("running", "interrupted", "failed", "done", "superseded", "cancelled")
+_UNFINISHED = ("running", "failed")
 
 
 def params_hash(params: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
 
+def job_dir_path(catalog: Catalog, job_id: int) -> Path:
+    return catalog.settings.job_dir / str(job_id)
+
+
 def job_dir(catalog: Catalog, job_id: int) -> Path:
-    path = catalog.settings.job_dir / str(job_id)
+    path = job_dir_path(catalog, job_id)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _lock_path(catalog: Catalog, target: str) -> Path:
+    return catalog.settings.home / "locks" / f"{target}.lock"
 
 
 @contextmanager
 def target_lock(catalog: Catalog, target: str) -> Iterator[None]:
     """One writer per index at a time; a lock held by a killed process is released by the OS."""
-    lock_dir = catalog.settings.home / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_dir / f"{target}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    path = _lock_path(catalog, target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -74,8 +93,25 @@ def update_progress(catalog: Catalog, job_id: int, progress: int, checkpoint: di
 
 
 def finish(catalog: Catalog, job_id: int) -> None:
+    """Mark the job done, delete its chunks, and supersede the target's unfinished jobs (none can resume now)."""
     with catalog.session() as s:
-        s.get(Job, job_id).state = "done"
+        job = s.get(Job, job_id)
+        job.state = "done"
+        target = job.target
+    shutil.rmtree(job_dir_path(catalog, job_id), ignore_errors=True)
+    supersede(catalog, target)
+
+
+def supersede(catalog: Catalog, target: str) -> list[int]:
+    """Mark the unfinished jobs of `target` superseded and delete their chunks (call holding its write lock)."""
+    with catalog.session() as s:
+        stale = s.scalars(select(Job).where(Job.target == target, Job.state.in_(_UNFINISHED))).all()
+        for job in stale:
+            job.state = "superseded"
+        ids = [job.id for job in stale]
+    for job_id in ids:
+        shutil.rmtree(job_dir_path(catalog, job_id), ignore_errors=True)
+    return ids
 
 
 def fail(catalog: Catalog, job_id: int, error: str) -> None:
@@ -83,3 +119,76 @@ def fail(catalog: Catalog, job_id: int, error: str) -> None:
         job = s.get(Job, job_id)
         job.state = "failed"
         job.error = error[:2000]
+
+
+def _writing(catalog: Catalog, target: str) -> bool:
+    """Whether a process holds `target`'s write lock (on this machine: the lock is a file in EMBEDKD_HOME)."""
+    path = _lock_path(catalog, target)
+    if not path.is_file():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared and released at once: a writer holds it exclusively
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _stored_bytes(catalog: Catalog, job_id: int) -> int:
+    folder = job_dir_path(catalog, job_id)
+    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) if folder.is_dir() else 0
+
+
+def _state(catalog: Catalog, job: Job) -> str:
+    return "interrupted" if job.state == "running" and not _writing(catalog, job.target) else job.state
+
+
+def list_jobs(catalog: Catalog, target: str | None = None, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest jobs first (of index `target`, in `state` when given), as plain rows."""
+    if state is not None and state not in STATES:
+        raise UserError(f"job state {state!r} is not one of {', '.join(STATES)}")
+    if limit < 1:
+        raise UserError(f"--limit must be a positive integer, got {limit}")
+    query = select(Job).order_by(Job.id.desc())
+    if target is not None:
+        query = query.where(Job.target == target)
+    if state is not None:
+        stored = "running" if state == "interrupted" else state
+        query = query.where(Job.state == stored)
+    rows = []
+    with catalog.session() as s:
+        for job in s.scalars(query):
+            shown = _state(catalog, job)
+            if state is not None and shown != state:
+                continue
+            seconds = float(job.seconds or 0.0)
+            rows.append({"id": job.id, "kind": job.kind, "index": job.target, "state": shown,
+                         "progress": int(job.progress or 0), "total": job.total, "seconds": round(seconds, 3),
+                         "docs_per_s": round(job.progress / seconds, 1) if seconds > 0 and job.progress else None,
+                         "stored_bytes": _stored_bytes(catalog, job.id), "error": job.error,
+                         "created_at": job.created_at.isoformat(), "updated_at": job.updated_at.isoformat()})
+            if len(rows) == limit:
+                break
+    return rows
+
+
+def cancel(catalog: Catalog, job_id: int) -> dict[str, Any]:
+    """Forget an unfinished job: its encoded chunks are deleted, so a rerun of its command starts over."""
+    with catalog.session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"there is no job {job_id}; list them with `embedkd index jobs`")
+        target, stored = job.target, job.state
+    if stored not in _UNFINISHED:
+        raise UserError(f"job {job_id} is {stored}; only a failed or interrupted job can be cancelled")
+    with target_lock(catalog, target):  # refused while it runs: a running job is stopped by stopping its process
+        with catalog.session() as s:
+            job = s.get(Job, job_id)
+            if job.state not in _UNFINISHED:
+                raise Conflict(f"job {job_id} became {job.state} meanwhile; nothing was cancelled")
+            job.state = "cancelled"
+        freed = _stored_bytes(catalog, job_id)
+        shutil.rmtree(job_dir_path(catalog, job_id), ignore_errors=True)
+    return {"id": job_id, "index": target, "state": "cancelled", "freed_bytes": freed}

@@ -12,17 +12,19 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     Float,
     ForeignKey,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["Base", "EmbeddingModel", "Index", "Item", "Adapter", "Job"]
+__all__ = ["Base", "EmbeddingModel", "Index", "Item", "item_removals", "Adapter", "Job"]
 
 
 def _now() -> datetime:
@@ -66,6 +68,9 @@ class Index(Base):
     checksum: Mapped[str | None] = mapped_column(String(64), nullable=True)
     generation: Mapped[int] = mapped_column(Integer, default=0)
     next_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Items' changes (Item.generation, item_removals) are recorded completely from this generation on; a
+    # backfill's switch, which replaces every item, moves it forward.
+    history_from: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(32), default="ready")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
@@ -86,6 +91,18 @@ class Item(Base):
     faiss_id: Mapped[int] = mapped_column(BigInteger)
     content_hash: Mapped[str] = mapped_column(String(64))
     info: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0)  # the index generation that last wrote this row
+
+
+# FAISS ids that a generation removed (deleted, or replaced by a changed document): with Item.generation, what
+# a search service needs to bring its in-memory field values up to date after a write (`indexer.fields`).
+item_removals = Table(
+    "item_removals",
+    Base.metadata,
+    Column("index_id", Integer, ForeignKey("indexes.id", ondelete="CASCADE"), nullable=False),
+    Column("faiss_id", BigInteger, nullable=False),
+    Column("generation", Integer, nullable=False),
+)
 
 
 class Adapter(Base):

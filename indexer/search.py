@@ -23,7 +23,7 @@ from .catalog import active_adapter, adapter_sources, check_kind, get_index, ite
 from .context import Catalog
 from .encoder import Encoder
 from .errors import Conflict, NotFound, UserError
-from .fields import FieldColumn, load_column
+from .fields import FieldColumn, refresh_column
 from .where import Where, check_where, select_ids
 
 __all__ = ["Hit", "Searcher", "MAX_K"]
@@ -97,7 +97,7 @@ class Searcher:
         self._encoders: dict[str, Encoder] = {}
         self._indexes: dict[str, _Loaded] = {}
         self._adapters: dict[tuple[int, str], Any] = {}
-        self._columns: dict[tuple[int, int, str], FieldColumn] = {}  # (index id, generation, field) -> values
+        self._columns: dict[tuple[int, str], FieldColumn] = {}  # (index id, field) -> values, at their generation
         self._allowed: dict[tuple[int, int, str], np.ndarray] = {}  # (index id, generation, filter) -> FAISS ids
         self._lock = threading.RLock()
 
@@ -236,25 +236,26 @@ class Searcher:
 
     def _allowed_ids(self, loaded: _Loaded, where: Where) -> np.ndarray | None:
         """The FAISS ids that pass `where` (None: all of them), from its fields' values, read once per field and
-        generation (`indexer.fields`: a filter that changes with every request costs one SQL scan, not one each)."""
+        brought up to date by what each write changed (`indexer.fields`: a filter that changes with every request
+        costs one SQL scan, not one each, and a write costs reading its rows, not every row again)."""
         answer = (loaded.index_id, loaded.generation, json.dumps(where, sort_keys=True))
-        keys = {f: (loaded.index_id, loaded.generation, f) for f in where}
         with self._lock:
             allowed = self._allowed.get(answer)
-            columns = {f: self._columns[key] for f, key in keys.items() if key in self._columns}
+            columns = {f: self._columns.get((loaded.index_id, f)) for f in where}
         if allowed is not None:
             return None if len(allowed) == loaded.count else allowed
-        fresh = [f for f in where if f not in columns]
-        if fresh:
+        stale = [f for f, c in columns.items() if c is None or c.generation < loaded.generation]
+        if stale:
             with self.catalog.session() as s:
-                columns.update({f: load_column(s, loaded.index_id, f) for f in fresh})
+                columns.update({f: refresh_column(s, loaded.index_id, f, columns[f]) for f in stale})
         allowed = select_ids(columns, where)
         with self._lock:
-            for cache in (self._columns, self._allowed):
-                for key in [k for k in cache if k[0] == loaded.index_id and k[1] != loaded.generation]:
-                    del cache[key]  # a write's new generation makes them stale
-            for f in fresh:
-                self._columns[keys[f]] = columns[f]
+            for key in [k for k in self._allowed if k[0] == loaded.index_id and k[1] != loaded.generation]:
+                del self._allowed[key]  # a write's new generation makes them stale
+            for f in stale:
+                held = self._columns.pop((loaded.index_id, f), None)  # another thread's may be newer: keep that
+                newest = held if held is not None and held.generation > columns[f].generation else columns[f]
+                self._columns[(loaded.index_id, f)] = newest  # last: the least recently read go first
             while sum(c.nbytes for c in self._columns.values()) > _COLUMN_BYTES and len(self._columns) > 1:
                 del self._columns[next(iter(self._columns))]
             while len(self._allowed) >= _ALLOWED_CACHE:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from .catalog import get_item, list_indexes
 from .errors import UserError
+from .jobs import list_jobs
 from .search import MAX_K, Searcher
 from .where import parse_where
 
@@ -71,6 +72,12 @@ def create_app(searcher: Searcher) -> FastAPI:
     def _run(s: Searcher, req: SearchRequest) -> SearchResponse:
         hits = s.search(req.index, [req.query], k=req.k, query_model=req.query_model, where=req.where)[0]
         return SearchResponse(results=[SearchHit(**h.as_dict(req.with_info)) for h in hits])
+
+    @app.get("/jobs")
+    def job_list(s: SearcherDep, index: str | None = None, state: str | None = None,
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
+        """Build and add jobs, newest first: state, progress, errors, bytes of encoded chunks kept for resuming."""
+        return {"jobs": list_jobs(s.catalog, target=index, state=state, limit=limit)}
 
     @app.post("/search", response_model=SearchResponse, response_model_exclude_none=True)
     async def search(req: SearchRequest, s: SearcherDep) -> SearchResponse:

@@ -1,4 +1,4 @@
-"""`embedkd index build|add|delete|drop|search|list`."""
+"""`embedkd index build|add|delete|drop|search|list|jobs|cancel`."""
 
 from __future__ import annotations
 
@@ -73,6 +73,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = isub.add_parser("list", help="list indexes")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(handler=_list)
+
+    j = isub.add_parser("jobs", help="list build and add jobs: progress, failures, chunks kept for resuming")
+    j.add_argument("--index", default=None, help="only this index's jobs")
+    j.add_argument("--state", default=None, help="running, interrupted, failed, done, superseded or cancelled")
+    j.add_argument("--limit", type=int, default=20, help="newest jobs shown (default 20)")
+    j.add_argument("--json", action="store_true")
+    j.set_defaults(handler=_jobs)
+
+    c = isub.add_parser("cancel", help="forget a failed or interrupted job and delete its encoded chunks")
+    c.add_argument("job", type=int, help="job id (from `embedkd index jobs`)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(handler=_cancel)
 
 
 def _check_positive(name: str, value: int | None) -> None:
@@ -161,4 +173,31 @@ def _list(args: argparse.Namespace) -> int:
     else:
         for r in rows:
             sys.stdout.write(f"{r['name']}\t{r['count']}\t{r['factory']}\t{r['dimension']}d\t{r['model']}\n")
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from indexer.jobs import list_jobs
+
+    rows = list_jobs(catalog_from_env(), target=args.index, state=args.state, limit=args.limit)
+    if args.json:
+        emit({"jobs": rows}, True)
+        return 0
+    for r in rows:
+        total = "?" if r["total"] is None else r["total"]
+        line = f"{r['id']}\t{r['kind']}\t{r['index']}\t{r['state']}\t{r['progress']}/{total}\t{r['seconds']:.0f}s"
+        if r["stored_bytes"]:
+            line += f"\t{r['stored_bytes'] / 2**20:.1f} MiB kept"
+        if r["state"] in ("failed", "interrupted"):  # what to do about it, where it shows
+            line += f"\trerun its command to resume, or `embedkd index cancel {r['id']}`"
+        if r["error"]:
+            line += f"\t{r['error'].splitlines()[0][:200]}"
+        sys.stdout.write(line + "\n")
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from indexer.jobs import cancel
+
+    emit(cancel(catalog_from_env(), args.job), args.json)
     return 0

@@ -27,7 +27,7 @@ from indexer.context import Catalog
 from indexer.corpus import DocSource
 from indexer.errors import Conflict, UserError
 from indexer.models import Adapter as AdapterRow
-from indexer.models import Index, Item
+from indexer.models import Index, Item, item_removals
 
 __all__ = ["backfill", "staging_name", "switch_to_staging"]
 
@@ -42,12 +42,12 @@ def _items(session, index_id: int) -> dict[str, str]:
     return dict(session.execute(select(Item.external_id, Item.content_hash).where(Item.index_id == index_id)).all())
 
 
-def _keep_metadata(session, index_id: int, staging_id: int) -> None:
+def _keep_metadata(session, index_id: int, staging_id: int, generation: int) -> None:
     """The staged items take the index's own metadata: the backfill's corpus may predate an `index add` that
     changed a document's metadata alone (the item sets are equal; only `info` may differ)."""
     ours = dict(session.execute(select(Item.external_id, Item.info).where(Item.index_id == index_id)).all())
     staged = session.execute(select(Item.external_id, Item.faiss_id, Item.info).where(Item.index_id == staging_id))
-    update_item_infos(session, staging_id, {fid: ours[e] for e, fid, info in staged if ours.get(e) != info})
+    update_item_infos(session, staging_id, {fid: ours[e] for e, fid, info in staged if ours.get(e) != info}, generation)
 
 
 def backfill(catalog: Catalog, name: str, encoder: Any, docs: DocSource, chunk_size: int = 4096,
@@ -102,15 +102,17 @@ def switch_to_staging(catalog: Catalog, name: str) -> dict[str, Any]:
         dst, checksum = shards.link(src, staged_checksum, folder, index_stem(name, gen + 1))
         with shards.replacing(folder, old_file or None, dst), catalog.session() as s:
             orig = get_index(s, name)
-            _keep_metadata(s, orig.id, new_id)
+            _keep_metadata(s, orig.id, new_id, gen + 1)
             s.execute(delete(Item).where(Item.index_id == orig.id))
+            s.execute(delete(item_removals).where(item_removals.c.index_id.in_([orig.id, new_id])))
             s.execute(update(Item).where(Item.index_id == new_id).values(index_id=orig.id))
             s.execute(update(AdapterRow).where(AdapterRow.index_id == orig.id).values(active=False))
             res = s.execute(
                 update(Index)
                 .where(Index.id == orig.id, Index.generation == gen)
                 .values(model_id=model_id, dimension=dim, factory=factory, metric=metric, file=dst.name,
-                        checksum=checksum, generation=gen + 1, count=count, next_id=next_id, state="ready")
+                        checksum=checksum, generation=gen + 1, count=count, next_id=next_id, state="ready",
+                        history_from=gen + 1)  # every item replaced: services read their filter fields afresh
             )
             if res.rowcount != 1:
                 raise Conflict(f"index {name!r} changed while switching; rerun the backfill")

@@ -84,7 +84,8 @@ def test_switch_refuses_when_index_changed_meanwhile(catalog, tmp_path):
 
 def test_switch_keeps_metadata_changed_after_the_corpus(catalog, tmp_path):
     """A metadata-only `index add` changes no content hash, so the backfill from the original corpus switches;
-    the switched index keeps the newer metadata (a filter on it still finds the document)."""
+    the switched index keeps the newer metadata (a filter on it still finds the document), and a service that
+    read the field before the switch reads it afresh (the switch replaces every item)."""
     path = _corpus(tmp_path, 20)
     v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
     build_index(catalog, "idx", v1, read_corpus(path), progress=False)
@@ -92,9 +93,17 @@ def test_switch_keeps_metadata_changed_after_the_corpus(catalog, tmp_path):
     out = add_documents(catalog, "idx", v1, ListSource([Doc(doc.id, doc.content, {"metadata": {"team": "blue"}})]),
                         progress=False)
     assert out["metadata_updated"] == 1
-    backfill(catalog, "idx", v2, read_corpus(path), chunk_size=10)
-    hits = Searcher(catalog).search_vectors("idx", v2(["w3 w4 w5 w6"]), k=5, source_fingerprint=v2.record.fingerprint,
-                                            where={"metadata.team": "blue"})
-    assert [h.id for h in hits[0]] == ["d3"]
+    late = Doc("late", "w3 w4 w9", {"metadata": {"team": "red"}})
+    add_documents(catalog, "idx", v1, ListSource([late]), progress=False)
+    searcher = Searcher(catalog)  # it reads the filtered field before the switch
+    where = {"metadata.team": "blue"}
+    assert [h.id for h in searcher.search_vectors("idx", v1(["w3 w4 w5 w6"]), k=5, where=where)[0]] == ["d3"]
+    # the staging index numbers the documents anew (the late one first): ids read before the switch mean others
+    backfill(catalog, "idx", v2, ListSource([late, *read_corpus(path)]), chunk_size=10)
+    for reader in (searcher, Searcher(catalog)):
+        hits = reader.search_vectors("idx", v2(["w3 w4 w5 w6"]), k=5, source_fingerprint=v2.record.fingerprint,
+                                     where=where)
+        assert [h.id for h in hits[0]] == ["d3"]
     with catalog.session() as s:
-        assert get_index(s, "idx").count == 20
+        index = get_index(s, "idx")
+        assert index.count == 21 and index.history_from == index.generation

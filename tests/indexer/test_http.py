@@ -66,6 +66,10 @@ def test_http_endpoints(server):
         item = c.get(f"/items/{docs[4].id}", params={"index": "web"}).json()
         assert item["id"] == docs[4].id and item["info"]["title"]
         assert "/search" in c.get("/openapi.json").json()["paths"]
+        (job,) = c.get("/jobs", params={"index": "web"}).json()["jobs"]
+        assert (job["kind"], job["state"], job["progress"], job["stored_bytes"]) == ("build", "done", 25, 0)
+        bad = c.get("/jobs", params={"state": "lost"})
+        assert bad.status_code == 400 and "not one of" in bad.json()["detail"]
 
 
 @pytest.mark.parametrize(

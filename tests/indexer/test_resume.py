@@ -63,6 +63,10 @@ def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(tmp_path, beir_sma
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the build finished before it could be killed"
     assert progress >= 16
+    # what an operator sees: stored as running, but no process holds the index's lock any more
+    cmd, env = _cli(killed_home, "index", "jobs", "--json")
+    (job,) = json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120).stdout.splitlines()[-1])["jobs"]
+    assert job["state"] == "interrupted" and job["progress"] >= 16 and job["stored_bytes"] >= 16 * 384 * 4
 
     cmd, env = _cli(killed_home, *args)
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

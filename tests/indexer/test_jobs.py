@@ -1,0 +1,109 @@
+"""Jobs an operator can see and clean up (`indexer/jobs.py`, `embedkd index jobs|cancel`, `GET /jobs`): a failed
+job keeps its encoded chunks for a rerun, and loses them when it can no longer resume (the index was written
+since, or dropped) or when cancelled; a running job cannot be cancelled."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from indexer import jobs
+from indexer.build import add_documents, build_index, drop_index
+from indexer.corpus import ListSource, read_corpus
+from indexer.errors import Conflict, NotFound, UserError
+from indexer.models import Job
+
+
+class Failing:
+    """The real encoder, failing from its `after`-th call on (a worker lost mid-job)."""
+
+    def __init__(self, encoder, after: int) -> None:
+        self.encoder, self.after, self.calls, self.record = encoder, after, 0, encoder.record
+
+    def __call__(self, texts):
+        self.calls += 1
+        if self.calls > self.after:
+            raise RuntimeError("encoder worker lost")
+        return self.encoder(texts)
+
+
+def _failed_build(catalog, minilm, docs, name: str = "j", chunk: int = 8) -> dict:
+    with pytest.raises(RuntimeError, match="worker lost"):
+        build_index(catalog, name, Failing(minilm, 2), ListSource(docs), chunk_size=chunk, progress=False)
+    (row,) = jobs.list_jobs(catalog, target=name, state="failed")
+    return row
+
+
+def test_a_failed_job_shows_its_progress_and_chunks_until_superseded(sqlite_catalog, minilm, beir_small):
+    docs = list(read_corpus(beir_small))[:30]
+    failed = _failed_build(sqlite_catalog, minilm, docs)
+    assert (failed["kind"], failed["progress"], failed["total"]) == ("build", 16, 30)
+    assert failed["stored_bytes"] >= 16 * 384 * 4 and "encoder worker lost" in failed["error"]
+    assert jobs.job_dir_path(sqlite_catalog, failed["id"]).is_dir()
+    # another build of the index (other chunks: another job) succeeds; the failed one can never resume now
+    build_index(sqlite_catalog, "j", minilm, ListSource(docs), chunk_size=10, progress=False)
+    rows = {r["id"]: r for r in jobs.list_jobs(sqlite_catalog, target="j")}
+    assert rows[failed["id"]]["state"] == "superseded" and rows[failed["id"]]["stored_bytes"] == 0
+    assert not jobs.job_dir_path(sqlite_catalog, failed["id"]).exists()
+    (done,) = [r for r in rows.values() if r["state"] == "done"]
+    assert done["progress"] == 30 and done["docs_per_s"] > 0 and list(rows) == sorted(rows, reverse=True)
+    # a failed add, then the index dropped: its chunks go with it
+    with pytest.raises(RuntimeError):
+        add_documents(sqlite_catalog, "j", Failing(minilm, 0), ListSource(list(read_corpus(beir_small))[30:45]),
+                      chunk_size=5, progress=False)
+    (add,) = jobs.list_jobs(sqlite_catalog, target="j", state="failed")
+    drop_index(sqlite_catalog, "j")
+    assert [r["state"] for r in jobs.list_jobs(sqlite_catalog, target="j") if r["id"] == add["id"]] == ["superseded"]
+
+
+def test_cancel_deletes_the_chunks_of_a_failed_job_only(sqlite_catalog, minilm, beir_small):
+    docs = list(read_corpus(beir_small))[:30]
+    failed = _failed_build(sqlite_catalog, minilm, docs)
+    with jobs.target_lock(sqlite_catalog, "j"), pytest.raises(Conflict, match="another job is writing"):
+        jobs.cancel(sqlite_catalog, failed["id"])  # its index is being written: refused, chunks kept
+    assert jobs.job_dir_path(sqlite_catalog, failed["id"]).is_dir()
+    out = jobs.cancel(sqlite_catalog, failed["id"])
+    assert out["state"] == "cancelled" and out["freed_bytes"] == failed["stored_bytes"]
+    assert not jobs.job_dir_path(sqlite_catalog, failed["id"]).exists()
+    with pytest.raises(UserError, match="is cancelled; only a failed or interrupted job"):
+        jobs.cancel(sqlite_catalog, failed["id"])
+    with pytest.raises(NotFound, match="there is no job 999"):
+        jobs.cancel(sqlite_catalog, 999)
+    # the same command again starts over
+    out = build_index(sqlite_catalog, "j", minilm, ListSource(docs), chunk_size=8, progress=False)
+    assert out["resumed_from"] == 0 and out["job_id"] != failed["id"]
+
+
+def test_running_or_interrupted_is_told_by_the_write_lock(sqlite_catalog):
+    with sqlite_catalog.session() as s:
+        s.add(Job(kind="build", target="k", params_hash="x", params={}, progress=3, total=9, checkpoint={},
+                  state="running"))
+    assert [r["state"] for r in jobs.list_jobs(sqlite_catalog)] == ["interrupted"]  # no process holds the lock
+    with jobs.target_lock(sqlite_catalog, "k"):
+        assert [r["state"] for r in jobs.list_jobs(sqlite_catalog, state="running")] == ["running"]
+        assert jobs.list_jobs(sqlite_catalog, state="interrupted") == []
+    assert len(jobs.list_jobs(sqlite_catalog, state="interrupted")) == 1
+    with pytest.raises(UserError, match="job state 'lost' is not one of"):
+        jobs.list_jobs(sqlite_catalog, state="lost")
+
+
+def test_cli_jobs_and_cancel(tmp_path, monkeypatch, capsys, minilm, beir_small):
+    from embedkd.cli.main import main
+    from indexer.context import open_catalog
+    from indexer.settings import load_settings
+
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    catalog = open_catalog(load_settings())
+    failed = _failed_build(catalog, minilm, list(read_corpus(beir_small))[:30])
+    assert main(["index", "jobs", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["jobs"]
+    assert (row["id"], row["state"], row["progress"]) == (failed["id"], "failed", 16)
+    assert main(["index", "jobs"]) == 0
+    assert f"embedkd index cancel {failed['id']}" in capsys.readouterr().out
+    assert main(["index", "cancel", str(failed["id"]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["state"] == "cancelled"
+    assert main(["index", "cancel", str(failed["id"])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "only a failed or interrupted job" in err and "\n" not in err
+    assert main(["index", "jobs", "--state", "lost"]) == 2
