@@ -1,4 +1,4 @@
-"""`embedkd index build|add|delete|drop|search|list|jobs|cancel`."""
+"""`embedkd index build|add|delete|drop|search|list|jobs|cancel|gc`."""
 
 from __future__ import annotations
 
@@ -85,6 +85,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("job", type=int, help="job id (from `embedkd index jobs`)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(handler=_cancel)
+
+    g = isub.add_parser("gc", help="delete files no catalog row needs (left by killed processes)")
+    g.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(handler=_gc)
 
 
 def _check_positive(name: str, value: int | None) -> None:
@@ -200,4 +205,20 @@ def _cancel(args: argparse.Namespace) -> int:
     from indexer.jobs import cancel
 
     emit(cancel(catalog_from_env(), args.job), args.json)
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from indexer.cleanup import collect_garbage
+
+    out = collect_garbage(catalog_from_env(), dry_run=args.dry_run)
+    if args.json:
+        emit(out, True)
+        return 0
+    verb = "would delete" if args.dry_run else "deleted"
+    for f in out["removed" if not args.dry_run else "would_remove"]:
+        sys.stdout.write(f"{verb}\t{f['path']}\t{f['bytes'] / 2**20:.1f} MiB\t{f['why']}\n")
+    for name in out["skipped_being_written"]:
+        sys.stdout.write(f"skipped\t{name}\tbeing written now; run gc again later\n")
+    sys.stdout.write(f"{verb} {out['bytes'] / 2**20:.1f} MiB in all\n")
     return 0

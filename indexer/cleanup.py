@@ -1,0 +1,68 @@
+"""Files no catalog row needs: what a killed process leaves behind, found and deleted.
+
+Every write keeps the catalog safe by writing files first and committing last, and deletes the files the
+old generation alone named after the commit. A process killed between those steps (or mid-write, or while
+dropping an index) leaves files nothing names; on indexes of millions of vectors they are gigabytes. An
+index folder is cleaned holding that index's write lock, so a write in progress is never touched (the
+index is skipped and reported); a job's folder is kept while the job can resume (running or failed).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from . import jobs
+from .context import Catalog
+from .errors import Conflict
+from .models import Index, Job
+from .shards import manifest_files
+
+__all__ = ["collect_garbage"]
+
+
+def collect_garbage(catalog: Catalog, dry_run: bool = False) -> dict[str, Any]:
+    """Delete (with `dry_run`, only list) the files and folders no catalog row needs."""
+    found: list[dict[str, Any]] = []
+    busy: list[str] = []
+    root = catalog.settings.index_dir
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        try:
+            with jobs.target_lock(catalog, folder.name):
+                found += _index_leftovers(catalog, folder, dry_run)
+        except Conflict:
+            busy.append(folder.name)
+    found += _job_leftovers(catalog, dry_run)
+    return {"removed" if not dry_run else "would_remove": found,
+            "bytes": sum(f["bytes"] for f in found), "skipped_being_written": busy}
+
+
+def _index_leftovers(catalog: Catalog, folder: Path, dry_run: bool) -> list[dict[str, Any]]:
+    with catalog.session() as s:
+        current = s.scalar(select(Index.file).where(Index.name == folder.name))
+        exists = s.scalar(select(Index.id).where(Index.name == folder.name)) is not None
+    if not exists:  # a dropped index whose files outlived it, or a build killed before its commit
+        return [_remove(folder, "no index of this name in the catalog", dry_run)]
+    keep = set(manifest_files(folder / current)) if current else set()
+    return [_remove(p, "not named by the index's current generation", dry_run)
+            for p in sorted(folder.iterdir()) if p.name not in keep]
+
+
+def _job_leftovers(catalog: Catalog, dry_run: bool) -> list[dict[str, Any]]:
+    root = catalog.settings.job_dir
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit()) if root.is_dir() else []
+    # rows read after the folders were listed: a job's row is committed before its folder is made
+    with catalog.session() as s:
+        states = dict(s.execute(select(Job.id, Job.state).where(Job.id.in_([int(p.name) for p in folders]))).all())
+    return [_remove(p, f"job {p.name} is {states.get(int(p.name), 'not in the catalog')}", dry_run)
+            for p in folders if states.get(int(p.name)) not in ("running", "failed")]
+
+
+def _remove(path: Path, why: str, dry_run: bool) -> dict[str, Any]:
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    if not dry_run:
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    return {"path": str(path), "bytes": size, "why": why}
