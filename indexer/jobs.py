@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = ["params_hash", "start_or_resume", "target_lock", "update_progress", "
 # as stored, plus "interrupted": stored as running, but no process here holds its index's write lock (killed)
 STATES = ("running", "interrupted", "failed", "done", "superseded", "cancelled")
 _UNFINISHED = ("running", "failed")
+_LOCK_TRIES = 20  # one second
 
 
 def params_hash(params: dict[str, Any]) -> str:
@@ -56,10 +58,15 @@ def target_lock(catalog: Catalog, target: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Conflict(f"another job is writing index {target!r} right now; wait for it to finish") from None
+        # a short wait: `embedkd index jobs` and `gc` hold the lock for moments; a writer holds it for its job
+        for attempt in range(_LOCK_TRIES):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == _LOCK_TRIES - 1:
+                    raise Conflict(f"another job is writing index {target!r} right now; wait for it to finish") from None
+                time.sleep(0.05)
         yield
     finally:
         os.close(fd)
