@@ -101,6 +101,14 @@ class Searcher:
         self._allowed: dict[tuple[int, int, str], np.ndarray] = {}  # (index id, generation, filter) -> FAISS ids
         self._lock = threading.RLock()
 
+    def held(self) -> dict[str, Any]:
+        """What this searcher holds in memory: its loaded indexes (generation, vectors) and filter fields."""
+        with self._lock:
+            return {"indexes": {name: {"generation": one.generation, "vectors": int(one.index.ntotal)}
+                                for name, one in self._indexes.items()},
+                    "filter_fields": len(self._columns), "filter_field_bytes": sum(c.nbytes for c in self._columns.values()),
+                    "filters_cached": len(self._allowed)}
+
     def encoder(self, source: str) -> Encoder:
         with self._lock:
             if source not in self._encoders:

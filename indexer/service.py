@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from .catalog import get_item, list_indexes
 from .errors import UserError
 from .jobs import list_jobs
+from .metrics import instrument
 from .search import MAX_K, Searcher
 from .where import parse_where
 
@@ -50,6 +51,7 @@ def create_app(searcher: Searcher) -> FastAPI:
     app = FastAPI(title="embedkd search", version="0.1.0",
                   description="Search FAISS indexes of the embedkd catalog.")
     app.state.searcher = searcher
+    instrument(app, searcher.held)
 
     @app.exception_handler(UserError)
     async def _user_error(_request: Request, err: UserError) -> JSONResponse:

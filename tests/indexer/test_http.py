@@ -72,6 +72,27 @@ def test_http_endpoints(server):
         assert bad.status_code == 400 and "not one of" in bad.json()["detail"]
 
 
+
+def test_metrics_count_requests_by_route_and_show_what_is_held(server):
+    base, searcher, docs = server
+    with httpx.Client(base_url=base, timeout=30) as c:
+        for _ in range(3):
+            assert c.post("/search", json={"index": "web", "query": "statins", "k": 2}).status_code == 200
+        assert c.get("/items/nope", params={"index": "web"}).status_code == 404
+        assert c.get("/items/x1", params={"index": "web"}).status_code == 404
+        assert c.get("/no/such/route").status_code == 404
+        c.post("/search", json={"index": "web", "query": "statins", "k": 2, "where": {"title": {"not_in": ["x"]}}})
+        text = c.get("/metrics").text
+    counts = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert counts['embedkd_http_requests_total{method="POST",route="/search",status="200"}'] == 4
+    assert counts['embedkd_http_requests_total{method="GET",route="/items/{item_id}",status="404"}'] == 2  # one series
+    assert counts['embedkd_http_requests_total{method="GET",route="unmatched",status="404"}'] == 1
+    assert counts['embedkd_http_request_seconds_count{method="POST",route="/search"}'] == 4
+    assert counts['embedkd_index_generation{index="web"}'] == 1 and counts['embedkd_index_vectors{index="web"}'] == 25
+    assert counts["embedkd_filter_fields"] == 1 and counts["embedkd_filter_field_bytes"] > 25 * 8
+
+
 @pytest.mark.parametrize(
     "body,status,needle",
     [

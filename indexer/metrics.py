@@ -1,0 +1,63 @@
+"""Prometheus metrics of the search service, scraped at `GET /metrics`: requests by route template, method
+and status, their latency, and what the searcher holds (each loaded index's generation and vectors, filter
+field memory). Route templates, not paths, label requests, so item ids do not make a series each."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["instrument"]
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _Held(Collector):
+    """The searcher's state at scrape time (`Searcher.held`)."""
+
+    def __init__(self, held) -> None:
+        self.held = held
+
+    def collect(self):
+        state: dict[str, Any] = self.held()
+        generation = GaugeMetricFamily("embedkd_index_generation", "generation of each loaded index", labels=["index"])
+        vectors = GaugeMetricFamily("embedkd_index_vectors", "vectors of each loaded index", labels=["index"])
+        for name, row in sorted(state["indexes"].items()):
+            generation.add_metric([name], row["generation"])
+            vectors.add_metric([name], row["vectors"])
+        yield generation
+        yield vectors
+        yield GaugeMetricFamily("embedkd_filter_field_bytes", "memory of the filter fields held",
+                                value=state["filter_field_bytes"])
+        yield GaugeMetricFamily("embedkd_filter_fields", "filter fields held (index, field)", value=state["filter_fields"])
+
+
+def instrument(app: FastAPI, held) -> None:
+    """Count and time every request of `app` and serve them with `held()`'s state at /metrics."""
+    registry = CollectorRegistry()
+    requests = Counter("embedkd_http_requests", "HTTP requests", ["route", "method", "status"], registry=registry)
+    seconds = Histogram("embedkd_http_request_seconds", "HTTP request latency", ["route", "method"],
+                        buckets=_BUCKETS, registry=registry)
+    registry.register(_Held(held))
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        t0, status = time.perf_counter(), 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            requests.labels(template, request.method, str(status)).inc()
+            seconds.labels(template, request.method).observe(time.perf_counter() - t0)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
