@@ -15,13 +15,14 @@ __all__ = ["build_app"]
 
 
 def build_app(catalog: Catalog, encoder_for: Callable[[str], Encoder], preload: list[str] | None = None,
-              use_gpu: bool = False, query_batch: int = 64) -> FastAPI:
-    """`query_batch`: concurrent requests share query encodings up to this many a model call (0: each alone)."""
+              use_gpu: bool = False, query_batch: int = 64, token: str | None = None) -> FastAPI:
+    """`query_batch`: concurrent requests share query encodings up to this many a model call (0: each alone);
+    `token`: requests need it as a bearer token."""
     searcher = Searcher(catalog, encoder_for, use_gpu=use_gpu, query_batch=query_batch, kind="text",
                         registered_query_models_only=True)
     for name in preload or []:
         searcher.search(name, ["warm-up"], k=1)  # loads the index and its model once, before traffic
-    app = create_app(searcher)
+    app = create_app(searcher, token=token)
     from reid.http import gallery_router
 
     app.include_router(gallery_router(catalog))

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from .auth import require_token
 from .catalog import get_item, list_indexes
 from .errors import UserError
 from .jobs import list_jobs
@@ -47,11 +48,14 @@ def _searcher(request: Request) -> Searcher:
 SearcherDep = Annotated[Searcher, Depends(_searcher)]
 
 
-def create_app(searcher: Searcher) -> FastAPI:
+def create_app(searcher: Searcher, token: str | None = None) -> FastAPI:
+    """The search app; with `token`, requests need it as a bearer token (`indexer.auth`)."""
     app = FastAPI(title="embedkd search", version="0.1.0",
                   description="Search FAISS indexes of the embedkd catalog.")
     app.state.searcher = searcher
-    instrument(app, searcher.held)
+    if token:
+        require_token(app, token)
+    instrument(app, searcher.held)  # added last, so it runs first: refused requests are counted too
 
     @app.exception_handler(UserError)
     async def _user_error(_request: Request, err: UserError) -> JSONResponse:

@@ -82,6 +82,7 @@ def test_eval_runs_and_paired_compare(home, beir_small, tmp_path):
         (["eval", "retrieval", "--data", "/tmp", "--index", "sf"], "not a BEIR folder"),
         (["index", "frobnicate"], "invalid choice"),
         (["serve", "--query-batch", "-1"], "--query-batch must be 0"),
+        (["serve", "--token-file", "/no/such/token"], "--token-file /no/such/token: No such file"),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line(home, args, needle):
@@ -124,13 +125,15 @@ def test_an_output_path_that_is_a_file_is_one_line_before_any_work(home, beir_sm
 
 
 def test_serve_answers_over_http(home):
-    """`embedkd serve` as a user starts it: the same results over HTTP as `index search`."""
+    """`embedkd serve` as a user starts it, with a token: the same results over HTTP as `index search`; without
+    the token only the health check and metrics answer."""
     import time
 
     import httpx
 
     port = free_port()
-    env = {**os.environ, "EMBEDKD_HOME": str(home)}
+    token = "s3cret-token-0123456789"
+    env = {**os.environ, "EMBEDKD_HOME": str(home), "EMBEDKD_API_TOKEN": token}
     server = subprocess.Popen([sys.executable, "-m", "embedkd.cli.main", "serve", "--port", str(port),
                                "--preload", "sf"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -143,7 +146,12 @@ def test_serve_answers_over_http(home):
                 assert server.poll() is None and time.time() < deadline, server.stderr.read().decode()[-2000:]
                 time.sleep(0.5)
         assert health.json() == {"status": "ok", "indexes": 1}
-        got = httpx.post(f"http://127.0.0.1:{port}/search", json={"index": "sf", "query": "heart attack risk", "k": 3},
+        body = {"index": "sf", "query": "heart attack risk", "k": 3}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
+            refused = httpx.post(f"http://127.0.0.1:{port}/search", json=body, headers=headers, timeout=60)
+            assert refused.status_code == 401 and "bearer token" in refused.json()["detail"]
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).status_code == 200
+        got = httpx.post(f"http://127.0.0.1:{port}/search", json=body, headers={"Authorization": f"Bearer {token}"},
                          timeout=60).json()["results"]
     finally:
         server.terminate()

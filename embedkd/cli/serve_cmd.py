@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
 
 from .runtime import add_encoder_options, catalog_from_env, text_encoder_loader
 
@@ -19,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--query-batch", type=int, default=64, metavar="N",
                    help="encode the queries of concurrent requests together, up to N per model call "
                         "(default 64; 0: each request encodes its own query)")
+    p.add_argument("--token-file", default=None, metavar="PATH",
+                   help="require the token in this file as 'Authorization: Bearer TOKEN' on every route but "
+                        "/health, /metrics and the docs (default: $EMBEDKD_API_TOKEN; neither: no token)")
     add_encoder_options(p)
     p.set_defaults(handler=_serve)
 
@@ -31,7 +37,31 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.query_batch < 0:
         raise UserError(f"--query-batch must be 0 (off) or a positive number of queries, got {args.query_batch}")
+    token = _token(args.token_file)
+    if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        sys.stderr.write(f"warning: serving on {args.host} without a token: anyone who can reach it can search, "
+                         "and add and delete gallery crops; set EMBEDKD_API_TOKEN or --token-file\n")
     app = build_app(catalog_from_env(), text_encoder_loader(args), preload=args.preload, use_gpu=args.gpu,
-                    query_batch=args.query_batch)
+                    query_batch=args.query_batch, token=token)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _token(path: str | None) -> str | None:
+    """The bearer token from --token-file, else $EMBEDKD_API_TOKEN, else None (no token)."""
+    from indexer.errors import UserError
+
+    if path is None:
+        token, source = os.environ.get("EMBEDKD_API_TOKEN", ""), "EMBEDKD_API_TOKEN"
+        if not token:
+            return None
+    else:
+        source = f"--token-file {path}"
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as err:
+            raise UserError(f"{source}: {err.strerror}; give a readable file holding the token") from None
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise UserError(f"{source} must hold one token of 16 or more characters without spaces "
+                        "(e.g. from `openssl rand -hex 32`)")
+    return token
