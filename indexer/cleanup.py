@@ -58,7 +58,7 @@ def _job_leftovers(catalog: Catalog, dry_run: bool) -> list[dict[str, Any]]:
     with catalog.session() as s:
         states = dict(s.execute(select(Job.id, Job.state).where(Job.id.in_([int(p.name) for p in folders]))).all())
     return [_remove(p, f"job {p.name} is {states.get(int(p.name), 'not in the catalog')}", dry_run)
-            for p in folders if states.get(int(p.name)) not in ("running", "failed")]
+            for p in folders if states.get(int(p.name)) not in jobs.UNFINISHED]
 
 
 def _remove(path: Path, why: str, dry_run: bool) -> dict[str, Any]:

@@ -25,11 +25,11 @@ from .errors import Conflict, NotFound, UserError
 from .models import Job
 
 __all__ = ["params_hash", "start_or_resume", "target_lock", "update_progress", "finish", "fail", "job_dir",
-           "supersede", "list_jobs", "cancel", "STATES"]
+           "supersede", "list_jobs", "cancel", "STATES", "UNFINISHED"]
 
 # as stored, plus "interrupted": stored as running, but no process here holds its index's write lock (killed)
 STATES = ("running", "interrupted", "failed", "done", "superseded", "cancelled")
-_UNFINISHED = ("running", "failed")
+UNFINISHED = ("running", "failed")
 _LOCK_TRIES = 20  # one second
 
 
@@ -112,7 +112,7 @@ def finish(catalog: Catalog, job_id: int) -> None:
 def supersede(catalog: Catalog, target: str) -> list[int]:
     """Mark the unfinished jobs of `target` superseded and delete their chunks (call holding its write lock)."""
     with catalog.session() as s:
-        stale = s.scalars(select(Job).where(Job.target == target, Job.state.in_(_UNFINISHED))).all()
+        stale = s.scalars(select(Job).where(Job.target == target, Job.state.in_(UNFINISHED))).all()
         for job in stale:
             job.state = "superseded"
         ids = [job.id for job in stale]
@@ -188,12 +188,12 @@ def cancel(catalog: Catalog, job_id: int) -> dict[str, Any]:
         if job is None:
             raise NotFound(f"there is no job {job_id}; list them with `embedkd index jobs`")
         target, stored = job.target, job.state
-    if stored not in _UNFINISHED:
+    if stored not in UNFINISHED:
         raise UserError(f"job {job_id} is {stored}; only a failed or interrupted job can be cancelled")
     with target_lock(catalog, target):  # refused while it runs: a running job is stopped by stopping its process
         with catalog.session() as s:
             job = s.get(Job, job_id)
-            if job.state not in _UNFINISHED:
+            if job.state not in UNFINISHED:
                 raise Conflict(f"job {job_id} became {job.state} meanwhile; nothing was cancelled")
             job.state = "cancelled"
         freed = _stored_bytes(catalog, job_id)
