@@ -1,4 +1,4 @@
-"""`embedkd index build|add|delete|drop|search|list|jobs|cancel|gc`."""
+"""`embedkd index build|add|delete|drop|search|list|jobs|cancel|gc|verify`."""
 
 from __future__ import annotations
 
@@ -90,6 +90,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     g.add_argument("--json", action="store_true")
     g.set_defaults(handler=_gc)
+
+    v = isub.add_parser("verify", help="check indexes against the catalog: files, checksums, ids (exit 1 on a problem)")
+    v.add_argument("--index", default=None, help="this index only (default: every index)")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(handler=_verify)
 
 
 def _check_positive(name: str, value: int | None) -> None:
@@ -221,4 +226,29 @@ def _gc(args: argparse.Namespace) -> int:
     for name in out["skipped_being_written"]:
         sys.stdout.write(f"skipped\t{name}\tbeing written now; run gc again later\n")
     sys.stdout.write(f"{verb} {out['bytes'] / 2**20:.1f} MiB in all\n")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from indexer.catalog import get_index, list_indexes
+    from indexer.verify import verify_index
+
+    catalog = catalog_from_env()
+    with catalog.session() as s:
+        names = [get_index(s, args.index).name] if args.index else [i.name for i in list_indexes(s)]
+    rows = [verify_index(catalog, name) for name in names]
+    bad = [r for r in rows if not r["ok"]]
+    if args.json:
+        emit({"ok": not bad, "indexes": rows}, True)
+    else:
+        for r in rows:
+            state = "ok" if r["ok"] else "PROBLEMS"
+            sys.stdout.write(f"{r['index']}\t{state}\t{r['vectors']} vectors\t{r['items']} items\t{r['shards']} shards\n")
+            for problem in r["problems"]:
+                sys.stdout.write(f"  - {problem}\n")
+    if bad:  # what an alert or a script checks: the exit status, and one line
+        first = bad[0]
+        sys.stderr.write(f"embedkd: error: {len(bad)} of {len(rows)} indexes failed verification; {first['index']}: "
+                         f"{first['problems'][0]}\n")
+        return 1
     return 0

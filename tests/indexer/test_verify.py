@@ -1,0 +1,71 @@
+"""`embedkd index verify` (`indexer/verify.py`): a healthy index after builds, adds and deletes passes; each
+kind of damage (a lost item row, a corrupt shard, a missing manifest, a lowered next id) is named in one line
+and the command exits 1."""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+
+from indexer.build import add_documents, build_index, delete_items
+from indexer.catalog import get_index
+from indexer.corpus import ListSource, read_corpus
+from indexer.models import Index, Item
+from indexer.verify import verify_index
+
+
+def _build(catalog, minilm, docs, name: str) -> None:
+    build_index(catalog, name, minilm, ListSource(docs), shard_size=5, progress=False)
+
+
+def test_healthy_indexes_pass_and_damage_is_named(catalog, minilm, beir_small):
+    docs = list(read_corpus(beir_small))
+    _build(catalog, minilm, docs[:12], "ok")
+    add_documents(catalog, "ok", minilm, ListSource(docs[12:16]), progress=False)
+    delete_items(catalog, "ok", [docs[3].id, docs[13].id])
+    report = verify_index(catalog, "ok")
+    assert report == {"index": "ok", "ok": True, "vectors": 14, "items": 14, "shards": 4, "problems": []}
+
+    for name in ("row", "shard", "manifest", "next"):
+        _build(catalog, minilm, docs[:12], name)
+    with catalog.session() as s:
+        row, nxt = get_index(s, "row"), get_index(s, "next")
+        s.execute(sa.delete(Item).where(Item.index_id == row.id, Item.faiss_id == 7))
+        s.execute(sa.update(Index).where(Index.id == nxt.id).values(next_id=11))
+        files = {n: get_index(s, n).file for n in ("shard", "manifest")}
+    folder = catalog.settings.index_dir
+    shard_file = json.loads((folder / "shard" / files["shard"]).read_text())["shards"][1]["file"]
+    with open(folder / "shard" / shard_file, "ab") as f:
+        f.write(b"\0")
+    (folder / "manifest" / files["manifest"]).unlink()
+    problems = {n: verify_index(catalog, n)["problems"] for n in ("row", "shard", "manifest", "next")}
+    assert problems["row"] == ["1 vectors without an item row (e.g. FAISS id 7)"]
+    assert len(problems["shard"]) == 1 and problems["shard"][0].startswith("shard 1: index file")
+    assert "does not match its catalog checksum" in problems["shard"][0]
+    assert len(problems["manifest"]) == 1 and "is missing" in problems["manifest"][0]
+    assert problems["next"] == ["FAISS id 11 is not below the catalog's next id 11: a new item would reuse it"]
+
+
+def test_cli_verify_exits_1_with_one_line(tmp_path, monkeypatch, capsys, minilm, beir_small):
+    from embedkd.cli.main import main
+    from indexer.context import open_catalog
+    from indexer.settings import load_settings
+
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    catalog = open_catalog(load_settings())
+    docs = list(read_corpus(beir_small))[:8]
+    _build(catalog, minilm, docs, "a")
+    _build(catalog, minilm, docs, "b")
+    assert main(["index", "verify", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ok"] is True
+    with catalog.session() as s:
+        s.execute(sa.update(Index).where(Index.name == "b").values(count=9))
+    assert main(["index", "verify", "--json"]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out.strip().splitlines()[-1])
+    assert [r["ok"] for r in report["indexes"]] == [True, False] and report["ok"] is False
+    assert captured.err.strip() == ("embedkd: error: 1 of 2 indexes failed verification; b: FAISS holds 8 vectors "
+                                    "but the catalog's count says 9")
+    assert main(["index", "verify", "--index", "a"]) == 0
+    assert main(["index", "verify", "--index", "nope"]) == 2
