@@ -46,7 +46,9 @@ def _index_leftovers(catalog: Catalog, folder: Path, dry_run: bool) -> list[dict
         exists = s.scalar(select(Index.id).where(Index.name == folder.name)) is not None
     if not exists:  # a dropped index whose files outlived it, or a build killed before its commit
         return [_remove(folder, "no index of this name in the catalog", dry_run)]
-    keep = set(manifest_files(folder / current)) if current else set()
+    if not current:  # a row that names no file yet: nothing here can be told apart from its files
+        return []
+    keep = set(manifest_files(folder / current))
     return [_remove(p, "not named by the index's current generation", dry_run)
             for p in sorted(folder.iterdir()) if p.name not in keep]
 
