@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import update
+from sqlalchemy import select, update
 from tqdm.auto import tqdm
 
 from . import jobs, shards, store
@@ -40,7 +40,7 @@ from .corpus import Doc, DocSource
 from .encoder import Encoder, check_embeddings
 from .errors import Conflict, UserError
 from .hashing import sha256_text
-from .models import Index, Job
+from .models import Index, Item, Job
 
 __all__ = ["build_index", "add_documents", "delete_items", "drop_index", "index_stem", "check_encoder_fits"]
 
@@ -66,6 +66,7 @@ class _Plan:
     skipped: int  # unchanged documents already in the index (adds only)
     replaced_faiss_ids: list[int]  # old vectors of changed documents (adds only)
     retagged: dict[int, dict[str, Any] | None] = field(default_factory=dict)  # same content, new info: FAISS id -> info
+    missing_faiss_ids: list[int] = field(default_factory=list)  # items the corpus lacks (a sync deletes them)
 
 
 def index_stem(name: str, generation: int) -> str:
@@ -304,9 +305,10 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
     return {**out, **_skipped(docs)}
 
 
-def _plan_add(catalog: Catalog, index: Index, scan: _Scan) -> _Plan:
+def _plan_add(catalog: Catalog, index: Index, scan: _Scan, delete_missing: bool, max_delete: float) -> _Plan:
     with catalog.session() as s:
         existing = items_by_external_ids(s, index.id, scan.ids)
+        missing = _missing(s, index, scan, max_delete) if delete_missing else []
     todo, replaced, skipped, retagged = [], [], 0, {}
     for pos, (doc_id, key) in enumerate(zip(scan.ids, scan.keys)):
         old = existing.get(doc_id)
@@ -319,7 +321,24 @@ def _plan_add(catalog: Catalog, index: Index, scan: _Scan) -> _Plan:
         if old is not None:
             replaced.append(old.faiss_id)
         todo.append(pos)
-    return _Plan(positions=todo, skipped=skipped, replaced_faiss_ids=replaced, retagged=retagged)
+    return _Plan(positions=todo, skipped=skipped, replaced_faiss_ids=replaced, retagged=retagged,
+                 missing_faiss_ids=missing)
+
+
+def _missing(s, index: Index, scan: _Scan, max_delete: float) -> list[int]:
+    """FAISS ids of the items the corpus lacks; more than `max_delete` of the index is refused (a truncated
+    snapshot would otherwise empty the index)."""
+    if not 0 <= max_delete <= 1:
+        raise UserError(f"--max-delete is a share of the index between 0 and 1, got {max_delete}")
+    present = set(scan.ids)
+    missing = [f for e, f in s.execute(select(Item.external_id, Item.faiss_id).where(Item.index_id == index.id))
+               if e not in present]
+    if len(missing) > max_delete * max(index.count, 1):
+        raise UserError(
+            f"the corpus lacks {len(missing)} of index {index.name!r}'s {index.count} items "
+            f"({len(missing) / max(index.count, 1):.0%}); --delete-missing deletes at most {max_delete:.0%} "
+            "(--max-delete): check that the corpus is complete, or raise --max-delete; nothing was changed")
+    return sorted(missing)
 
 
 def _retag_only(catalog: Catalog, index: Index, infos: dict[int, dict[str, Any] | None]) -> int:
@@ -357,9 +376,11 @@ def _switch(catalog: Catalog, index: Index, new: shards.ShardedIndex, apply_rows
             "checksum": checksum}
 
 
-def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource,
-                  chunk_size: int = DEFAULT_CHUNK, progress: bool = True) -> dict[str, Any]:
-    """Add new documents; a known id with changed content is re-embedded, an unchanged one skipped."""
+def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, chunk_size: int = DEFAULT_CHUNK,
+                  progress: bool = True, delete_missing: bool = False, max_delete: float = 0.1) -> dict[str, Any]:
+    """Add new documents; a known id with changed content is re-embedded, an unchanged one skipped. With
+    `delete_missing` the corpus is a full snapshot: items it lacks are deleted in the same new generation
+    (refused when they are more than `max_delete` of the index)."""
     scan = _scan(docs)
     with jobs.target_lock(catalog, name):
         with catalog.session() as s:
@@ -367,21 +388,24 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
             _ = index.model
             s.expunge(index)
         check_encoder_fits(index, encoder)
-        plan = _plan_add(catalog, index, scan)
+        plan = _plan_add(catalog, index, scan, delete_missing, max_delete)
+        removed = plan.replaced_faiss_ids + plan.missing_faiss_ids
         params = {"corpus": docs.fingerprint, "model": encoder.record.fingerprint, "chunk": chunk_size,
                   "generation": index.generation}
+        if delete_missing:
+            params["delete_missing"] = max_delete
 
         def finalize(job: Job, vectors: ChunkVectors) -> dict[str, Any]:
             current = _load_current(catalog, index)
-            if plan.replaced_faiss_ids:
-                current.remove_ids(np.array(plan.replaced_faiss_ids), index.factory, index.metric)
+            if removed:
+                current.remove_ids(np.array(removed), index.factory, index.metric)
             new_ids = np.arange(index.next_id, index.next_id + len(plan.positions), dtype=np.int64)
             for start, part in vectors.chunks():
                 current.add_with_ids(part, new_ids[start : start + len(part)])
 
             def rows(s, gen: int) -> None:
                 update_item_infos(s, index.id, plan.retagged, gen)
-                delete_items_by_faiss_ids(s, index.id, plan.replaced_faiss_ids, gen)
+                delete_items_by_faiss_ids(s, index.id, removed, gen)
                 s.flush()
                 insert_items(s, index.id, [scan.ids[p] for p in plan.positions], new_ids,
                              [scan.keys[p] for p in plan.positions], [scan.infos[p] for p in plan.positions], gen)
@@ -389,13 +413,13 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
 
             out = _switch(catalog, index, current, rows)
             out.update(added=len(plan.positions) - len(plan.replaced_faiss_ids), updated=len(plan.replaced_faiss_ids),
-                       unchanged=plan.skipped, metadata_updated=len(plan.retagged))
+                       unchanged=plan.skipped, metadata_updated=len(plan.retagged), deleted=len(plan.missing_faiss_ids))
             return out
 
-        if not plan.positions:
+        if not plan.positions and not plan.missing_faiss_ids:
             gen = _retag_only(catalog, index, plan.retagged) if plan.retagged else index.generation
             return {"index": name, "count": index.count, "generation": gen, "added": 0, "updated": 0,
-                    "unchanged": plan.skipped, "metadata_updated": len(plan.retagged), **_skipped(docs)}
+                    "unchanged": plan.skipped, "metadata_updated": len(plan.retagged), "deleted": 0, **_skipped(docs)}
         out = _run_job(catalog, "add", name, params, encoder, docs, scan, plan.positions, chunk_size, progress,
                        finalize)
     return {**out, **_skipped(docs)}

@@ -42,6 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--corpus", required=True)
     a.add_argument("--model", default=None, help="default: the index's model")
     a.add_argument("--chunk-size", type=int, default=4096)
+    a.add_argument("--delete-missing", action="store_true",
+                   help="the corpus is a full snapshot: delete the items it lacks, in the same generation as the add")
+    a.add_argument("--max-delete", type=float, default=0.1, metavar="SHARE",
+                   help="with --delete-missing, refuse to delete more than this share of the index (default 0.1): "
+                        "a truncated snapshot must not empty it")
     add_encoder_options(a)
     add_ray_options(a)
     a.add_argument("--json", action="store_true")
@@ -49,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = isub.add_parser("delete", help="delete items by id")
     d.add_argument("--index", required=True)
-    d.add_argument("ids", nargs="+", help="item ids to delete")
+    d.add_argument("ids", nargs="*", help="item ids to delete")
+    d.add_argument("--ids-file", default=None, metavar="PATH", help="more ids to delete, one per line")
     d.add_argument("--json", action="store_true")
     d.set_defaults(handler=_delete)
 
@@ -125,15 +131,19 @@ def _build(args: argparse.Namespace) -> int:
 def _add(args: argparse.Namespace) -> int:
     from indexer.build import add_documents
     from indexer.corpus import read_corpus
+    from indexer.errors import UserError
 
     _check_positive("chunk-size", args.chunk_size)
+    if not 0 <= args.max_delete <= 1:  # before the model loads
+        raise UserError(f"--max-delete is a share of the index between 0 and 1, got {args.max_delete}")
     catalog = catalog_from_env()
     source = require_text_index(catalog, args.index)
     source = args.model or source
     docs = read_corpus(args.corpus)
     with job_encoder(args, source) as encoder:
         result = add_documents(catalog, args.index, encoder, docs, chunk_size=args.chunk_size,
-                               progress=sys.stderr.isatty())
+                               progress=sys.stderr.isatty(), delete_missing=args.delete_missing,
+                               max_delete=args.max_delete)
     emit(result, args.json)
     return 0
 
@@ -143,8 +153,21 @@ def _delete(args: argparse.Namespace) -> int:
 
     catalog = catalog_from_env()
     require_text_index(catalog, args.index)  # a gallery's crops go with `reid gallery remove`, uploads included
-    emit(delete_items(catalog, args.index, list(args.ids)), args.json)
+    emit(delete_items(catalog, args.index, list(args.ids) + _ids_file(args.ids_file)), args.json)
     return 0
+
+
+def _ids_file(path: str | None) -> list[str]:
+    from indexer.errors import UserError
+
+    if path is None:
+        return []
+    try:
+        text = open(path, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as err:
+        why = getattr(err, "strerror", None) or err
+        raise UserError(f"--ids-file {path}: {why}; give a UTF-8 file with one id per line") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _drop(args: argparse.Namespace) -> int:
