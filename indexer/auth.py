@@ -1,5 +1,5 @@
 """A bearer token in front of the HTTP service: with one set, every route but the health check, the metrics
-and the API docs needs `Authorization: Bearer TOKEN` (gallery routes add and delete data)."""
+and the API docs needs `Authorization: Bearer TOKEN` (document and gallery routes add and delete data)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from .errors import UserError
 from .hashing import sha256_file
 from .textfile import text_lines
 
-__all__ = ["Doc", "DocSource", "JsonlCorpus", "ListSource", "read_corpus"]
+__all__ = ["Doc", "DocSource", "JsonlCorpus", "ListSource", "parse_record", "read_corpus"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,11 @@ def _parse_line(line: str, lineno: int, path: Path) -> Doc:
         row = json.loads(line)
     except json.JSONDecodeError as err:
         raise UserError(f"{where} is not valid JSON ({err.msg}); fix or remove that line") from None
+    return parse_record(row, where)
+
+
+def parse_record(row: Any, where: str) -> Doc:
+    """A document from one corpus record (a JSONL line, an HTTP upload); `where` names it in errors."""
     if not isinstance(row, dict):
         raise UserError(f"{where} is not a JSON object; each line must be like {{\"_id\": ..., \"text\": ...}}")
     doc_id = row.get("_id", row.get("id"))

@@ -159,6 +159,13 @@ class Searcher:
             self._indexes[name] = cached
             return cached
 
+    def index_encoder(self, name: str) -> Encoder:
+        """Index `name`'s own model (what writes to it encode with), of this searcher's kind."""
+        loaded = self._load(name)
+        if self.kind is not None:
+            check_kind(name, loaded.model_kind, self.kind)
+        return self._index_encoder(loaded, name)
+
     def _index_encoder(self, loaded: _Loaded, name: str) -> Encoder:
         """The index's own model, refused when its weights are no longer those the index was built with."""
         encoder = self.encoder(loaded.model_source)

@@ -10,14 +10,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from .auth import require_token
-from .catalog import get_item, list_indexes
+from .build import add_documents, delete_items
+from .catalog import check_kind, get_index, get_item, list_indexes
+from .corpus import ListSource, parse_record
 from .errors import UserError
 from .jobs import list_jobs
 from .metrics import instrument
 from .search import MAX_K, Searcher
 from .where import parse_where
 
-__all__ = ["create_app", "SearchRequest"]
+__all__ = ["create_app", "SearchRequest", "MAX_DOCUMENTS"]
+
+MAX_DOCUMENTS = 10_000  # documents a request may add: larger loads are indexing jobs (`embedkd index add`)
 
 
 class SearchRequest(BaseModel):
@@ -29,6 +33,12 @@ class SearchRequest(BaseModel):
     where: dict[str, Any] | None = Field(
         None, description='only items whose info fields pass, e.g. {"camid": [1, 2], "metadata.year": {"gte": 2019}}; '
                     'operators in, not_in, gt, gte, lt, lte')
+
+
+class DocumentsRequest(BaseModel):
+    documents: list[dict[str, Any]] = Field(
+        description='corpus records, as in corpus.jsonl: {"_id" (or "id"), "title", "text", "metadata"}; '
+                    f"1..{MAX_DOCUMENTS} a request")
 
 
 class SearchHit(BaseModel):
@@ -78,6 +88,24 @@ def create_app(searcher: Searcher, token: str | None = None) -> FastAPI:
     def _run(s: Searcher, req: SearchRequest) -> SearchResponse:
         hits = s.search(req.index, [req.query], k=req.k, query_model=req.query_model, where=req.where)[0]
         return SearchResponse(results=[SearchHit(**h.as_dict(req.with_info)) for h in hits])
+
+    @app.post("/indexes/{index}/documents")
+    def add(index: str, body: DocumentsRequest, s: SearcherDep) -> dict[str, Any]:
+        """Add or update documents (the index's own model embeds them; unchanged ones are skipped), as
+        `embedkd index add` does: a new generation, seen by the next search."""
+        if not 1 <= len(body.documents) <= MAX_DOCUMENTS:
+            raise UserError(f"send 1 to {MAX_DOCUMENTS} documents a request, got {len(body.documents)}")
+        docs = [parse_record(row, f"document {i + 1}") for i, row in enumerate(body.documents)]
+        empty = next((d.id for d in docs if not d.content), None)
+        if empty is not None:
+            raise UserError(f"document {empty!r} has neither title nor text; there is nothing to embed")
+        return add_documents(s.catalog, index, s.index_encoder(index), ListSource(docs), progress=False)
+
+    @app.delete("/indexes/{index}/items/{item_id}")
+    def delete(index: str, item_id: str, s: SearcherDep) -> dict[str, Any]:
+        with s.catalog.session() as session:
+            check_kind(index, get_index(session, index).model.kind, s.kind or "text")
+        return delete_items(s.catalog, index, [item_id])
 
     @app.get("/jobs")
     def job_list(s: SearcherDep, index: str | None = None, state: str | None = None,

@@ -40,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
     token = _token(args.token_file)
     if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         sys.stderr.write(f"warning: serving on {args.host} without a token: anyone who can reach it can search, "
-                         "and add and delete gallery crops; set EMBEDKD_API_TOKEN or --token-file\n")
+                         "and add and delete documents and gallery crops; set EMBEDKD_API_TOKEN or --token-file\n")
     app = build_app(catalog_from_env(), text_encoder_loader(args), preload=args.preload, use_gpu=args.gpu,
                     query_batch=args.query_batch, token=token)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

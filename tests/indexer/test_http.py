@@ -123,3 +123,31 @@ def _loader_failing_for_other(load):
 def test_unknown_item_is_404(server):
     base, _, _ = server
     assert httpx.get(f"{base}/items/none", params={"index": "web"}, timeout=30).status_code == 404
+
+
+def test_documents_are_added_and_deleted_over_http(server):
+    base, searcher, docs = server
+    new = {"_id": "n1", "title": "Statin therapy", "text": "Statins lower cholesterol and heart attack risk.",
+           "metadata": {"source": "http"}}
+    changed = {"_id": docs[0].id, "text": "A document about deep-sea octopus camouflage."}
+    with httpx.Client(base_url=base, timeout=120) as c:
+        out = c.post("/indexes/web/documents", json={"documents": [new, changed]}).json()
+        assert (out["added"], out["updated"], out["count"], out["generation"]) == (1, 1, 26, 2)
+        hits = c.post("/search", json={"index": "web", "query": "octopus camouflage", "k": 1}).json()["results"]
+        assert hits[0]["id"] == docs[0].id
+        hits = c.get("/search", params={"index": "web", "q": "statins cholesterol", "k": 3, "where": "metadata.source=http"})
+        assert [h["id"] for h in hits.json()["results"]] == ["n1"]
+        assert c.delete("/indexes/web/items/n1").json()["deleted"] == 1
+        assert c.get("/items/n1", params={"index": "web"}).status_code == 404
+        for body, status, needle in (({"documents": []}, 400, "send 1 to 10000 documents"),
+                                     ({"documents": [{"text": "x"}]}, 400, "document 1 has no id"),
+                                     ({"documents": [{"id": "e", "text": " "}]}, 400, "neither title nor text")):
+            r = c.post("/indexes/web/documents", json=body)
+            assert r.status_code == status and needle in r.json()["detail"], r.text
+        assert c.post("/indexes/nope/documents", json={"documents": [new]}).status_code == 404
+        r = c.delete("/indexes/web/items/none")
+        assert r.status_code == 400 and "has no item with id 'none'" in r.json()["detail"]
+    with searcher.catalog.session() as s:
+        from indexer.catalog import get_index
+
+        assert get_index(s, "web").count == 25
