@@ -192,3 +192,49 @@ def test_merge_equals_the_column_of_the_values_after_the_changes(seed):
     merged = fields._merge(_column(before, 1), _column(changes, 2), np.array(removed, np.int64))
     want = _column(after, 2)
     assert _values(merged) == _values(want) and merged.texts.tolist() == want.texts.tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_writes_keep_a_held_column_equal_to_a_fresh_read(sqlite_catalog, seed, reads):
+    """Forty random writes (adds, changed texts, metadata-only updates, deletes, snapshot syncs, in any mix), a
+    searcher's column refreshed after each: always what reading the field afresh gives."""
+    from ..embedkd.test_upgrade_fit import HashEncoder
+
+    rng = np.random.default_rng(seed)
+    encoder = HashEncoder(16, 0)
+
+    def doc(i: int, version: int) -> Doc:
+        meta = [{}, {"g": f"v{rng.integers(0, 4)}"}, {"g": float(rng.integers(0, 3))}][rng.integers(0, 3)]
+        return Doc(f"d{i}", f"word{i} w{version}", meta or None)
+
+    live = {i: doc(i, 0) for i in range(12)}
+    build_index(sqlite_catalog, "r", encoder, ListSource(list(live.values())), shard_size=8, progress=False)
+    with sqlite_catalog.session() as s:
+        index_id = get_index(s, "r").id
+        column = load_column(s, index_id, "g")
+    next_doc = 12
+    for _ in range(40):
+        kind = rng.choice(["add", "text", "meta", "delete", "sync"])
+        ids = [int(i) for i in rng.choice(sorted(live), min(len(live), int(rng.integers(1, 4))), replace=False)]
+        if kind == "add":
+            new = {next_doc + j: doc(next_doc + j, 0) for j in range(int(rng.integers(1, 4)))}
+            next_doc += len(new)
+            live.update(new)
+            add_documents(sqlite_catalog, "r", encoder, ListSource(list(new.values())), progress=False)
+        elif kind in ("text", "meta"):
+            changed = {i: doc(i, int(rng.integers(1, 9))) if kind == "text" else Doc(live[i].id, live[i].content,
+                                                                                      doc(i, 0).info) for i in ids}
+            live.update(changed)
+            add_documents(sqlite_catalog, "r", encoder, ListSource(list(changed.values())), progress=False)
+        elif kind == "delete" and len(live) > 4:
+            delete_items(sqlite_catalog, "r", [live.pop(i).id for i in ids])
+        elif kind == "sync" and len(live) > 4:
+            live.pop(ids[0])
+            add_documents(sqlite_catalog, "r", encoder, ListSource(list(live.values())), progress=False,
+                          delete_missing=True, max_delete=1.0)
+        with sqlite_catalog.session() as s:
+            reads.clear()
+            column = refresh_column(s, index_id, "g", column)
+            assert None not in reads, kind  # the write's rows only, never everything again
+            assert _values(column) == _values(load_column(s, index_id, "g")), kind
+    assert len(column.ids) == len(live)
