@@ -216,6 +216,8 @@ def _jobs(args: argparse.Namespace) -> int:
     if args.json:
         emit({"jobs": rows}, True)
         return 0
+    if rows:
+        sys.stdout.write("job\tkind\tindex\tstate\tdone/total\ttime\n")
     for r in rows:
         total = "?" if r["total"] is None else r["total"]
         line = f"{r['id']}\t{r['kind']}\t{r['index']}\t{r['state']}\t{r['progress']}/{total}\t{r['seconds']:.0f}s"
