@@ -18,14 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .context import Catalog
 from .errors import Conflict, NotFound, UserError
 from .models import Job
 
 __all__ = ["params_hash", "start_or_resume", "target_lock", "update_progress", "finish", "fail", "job_dir",
-           "supersede", "list_jobs", "cancel", "STATES", "UNFINISHED"]
+           "supersede", "list_jobs", "count_by_state", "cancel", "STATES", "UNFINISHED"]
 
 # as stored, plus "interrupted": stored as running, but no process here holds its index's write lock (killed)
 STATES = ("running", "interrupted", "failed", "done", "superseded", "cancelled")
@@ -179,6 +179,17 @@ def list_jobs(catalog: Catalog, target: str | None = None, state: str | None = N
             if len(rows) == limit:
                 break
     return rows
+
+
+def count_by_state(catalog: Catalog) -> dict[str, int]:
+    """How many jobs are in each state (running ones split into running and interrupted): what to alert on."""
+    with catalog.session() as s:
+        counts = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+        running = s.scalars(select(Job).where(Job.state == "running")).all()
+        out = {state: int(counts.get(state, 0)) for state in STATES}
+        out["interrupted"] = sum(_state(catalog, job) == "interrupted" for job in running)
+        out["running"] = len(running) - out["interrupted"]
+    return out
 
 
 def cancel(catalog: Catalog, job_id: int) -> dict[str, Any]:

@@ -18,12 +18,17 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class _Held(Collector):
-    """The searcher's state at scrape time (`Searcher.held`)."""
+    """The searcher's state and the catalog's job counts, at scrape time (`Searcher.held`, `jobs.count_by_state`)."""
 
-    def __init__(self, held) -> None:
-        self.held = held
+    def __init__(self, held, job_counts) -> None:
+        self.held, self.job_counts = held, job_counts
 
     def collect(self):
+        jobs = GaugeMetricFamily("embedkd_jobs", "build and add jobs by state (alert on failed, interrupted)",
+                                 labels=["state"])
+        for name, n in self.job_counts().items():
+            jobs.add_metric([name], n)
+        yield jobs
         state: dict[str, Any] = self.held()
         generation = GaugeMetricFamily("embedkd_index_generation", "generation of each loaded index", labels=["index"])
         vectors = GaugeMetricFamily("embedkd_index_vectors", "vectors of each loaded index", labels=["index"])
@@ -37,13 +42,14 @@ class _Held(Collector):
         yield GaugeMetricFamily("embedkd_filter_fields", "filter fields held (index, field)", value=state["filter_fields"])
 
 
-def instrument(app: FastAPI, held) -> None:
-    """Count and time every request of `app` and serve them with `held()`'s state at /metrics."""
+def instrument(app: FastAPI, held, job_counts) -> None:
+    """Count and time every request of `app` and serve them at /metrics with `held()`'s state and
+    `job_counts()`."""
     registry = CollectorRegistry()
     requests = Counter("embedkd_http_requests", "HTTP requests", ["route", "method", "status"], registry=registry)
     seconds = Histogram("embedkd_http_request_seconds", "HTTP request latency", ["route", "method"],
                         buckets=_BUCKETS, registry=registry)
-    registry.register(_Held(held))
+    registry.register(_Held(held, job_counts))
 
     @app.middleware("http")
     async def measure(request: Request, call_next):

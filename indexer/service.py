@@ -14,7 +14,7 @@ from .build import add_documents, delete_items
 from .catalog import check_kind, get_index, get_item, list_indexes
 from .corpus import ListSource, parse_record
 from .errors import UserError
-from .jobs import list_jobs
+from .jobs import count_by_state, list_jobs
 from .metrics import instrument
 from .search import MAX_K, Searcher
 from .where import parse_where
@@ -65,7 +65,8 @@ def create_app(searcher: Searcher, token: str | None = None) -> FastAPI:
     app.state.searcher = searcher
     if token:
         require_token(app, token)
-    instrument(app, searcher.held)  # added last, so it runs first: refused requests are counted too
+    # added last, so it runs first: refused requests are counted too
+    instrument(app, searcher.held, lambda: count_by_state(searcher.catalog))
 
     @app.exception_handler(UserError)
     async def _user_error(_request: Request, err: UserError) -> JSONResponse:

@@ -80,8 +80,10 @@ def test_running_or_interrupted_is_told_by_the_write_lock(sqlite_catalog):
         s.add(Job(kind="build", target="k", params_hash="x", params={}, progress=3, total=9, checkpoint={},
                   state="running"))
     assert [r["state"] for r in jobs.list_jobs(sqlite_catalog)] == ["interrupted"]  # no process holds the lock
+    assert jobs.count_by_state(sqlite_catalog) == {**dict.fromkeys(jobs.STATES, 0), "interrupted": 1}
     with jobs.target_lock(sqlite_catalog, "k"):
         assert [r["state"] for r in jobs.list_jobs(sqlite_catalog, state="running")] == ["running"]
+        assert jobs.count_by_state(sqlite_catalog) == {**dict.fromkeys(jobs.STATES, 0), "running": 1}
         assert jobs.list_jobs(sqlite_catalog, state="interrupted") == []
     assert len(jobs.list_jobs(sqlite_catalog, state="interrupted")) == 1
     with pytest.raises(UserError, match="job state 'lost' is not one of"):
