@@ -1,4 +1,4 @@
-"""`embedkd index build|add|delete|drop|search|list|jobs|cancel|gc|verify`."""
+"""`embedkd index build|add|delete|drop|search|list|jobs|cancel|gc|verify|export|import`."""
 
 from __future__ import annotations
 
@@ -101,6 +101,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--index", default=None, help="this index only (default: every index)")
     v.add_argument("--json", action="store_true")
     v.set_defaults(handler=_verify)
+
+    x = isub.add_parser("export", help="write an index (files, items, model, adapters) to a folder: a backup, or a move")
+    x.add_argument("--index", required=True)
+    x.add_argument("--out", required=True, help="a new folder")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(handler=_export)
+
+    m = isub.add_parser("import", help="add an exported index to this catalog (e.g. SQLite -> PostgreSQL), no re-embedding")
+    m.add_argument("--from", dest="src", required=True, help="a folder written by `embedkd index export`")
+    m.add_argument("--index", default=None, help="its name here (default: the exported name)")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(handler=_import)
 
 
 def _check_positive(name: str, value: int | None) -> None:
@@ -276,4 +288,18 @@ def _verify(args: argparse.Namespace) -> int:
         sys.stderr.write(f"embedkd: error: {len(bad)} of {len(rows)} indexes failed verification; {first['index']}: "
                          f"{first['problems'][0]}\n")
         return 1
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from indexer.transfer import export_index
+
+    emit(export_index(catalog_from_env(), args.index, args.out), args.json)
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from indexer.transfer import import_index
+
+    emit(import_index(catalog_from_env(), args.src, args.index), args.json)
     return 0

@@ -1,0 +1,169 @@
+"""An index moved between catalogs without re-embedding: exported to a folder (its FAISS files, its items,
+its model record, its adapters and their files, each file with its sha256) and imported into another
+catalog, e.g. from the embedded SQLite catalog to a PostgreSQL server, or from a backup.
+
+An export holds the index's write lock while it copies, so it is one generation. An import checks every
+file against the export's checksums before it writes anything, copies the files, and commits the catalog
+rows last, in one transaction; a failure removes the copied files, so the target catalog is as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from . import jobs
+from .adapters import adapter_path
+from .build import _NAME  # the one rule for index names
+from .catalog import ensure_model, get_index, insert_items
+from .context import Catalog
+from .encoder import ModelRecord
+from .errors import Conflict, UserError
+from .hashing import sha256_file
+from .models import Adapter, EmbeddingModel, Index, Item
+from .shards import manifest_files
+
+__all__ = ["export_index", "import_index", "FORMAT"]
+
+FORMAT = "embedkd-index-export/1"
+_MANIFEST = "embedkd-index.json"
+_BATCH = 5000
+
+
+def export_index(catalog: Catalog, name: str, out: str | os.PathLike) -> dict[str, Any]:
+    """Write index `name` to the new folder `out` (written beside it, renamed into place when complete)."""
+    out = Path(out)
+    if out.exists():
+        raise UserError(f"{out} exists; export into a new folder")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "files").mkdir(parents=True)
+    try:
+        with jobs.target_lock(catalog, name):  # no write can replace the files while they are copied
+            with catalog.session() as s:
+                index = get_index(s, name)
+                record = {"index": {c: getattr(index, c) for c in ("name", "factory", "metric", "dimension", "count",
+                                                                     "file", "checksum", "generation", "next_id")},
+                          "model": _model(index.model), "format": FORMAT}
+                with open(tmp / "items.jsonl", "w", encoding="utf-8") as fh:
+                    rows = s.execute(select(Item.external_id, Item.faiss_id, Item.content_hash, Item.info)
+                                     .where(Item.index_id == index.id).order_by(Item.faiss_id)
+                                     .execution_options(yield_per=_BATCH))
+                    for e, f, h, info in rows:
+                        fh.write(json.dumps({"id": e, "faiss_id": f, "hash": h, "info": info}) + "\n")
+                adapters = [{"kind": a.kind, "file": Path(a.file).name, "checksum": a.checksum, "metrics": a.metrics,
+                             "active": a.active, "source_model": _model(a.source_model),
+                             "path": str(adapter_path(catalog.settings.adapter_dir, a.file))}
+                            for a in s.scalars(select(Adapter).where(Adapter.index_id == index.id))]
+            folder = catalog.settings.index_dir / name
+            files = []
+            for file in manifest_files(folder / index.file):
+                shutil.copy2(folder / file, tmp / "files" / file)
+                files.append({"name": file, "sha256": sha256_file(tmp / "files" / file)})
+        if adapters:
+            (tmp / "adapters").mkdir()
+        for a in adapters:
+            shutil.copy2(a.pop("path"), tmp / "adapters" / a["file"])
+        record.update(files=files, adapters=adapters, items_sha256=sha256_file(tmp / "items.jsonl"))
+        (tmp / _MANIFEST).write_text(json.dumps(record, indent=1, default=str))
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"index": name, "out": str(out), "count": record["index"]["count"], "files": len(files),
+            "adapters": len(adapters), "bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file())}
+
+
+def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = None) -> dict[str, Any]:
+    """Import the export in folder `src` as index `name` (default: its own name)."""
+    src = Path(src)
+    record = _read_manifest(src)
+    for part, sha in [(Path("files") / f["name"], f["sha256"]) for f in record["files"]] + [
+            (Path("items.jsonl"), record["items_sha256"])] + [(Path("adapters") / a["file"], a["checksum"])
+                                                              for a in record["adapters"]]:
+        path = src / part
+        if not path.is_file() or sha256_file(path) != sha:
+            raise UserError(f"{path} is missing or does not match the export's checksum; export the index again; "
+                            "nothing was imported")
+    meta = record["index"]
+    name = name or meta["name"]
+    if not _NAME.match(name):
+        raise UserError(f"index name {name!r} is not allowed; use letters, digits, '.', '_' or '-' (at most 128)")
+    folder, adapter_folder = catalog.settings.index_dir / name, catalog.settings.adapter_dir / name
+    with jobs.target_lock(catalog, name):
+        with catalog.session() as s:
+            if s.scalar(select(Index.id).where(Index.name == name)) is not None:
+                raise Conflict(f"index {name!r} already exists; import under another name with --index NEW_NAME")
+        if folder.exists() and any(folder.iterdir()):
+            raise Conflict(f"{folder} holds files of no index; remove them with `embedkd index gc`, then import")
+        copied: list[Path] = []
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for f in record["files"]:
+                copied.append(folder / f["name"])
+                shutil.copy2(src / "files" / f["name"], folder / f["name"])
+            for a in record["adapters"]:
+                adapter_folder.mkdir(parents=True, exist_ok=True)
+                copied.append(adapter_folder / a["file"])
+                shutil.copy2(src / "adapters" / a["file"], adapter_folder / a["file"])
+            with catalog.session() as s:
+                model = ensure_model(s, ModelRecord(**record["model"]))
+                gen = int(meta["generation"])
+                row = Index(name=name, model_id=model.id, factory=meta["factory"], metric=meta["metric"],
+                            dimension=meta["dimension"], count=meta["count"], file=meta["file"],
+                            checksum=meta["checksum"], generation=gen, next_id=meta["next_id"], state="ready",
+                            history_from=gen)
+                s.add(row)
+                s.flush()
+                _insert_items(s, row.id, src / "items.jsonl", gen)
+                for a in record["adapters"]:
+                    source = ensure_model(s, ModelRecord(**a["source_model"]))
+                    s.add(Adapter(index_id=row.id, source_model_id=source.id, target_model_id=model.id,
+                                  kind=a["kind"], file=f"{name}/{a['file']}", checksum=a["checksum"],
+                                  metrics=a["metrics"], active=a["active"]))
+        except BaseException:
+            for path in copied:
+                path.unlink(missing_ok=True)
+            raise
+    return {"index": name, "count": meta["count"], "generation": meta["generation"], "model": record["model"]["name"],
+            "adapters": len(record["adapters"]), "imported": True}
+
+
+def _model(row: EmbeddingModel) -> dict[str, Any]:
+    return {"name": row.name, "source": row.source, "kind": row.kind, "dimension": row.dimension,
+            "normalized": row.normalized, "fingerprint": row.fingerprint, "info": row.info or {}}
+
+
+def _read_manifest(src: Path) -> dict[str, Any]:
+    path = src / _MANIFEST
+    if not path.is_file():
+        raise UserError(f"{src} is not an index export (no {_MANIFEST}); give a folder written by `embedkd index export`")
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is not valid JSON ({err.msg}); export the index again") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise UserError(f"{path} is not an {FORMAT} export; export the index again with this version")
+    return record
+
+
+def _insert_items(s, index_id: int, path: Path, generation: int) -> None:
+    with open(path, encoding="utf-8") as fh:
+        batch: list[dict[str, Any]] = []
+        for line in fh:
+            batch.append(json.loads(line))
+            if len(batch) == _BATCH:
+                _flush(s, index_id, batch, generation)
+                batch = []
+        _flush(s, index_id, batch, generation)
+
+
+def _flush(s, index_id: int, batch: list[dict[str, Any]], generation: int) -> None:
+    if batch:
+        insert_items(s, index_id, [r["id"] for r in batch], [r["faiss_id"] for r in batch],
+                     [r["hash"] for r in batch], [r["info"] for r in batch], generation)

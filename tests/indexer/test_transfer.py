@@ -1,0 +1,98 @@
+"""`embedkd index export|import` (`indexer/transfer.py`): an index moved from the SQLite catalog to a PostgreSQL
+one answers as before (plain, filtered, through its adapter), verifies, and takes writes; a damaged export
+or a taken name is refused with nothing imported."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from indexer.adapters import Adapter
+from indexer.build import add_documents, build_index
+from indexer.context import open_catalog
+from indexer.corpus import Doc, ListSource, read_corpus
+from indexer.encoder import ModelRecord
+from indexer.errors import Conflict, UserError
+from indexer.search import Searcher
+from indexer.settings import load_settings
+from indexer.transfer import export_index, import_index
+from indexer.verify import verify_index
+
+from .helpers import snapshot
+
+V2 = ModelRecord(name="v2", source="v2", dimension=384, fingerprint="f" * 64)
+
+
+def _tagged(beir_small) -> list[Doc]:
+    return [Doc(d.id, d.content, {"metadata": {"group": f"g{i % 3}"}}) for i, d in enumerate(read_corpus(beir_small))]
+
+
+def _answers(catalog, minilm) -> list:
+    searcher, q = Searcher(catalog), minilm(["statins and heart disease", "gene expression"])
+    out = []
+    for kw in ({}, {"where": {"metadata.group": "g1"}}, {"source_fingerprint": V2.fingerprint}):
+        out.append([[(h.id, round(h.score, 5)) for h in row] for row in searcher.search_vectors("t", q, k=5, **kw)])
+    return out
+
+
+def test_an_index_moves_from_sqlite_to_postgres(sqlite_catalog, pg_url, tmp_path, minilm, beir_small):
+    from embedkd.upgrade.register import register_adapter
+
+    docs = _tagged(beir_small)
+    build_index(sqlite_catalog, "t", minilm, ListSource(docs[:20]), shard_size=8, progress=False)
+    add_documents(sqlite_catalog, "t", minilm, ListSource(docs[20:25]), progress=False)
+    shift = Adapter(kind="mean-shift", source_fingerprint=V2.fingerprint, target_fingerprint="", source_dim=384,
+                    target_dim=384, center=np.full(384, 0.01, np.float32))
+    register_adapter(sqlite_catalog, "t", shift, V2, metrics={"agreement": 0.9})
+    want = _answers(sqlite_catalog, minilm)
+
+    out = export_index(sqlite_catalog, "t", tmp_path / "export")
+    assert (out["count"], out["files"], out["adapters"]) == (25, 5, 1)  # 4 shards and their manifest
+    pg = open_catalog(load_settings(home=tmp_path / "pg-home", database_url=pg_url), migrate=True)
+    got = import_index(pg, tmp_path / "export")
+    assert (got["index"], got["count"], got["generation"], got["adapters"]) == ("t", 25, 2, 1)
+    assert verify_index(pg, "t")["ok"] and _answers(pg, minilm) == want
+    out = add_documents(pg, "t", minilm, ListSource(docs[25:28]), progress=False)  # it takes writes there
+    assert (out["added"], out["generation"]) == (3, 3) and verify_index(pg, "t")["ok"]
+    with pytest.raises(Conflict, match="already exists; import under another name"):
+        import_index(pg, tmp_path / "export")
+    assert import_index(pg, tmp_path / "export", name="t-copy")["index"] == "t-copy"
+    assert verify_index(pg, "t-copy")["ok"]
+    pg.close()
+
+
+def test_a_damaged_export_is_refused_before_anything_is_written(sqlite_catalog, tmp_path, minilm, beir_small):
+    build_index(sqlite_catalog, "t", minilm, ListSource(_tagged(beir_small)[:10]), progress=False)
+    export_index(sqlite_catalog, "t", tmp_path / "export")
+    with pytest.raises(UserError, match="exists; export into a new folder"):
+        export_index(sqlite_catalog, "t", tmp_path / "export")
+    other = open_catalog(load_settings(home=tmp_path / "other"))
+    before = snapshot(other)
+    items = tmp_path / "export" / "items.jsonl"
+    items.write_text(items.read_text().replace('"faiss_id": 3', '"faiss_id": 4'))
+    with pytest.raises(UserError, match="items.jsonl is missing or does not match the export's checksum"):
+        import_index(other, tmp_path / "export", name="u")
+    manifest = tmp_path / "export" / "embedkd-index.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "format": "other/9"}))
+    with pytest.raises(UserError, match="is not an embedkd-index-export/1 export"):
+        import_index(other, tmp_path / "export")
+    with pytest.raises(UserError, match="is not an index export"):
+        import_index(other, tmp_path)
+    assert snapshot(other) == before and not (other.settings.index_dir / "u").exists()
+
+
+def test_cli_export_import(tmp_path, monkeypatch, capsys, minilm, beir_small):
+    from embedkd.cli.main import main
+
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "a"))
+    build_index(open_catalog(load_settings()), "t", minilm, ListSource(_tagged(beir_small)[:10]), progress=False)
+    assert main(["index", "export", "--index", "t", "--out", str(tmp_path / "x"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["count"] == 10
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "b"))
+    assert main(["index", "import", "--from", str(tmp_path / "x"), "--index", "moved", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["index"] == "moved"
+    assert main(["index", "verify", "--index", "moved"]) == 0
+    assert main(["index", "import", "--from", str(tmp_path / "x"), "--index", "bad name"]) == 2
+    assert "is not allowed" in capsys.readouterr().err
