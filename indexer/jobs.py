@@ -171,9 +171,12 @@ def list_jobs(catalog: Catalog, target: str | None = None, state: str | None = N
             if state is not None and shown != state:
                 continue
             seconds = float(job.seconds or 0.0)
+            rate = job.progress / seconds if seconds > 0 and job.progress else None
+            left = (job.total - job.progress) / rate if rate and shown == "running" and job.total else None
             rows.append({"id": job.id, "kind": job.kind, "index": job.target, "state": shown,
                          "progress": int(job.progress or 0), "total": job.total, "seconds": round(seconds, 3),
-                         "docs_per_s": round(job.progress / seconds, 1) if seconds > 0 and job.progress else None,
+                         "docs_per_s": round(rate, 1) if rate else None,
+                         "eta_s": round(left, 1) if left is not None else None,  # encoding left, at the rate so far
                          "stored_bytes": _stored_bytes(catalog, job.id), "error": job.error,
                          "created_at": job.created_at.isoformat(), "updated_at": job.updated_at.isoformat()})
             if len(rows) == limit:

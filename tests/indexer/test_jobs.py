@@ -82,7 +82,11 @@ def test_running_or_interrupted_is_told_by_the_write_lock(sqlite_catalog):
     assert [r["state"] for r in jobs.list_jobs(sqlite_catalog)] == ["interrupted"]  # no process holds the lock
     assert jobs.count_by_state(sqlite_catalog) == {**dict.fromkeys(jobs.STATES, 0), "interrupted": 1}
     with jobs.target_lock(sqlite_catalog, "k"):
-        assert [r["state"] for r in jobs.list_jobs(sqlite_catalog, state="running")] == ["running"]
+        (row,) = jobs.list_jobs(sqlite_catalog, state="running")
+        assert row["state"] == "running" and row["eta_s"] is None  # no time recorded yet: no rate
+        with sqlite_catalog.session() as s:
+            s.query(Job).filter(Job.target == "k").update({"seconds": 6.0})
+        assert jobs.list_jobs(sqlite_catalog)[0]["eta_s"] == 12.0  # 6 of 9 left at 0.5 docs/s
         assert jobs.count_by_state(sqlite_catalog) == {**dict.fromkeys(jobs.STATES, 0), "running": 1}
         assert jobs.list_jobs(sqlite_catalog, state="interrupted") == []
     assert len(jobs.list_jobs(sqlite_catalog, state="interrupted")) == 1
