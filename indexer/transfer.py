@@ -63,12 +63,12 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike) -> dict[st
             folder = catalog.settings.index_dir / name
             files = []
             for file in manifest_files(folder / index.file):
-                shutil.copy2(folder / file, tmp / "files" / file)
+                _copy(folder / file, tmp / "files" / file)
                 files.append({"name": file, "sha256": sha256_file(tmp / "files" / file)})
         if adapters:
             (tmp / "adapters").mkdir()
         for a in adapters:
-            shutil.copy2(a.pop("path"), tmp / "adapters" / a["file"])
+            _copy(Path(a.pop("path")), tmp / "adapters" / a["file"])
         record.update(files=files, adapters=adapters, items_sha256=sha256_file(tmp / "items.jsonl"))
         (tmp / _MANIFEST).write_text(json.dumps(record, indent=1, default=str))
         os.replace(tmp, out)
@@ -132,6 +132,14 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
             raise
     return {"index": name, "count": meta["count"], "generation": meta["generation"], "model": record["model"]["name"],
             "adapters": len(record["adapters"]), "imported": True}
+
+
+def _copy(src: Path, dst: Path) -> None:
+    try:
+        shutil.copy2(src, dst)
+    except OSError as err:
+        raise UserError(f"cannot copy {src}: {err.strerror}; check the index with `embedkd index verify`; "
+                        "nothing was exported") from None
 
 
 def _model(row: EmbeddingModel) -> dict[str, Any]:

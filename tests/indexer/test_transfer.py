@@ -68,6 +68,11 @@ def test_a_damaged_export_is_refused_before_anything_is_written(sqlite_catalog, 
     export_index(sqlite_catalog, "t", tmp_path / "export")
     with pytest.raises(UserError, match="exists; export into a new folder"):
         export_index(sqlite_catalog, "t", tmp_path / "export")
+    shard = next((sqlite_catalog.settings.index_dir / "t").glob("*.faiss"))
+    shard.rename(shard.with_suffix(".moved"))
+    with pytest.raises(UserError, match="cannot copy .*No such file or directory; check the index with"):
+        export_index(sqlite_catalog, "t", tmp_path / "export2")
+    assert not (tmp_path / "export2").exists() and not (tmp_path / "export2.tmp").exists()
     other = open_catalog(load_settings(home=tmp_path / "other"))
     before = snapshot(other)
     items = tmp_path / "export" / "items.jsonl"
