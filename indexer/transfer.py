@@ -33,6 +33,7 @@ __all__ = ["export_index", "import_index", "FORMAT"]
 FORMAT = "embedkd-index-export/1"
 _MANIFEST = "embedkd-index.json"
 _BATCH = 5000
+_NOTHING_IMPORTED = "free space or fix permissions there, then import again; nothing was imported"
 
 
 def export_index(catalog: Catalog, name: str, out: str | os.PathLike) -> dict[str, Any]:
@@ -106,11 +107,11 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
             folder.mkdir(parents=True, exist_ok=True)
             for f in record["files"]:
                 copied.append(folder / f["name"])
-                shutil.copy2(src / "files" / f["name"], folder / f["name"])
+                _copy(src / "files" / f["name"], folder / f["name"], _NOTHING_IMPORTED)
             for a in record["adapters"]:
                 adapter_folder.mkdir(parents=True, exist_ok=True)
                 copied.append(adapter_folder / a["file"])
-                shutil.copy2(src / "adapters" / a["file"], adapter_folder / a["file"])
+                _copy(src / "adapters" / a["file"], adapter_folder / a["file"], _NOTHING_IMPORTED)
             with catalog.session() as s:
                 model = ensure_model(s, ModelRecord(**record["model"]))
                 gen = int(meta["generation"])
@@ -134,12 +135,11 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
             "adapters": len(record["adapters"]), "imported": True}
 
 
-def _copy(src: Path, dst: Path) -> None:
+def _copy(src: Path, dst: Path, advice: str = "check the index with `embedkd index verify`; nothing was exported") -> None:
     try:
         shutil.copy2(src, dst)
     except OSError as err:
-        raise UserError(f"cannot copy {src}: {err.strerror}; check the index with `embedkd index verify`; "
-                        "nothing was exported") from None
+        raise UserError(f"cannot copy {src} to {dst.parent}: {err.strerror}; {advice}") from None
 
 
 def _model(row: EmbeddingModel) -> dict[str, Any]:
