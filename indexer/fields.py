@@ -12,6 +12,7 @@ and PostgreSQL alike.
 from __future__ import annotations
 
 import operator
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,22 +49,28 @@ def load_column(session: Session, index_id: int, field: str) -> FieldColumn:
     return refresh_column(session, index_id, field, None)
 
 
-def refresh_column(session: Session, index_id: int, field: str, column: FieldColumn | None) -> FieldColumn:
+def refresh_column(session: Session, index_id: int, field: str, column: FieldColumn | None,
+                   reads: Counter | None = None) -> FieldColumn:
     """`column` (None: nothing read yet) brought up to the index's current generation: the rows written since
     its generation replace theirs and removed ids leave; everything is read when the history does not reach
-    back to it (a backfill replaced every item, or it is more than `catalog.REMOVALS_KEPT` writes behind)."""
+    back to it (a backfill replaced every item, or it is more than `catalog.REMOVALS_KEPT` writes behind).
+    `reads` counts what was read: "whole" fields and "changes"."""
+    reads = Counter() if reads is None else reads
     # the generation first: rows a later statement sees include every write up to it (they commit together)
     generation, count, history_from = session.execute(
         sa.select(Index.generation, Index.count, Index.history_from).where(Index.id == index_id)).one()
     if column is not None and column.generation >= generation:
         return column
     if column is None or column.generation < history_from:
+        reads["whole"] += 1
         return _read(session, index_id, field, generation, None)
+    reads["changes"] += 1
     changed = _read(session, index_id, field, generation, column.generation)
     removed = session.scalars(sa.select(item_removals.c.faiss_id).where(
         item_removals.c.index_id == index_id, item_removals.c.generation > column.generation)).all()
     merged = _merge(column, changed, np.array(removed, np.int64))
     if len(merged.ids) != count:  # a write the history missed, or one that committed between the statements
+        reads["whole"] += 1
         return _read(session, index_id, field, generation, None)
     return merged
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 __all__ = ["instrument"]
@@ -40,6 +40,11 @@ class _Held(Collector):
         yield GaugeMetricFamily("embedkd_filter_field_bytes", "memory of the filter fields held",
                                 value=state["filter_field_bytes"])
         yield GaugeMetricFamily("embedkd_filter_fields", "filter fields held (index, field)", value=state["filter_fields"])
+        reads = CounterMetricFamily("embedkd_filter_field_reads", "filter fields read whole, or brought up to date "
+                                    "by a write's changes", labels=["kind"])
+        for kind in ("whole", "changes"):
+            reads.add_metric([kind], state["field_reads"].get(kind, 0))
+        yield reads
 
 
 def instrument(app: FastAPI, held, job_counts) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,7 @@ class Searcher:
         self._adapters: dict[tuple[int, str], Any] = {}
         self._columns: dict[tuple[int, str], FieldColumn] = {}  # (index id, field) -> values, at their generation
         self._allowed: dict[tuple[int, int, str], np.ndarray] = {}  # (index id, generation, filter) -> FAISS ids
+        self._field_reads: Counter = Counter()  # "whole" fields read, "changes" merged (`fields.refresh_column`)
         self._lock = threading.RLock()
 
     def held(self) -> dict[str, Any]:
@@ -107,7 +109,7 @@ class Searcher:
             return {"indexes": {name: {"generation": one.generation, "vectors": int(one.index.ntotal)}
                                 for name, one in self._indexes.items()},
                     "filter_fields": len(self._columns), "filter_field_bytes": sum(c.nbytes for c in self._columns.values()),
-                    "filters_cached": len(self._allowed)}
+                    "filters_cached": len(self._allowed), "field_reads": dict(self._field_reads)}
 
     def encoder(self, source: str) -> Encoder:
         with self._lock:
@@ -260,11 +262,13 @@ class Searcher:
         if allowed is not None:
             return None if len(allowed) == loaded.count else allowed
         stale = [f for f, c in columns.items() if c is None or c.generation < loaded.generation]
+        reads: Counter = Counter()
         if stale:
             with self.catalog.session() as s:
-                columns.update({f: refresh_column(s, loaded.index_id, f, columns[f]) for f in stale})
+                columns.update({f: refresh_column(s, loaded.index_id, f, columns[f], reads) for f in stale})
         allowed = select_ids(columns, where)
         with self._lock:
+            self._field_reads.update(reads)
             for key in [k for k in self._allowed if k[0] == loaded.index_id and k[1] != loaded.generation]:
                 del self._allowed[key]  # a write's new generation makes them stale
             for f in stale:

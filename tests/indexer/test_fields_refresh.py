@@ -101,6 +101,7 @@ def test_searcher_refreshes_its_columns_after_writes(sqlite_catalog, minilm, bei
     reads.clear()
     assert found() == want([d for d in docs[:40] if d.id not in deleted])
     assert reads == [1, 1]  # both fields: the rows written after generation 1 (the add's), and the removals
+    assert searcher.held()["field_reads"] == {"whole": 2, "changes": 2}
 
 
 def test_columns_further_behind_than_the_kept_removals_are_read_afresh(sqlite_catalog, minilm, beir_small, reads,

@@ -92,6 +92,7 @@ def test_metrics_count_requests_by_route_and_show_what_is_held(server):
     assert counts['embedkd_index_generation{index="web"}'] == 1 and counts['embedkd_index_vectors{index="web"}'] == 25
     assert counts["embedkd_filter_fields"] == 1 and counts["embedkd_filter_field_bytes"] > 25 * 8
     assert counts['embedkd_jobs{state="done"}'] == 1 and counts['embedkd_jobs{state="failed"}'] == 0
+    assert counts['embedkd_filter_field_reads_total{kind="whole"}'] == 1
 
 
 @pytest.mark.parametrize(
