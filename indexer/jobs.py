@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from .context import Catalog
 from .errors import Conflict, NotFound, UserError
@@ -31,6 +31,7 @@ __all__ = ["params_hash", "start_or_resume", "target_lock", "update_progress", "
 STATES = ("running", "interrupted", "failed", "done", "superseded", "cancelled")
 UNFINISHED = ("running", "failed")
 _LOCK_TRIES = 20  # one second
+FINISHED_KEPT = 100  # ended jobs (done, superseded, cancelled) kept per index
 
 
 def params_hash(params: dict[str, Any]) -> str:
@@ -107,6 +108,16 @@ def finish(catalog: Catalog, job_id: int) -> None:
         target = job.target
     shutil.rmtree(job_dir_path(catalog, job_id), ignore_errors=True)
     supersede(catalog, target)
+    _prune(catalog, target)
+
+
+def _prune(catalog: Catalog, target: str) -> None:
+    """Keep the newest `FINISHED_KEPT` ended jobs of a target: an index fed by HTTP writes ends a job per request."""
+    with catalog.session() as s:
+        ended = select(Job.id).where(Job.target == target, Job.state.notin_(UNFINISHED)).order_by(Job.id.desc())
+        old = s.scalars(ended.offset(FINISHED_KEPT)).all()
+        for start in range(0, len(old), 500):
+            s.execute(delete(Job).where(Job.id.in_(old[start : start + 500])))
 
 
 def supersede(catalog: Catalog, target: str) -> list[int]:

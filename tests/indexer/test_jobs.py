@@ -113,3 +113,16 @@ def test_cli_jobs_and_cancel(tmp_path, monkeypatch, capsys, minilm, beir_small):
     err = capsys.readouterr().err.strip()
     assert "only a failed or interrupted job" in err and "\n" not in err
     assert main(["index", "jobs", "--state", "lost"]) == 2
+
+
+def test_only_the_newest_ended_jobs_of_an_index_are_kept(sqlite_catalog, minilm, beir_small, monkeypatch):
+    """An index fed by HTTP writes ends a job per request: the table keeps the newest few per index."""
+    monkeypatch.setattr(jobs, "FINISHED_KEPT", 2)
+    docs = list(read_corpus(beir_small))
+    build_index(sqlite_catalog, "j", minilm, ListSource(docs[:5]), progress=False)
+    failed = _failed_build(sqlite_catalog, minilm, docs[:30], name="other")
+    for i in range(5, 9):
+        add_documents(sqlite_catalog, "j", minilm, ListSource([docs[i]]), progress=False)
+    rows = jobs.list_jobs(sqlite_catalog, target="j")
+    assert [(r["kind"], r["state"]) for r in rows] == [("add", "done"), ("add", "done")]
+    assert [r["id"] for r in jobs.list_jobs(sqlite_catalog, target="other")] == [failed["id"]]  # others untouched
