@@ -15,13 +15,16 @@ __all__ = ["build_app"]
 
 
 def build_app(catalog: Catalog, encoder_for: Callable[[str], Encoder], preload: list[str] | None = None,
-              use_gpu: bool = False, query_batch: int = 64, token: str | None = None) -> FastAPI:
+              use_gpu: bool = False, query_batch: int = 64, token: str | None = None,
+              preload_fields: list[tuple[str, str]] | None = None) -> FastAPI:
     """`query_batch`: concurrent requests share query encodings up to this many a model call (0: each alone);
-    `token`: requests need it as a bearer token."""
+    `token`: requests need it as a bearer token; `preload_fields`: (index, field) filter fields read at start."""
     searcher = Searcher(catalog, encoder_for, use_gpu=use_gpu, query_batch=query_batch, kind="text",
                         registered_query_models_only=True)
     for name in preload or []:
         searcher.search(name, ["warm-up"], k=1)  # loads the index and its model once, before traffic
+    for name, field_name in preload_fields or []:
+        searcher.load_fields(name, [field_name])  # a filter's first query then costs milliseconds, not a scan
     app = create_app(searcher, token=token)
     from reid.http import gallery_router
 

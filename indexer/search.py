@@ -251,6 +251,33 @@ class Searcher:
                 f"run `{fit}` first"
             )
 
+    def load_fields(self, name: str, fields: Sequence[str]) -> None:
+        """Read index `name`'s filter `fields` now (a service's start), not on the first filtered query."""
+        for field_name in fields:
+            check_where({field_name: {"in": [0]}})  # a field name filters accept, else a one-line error
+        self._columns_for(self._load(name), list(fields))
+
+    def _columns_for(self, loaded: _Loaded, fields: list[str]) -> dict[str, FieldColumn]:
+        """`fields`' columns at `loaded`'s generation or later: held ones, brought up to date where a write
+        changed the index since (`indexer.fields.refresh_column`), kept for the next query."""
+        with self._lock:
+            columns = {f: self._columns.get((loaded.index_id, f)) for f in fields}
+        stale = [f for f, c in columns.items() if c is None or c.generation < loaded.generation]
+        if not stale:
+            return columns
+        reads: Counter = Counter()
+        with self.catalog.session() as s:
+            columns.update({f: refresh_column(s, loaded.index_id, f, columns[f], reads) for f in stale})
+        with self._lock:
+            self._field_reads.update(reads)
+            for f in stale:
+                held = self._columns.pop((loaded.index_id, f), None)  # another thread's may be newer: keep that
+                newest = held if held is not None and held.generation > columns[f].generation else columns[f]
+                self._columns[(loaded.index_id, f)] = newest  # last: the least recently read go first
+            while sum(c.nbytes for c in self._columns.values()) > _COLUMN_BYTES and len(self._columns) > 1:
+                del self._columns[next(iter(self._columns))]
+        return columns
+
     def _allowed_ids(self, loaded: _Loaded, where: Where) -> np.ndarray | None:
         """The FAISS ids that pass `where` (None: all of them), from its fields' values, read once per field and
         brought up to date by what each write changed (`indexer.fields`: a filter that changes with every request
@@ -258,28 +285,14 @@ class Searcher:
         answer = (loaded.index_id, loaded.generation, json.dumps(where, sort_keys=True))
         with self._lock:
             allowed = self._allowed.get(answer)
-            columns = {f: self._columns.get((loaded.index_id, f)) for f in where}
-        if allowed is not None:
-            return None if len(allowed) == loaded.count else allowed
-        stale = [f for f, c in columns.items() if c is None or c.generation < loaded.generation]
-        reads: Counter = Counter()
-        if stale:
-            with self.catalog.session() as s:
-                columns.update({f: refresh_column(s, loaded.index_id, f, columns[f], reads) for f in stale})
-        allowed = select_ids(columns, where)
-        with self._lock:
-            self._field_reads.update(reads)
-            for key in [k for k in self._allowed if k[0] == loaded.index_id and k[1] != loaded.generation]:
-                del self._allowed[key]  # a write's new generation makes them stale
-            for f in stale:
-                held = self._columns.pop((loaded.index_id, f), None)  # another thread's may be newer: keep that
-                newest = held if held is not None and held.generation > columns[f].generation else columns[f]
-                self._columns[(loaded.index_id, f)] = newest  # last: the least recently read go first
-            while sum(c.nbytes for c in self._columns.values()) > _COLUMN_BYTES and len(self._columns) > 1:
-                del self._columns[next(iter(self._columns))]
-            while len(self._allowed) >= _ALLOWED_CACHE:
-                del self._allowed[next(iter(self._allowed))]
-            self._allowed[answer] = allowed
+        if allowed is None:
+            allowed = select_ids(self._columns_for(loaded, list(where)), where)
+            with self._lock:
+                for key in [k for k in self._allowed if k[0] == loaded.index_id and k[1] != loaded.generation]:
+                    del self._allowed[key]  # a write's new generation makes them stale
+                while len(self._allowed) >= _ALLOWED_CACHE:
+                    del self._allowed[next(iter(self._allowed))]
+                self._allowed[answer] = allowed
         return None if len(allowed) == loaded.count else allowed
 
     def _search(self, loaded: _Loaded, name: str, q: np.ndarray, k: int, where: Where | None = None) -> list[list[Hit]]:

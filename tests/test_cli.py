@@ -83,6 +83,7 @@ def test_eval_runs_and_paired_compare(home, beir_small, tmp_path):
         (["index", "frobnicate"], "invalid choice"),
         (["serve", "--query-batch", "-1"], "--query-batch must be 0"),
         (["serve", "--token-file", "/no/such/token"], "--token-file /no/such/token: No such file"),
+        (["serve", "--preload-field", "sf"], "--preload-field 'sf' is not INDEX:FIELD"),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line(home, args, needle):
@@ -135,7 +136,8 @@ def test_serve_answers_over_http(home):
     token = "s3cret-token-0123456789"
     env = {**os.environ, "EMBEDKD_HOME": str(home), "EMBEDKD_API_TOKEN": token}
     server = subprocess.Popen([sys.executable, "-m", "embedkd.cli.main", "serve", "--port", str(port),
-                               "--preload", "sf"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               "--preload", "sf", "--preload-field", "sf:title"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 180
         while True:
@@ -150,7 +152,8 @@ def test_serve_answers_over_http(home):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
             refused = httpx.post(f"http://127.0.0.1:{port}/search", json=body, headers=headers, timeout=60)
             assert refused.status_code == 401 and "bearer token" in refused.json()["detail"]
-        assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).status_code == 200
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+        assert "\nembedkd_filter_fields 1.0\n" in metrics  # the preloaded field, before any filtered query
         got = httpx.post(f"http://127.0.0.1:{port}/search", json=body, headers={"Authorization": f"Bearer {token}"},
                          timeout=60).json()["results"]
     finally:

@@ -13,6 +13,7 @@ from indexer import db, fields
 from indexer.build import add_documents, build_index, delete_items
 from indexer.catalog import get_index
 from indexer.corpus import Doc, ListSource, read_corpus
+from indexer.errors import UserError
 from indexer.fields import load_column, refresh_column
 from indexer.models import item_removals
 from indexer.search import Searcher
@@ -239,3 +240,16 @@ def test_random_writes_keep_a_held_column_equal_to_a_fresh_read(sqlite_catalog, 
             assert None not in reads, kind  # the write's rows only, never everything again
             assert _values(column) == _values(load_column(s, index_id, "g")), kind
     assert len(column.ids) == len(live)
+
+
+def test_fields_loaded_at_start_serve_the_first_filtered_query(sqlite_catalog, minilm, beir_small, reads):
+    docs = _docs(beir_small)
+    build_index(sqlite_catalog, "t", minilm, ListSource(docs[:20]), progress=False)
+    searcher = Searcher(sqlite_catalog)
+    searcher.load_fields("t", ["metadata.group"])
+    assert reads == [None] and searcher.held()["filter_fields"] == 1
+    hits = searcher.search_vectors("t", minilm(["a query"]), k=20, where={"metadata.group": "g2"})[0]
+    assert {h.id for h in hits} == {d.id for d in docs[:20] if d.info["metadata"]["group"] == "g2"}
+    assert reads == [None]  # nothing read again
+    with pytest.raises(UserError, match="is not a field name"):
+        searcher.load_fields("t", ["bad field"])
