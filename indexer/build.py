@@ -42,7 +42,8 @@ from .errors import Conflict, UserError
 from .hashing import sha256_text
 from .models import Index, Item, Job
 
-__all__ = ["build_index", "add_documents", "delete_items", "drop_index", "index_stem", "check_encoder_fits"]
+__all__ = ["build_index", "add_documents", "delete_items", "drop_index", "index_stem", "check_encoder_fits",
+           "check_index_name"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEFAULT_CHUNK = 4096
@@ -67,6 +68,13 @@ class _Plan:
     replaced_faiss_ids: list[int]  # old vectors of changed documents (adds only)
     retagged: dict[int, dict[str, Any] | None] = field(default_factory=dict)  # same content, new info: FAISS id -> info
     missing_faiss_ids: list[int] = field(default_factory=list)  # items the corpus lacks (a sync deletes them)
+
+
+def check_index_name(name: str) -> str:
+    """`name` if an index may have it, else a one-line error."""
+    if not _NAME.match(name):
+        raise UserError(f"index name {name!r} is not allowed; use letters, digits, '.', '_' or '-' (at most 128)")
+    return name
 
 
 def index_stem(name: str, generation: int) -> str:
@@ -258,8 +266,7 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
                 shard_size: int = shards.DEFAULT_SHARD_SIZE) -> dict[str, Any]:
     """Embed every document and write a new index `name`, in shards of `shard_size` vectors (`shards.py`).
     Rerun after a crash to resume."""
-    if not _NAME.match(name):
-        raise UserError(f"index name {name!r} is not allowed; use letters, digits, '.', '_' or '-' (at most 128)")
+    check_index_name(name)
     if metric not in ("ip", "l2"):
         raise UserError(f"metric {metric!r} is not supported; use 'ip' (cosine on normalized vectors) or 'l2'")
     with catalog.session() as s:

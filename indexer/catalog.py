@@ -60,12 +60,15 @@ def model_from_record(record: ModelRecord) -> EmbeddingModel:
     )
 
 
-def get_index(session: Session, name: str) -> Index:
+def get_index(session: Session, name: str, kind: str | None = None) -> Index:
+    """Index `name`; with `kind`, one whose model embeds that kind of input (`check_kind`)."""
     row = session.scalar(select(Index).where(Index.name == name))
     if row is None:
         known = session.scalars(select(Index.name).order_by(Index.name).limit(10)).all()
         hint = f"known indexes: {', '.join(known)}" if known else "the catalog has no index yet"
         raise NotFound(f"no index named {name!r} ({hint}); build one with `embedkd index build`")
+    if kind is not None:
+        check_kind(name, row.model.kind, kind)
     return row
 
 

@@ -64,7 +64,7 @@ def _job_leftovers(catalog: Catalog, dry_run: bool) -> list[dict[str, Any]]:
 
 
 def _remove(path: Path, why: str, dry_run: bool) -> dict[str, Any]:
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    size = jobs.disk_bytes(path)
     if not dry_run:
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     return {"path": str(path), "bytes": size, "why": why}

@@ -25,7 +25,7 @@ from .errors import Conflict, NotFound, UserError
 from .models import Job
 
 __all__ = ["params_hash", "start_or_resume", "target_lock", "update_progress", "finish", "fail", "job_dir",
-           "supersede", "list_jobs", "count_by_state", "cancel", "STATES", "UNFINISHED"]
+           "supersede", "list_jobs", "count_by_state", "cancel", "disk_bytes", "STATES", "UNFINISHED"]
 
 # as stored, plus "interrupted": stored as running, but no process here holds its index's write lock (killed)
 STATES = ("running", "interrupted", "failed", "done", "superseded", "cancelled")
@@ -154,9 +154,15 @@ def _writing(catalog: Catalog, target: str) -> bool:
         os.close(fd)
 
 
+def disk_bytes(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder (0 when it is gone)."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size if path.is_file() else 0
+
+
 def _stored_bytes(catalog: Catalog, job_id: int) -> int:
-    folder = job_dir_path(catalog, job_id)
-    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) if folder.is_dir() else 0
+    return disk_bytes(job_dir_path(catalog, job_id))
 
 
 def _state(catalog: Catalog, job: Job) -> str:

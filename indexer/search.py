@@ -25,7 +25,7 @@ from .context import Catalog
 from .encoder import Encoder
 from .errors import Conflict, NotFound, UserError
 from .fields import FieldColumn, refresh_column
-from .where import Where, check_where, select_ids
+from .where import Where, check_field, check_where, select_ids
 
 __all__ = ["Hit", "Searcher", "MAX_K"]
 
@@ -253,9 +253,7 @@ class Searcher:
 
     def load_fields(self, name: str, fields: Sequence[str]) -> None:
         """Read index `name`'s filter `fields` now (a service's start), not on the first filtered query."""
-        for field_name in fields:
-            check_where({field_name: {"in": [0]}})  # a field name filters accept, else a one-line error
-        self._columns_for(self._load(name), list(fields))
+        self._columns_for(self._load(name), [check_field(f) for f in fields])
 
     def _columns_for(self, loaded: _Loaded, fields: list[str]) -> dict[str, FieldColumn]:
         """`fields`' columns at `loaded`'s generation or later: held ones, brought up to date where a write

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from .auth import require_token
 from .build import add_documents, delete_items
-from .catalog import check_kind, get_index, get_item, list_indexes
+from .catalog import get_index, get_item, list_indexes
 from .corpus import ListSource, parse_record
 from .errors import UserError
 from .jobs import count_by_state, list_jobs
@@ -105,7 +105,7 @@ def create_app(searcher: Searcher, token: str | None = None) -> FastAPI:
     @app.delete("/indexes/{index}/items/{item_id}")
     def delete(index: str, item_id: str, s: SearcherDep) -> dict[str, Any]:
         with s.catalog.session() as session:
-            check_kind(index, get_index(session, index).model.kind, s.kind or "text")
+            get_index(session, index, kind=s.kind or "text")
         return delete_items(s.catalog, index, [item_id])
 
     @app.get("/jobs")

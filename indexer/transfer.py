@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from . import jobs
 from .adapters import adapter_path
-from .build import _NAME  # the one rule for index names
+from .build import check_index_name
 from .catalog import ensure_model, get_index, insert_items
 from .context import Catalog
 from .encoder import ModelRecord
@@ -77,7 +77,7 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike) -> dict[st
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"index": name, "out": str(out), "count": record["index"]["count"], "files": len(files),
-            "adapters": len(adapters), "bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file())}
+            "adapters": len(adapters), "bytes": jobs.disk_bytes(out)}
 
 
 def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = None) -> dict[str, Any]:
@@ -92,9 +92,7 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
             raise UserError(f"{path} is missing or does not match the export's checksum; export the index again; "
                             "nothing was imported")
     meta = record["index"]
-    name = name or meta["name"]
-    if not _NAME.match(name):
-        raise UserError(f"index name {name!r} is not allowed; use letters, digits, '.', '_' or '-' (at most 128)")
+    name = check_index_name(name or meta["name"])
     folder, adapter_folder = catalog.settings.index_dir / name, catalog.settings.adapter_dir / name
     with jobs.target_lock(catalog, name):
         with catalog.session() as s:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from .errors import UserError
 from .fields import RANGES, FieldColumn, load_column, passes
 
-__all__ = ["OPERATORS", "Where", "check_where", "matching_ids", "parse_where", "select_ids"]
+__all__ = ["OPERATORS", "Where", "check_field", "check_where", "matching_ids", "parse_where", "select_ids"]
 
 Where = dict[str, dict[str, Any]]  # field path -> {operator: values (in, not_in) or a number (gt, gte, lt, lte)}
 
@@ -58,6 +58,13 @@ def parse_where(exprs: Sequence[str]) -> Where | None:
     return check_where(out)
 
 
+def check_field(field: Any) -> str:
+    """`field` if filters can name it (a dotted path into an item's info), else a one-line error."""
+    if not isinstance(field, str) or not _FIELD.fullmatch(field):
+        raise UserError(f"filter field {field!r} is not a field name (letters, digits, _ and -; dots for nesting)")
+    return field
+
+
 def check_where(where: Mapping[str, Any] | None) -> Where | None:
     """A filter validated and normalized to {field: {operator: operand}}; None or {} means no filter."""
     if not where:
@@ -66,8 +73,7 @@ def check_where(where: Mapping[str, Any] | None) -> Where | None:
         raise UserError(f"a filter is an object of FIELD: condition, got {type(where).__name__}")
     out: Where = {}
     for field, cond in where.items():
-        if not isinstance(field, str) or not _FIELD.fullmatch(field):
-            raise UserError(f"filter field {field!r} is not a field name (letters, digits, _ and -; dots for nesting)")
+        check_field(field)
         cond = dict(cond) if isinstance(cond, Mapping) else {"in": cond}
         if not cond:
             raise UserError(f"filter field {field!r} has an empty condition; give a value or e.g. {{\"gte\": 1}}")

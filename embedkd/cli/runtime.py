@@ -18,12 +18,10 @@ def catalog_from_env():
 
 def require_text_index(catalog, name: str) -> str:
     """The text index's model source; an unknown name or an index of images (a ReID gallery) is an error."""
-    from indexer.catalog import check_kind, get_index
+    from indexer.catalog import get_index
 
     with catalog.session() as s:
-        row = get_index(s, name)
-        check_kind(name, row.model.kind, "text")
-        return row.model.source
+        return get_index(s, name, kind="text").model.source
 
 
 def add_encoder_options(p: argparse.ArgumentParser) -> None:
