@@ -25,7 +25,7 @@ import numpy as np
 from sqlalchemy import select, update
 from tqdm.auto import tqdm
 
-from . import jobs, shards, store
+from . import jobs, locks, shards, store
 from .catalog import (
     KIND_COMMANDS,
     delete_items_by_faiss_ids,
@@ -306,7 +306,7 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
         return {"index": name, "model": encoder.record.name, "factory": factory, "count": len(scan.ids),
                 "shards": len(index.shards), "file": str(path), "checksum": checksum}
 
-    with jobs.target_lock(catalog, name):
+    with locks.target_lock(catalog, name):
         out = _run_job(catalog, "build", name, params, encoder, docs, scan, range(len(scan.ids)), chunk_size, progress,
                        finalize)
     return {**out, **_skipped(docs)}
@@ -389,7 +389,7 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
     `delete_missing` the corpus is a full snapshot: items it lacks are deleted in the same new generation
     (refused when they are more than `max_delete` of the index)."""
     scan = _scan(docs)
-    with jobs.target_lock(catalog, name):
+    with locks.target_lock(catalog, name):
         with catalog.session() as s:
             index = get_index(s, name)
             _ = index.model
@@ -436,7 +436,7 @@ def delete_items(catalog: Catalog, name: str, external_ids: list[str]) -> dict[s
     """Delete items by their external ids; unknown ids are an error and nothing is deleted."""
     if not external_ids:
         raise UserError("no ids to delete; pass one or more item ids")
-    with jobs.target_lock(catalog, name):
+    with locks.target_lock(catalog, name):
         with catalog.session() as s:
             index = get_index(s, name)
             found = items_by_external_ids(s, index.id, external_ids)
@@ -454,7 +454,7 @@ def delete_items(catalog: Catalog, name: str, external_ids: list[str]) -> dict[s
 
 
 def drop_index(catalog: Catalog, name: str) -> dict[str, Any]:
-    with jobs.target_lock(catalog, name):
+    with locks.target_lock(catalog, name):
         with catalog.session() as s:
             index = get_index(s, name)
             s.delete(index)

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import jobs
+from . import jobs, locks
 from .context import Catalog
 from .errors import Conflict
 from .models import Index, Job
@@ -31,7 +31,7 @@ def collect_garbage(catalog: Catalog, dry_run: bool = False) -> dict[str, Any]:
     root = catalog.settings.index_dir
     for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         try:
-            with jobs.target_lock(catalog, folder.name):
+            with locks.target_lock(catalog, folder.name):
                 found += _index_leftovers(catalog, folder, dry_run)
         except Conflict:
             busy.append(folder.name)

@@ -7,14 +7,9 @@ chunks deleted; an operator lists jobs with `list_jobs` and drops one's chunks w
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import shutil
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +17,15 @@ from sqlalchemy import delete, func, select
 
 from .context import Catalog
 from .errors import Conflict, NotFound, UserError
+from .locks import is_writing, target_lock
 from .models import Job
 
-__all__ = ["params_hash", "start_or_resume", "target_lock", "update_progress", "finish", "fail", "job_dir",
+__all__ = ["params_hash", "start_or_resume", "update_progress", "finish", "fail", "job_dir",
            "supersede", "list_jobs", "count_by_state", "cancel", "disk_bytes", "STATES", "UNFINISHED"]
 
-# as stored, plus "interrupted": stored as running, but no process here holds its index's write lock (killed)
+# as stored, plus "interrupted": stored as running, but no process holds its index's write lock (killed; `locks`)
 STATES = ("running", "interrupted", "failed", "done", "superseded", "cancelled")
 UNFINISHED = ("running", "failed")
-_LOCK_TRIES = 20  # one second
 FINISHED_KEPT = 100  # ended jobs (done, superseded, cancelled) kept per index
 
 
@@ -46,31 +41,6 @@ def job_dir(catalog: Catalog, job_id: int) -> Path:
     path = job_dir_path(catalog, job_id)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _lock_path(catalog: Catalog, target: str) -> Path:
-    return catalog.settings.home / "locks" / f"{target}.lock"
-
-
-@contextmanager
-def target_lock(catalog: Catalog, target: str) -> Iterator[None]:
-    """One writer per index at a time; a lock held by a killed process is released by the OS."""
-    path = _lock_path(catalog, target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        # a short wait: `embedkd index jobs` and `gc` hold the lock for moments; a writer holds it for its job
-        for attempt in range(_LOCK_TRIES):
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if attempt == _LOCK_TRIES - 1:
-                    raise Conflict(f"another job is writing index {target!r} right now; wait for it to finish") from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)
 
 
 def start_or_resume(catalog: Catalog, kind: str, target: str, params: dict[str, Any], total: int) -> Job:
@@ -139,21 +109,6 @@ def fail(catalog: Catalog, job_id: int, error: str) -> None:
         job.error = error[:2000]
 
 
-def _writing(catalog: Catalog, target: str) -> bool:
-    """Whether a process holds `target`'s write lock (on this machine: the lock is a file in EMBEDKD_HOME)."""
-    path = _lock_path(catalog, target)
-    if not path.is_file():
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared and released at once: a writer holds it exclusively
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def disk_bytes(path: Path) -> int:
     """Bytes of a file, or of every file under a folder (0 when it is gone)."""
     if path.is_dir():
@@ -166,7 +121,7 @@ def _stored_bytes(catalog: Catalog, job_id: int) -> int:
 
 
 def _state(catalog: Catalog, job: Job) -> str:
-    return "interrupted" if job.state == "running" and not _writing(catalog, job.target) else job.state
+    return "interrupted" if job.state == "running" and not is_writing(catalog, job.target) else job.state
 
 
 def list_jobs(catalog: Catalog, target: str | None = None, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:

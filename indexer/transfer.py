@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import jobs
+from . import jobs, locks
 from .adapters import adapter_path
 from .build import check_index_name
 from .catalog import ensure_model, get_index, insert_items
@@ -45,7 +45,7 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike) -> dict[st
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "files").mkdir(parents=True)
     try:
-        with jobs.target_lock(catalog, name):  # no write can replace the files while they are copied
+        with locks.target_lock(catalog, name):  # no write can replace the files while they are copied
             with catalog.session() as s:
                 index = get_index(s, name)
                 record = {"index": {c: getattr(index, c) for c in ("name", "factory", "metric", "dimension", "count",
@@ -94,7 +94,7 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
     meta = record["index"]
     name = check_index_name(name or meta["name"])
     folder, adapter_folder = catalog.settings.index_dir / name, catalog.settings.adapter_dir / name
-    with jobs.target_lock(catalog, name):
+    with locks.target_lock(catalog, name):
         with catalog.session() as s:
             if s.scalar(select(Index.id).where(Index.name == name)) is not None:
                 raise Conflict(f"index {name!r} already exists; import under another name with --index NEW_NAME")

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from indexer import jobs, shards
+from indexer import locks, shards
 from indexer.build import build_index, index_stem
 from indexer.catalog import get_index, update_item_infos
 from indexer.context import Catalog
@@ -79,7 +79,7 @@ def backfill(catalog: Catalog, name: str, encoder: Any, docs: DocSource, chunk_s
 def switch_to_staging(catalog: Catalog, name: str) -> dict[str, Any]:
     """Atomically make index `name` serve the staging index's vectors, model and items."""
     stage = staging_name(name)
-    with jobs.target_lock(catalog, name), jobs.target_lock(catalog, stage):
+    with locks.target_lock(catalog, name), locks.target_lock(catalog, stage):
         with catalog.session() as s:
             orig, new = get_index(s, name), get_index(s, stage)
             if _items(s, orig.id) != _items(s, new.id):

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from indexer import jobs, shards
+from indexer import jobs, locks, shards
 from indexer.build import add_documents, build_index, delete_items
 from indexer.catalog import get_index
 from indexer.cleanup import collect_garbage
@@ -65,7 +65,7 @@ def test_an_index_being_written_is_skipped(sqlite_catalog, minilm, beir_small):
     build_index(sqlite_catalog, "t", minilm, ListSource(list(read_corpus(beir_small))[:10]), progress=False)
     stray = sqlite_catalog.settings.index_dir / "t" / "t.g9.s0.faiss.tmp"  # a shard being written
     stray.write_bytes(b"z")
-    with jobs.target_lock(sqlite_catalog, "t"):
+    with locks.target_lock(sqlite_catalog, "t"):
         out = collect_garbage(sqlite_catalog)
     assert out["skipped_being_written"] == ["t"] and out["removed"] == [] and stray.is_file()
     assert [f["why"] for f in collect_garbage(sqlite_catalog)["removed"]] == ["not named by the index's current generation"]

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from indexer import jobs
+from indexer import jobs, locks
 from indexer.build import add_documents, build_index, drop_index
 from indexer.corpus import ListSource, read_corpus
 from indexer.errors import Conflict, NotFound, UserError
@@ -60,7 +60,7 @@ def test_a_failed_job_shows_its_progress_and_chunks_until_superseded(sqlite_cata
 def test_cancel_deletes_the_chunks_of_a_failed_job_only(sqlite_catalog, minilm, beir_small):
     docs = list(read_corpus(beir_small))[:30]
     failed = _failed_build(sqlite_catalog, minilm, docs)
-    with jobs.target_lock(sqlite_catalog, "j"), pytest.raises(Conflict, match="another job is writing"):
+    with locks.target_lock(sqlite_catalog, "j"), pytest.raises(Conflict, match="another job is writing"):
         jobs.cancel(sqlite_catalog, failed["id"])  # its index is being written: refused, chunks kept
     assert jobs.job_dir_path(sqlite_catalog, failed["id"]).is_dir()
     out = jobs.cancel(sqlite_catalog, failed["id"])
@@ -81,7 +81,7 @@ def test_running_or_interrupted_is_told_by_the_write_lock(sqlite_catalog):
                   state="running"))
     assert [r["state"] for r in jobs.list_jobs(sqlite_catalog)] == ["interrupted"]  # no process holds the lock
     assert jobs.count_by_state(sqlite_catalog) == {**dict.fromkeys(jobs.STATES, 0), "interrupted": 1}
-    with jobs.target_lock(sqlite_catalog, "k"):
+    with locks.target_lock(sqlite_catalog, "k"):
         (row,) = jobs.list_jobs(sqlite_catalog, state="running")
         assert row["state"] == "running" and row["eta_s"] is None  # no time recorded yet: no rate
         with sqlite_catalog.session() as s:

@@ -1,0 +1,122 @@
+"""One writer per index: a lock that is released when its holder dies.
+
+On an embedded (SQLite) catalog the lock is a file in EMBEDKD_HOME, locked with flock: the OS releases
+it when the process dies. A PostgreSQL catalog is shared by processes on several machines (over a
+shared EMBEDKD_HOME), where a file lock on one machine is invisible to the others: there the lock is a
+PostgreSQL session-level advisory lock, which the server releases when the holder's connection ends,
+killed process included. Both wait up to a second before refusing, since listing jobs and gc hold a
+lock for moments.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, text
+
+from .context import Catalog
+from .errors import Conflict
+
+__all__ = ["target_lock", "is_writing", "lock_key"]
+
+_LOCK_TRIES = 20  # one second
+
+
+def _shared(catalog: Catalog) -> bool:
+    return catalog.engine.dialect.name == "postgresql"
+
+
+def lock_key(target: str) -> int:
+    """The advisory lock key of an index: a signed 64-bit hash of its name (collisions ~2^-64 a pair)."""
+    return int.from_bytes(hashlib.sha256(f"embedkd:index:{target}".encode()).digest()[:8], "big", signed=True)
+
+
+def _lock_path(catalog: Catalog, target: str) -> Path:
+    return catalog.settings.home / "locks" / f"{target}.lock"
+
+
+def _acquire(try_once: Callable[[], bool], target: str) -> None:
+    for attempt in range(_LOCK_TRIES):
+        if try_once():
+            return
+        if attempt < _LOCK_TRIES - 1:
+            time.sleep(0.05)
+    raise Conflict(f"another job is writing index {target!r} right now; wait for it to finish")
+
+
+def _try_advisory(conn: Connection, key: int) -> bool:
+    return bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+
+
+@contextmanager
+def _advisory_lock(catalog: Catalog, target: str) -> Iterator[None]:
+    key = lock_key(target)
+    # its own connection, outside any transaction, kept for the whole write: the lock lives as long as it
+    conn = catalog.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        _acquire(lambda: _try_advisory(conn, key), target)
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    finally:
+        conn.close()
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+@contextmanager
+def _file_lock(catalog: Catalog, target: str) -> Iterator[None]:
+    path = _lock_path(catalog, target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        _acquire(lambda: _try_flock(fd), target)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def target_lock(catalog: Catalog, target: str) -> Iterator[None]:
+    """Hold index `target`'s write lock (`Conflict` when another process keeps it for over a second)."""
+    with (_advisory_lock if _shared(catalog) else _file_lock)(catalog, target):
+        yield
+
+
+def is_writing(catalog: Catalog, target: str) -> bool:
+    """Whether a process holds `target`'s write lock: on any machine sharing a PostgreSQL catalog, on
+    this one for SQLite. A job stored as running whose lock nobody holds was killed."""
+    if _shared(catalog):
+        with catalog.engine.connect() as conn:
+            # pg_locks, not a try-lock: a look must never make a starting writer wait
+            hi, lo = divmod(lock_key(target) & 0xFFFFFFFFFFFFFFFF, 1 << 32)
+            held = conn.execute(text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND classid::bigint = :hi AND objid::bigint = :lo"), {"hi": hi, "lo": lo}).scalar()
+            conn.rollback()
+        return bool(held)
+    path = _lock_path(catalog, target)
+    if not path.is_file():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared and released at once: a writer holds it exclusively
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
