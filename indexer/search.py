@@ -27,7 +27,7 @@ from .errors import Conflict, NotFound, UserError
 from .fields import FieldColumn, refresh_column
 from .where import Where, check_field, check_where, select_ids
 
-__all__ = ["Hit", "Searcher", "MAX_K"]
+__all__ = ["Hit", "Searcher", "MAX_K", "mean_query"]
 
 MAX_K = 10_000
 _COLUMN_BYTES = 512 << 20  # filtered fields' values kept in memory (about 22 MB per field per million items)
@@ -69,6 +69,16 @@ def check_k(k: int) -> int:
 
 def _encode_queries(encoder: Encoder, queries: Sequence[Any]) -> np.ndarray:
     return getattr(encoder, "encode_queries", encoder)(list(queries))
+
+
+def mean_query(q: np.ndarray) -> np.ndarray:
+    """One query (1 x d) from several vectors of one thing, e.g. a person's crops along a track: their mean,
+    made unit length when they are (a mean of unit vectors is shorter, and cosine indexes hold unit vectors)."""
+    q = np.asarray(q, dtype=np.float32)
+    mean = q.mean(axis=0, keepdims=True)
+    if np.allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-3):
+        mean /= max(float(np.linalg.norm(mean)), 1e-12)
+    return mean
 
 
 def _adapted(adapter: Any, q: np.ndarray, index_vectors: np.ndarray | None) -> np.ndarray:
@@ -207,9 +217,11 @@ class Searcher:
         return self._search(loaded, name, q, k, where)
 
     def search(self, name: str, queries: Sequence[Any], k: int = 10, query_model: str | None = None,
-               where: dict[str, Any] | None = None) -> list[list[Hit]]:
+               where: dict[str, Any] | None = None, fuse: bool = False) -> list[list[Hit]]:
         """Search texts (or images) with the index's model, or with `query_model` through its adapter.
-        `where`: only items whose info fields pass (`indexer.where`), e.g. {"camid": {"not_in": [3]}}."""
+        `where`: only items whose info fields pass (`indexer.where`), e.g. {"camid": {"not_in": [3]}}.
+        `fuse`: the queries show one thing (a person's crops from one track): one search, by `mean_query`
+        of their vectors in the index's space."""
         check_k(k)
         where = check_where(where)
         if not len(queries):
@@ -228,7 +240,7 @@ class Searcher:
             adapter = self._adapter(loaded, name, encoder.record.fingerprint, query_model)
             own = _encode_queries(self._index_encoder(loaded, name), queries) if adapter.needs_index_queries else None
             q = _adapted(adapter, q, own)
-        return self._search(loaded, name, q, k, where)
+        return self._search(loaded, name, mean_query(q) if fuse else q, k, where)
 
     def require_registered(self, name: str, query_model: str) -> None:
         """A NotFound error unless `query_model` is index `name`'s model or has an active adapter into it."""

@@ -174,8 +174,10 @@ def drop_gallery(catalog: Catalog, name: str) -> dict[str, Any]:
 
 def query_gallery(catalog: Catalog, name: str, images: Sequence[Any], k: int = 10,
                   model_dir: str | Path | None = None, lq: bool = False, searcher=None,
-                  where: dict[str, Any] | None = None) -> list[list[dict[str, Any]]]:
-    """Top-k gallery crops for each query image (path, PIL image or bytes). With `model_dir` other
+                  where: dict[str, Any] | None = None, fuse: bool = False) -> list[list[dict[str, Any]]]:
+    """Top-k gallery crops for each query image (path, PIL image or bytes); with `fuse`, the images are one
+    person's crops (a tracklet) and one list comes back, for the mean of their embeddings (multi-shot
+    query: docs/reid.md, *Querying with a tracklet*). With `model_dir` other
     than the gallery's model, queries go through the gallery's registered adapter into its space.
     `where`: only crops whose info passes (`indexer.where`), e.g. {"camid": {"not_in": [3]}}.
     A long-lived caller (HTTP) passes its own `indexer.search.Searcher` to keep models loaded."""
@@ -193,7 +195,7 @@ def query_gallery(catalog: Catalog, name: str, images: Sequence[Any], k: int = 1
         if query_enc.record.fingerprint != fingerprint:
             query_model = src
             _check_adapter_or_dimension(catalog, name, query_enc, dim)
-    hits = searcher.search(name, list(images), k=k, query_model=query_model, where=where)
+    hits = searcher.search(name, list(images), k=k, query_model=query_model, where=where, fuse=fuse)
     return [[{"id": h.id, "score": h.score, **(h.info or {})} for h in row] for row in hits]
 
 

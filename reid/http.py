@@ -21,7 +21,9 @@ from indexer.errors import UserError
 from .data import IMAGE_SUFFIXES
 from .gallery import _SAFE, upload_dir
 
-__all__ = ["gallery_router", "upload_dir"]
+__all__ = ["gallery_router", "upload_dir", "MAX_SHOTS"]
+
+MAX_SHOTS = 64  # crops in one tracklet query: enough for seconds of a track, bounded encoding per request
 
 
 def gallery_router(catalog: Catalog) -> APIRouter:
@@ -37,15 +39,19 @@ def gallery_router(catalog: Catalog) -> APIRouter:
     @router.post("/{gallery}/query")
     def query(
         gallery: str,
-        image: Annotated[UploadFile, File(description="query person crop (JPEG or PNG)")],
+        image: Annotated[list[UploadFile], File(
+            description=f"query person crop (JPEG or PNG); repeat the field with up to {MAX_SHOTS} crops of one person "
+                        "(a tracklet) for one search by the mean of their embeddings")],
         k: Annotated[int, Query(description="number of results")] = 10,
         model: Annotated[str | None, Query(description="query model folder (through the gallery's adapter)")] = None,
         where: Annotated[list[str], Query(description="repeatable: camid=3, camid=[1,2], camid!=3, pid=42")] = [],  # noqa: B006
     ) -> dict[str, Any]:
         check_k(k)
-        rows = query_gallery(catalog, gallery, [image.file.read()], k=k, model_dir=model, searcher=searcher,
-                             where=parse_where(where))
-        return {"results": rows[0]}
+        if len(image) > MAX_SHOTS:
+            raise UserError(f"send at most {MAX_SHOTS} crops of one person a query, got {len(image)}")
+        rows = query_gallery(catalog, gallery, [one.file.read() for one in image], k=k, model_dir=model,
+                             searcher=searcher, where=parse_where(where), fuse=True)
+        return {"results": rows[0], "shots": len(image)}
 
     @router.post("/{gallery}/crops")
     def add(

@@ -87,6 +87,8 @@ def _register_gallery(rsub: argparse._SubParsersAction) -> None:
     q.add_argument("--image", required=True, nargs="+", help="query crop file(s)")
     q.add_argument("-k", type=int, default=10)
     q.add_argument("--model", help="query with this model folder (through the gallery's adapter)")
+    q.add_argument("--fuse", action="store_true",
+                   help="the images are one person's crops (a tracklet): one search by the mean of their embeddings")
     q.add_argument("--lq", action="store_true", help="degrade the query by the fixed LQ protocol first")
     q.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
                    help="only crops whose FIELD passes: camid=3, camid=[1,2], camid!=3 (other cameras); repeatable")
@@ -163,7 +165,8 @@ def _gallery_query(args: argparse.Namespace) -> int:
 
     check_k(args.k)
     where = parse_where(args.where)
-    rows = query_gallery(_catalog(), args.gallery, args.image, k=args.k, model_dir=args.model, lq=args.lq, where=where)
+    rows = query_gallery(_catalog(), args.gallery, args.image, k=args.k, model_dir=args.model, lq=args.lq, where=where,
+                         fuse=args.fuse)
     if len(rows) == 1:
         emit({"results": rows[0]}, args.json)
     else:

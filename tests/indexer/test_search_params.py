@@ -65,3 +65,14 @@ def test_search_params_on_each_index_type():
     assert store.default_nprobe(4096) == 256 and store.default_nprobe(100) == 16
     with pytest.raises(UserError, match="nprobe must be at least 1"):
         store.set_search_params(ivf, nprobe=0)
+
+
+def test_mean_query_is_the_unit_mean_of_unit_vectors():
+    from indexer.search import mean_query
+
+    q = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    np.testing.assert_allclose(mean_query(q), [[0.5**0.5, 0.5**0.5]], atol=1e-6)  # mean (0.5, 0.5), made unit
+    np.testing.assert_allclose(mean_query(q[:1]), q[:1])  # one vector is itself
+    raw = np.array([[2.0, 0.0], [0.0, 4.0]], dtype=np.float32)  # not unit (an L2 index of raw vectors): plain mean
+    np.testing.assert_allclose(mean_query(raw), [[1.0, 2.0]])
+    assert mean_query(q).shape == (1, 2) and mean_query(q).dtype == np.float32

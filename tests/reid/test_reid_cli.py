@@ -93,6 +93,12 @@ def test_gallery_cli(market_slice, trained_model, tmp_path, capsys, monkeypatch)
     assert main(["reid", "gallery", "query", "--gallery", "g", "--image", str(q), "-k", "5", "--where",
                  f"camid={json.dumps([c for c in range(1, 7) if c != camid])}", "--json"]) == 0
     assert _last_json(capsys)["results"] == others  # the same crops, named the other way
+    q2 = sorted((market_slice / "query").iterdir())[1]
+    assert main(["reid", "gallery", "query", "--gallery", "g", "--image", str(q), str(q2), "-k", "3", "--json"]) == 0
+    assert [len(r["results"]) for r in _last_json(capsys)["queries"]] == [3, 3]  # a list per image
+    assert main(["reid", "gallery", "query", "--gallery", "g", "--image", str(q), str(q2), "-k", "3", "--fuse",
+                 "--json"]) == 0
+    assert len(_last_json(capsys)["results"]) == 3  # one tracklet, one list
     assert main(["reid", "gallery", "query", "--gallery", "g", "--image", str(q), "--where", "camid"]) == 2
     assert "has no =, !=" in capsys.readouterr().err
     assert main(["reid", "gallery", "remove", "--gallery", "g", q.stem, "--json"]) == 0

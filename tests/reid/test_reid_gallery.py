@@ -65,6 +65,24 @@ def test_gallery_build_query_add_remove(trained_model, market_slice, catalog, tm
     assert remove_from_gallery(catalog, "people", [query.stem])["count"] == n
 
 
+def test_a_tracklet_is_one_query_by_the_mean_of_its_embeddings(trained_model, market_slice, catalog):
+    build_gallery(catalog, "people", trained_model, [market_slice / "bounding_box_test"])
+    shots = [str(p) for p in sorted((market_slice / "query").iterdir())[:3]]
+    fused = query_gallery(catalog, "people", shots, k=5, fuse=True)
+    assert len(fused) == 1 and len(fused[0]) == 5
+    # the same search by hand: each crop's unit embedding, their mean, made unit length
+    vectors = load_image_encoder(trained_model)(shots)
+    mean = vectors.mean(axis=0, keepdims=True)
+    by_hand = Searcher(catalog).search_vectors("people", mean / np.linalg.norm(mean), k=5)[0]
+    assert [h["id"] for h in fused[0]] == [h.id for h in by_hand]
+    np.testing.assert_allclose([h["score"] for h in fused[0]], [h.score for h in by_hand], atol=1e-5)
+    singles = query_gallery(catalog, "people", shots, k=5)  # without fuse: a list per crop
+    assert len(singles) == 3 and all(row != fused[0] for row in singles)
+    one = query_gallery(catalog, "people", shots[:1], k=5, fuse=True)[0]
+    assert [h["id"] for h in one] == [h["id"] for h in singles[0]]
+    np.testing.assert_allclose([h["score"] for h in one], [h["score"] for h in singles[0]], atol=1e-5)
+
+
 def test_query_with_a_model_of_another_dimension(trained_model, market_slice, catalog, tmp_path):
     build_gallery(catalog, "people", trained_model, [market_slice / "bounding_box_test"])
     other, _ = build_model(ModelSpec(backbone="resnet18", height=64, width=32), pretrained=False)

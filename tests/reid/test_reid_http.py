@@ -6,8 +6,8 @@ from indexer.context import open_catalog
 from indexer.search import Searcher
 from indexer.service import create_app
 from indexer.settings import load_settings
-from reid.gallery import build_gallery
-from reid.http import gallery_router, upload_dir
+from reid.gallery import build_gallery, query_gallery
+from reid.http import MAX_SHOTS, gallery_router, upload_dir
 
 
 def test_gallery_routes_query_upload_remove(trained_model, market_slice, tmp_path):
@@ -54,6 +54,15 @@ def test_gallery_routes_query_upload_remove(trained_model, market_slice, tmp_pat
 
         r = client.post("/reid/galleries/people/query", files={"image": ("x.jpg", b"junk", "image/jpeg")})
         assert r.status_code == 400
+        # several crops of one person (a tracklet): one search, by the mean of their embeddings
+        shots = sorted((market_slice / "query").iterdir())[:3]
+        r = client.post("/reid/galleries/people/query?k=4",
+                        files=[("image", (p.name, p.read_bytes(), "image/jpeg")) for p in shots])
+        assert r.status_code == 200 and r.json()["shots"] == 3
+        assert r.json()["results"] == query_gallery(catalog, "people", shots, k=4, fuse=True)[0]
+        r = client.post("/reid/galleries/people/query",
+                        files=[("image", (crop.name, crop.read_bytes(), "image/jpeg"))] * (MAX_SHOTS + 1))
+        assert r.status_code == 400 and f"at most {MAX_SHOTS} crops of one person" in r.json()["detail"]
         assert client.post("/reid/galleries/nobody/query", files={"image": (crop.name, crop.read_bytes())}).status_code == 404
         r = client.post("/reid/galleries/nobody/crops", files=[("images", (q.name, q.read_bytes(), "image/jpeg"))])
         assert r.status_code == 404 and "no gallery named 'nobody' (known galleries: people)" in r.json()["detail"]
