@@ -18,6 +18,7 @@ from .jobs import count_by_state, list_jobs
 from .metrics import instrument
 from .search import MAX_K, Searcher
 from .where import parse_where
+from .write_queue import WriteQueue
 
 __all__ = ["create_app", "SearchRequest", "MAX_DOCUMENTS"]
 
@@ -63,6 +64,11 @@ def create_app(searcher: Searcher, token: str | None = None) -> FastAPI:
     app = FastAPI(title="embedkd search", version="0.1.0",
                   description="Search FAISS indexes of the embedkd catalog.")
     app.state.searcher = searcher
+    # concurrent document writes to an index are applied together (one generation), not refused
+    writes = WriteQueue(
+        lambda index, docs: add_documents(searcher.catalog, index, searcher.index_encoder(index), ListSource(docs),
+                                          progress=False),
+        lambda index, ids: delete_items(searcher.catalog, index, ids))
     if token:
         require_token(app, token)
     # added last, so it runs first: refused requests are counted too
@@ -93,20 +99,22 @@ def create_app(searcher: Searcher, token: str | None = None) -> FastAPI:
     @app.post("/indexes/{index}/documents")
     def add(index: str, body: DocumentsRequest, s: SearcherDep) -> dict[str, Any]:
         """Add or update documents (the index's own model embeds them; unchanged ones are skipped), as
-        `embedkd index add` does: a new generation, seen by the next search."""
+        `embedkd index add` does: a new generation, seen by the next search. Requests arriving while
+        the index is being written are applied together in one write (`requests` says how many; the
+        counts are that write's)."""
         if not 1 <= len(body.documents) <= MAX_DOCUMENTS:
             raise UserError(f"send 1 to {MAX_DOCUMENTS} documents a request, got {len(body.documents)}")
         docs = [parse_record(row, f"document {i + 1}") for i, row in enumerate(body.documents)]
         empty = next((d.id for d in docs if not d.content), None)
         if empty is not None:
             raise UserError(f"document {empty!r} has neither title nor text; there is nothing to embed")
-        return add_documents(s.catalog, index, s.index_encoder(index), ListSource(docs), progress=False)
+        return writes.add(index, docs)
 
     @app.delete("/indexes/{index}/items/{item_id}")
     def delete(index: str, item_id: str, s: SearcherDep) -> dict[str, Any]:
         with s.catalog.session() as session:
             get_index(session, index, kind=s.kind or "text")
-        return delete_items(s.catalog, index, [item_id])
+        return writes.delete(index, [item_id])
 
     @app.get("/jobs")
     def job_list(s: SearcherDep, index: str | None = None, state: str | None = None,

@@ -127,6 +127,26 @@ def test_unknown_item_is_404(server):
     assert httpx.get(f"{base}/items/none", params={"index": "web"}, timeout=30).status_code == 404
 
 
+def test_concurrent_writes_are_all_applied(server):
+    """Six clients add a document each at once: none is refused, and queued requests share writes."""
+    base, searcher, _ = server
+
+    def post(i: int) -> dict:
+        with httpx.Client(base_url=base, timeout=120) as c:
+            r = c.post("/indexes/web/documents", json={"documents": [{"_id": f"c{i}", "text": f"Concurrent note {i}."}]})
+            assert r.status_code == 200, r.text
+            return r.json()
+
+    out = run_concurrently(post, list(range(6)))
+    assert all(isinstance(o, dict) for o in out), out
+    writes = {o["generation"]: o["requests"] for o in out}
+    assert sum(writes.values()) == 6  # each request in exactly one write, each write counted by its requests
+    with httpx.Client(base_url=base, timeout=120) as c:
+        assert c.get("/indexes").json()["indexes"][0]["count"] == 31
+        for i in range(6):
+            assert c.get(f"/items/c{i}", params={"index": "web"}).status_code == 200
+
+
 def test_documents_are_added_and_deleted_over_http(server):
     base, searcher, docs = server
     new = {"_id": "n1", "title": "Statin therapy", "text": "Statins lower cholesterol and heart attack risk.",

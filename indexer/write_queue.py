@@ -1,0 +1,135 @@
+"""Concurrent writes to an index, applied together: group commit, as databases do it.
+
+Every write makes a new generation: it reads and rewrites the shards it touches and commits once. A
+service that takes documents over HTTP gets many small writes at once; applied one by one they queue
+on the index's write lock (and a request that waited more than a second was refused with 409). A
+`WriteQueue` instead lets one of the waiting requests apply everything queued for the index as one
+write: consecutive adds become one `add_documents` (a later request's version of an id wins, as if
+applied in order), consecutive deletes one `delete_items`, adds and deletes keep their order. When a
+combined write fails, its requests are applied one at a time, so a bad request fails alone.
+
+No worker thread (as `batching.QueryBatcher`): a request that finds no write of its index in progress
+applies its own at once; requests arriving meanwhile queue, and when the write finishes the first of
+them leads the next one. A request waits only for writes queued before it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .corpus import Doc
+
+__all__ = ["WriteQueue", "MAX_BATCH_DOCUMENTS"]
+
+MAX_BATCH_DOCUMENTS = 50_000  # documents one combined write takes; the rest go in the next
+
+
+@dataclass
+class _Op:
+    kind: str  # "add" or "delete"
+    items: list[Any]  # Docs, or ids
+    done: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False  # set with `done` when this request is to apply the next write
+    result: dict[str, Any] | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _Queue:
+    pending: list[_Op] = field(default_factory=list)
+    writing: bool = False
+
+
+class WriteQueue:
+    """Apply adds (`add(index, docs)`) and deletes (`delete(index, ids)`) of concurrent callers in
+    arrival order, combining consecutive ones of a kind into one write. `apply_add(index, docs)` and
+    `apply_delete(index, ids)` do a write and return its result (`indexer.build`'s functions)."""
+
+    def __init__(self, apply_add: Callable[[str, list[Doc]], dict[str, Any]],
+                 apply_delete: Callable[[str, list[str]], dict[str, Any]]) -> None:
+        self._apply = {"add": apply_add, "delete": apply_delete}
+        self._lock = threading.Lock()
+        self._queues: dict[str, _Queue] = {}
+
+    def add(self, index: str, docs: Sequence[Doc]) -> dict[str, Any]:
+        return self._submit(index, _Op("add", list(docs)))
+
+    def delete(self, index: str, ids: Sequence[str]) -> dict[str, Any]:
+        return self._submit(index, _Op("delete", list(ids)))
+
+    def _submit(self, index: str, op: _Op) -> dict[str, Any]:
+        with self._lock:
+            queue = self._queues.setdefault(index, _Queue())
+            queue.pending.append(op)
+            lead = not queue.writing
+            queue.writing = True
+        if not lead:
+            op.done.wait()  # applied by another request's write, or handed the lead
+            lead = op.lead
+        if lead:
+            self._write_head(index, queue)
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    def _write_head(self, index: str, queue: _Queue) -> None:
+        """Apply the run of requests at the head of the queue (the leader's own is first), then hand the
+        lead to the oldest request still waiting, or mark the index idle."""
+        with self._lock:
+            batch = _take_run(queue.pending)
+        try:
+            self._apply_batch(index, batch)
+        finally:  # whatever happened, no request may be left waiting
+            with self._lock:
+                nxt = queue.pending[0] if queue.pending else None
+                if nxt is None:
+                    queue.writing = False
+                    del self._queues[index]
+            for op in batch:
+                op.done.set()
+            if nxt is not None:
+                nxt.lead = True
+                nxt.done.set()
+
+    def _apply_batch(self, index: str, batch: list[_Op]) -> None:
+        kind = batch[0].kind
+        try:
+            result = self._apply[kind](index, _merged(batch))
+        except Exception as err:  # each request gets its own outcome below
+            if len(batch) == 1:
+                batch[0].error = err
+                return
+            for op in batch:  # one bad request must not fail the others: apply them one at a time
+                try:
+                    op.result = {**self._apply[kind](index, _merged([op])), "requests": 1}
+                except Exception as one:
+                    op.error = one
+            return
+        for op in batch:
+            op.result = {**result, "requests": len(batch)}
+
+
+def _take_run(pending: list[_Op]) -> list[_Op]:
+    """Remove and return the oldest requests of the first one's kind, up to MAX_BATCH_DOCUMENTS items."""
+    kind, n, taken = pending[0].kind, len(pending[0].items), 1
+    while taken < len(pending) and pending[taken].kind == kind and n + len(pending[taken].items) <= MAX_BATCH_DOCUMENTS:
+        n += len(pending[taken].items)
+        taken += 1
+    run = pending[:taken]
+    del pending[:taken]
+    return run
+
+
+def _merged(batch: list[_Op]) -> list[Any]:
+    """The batch's items in order; for adds, a document id sent again keeps only its latest version."""
+    if batch[0].kind == "delete":
+        return list(dict.fromkeys(i for op in batch for i in op.items))
+    latest: dict[str, Doc] = {}
+    for op in batch:
+        for doc in op.items:
+            latest.pop(doc.id, None)  # re-inserted at the end: the order of the latest versions
+            latest[doc.id] = doc
+    return list(latest.values())
