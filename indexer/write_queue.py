@@ -21,10 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .corpus import Doc
+from .errors import Conflict
 
-__all__ = ["WriteQueue", "MAX_BATCH_DOCUMENTS"]
+__all__ = ["WriteQueue", "MAX_BATCH_DOCUMENTS", "MAX_WAITING"]
 
 MAX_BATCH_DOCUMENTS = 50_000  # documents one combined write takes; the rest go in the next
+# requests that may wait behind an index's write: each holds a server thread, which searches need too
+MAX_WAITING = 16
 
 
 @dataclass
@@ -63,6 +66,9 @@ class WriteQueue:
     def _submit(self, index: str, op: _Op) -> dict[str, Any]:
         with self._lock:
             queue = self._queues.setdefault(index, _Queue())
+            if len(queue.pending) >= MAX_WAITING:
+                raise Conflict(f"{len(queue.pending)} writes to index {index!r} are already waiting; send this one "
+                               "again in a moment, or send fewer, larger requests")
             queue.pending.append(op)
             lead = not queue.writing
             queue.writing = True

@@ -10,8 +10,8 @@ import pytest
 from indexer.build import add_documents, build_index, delete_items
 from indexer.catalog import get_index, get_item
 from indexer.corpus import Doc, ListSource, read_corpus
-from indexer.errors import UserError
-from indexer.write_queue import WriteQueue
+from indexer.errors import Conflict, UserError
+from indexer.write_queue import MAX_WAITING, WriteQueue
 
 
 class _Gated:
@@ -49,7 +49,7 @@ class _Poisoned:
         return self.encoder(texts)
 
 
-def _queued(queue: WriteQueue, gated: _Gated, first, rest: list) -> list:
+def _queued(queue: WriteQueue, gated: _Gated, first, rest: list, before_release=None) -> list:
     """Run `first` (a write that blocks) and then each of `rest` in order from its own thread, all queued
     behind the first; release it; outcomes (result or error) in order."""
     out: list = [None] * (1 + len(rest))
@@ -68,6 +68,8 @@ def _queued(queue: WriteQueue, gated: _Gated, first, rest: list) -> list:
         threads[-1].start()
         while sum(len(q.pending) for q in queue._queues.values()) < i:  # arrival order is the order given
             time.sleep(0.01)
+    if before_release is not None:
+        before_release()
     gated.release.set()
     for t in threads:
         t.join(120)
@@ -144,3 +146,25 @@ def test_a_lone_request_writes_at_once(index, minilm):
     with pytest.raises(UserError, match="has no item with id 'z'"):
         queue.delete("w", ["z"])
     assert queue._queues == {}
+
+
+def test_waiting_requests_are_bounded(index, minilm):
+    """Each waiting request holds a server thread: past MAX_WAITING the next is refused, nothing written for it."""
+    gated = _Gated(index, minilm)
+    queue = WriteQueue(gated.add, gated.delete)
+    first = lambda: queue.add("w", [_doc("a", "Statins lower cholesterol.")])  # noqa: E731
+    rest = [lambda i=i: queue.add("w", [_doc(f"q{i}", f"Queued note {i}.")]) for i in range(MAX_WAITING)]
+
+    def release_when_full() -> None:  # runs once all MAX_WAITING wait behind the first write
+        with pytest.raises(Conflict, match=f"{MAX_WAITING} writes to index 'w' are already waiting"):
+            queue.add("w", [_doc("late", "Too late.")])
+        refused.append(True)
+
+    refused: list = []
+    out = _queued(queue, gated, first, rest, before_release=release_when_full)
+    assert refused == [True] and all(isinstance(o, dict) for o in out)
+    assert gated.writes[1] == ("add", [f"q{i}" for i in range(MAX_WAITING)])
+    with index.session() as s:
+        assert get_index(s, "w").count == 11 + MAX_WAITING
+    with pytest.raises(UserError, match="no item with id 'late'"), index.session() as s:
+        get_item(s, "w", "late")
