@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .corpus import Doc
-from .errors import Conflict
+from .errors import Conflict, UserError
 
 __all__ = ["WriteQueue", "MAX_BATCH_DOCUMENTS", "MAX_WAITING"]
 
@@ -58,6 +58,11 @@ class WriteQueue:
         self._queues: dict[str, _Queue] = {}
 
     def add(self, index: str, docs: Sequence[Doc]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for doc in docs:  # checked per request: across requests a later version wins, within one it is a mistake
+            if doc.id in seen:
+                raise UserError(f"document id {doc.id!r} appears twice in this request; ids must be unique")
+            seen.add(doc.id)
         return self._submit(index, _Op("add", list(docs)))
 
     def delete(self, index: str, ids: Sequence[str]) -> dict[str, Any]:

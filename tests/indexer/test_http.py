@@ -163,7 +163,9 @@ def test_documents_are_added_and_deleted_over_http(server):
         assert c.get("/items/n1", params={"index": "web"}).status_code == 404
         for body, status, needle in (({"documents": []}, 400, "send 1 to 10000 documents"),
                                      ({"documents": [{"text": "x"}]}, 400, "document 1 has no id"),
-                                     ({"documents": [{"id": "e", "text": " "}]}, 400, "neither title nor text")):
+                                     ({"documents": [{"id": "e", "text": " "}]}, 400, "neither title nor text"),
+                                     ({"documents": [{"id": "d", "text": "x"}, {"id": "d", "text": "y"}]}, 400,
+                                      "document id 'd' appears twice in this request")):
             r = c.post("/indexes/web/documents", json=body)
             assert r.status_code == status and needle in r.json()["detail"], r.text
         assert c.post("/indexes/nope/documents", json={"documents": [new]}).status_code == 404
