@@ -20,8 +20,8 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 class _Held(Collector):
     """The searcher's state and the catalog's job counts, at scrape time (`Searcher.held`, `jobs.count_by_state`)."""
 
-    def __init__(self, held, job_counts) -> None:
-        self.held, self.job_counts = held, job_counts
+    def __init__(self, held, job_counts, write_counts) -> None:
+        self.held, self.job_counts, self.write_counts = held, job_counts, write_counts
 
     def collect(self):
         jobs = GaugeMetricFamily("embedkd_jobs", "build and add jobs by state (alert on failed, interrupted)",
@@ -45,16 +45,26 @@ class _Held(Collector):
         for kind in ("whole", "changes"):
             reads.add_metric([kind], state["field_reads"].get(kind, 0))
         yield reads
+        counts = self.write_counts()
+        requests = CounterMetricFamily("embedkd_write_requests", "HTTP write requests (documents added, items "
+                                       "deleted)", labels=["kind"])
+        writes = CounterMetricFamily("embedkd_index_writes", "index writes (generations) those requests were "
+                                     "applied in: fewer than requests when concurrent ones are combined", labels=["kind"])
+        for kind in ("add", "delete"):
+            requests.add_metric([kind], counts.get(("requests", kind), 0))
+            writes.add_metric([kind], counts.get(("writes", kind), 0))
+        yield requests
+        yield writes
 
 
-def instrument(app: FastAPI, held, job_counts) -> None:
-    """Count and time every request of `app` and serve them at /metrics with `held()`'s state and
-    `job_counts()`."""
+def instrument(app: FastAPI, held, job_counts, write_counts) -> None:
+    """Count and time every request of `app` and serve them at /metrics with `held()`'s state,
+    `job_counts()` and `write_counts()` (`WriteQueue.counts`)."""
     registry = CollectorRegistry()
     requests = Counter("embedkd_http_requests", "HTTP requests", ["route", "method", "status"], registry=registry)
     seconds = Histogram("embedkd_http_request_seconds", "HTTP request latency", ["route", "method"],
                         buckets=_BUCKETS, registry=registry)
-    registry.register(_Held(held, job_counts))
+    registry.register(_Held(held, job_counts, write_counts))
 
     @app.middleware("http")
     async def measure(request: Request, call_next):

@@ -16,6 +16,7 @@ them leads the next one. A request waits only for writes queued before it.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,9 @@ class WriteQueue:
         self._apply = {"add": apply_add, "delete": apply_delete}
         self._lock = threading.Lock()
         self._queues: dict[str, _Queue] = {}
+        # ("requests" | "writes", kind): what /metrics shows; every key present, so a reader never sees it grow
+        self.counts: Counter[tuple[str, str]] = Counter({(what, kind): 0 for what in ("requests", "writes")
+                                                         for kind in ("add", "delete")})
 
     def add(self, index: str, docs: Sequence[Doc]) -> dict[str, Any]:
         seen: set[str] = set()
@@ -107,12 +111,15 @@ class WriteQueue:
 
     def _apply_batch(self, index: str, batch: list[_Op]) -> None:
         kind = batch[0].kind
+        self.counts["requests", kind] += len(batch)
+        self.counts["writes", kind] += 1
         try:
             result = self._apply[kind](index, _merged(batch))
         except Exception as err:  # each request gets its own outcome below
             if len(batch) == 1:
                 batch[0].error = err
                 return
+            self.counts["writes", kind] += len(batch)
             for op in batch:  # one bad request must not fail the others: apply them one at a time
                 try:
                     op.result = {**self._apply[kind](index, _merged([op])), "requests": 1}

@@ -145,6 +145,12 @@ def test_concurrent_writes_are_all_applied(server):
         assert c.get("/indexes").json()["indexes"][0]["count"] == 31
         for i in range(6):
             assert c.get(f"/items/c{i}", params={"index": "web"}).status_code == 200
+        text = c.get("/metrics").text
+    counts = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert counts['embedkd_write_requests_total{kind="add"}'] == 6
+    assert counts['embedkd_index_writes_total{kind="add"}'] == len(writes)  # one per generation made
+    assert counts['embedkd_write_requests_total{kind="delete"}'] == 0
 
 
 def test_documents_are_added_and_deleted_over_http(server):
