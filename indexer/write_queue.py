@@ -27,7 +27,8 @@ from .errors import Conflict, UserError
 __all__ = ["WriteQueue", "MAX_BATCH_DOCUMENTS", "MAX_WAITING"]
 
 MAX_BATCH_DOCUMENTS = 50_000  # documents one combined write takes; the rest go in the next
-# requests that may wait behind an index's write: each holds a server thread, which searches need too
+# requests that may wait behind writes, all indexes together: each holds one of the server's threads
+# (40 by default), which searches need too
 MAX_WAITING = 16
 
 
@@ -74,10 +75,11 @@ class WriteQueue:
 
     def _submit(self, index: str, op: _Op) -> dict[str, Any]:
         with self._lock:
+            waiting = sum(len(q.pending) for q in self._queues.values())
+            if waiting >= MAX_WAITING:
+                raise Conflict(f"{waiting} writes are already waiting in this service; send this one to index "
+                               f"{index!r} again in a moment, or send fewer, larger requests")
             queue = self._queues.setdefault(index, _Queue())
-            if len(queue.pending) >= MAX_WAITING:
-                raise Conflict(f"{len(queue.pending)} writes to index {index!r} are already waiting; send this one "
-                               "again in a moment, or send fewer, larger requests")
             queue.pending.append(op)
             lead = not queue.writing
             queue.writing = True

@@ -156,7 +156,8 @@ def test_waiting_requests_are_bounded(index, minilm):
     rest = [lambda i=i: queue.add("w", [_doc(f"q{i}", f"Queued note {i}.")]) for i in range(MAX_WAITING)]
 
     def release_when_full() -> None:  # runs once all MAX_WAITING wait behind the first write
-        with pytest.raises(Conflict, match=f"{MAX_WAITING} writes to index 'w' are already waiting"):
+        full = f"{MAX_WAITING} writes are already waiting in this service; send this one to index 'w'"
+        with pytest.raises(Conflict, match=full):
             queue.add("w", [_doc("late", "Too late.")])
         refused.append(True)
 
