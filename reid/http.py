@@ -10,6 +10,8 @@ paths, which `embedkd reid gallery upgrade` reads to fit an adapter).
 
 from __future__ import annotations
 
+import threading
+from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,12 +55,20 @@ def gallery_router(catalog: Catalog) -> APIRouter:
                              searcher=searcher, where=parse_where(where), fuse=True)
         return {"results": rows[0], "shots": len(image)}
 
+    uploading: dict[str, threading.Lock] = defaultdict(threading.Lock)
+
     @router.post("/{gallery}/crops")
     def add(
         gallery: str,
         images: Annotated[list[UploadFile], File(description="crops; the file name (without extension) is the id")],
     ) -> dict[str, Any]:
         require_gallery(catalog, gallery)  # before any file is written, so no folder is left for a wrong name
+        # one upload to a gallery at a time, files and index write together: two uploads of one crop name
+        # must not overwrite each other's file, nor restore it under the other's indexed vector
+        with uploading[gallery]:
+            return _upload(gallery, images)
+
+    def _upload(gallery: str, images: list[UploadFile]) -> dict[str, Any]:
         folder = upload_dir(catalog, gallery)
         folder.mkdir(parents=True, exist_ok=True)
         paths, written, replaced = [], [], {}
@@ -86,10 +96,12 @@ def gallery_router(catalog: Catalog) -> APIRouter:
 
     @router.delete("/{gallery}/crops/{crop_id}")
     def remove(gallery: str, crop_id: str) -> dict[str, Any]:
-        return remove_from_gallery(catalog, gallery, [crop_id])  # also deletes the crop's uploaded file
+        with uploading[gallery]:
+            return remove_from_gallery(catalog, gallery, [crop_id])  # also deletes the crop's uploaded file
 
     @router.delete("/{gallery}")
     def drop(gallery: str) -> dict[str, Any]:
-        return drop_gallery(catalog, gallery)
+        with uploading[gallery]:
+            return drop_gallery(catalog, gallery)
 
     return router

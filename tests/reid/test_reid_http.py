@@ -81,3 +81,29 @@ def test_gallery_routes_query_upload_remove(trained_model, market_slice, tmp_pat
         assert client.delete("/reid/galleries/people").status_code == 404
     finally:
         catalog.close()
+
+
+def test_concurrent_uploads_of_one_crop_name_leave_file_and_index_agreeing(trained_model, market_slice, tmp_path):
+    from ..indexer.helpers import run_concurrently
+
+    catalog = open_catalog(load_settings(home=tmp_path / "home"))
+    try:
+        build_gallery(catalog, "people", trained_model, [market_slice / "bounding_box_test"])
+        app = create_app(Searcher(catalog))
+        app.include_router(gallery_router(catalog))
+        client = TestClient(app)
+        crops = sorted((market_slice / "query").iterdir())[:4]
+        name = "0001_c1s1_000001_01.jpg"
+
+        def upload(crop):
+            return client.post("/reid/galleries/people/crops", files=[("images", (name, crop.read_bytes(), "image/jpeg"))])
+
+        out = run_concurrently(upload, crops)
+        assert [r.status_code for r in out] == [200] * 4, [r.text for r in out]
+        stored = (upload_dir(catalog, "people") / name).read_bytes()
+        assert stored in [c.read_bytes() for c in crops]
+        # the index holds the vector of the bytes on disk: the stored file finds itself at cosine 1
+        top = query_gallery(catalog, "people", [stored], k=1)[0][0]
+        assert top["id"] == "0001_c1s1_000001_01" and abs(top["score"] - 1.0) < 1e-4
+    finally:
+        catalog.close()
