@@ -77,9 +77,10 @@ def _queued(queue: WriteQueue, gated: _Gated, first, rest: list, before_release=
 
 
 @pytest.fixture
-def index(sqlite_catalog, minilm, beir_small):
-    build_index(sqlite_catalog, "w", minilm, ListSource(list(read_corpus(beir_small))[:10]), progress=False)
-    return sqlite_catalog
+def index(catalog, minilm, beir_small):
+    """A 10-document index on SQLite and on PostgreSQL (whose write lock is an advisory lock)."""
+    build_index(catalog, "w", minilm, ListSource(list(read_corpus(beir_small))[:10]), progress=False)
+    return catalog
 
 
 def _doc(i: str, text: str, **info) -> Doc:
