@@ -3,7 +3,7 @@
 A camera tracker gives a person's crops along a track, not one crop; `reid gallery query --fuse` (and
 several `image` parts over HTTP) searches once with the mean of their unit embeddings
 (`indexer.search.mean_query`). This measures what that buys on a Market-layout split, clean and under
-the fixed `--lq` protocol.
+the fixed `--lq` protocol, at several tracklet sizes (`reid eval --tracklet N` measures one).
 
 Tracklets: Market has no tracks, but a person's gallery crops from the query's own camera come from the
 same passage past that camera, and the Market protocol already removes them from that query's ranking
@@ -32,18 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def tracklets(q_pids: np.ndarray, q_cams: np.ndarray, g_pids: np.ndarray, g_cams: np.ndarray,
-              extra: int) -> list[np.ndarray]:
-    """Per query, up to `extra` gallery indices of the same person from the same camera (gallery order)."""
-    return [np.flatnonzero((g_pids == p) & (g_cams == c))[:extra] for p, c in zip(q_pids, q_cams)]
-
-
-def fused(qf: np.ndarray, shot_feats: dict[int, np.ndarray], shots: list[np.ndarray]) -> np.ndarray:
-    from indexer.search import mean_query
-
-    return np.vstack([mean_query(np.vstack([qf[i], *[shot_feats[j] for j in idx]])) for i, idx in enumerate(shots)])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, nargs="+", help="model folders from `embedkd reid train`")
@@ -55,7 +43,7 @@ def main() -> None:
     import torch
 
     from reid.data import read_market
-    from reid.evaluation import extract_features
+    from reid.evaluation import extract_features, fuse_tracklets, tracklet_crops
     from reid.metrics import cosine_distance, evaluate_rank, first_match_ranks, paired_rank1_difference
     from reid.model import load_model
 
@@ -66,7 +54,7 @@ def main() -> None:
     q_pids, q_cams = np.array([s.pid for s in data.query]), np.array([s.camid for s in data.query])
     g_pids, g_cams = np.array([s.pid for s in data.gallery]), np.array([s.camid for s in data.gallery])
     most = max(args.shots) - 1
-    pool = tracklets(q_pids, q_cams, g_pids, g_cams, most)
+    pool = tracklet_crops(q_pids, q_cams, g_pids, g_cams, most)
     multi = np.array([len(idx) > 0 for idx in pool])
     needed = sorted({int(j) for idx in pool for j in idx})
     report = {"command": " ".join(sys.argv), "data": str(args.data), "queries": len(q_paths), "gallery": len(g_paths),
@@ -84,13 +72,14 @@ def main() -> None:
         for cond in ("clean", "lq"):
             lq = cond == "lq"
             qf = extract_features(model, q_paths, lq=lq)
-            sf = extract_features(model, [g_paths[j] for j in needed], lq=True) if lq else gf[needed]
-            shot_feats = dict(zip(needed, sf))
+            shot_feats = gf.copy()
+            if lq:
+                shot_feats[needed] = extract_features(model, [g_paths[j] for j in needed], lq=True)
             single = cosine_distance(qf, gf)
             base = first_match_ranks(single, q_pids, g_pids, q_cams, g_cams)
             rows = {}
             for size in [1, *args.shots]:
-                dist = single if size == 1 else cosine_distance(fused(qf, shot_feats, [i[: size - 1] for i in pool]), gf)
+                dist = single if size == 1 else cosine_distance(fuse_tracklets(qf, shot_feats, [i[: size - 1] for i in pool]), gf)
                 cmc, mean_ap = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank=10)
                 _, map_multi = evaluate_rank(dist[multi], q_pids[multi], g_pids, q_cams[multi], g_cams, max_rank=10)
                 ranks = first_match_ranks(dist, q_pids, g_pids, q_cams, g_cams)

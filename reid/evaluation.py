@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from indexer.errors import UserError
+
 from .data import MarketData, Sample, read_market
 from .degrade import lq_protocol
 from .metrics import cosine_distance, evaluate_rank, first_match_ranks, re_ranking
@@ -65,23 +67,55 @@ def _arrays(samples: list[Sample]) -> tuple[list[str], np.ndarray, np.ndarray]:
     return [s.path for s in samples], np.array([s.pid for s in samples]), np.array([s.camid for s in samples])
 
 
+def tracklet_crops(q_pids: np.ndarray, q_cams: np.ndarray, g_pids: np.ndarray, g_cams: np.ndarray,
+                   extra: int) -> list[np.ndarray]:
+    """The multi-shot protocol's added crops: per query, up to `extra` gallery crops (in gallery order,
+    i.e. frame order) of the same person from the same camera. They are one passage past that camera, as
+    a tracker's crops are, and the Market protocol already excludes them from that query's ranking."""
+    return [np.flatnonzero((g_pids == p) & (g_cams == c))[:extra] for p, c in zip(q_pids, q_cams)]
+
+
+def fuse_tracklets(qf: np.ndarray, crop_feats: np.ndarray, crops: list[np.ndarray]) -> np.ndarray:
+    """Each query's embedding fused with those of its added crops (rows of `crop_feats`, gallery-indexed),
+    as a gallery search with `fuse` does it (`indexer.search.mean_query`)."""
+    from indexer.search import mean_query
+
+    return np.vstack([mean_query(np.vstack([qf[i], crop_feats[idx]])) for i, idx in enumerate(crops)])
+
+
 def evaluate_market(
     model: ReIDModel, data: MarketData, *, lq: bool = False, rerank: bool = False, batch_size: int | None = None,
-    per_query: bool = False, lq_kinds: Sequence[str] | None = None,
+    per_query: bool = False, lq_kinds: Sequence[str] | None = None, tracklet: int = 1,
 ) -> dict:
     """rank1/rank5/rank10/mAP (fractions in 0..1) of query vs gallery, plus counts and images/s; with
-    `per_query`, also each query's first-match rank (`first_match_ranks`) for paired comparisons."""
+    `per_query`, also each query's first-match rank (`first_match_ranks`) for paired comparisons. With
+    `tracklet` > 1, each query is searched with up to that many crops (`tracklet_crops`, degraded too
+    under `lq`), fused by `fuse_tracklets`."""
+    if tracklet < 1:
+        raise UserError(f"--tracklet must be at least 1 (crops per query), got {tracklet}")
     q_paths, q_pids, q_cams = _arrays(data.query)
     g_paths, g_pids, g_cams = _arrays(data.gallery)
     t0 = time.perf_counter()
     gf = extract_features(model, g_paths, batch_size=batch_size)
     t_gallery = time.perf_counter() - t0
     qf = extract_features(model, q_paths, lq=lq, batch_size=batch_size, lq_kinds=lq_kinds)
+    extra = {}
+    if tracklet > 1:
+        crops = tracklet_crops(q_pids, q_cams, g_pids, g_cams, tracklet - 1)
+        feats = gf
+        if lq:
+            needed = sorted({int(j) for idx in crops for j in idx})
+            feats = gf.copy()
+            feats[needed] = extract_features(model, [g_paths[j] for j in needed], lq=True, batch_size=batch_size,
+                                             lq_kinds=lq_kinds)
+        qf = fuse_tracklets(qf, feats, crops)
+        extra["mean_crops"] = 1 + float(np.mean([len(idx) for idx in crops]))
     dist = cosine_distance(qf, gf)
     if rerank:
         dist = re_ranking(dist, cosine_distance(qf, qf), cosine_distance(gf, gf))
     cmc, mean_ap = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank=10)
-    extra = {"first_match_rank": first_match_ranks(dist, q_pids, g_pids, q_cams, g_cams).tolist()} if per_query else {}
+    if per_query:
+        extra["first_match_rank"] = first_match_ranks(dist, q_pids, g_pids, q_cams, g_cams).tolist()
     return {
         **extra,
         "rank1": float(cmc[0]),
@@ -96,7 +130,7 @@ def evaluate_market(
 
 def evaluate_model(
     model_dir: str | Path, data_root: str | Path, *, lq: bool = False, rerank: bool = False,
-    lq_kinds: Sequence[str] | None = None,
+    lq_kinds: Sequence[str] | None = None, tracklet: int = 1,
 ) -> dict[str, float]:
     """Load a model folder and evaluate it on a Market-1501 folder's query/gallery split."""
     from .model import load_model
@@ -104,4 +138,4 @@ def evaluate_model(
     torch.set_flush_denormal(True)
     data = read_market(data_root, need_test=True)
     model, _ = load_model(model_dir)
-    return evaluate_market(model, data, lq=lq, rerank=rerank, lq_kinds=lq_kinds)
+    return evaluate_market(model, data, lq=lq, rerank=rerank, lq_kinds=lq_kinds, tracklet=tracklet)

@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--lq-kinds", metavar="KIND[,KIND]",
                    help="with --lq: draw each query's degradation from these kinds only (severity as the protocol)")
     e.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
+    e.add_argument("--tracklet", type=int, default=1, metavar="N",
+                   help="query with up to N crops of the person (the query and its same-camera gallery crops, which "
+                        "the protocol excludes from its ranking), fused as `gallery query --fuse` does (default 1)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(handler=_eval)
 
@@ -246,9 +249,11 @@ def _eval(args: argparse.Namespace) -> int:
         from indexer.errors import UserError
 
         raise UserError("--lq-kinds restricts the --lq protocol's degradations; add --lq")
-    result = evaluate_model(args.model, args.data, lq=args.lq, rerank=args.rerank, lq_kinds=kinds)
+    result = evaluate_model(args.model, args.data, lq=args.lq, rerank=args.rerank, lq_kinds=kinds,
+                            tracklet=args.tracklet)
+    tracklet = {"tracklet": args.tracklet, "mean_crops": result["mean_crops"]} if args.tracklet > 1 else {}
     emit({"rank1": result["rank1"], "rank5": result["rank5"], "mAP": result["mAP"],
           "rank10": result["rank10"], "queries": result["queries"], "lq": args.lq,
-          **({"lq_kinds": list(kinds)} if kinds else {}), "rerank": args.rerank},
+          **({"lq_kinds": list(kinds)} if kinds else {}), "rerank": args.rerank, **tracklet},
          args.json)
     return 0

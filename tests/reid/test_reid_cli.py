@@ -28,6 +28,12 @@ def test_train_and_eval_contracts(market_slice, tmp_path, capsys):
     assert main(["reid", "eval", "--model", str(out), "--data", str(market_slice), "--json", "--lq",
                  "--lq-kinds", "downscale"]) == 0
     assert _last_json(capsys)["lq_kinds"] == ["downscale"]
+    # tracklet queries: the query and its same-camera gallery crops, fused
+    assert main(["reid", "eval", "--model", str(out), "--data", str(market_slice), "--json", "--tracklet", "3"]) == 0
+    result = _last_json(capsys)
+    assert result["tracklet"] == 3 and 1.0 <= result["mean_crops"] <= 3.0 and 0.0 < result["mAP"] <= 1.0
+    assert main(["reid", "eval", "--model", str(out), "--data", str(market_slice), "--tracklet", "0"]) == 2
+    assert "--tracklet must be at least 1" in capsys.readouterr().err
 
 
 def test_train_on_some_degradations(market_slice, tmp_path, capsys):

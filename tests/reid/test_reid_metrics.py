@@ -123,3 +123,18 @@ def test_re_ranking_keeps_clear_clusters_and_shape():
 def test_cosine_distance():
     a = np.array([[1.0, 0.0], [0.0, 2.0]])
     np.testing.assert_allclose(cosine_distance(a, a), [[0.0, 1.0], [1.0, 0.0]], atol=1e-6)
+
+
+def test_tracklet_crops_and_their_fusion_by_hand():
+    from reid.evaluation import fuse_tracklets, tracklet_crops
+
+    q_pids, q_cams = np.array([1, 2]), np.array([1, 1])
+    g_pids, g_cams = np.array([1, 1, 1, 2, 3]), np.array([1, 2, 1, 1, 1])
+    # person 1 from camera 1: gallery crops 0 and 2 (crop 1 is another camera); person 2: crop 3
+    assert [c.tolist() for c in tracklet_crops(q_pids, q_cams, g_pids, g_cams, 2)] == [[0, 2], [3]]
+    assert [c.tolist() for c in tracklet_crops(q_pids, q_cams, g_pids, g_cams, 1)] == [[0], [3]]
+    qf = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    feats = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]], dtype=np.float32)
+    fused = fuse_tracklets(qf, feats, [np.array([0, 2]), np.array([], dtype=np.int64)])
+    # (1,0) + (0,1) + (0,1) = (1,2), unit length; a query without crops stays itself
+    np.testing.assert_allclose(fused, [[1 / 5**0.5, 2 / 5**0.5], [0.0, 1.0]], atol=1e-6)
