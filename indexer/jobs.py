@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select
 
 from .context import Catalog
 from .errors import Conflict, NotFound, UserError
-from .locks import is_writing, target_lock
+from .locks import is_writing, target_lock, writer
 from .models import Job
 
 __all__ = ["params_hash", "start_or_resume", "update_progress", "finish", "fail", "job_dir",
@@ -139,7 +139,8 @@ def list_jobs(catalog: Catalog, target: str | None = None, state: str | None = N
     rows = []
     with catalog.session() as s:
         for job in s.scalars(query):
-            shown = _state(catalog, job)
+            holder = writer(catalog, job.target) if job.state == "running" else None
+            shown = "interrupted" if job.state == "running" and holder is None else job.state
             if state is not None and shown != state:
                 continue
             seconds = float(job.seconds or 0.0)
@@ -150,6 +151,7 @@ def list_jobs(catalog: Catalog, target: str | None = None, state: str | None = N
                          "docs_per_s": round(rate, 1) if rate else None,
                          "eta_s": round(left, 1) if left is not None else None,  # encoding left, at the rate so far
                          "stored_bytes": _stored_bytes(catalog, job.id), "error": job.error,
+                         "writer": holder,  # "embedkd HOST pid N" of a running job: where to look, or to stop it
                          "created_at": job.created_at.isoformat(), "updated_at": job.updated_at.isoformat()})
             if len(rows) == limit:
                 break

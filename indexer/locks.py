@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,9 +24,14 @@ from sqlalchemy import Connection, text
 from .context import Catalog
 from .errors import Conflict
 
-__all__ = ["target_lock", "is_writing", "lock_key"]
+__all__ = ["target_lock", "is_writing", "writer", "lock_key"]
 
 _LOCK_TRIES = 20  # one second
+
+
+def _me() -> str:
+    """Who holds a lock, as `index jobs` shows it: on several machines, which one and which process."""
+    return f"embedkd {socket.gethostname()} pid {os.getpid()}"
 
 
 def _shared(catalog: Catalog) -> bool:
@@ -60,6 +66,7 @@ def _advisory_lock(catalog: Catalog, target: str) -> Iterator[None]:
     # its own connection, outside any transaction, kept for the whole write: the lock lives as long as it
     conn = catalog.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     try:
+        conn.execute(text("SELECT set_config('application_name', :me, false)"), {"me": _me()})  # `writer` reads it
         _acquire(lambda: _try_advisory(conn, key), target)
         try:
             yield
@@ -84,6 +91,8 @@ def _file_lock(catalog: Catalog, target: str) -> Iterator[None]:
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         _acquire(lambda: _try_flock(fd), target)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _me().encode(), 0)  # `writer` reads it
         yield
     finally:
         os.close(fd)
@@ -99,24 +108,30 @@ def target_lock(catalog: Catalog, target: str) -> Iterator[None]:
 def is_writing(catalog: Catalog, target: str) -> bool:
     """Whether a process holds `target`'s write lock: on any machine sharing a PostgreSQL catalog, on
     this one for SQLite. A job stored as running whose lock nobody holds was killed."""
+    return writer(catalog, target) is not None
+
+
+def writer(catalog: Catalog, target: str) -> str | None:
+    """Who holds `target`'s write lock ("embedkd HOST pid N"), or None when nobody does."""
     if _shared(catalog):
         with catalog.engine.connect() as conn:
             # pg_locks, not a try-lock: a look must never make a starting writer wait
             hi, lo = divmod(lock_key(target) & 0xFFFFFFFFFFFFFFFF, 1 << 32)
-            held = conn.execute(text(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
-                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                "AND classid::bigint = :hi AND objid::bigint = :lo"), {"hi": hi, "lo": lo}).scalar()
+            rows = conn.execute(text(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+                "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND l.classid::bigint = :hi AND l.objid::bigint = :lo"), {"hi": hi, "lo": lo}).all()
             conn.rollback()
-        return bool(held)
+        return (rows[0][0] or "a process") if rows else None
     path = _lock_path(catalog, target)
     if not path.is_file():
-        return False
+        return None
     fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared and released at once: a writer holds it exclusively
-        return False
+        return None
     except BlockingIOError:
-        return True
+        return os.pread(fd, 200, 0).decode(errors="replace").strip() or "a process"
     finally:
         os.close(fd)

@@ -235,6 +235,8 @@ def _jobs(args: argparse.Namespace) -> int:
         line = f"{r['id']}\t{r['kind']}\t{r['index']}\t{r['state']}\t{r['progress']}/{total}\t{r['seconds']:.0f}s"
         if r["eta_s"] is not None:
             line += f"\tabout {r['eta_s']:.0f}s left"
+        if r["writer"]:
+            line += f"\tby {r['writer']}"
         if r["stored_bytes"]:
             line += f"\t{r['stored_bytes'] / 2**20:.1f} MiB kept"
         if r["state"] in ("failed", "interrupted"):  # what to do about it, where it shows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,9 +37,10 @@ def _wait_until(check, seconds: float = 10.0) -> bool:
 
 
 def test_one_writer_per_index(catalog):
-    assert not locks.is_writing(catalog, "a")
+    assert not locks.is_writing(catalog, "a") and locks.writer(catalog, "a") is None
     with locks.target_lock(catalog, "a"):
         assert locks.is_writing(catalog, "a") and not locks.is_writing(catalog, "b")
+        assert locks.writer(catalog, "a") == f"embedkd {socket.gethostname()} pid {os.getpid()}"
         with pytest.raises(Conflict, match="another job is writing index 'a' right now"):
             with locks.target_lock(catalog, "a"):
                 pass
@@ -55,7 +57,7 @@ def test_a_killed_writer_releases_its_lock(catalog):
     holder = subprocess.Popen([sys.executable, "-c", _HOLDER, "w"], env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        assert locks.is_writing(catalog, "w")
+        assert locks.writer(catalog, "w") == f"embedkd {socket.gethostname()} pid {holder.pid}"  # which process
         with pytest.raises(Conflict):
             with locks.target_lock(catalog, "w"):
                 pass
@@ -78,7 +80,9 @@ def test_postgres_locks_span_machines(pg_url, tmp_path):
                       state="running"))
         assert [r["state"] for r in jobs.list_jobs(there)] == ["interrupted"]
         with locks.target_lock(here, "x"):
-            assert [r["state"] for r in jobs.list_jobs(there)] == ["running"]  # a file lock would say interrupted
+            (row,) = jobs.list_jobs(there)
+            assert row["state"] == "running"  # a file lock would say interrupted
+            assert row["writer"] == f"embedkd {socket.gethostname()} pid {os.getpid()}"
             with pytest.raises(Conflict, match="another job is writing index 'x'"):
                 with locks.target_lock(there, "x"):
                     pass
