@@ -358,7 +358,9 @@ def _retag_only(catalog: Catalog, index: Index, infos: dict[int, dict[str, Any] 
 
 
 def _step_generation(s, index: Index, **values: Any) -> None:
-    """Move the index's row to generation+1 (with `values`), unless another write moved it since `index` was read."""
+    """Move the index's row to generation+1 (with `values`), unless another write moved it since `index` was read
+    or this process lost the index's write lock."""
+    locks.check_held(s, index.name)
     res = s.execute(update(Index).where(Index.id == index.id, Index.generation == index.generation)
                     .values(generation=index.generation + 1, **values))
     if res.rowcount != 1:

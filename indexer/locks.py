@@ -20,11 +20,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, text
+from sqlalchemy.orm import Session
 
 from .context import Catalog
 from .errors import Conflict
 
-__all__ = ["target_lock", "is_writing", "writer", "lock_key"]
+__all__ = ["target_lock", "is_writing", "writer", "check_held", "lock_key"]
 
 _LOCK_TRIES = 20  # one second
 
@@ -60,20 +61,52 @@ def _try_advisory(conn: Connection, key: int) -> bool:
     return bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
 
 
+# (catalog URL, index) -> server pid of the connection holding its advisory lock, for this process's writes
+_HELD: dict[tuple[str, str], int] = {}
+
+
 @contextmanager
 def _advisory_lock(catalog: Catalog, target: str) -> Iterator[None]:
     key = lock_key(target)
     # its own connection, outside any transaction, kept for the whole write: the lock lives as long as it
     conn = catalog.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    held = (str(catalog.engine.url), target)
     try:
         conn.execute(text("SELECT set_config('application_name', :me, false)"), {"me": _me()})  # `writer` reads it
         _acquire(lambda: _try_advisory(conn, key), target)
+        _HELD[held] = int(conn.execute(text("SELECT pg_backend_pid()")).scalar())
         try:
             yield
         finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            _HELD.pop(held, None)
+            try:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            except Exception:  # noqa: BLE001 - the connection is gone, and the lock with it
+                pass
     finally:
         conn.close()
+
+
+def check_held(session: Session, target: str) -> None:
+    """Call in a write's commit transaction: on PostgreSQL, refuse (`Conflict`) when this process no longer
+    holds `target`'s lock because its connection dropped (a server restart, a network cut), since another
+    writer may have started on the same generation's files. The file lock of SQLite cannot be lost."""
+    bind = session.get_bind()
+    pid = _HELD.get((str(bind.url), target))
+    if bind.dialect.name != "postgresql" or pid is None:
+        return
+    hi, lo = _halves(target)
+    held = session.execute(text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = :pid "
+        "AND classid::bigint = :hi AND objid::bigint = :lo"), {"pid": pid, "hi": hi, "lo": lo}).scalar()
+    if not held:
+        raise Conflict(f"this job lost the write lock of index {target!r} (its database connection dropped); "
+                       "nothing was committed; run the command again")
+
+
+def _halves(target: str) -> tuple[int, int]:
+    """The lock key as pg_locks shows a bigint key: high half in classid, low half in objid (unsigned)."""
+    return divmod(lock_key(target) & 0xFFFFFFFFFFFFFFFF, 1 << 32)
 
 
 def _try_flock(fd: int) -> bool:
@@ -116,7 +149,7 @@ def writer(catalog: Catalog, target: str) -> str | None:
     if _shared(catalog):
         with catalog.engine.connect() as conn:
             # pg_locks, not a try-lock: a look must never make a starting writer wait
-            hi, lo = divmod(lock_key(target) & 0xFFFFFFFFFFFFFFFF, 1 << 32)
+            hi, lo = _halves(target)
             rows = conn.execute(text(
                 "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
                 "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "

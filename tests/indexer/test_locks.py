@@ -96,3 +96,37 @@ def test_lock_keys_are_signed_64_bit_and_differ_by_name():
     keys = {locks.lock_key(f"index-{i}") for i in range(1000)}
     assert len(keys) == 1000 and all(-(2**63) <= k < 2**63 for k in keys)
     assert locks.lock_key("papers") == locks.lock_key("papers")
+
+
+def test_a_write_that_lost_its_postgres_lock_commits_nothing(pg_url, tmp_path, minilm, beir_small):
+    """The lock's connection dropped mid-write (a server restart, a network cut): the commit is refused."""
+    from sqlalchemy import text
+
+    from indexer.build import add_documents, build_index
+    from indexer.corpus import ListSource, read_corpus
+
+    from .helpers import snapshot
+
+    catalog = open_catalog(load_settings(home=tmp_path / "h", database_url=pg_url), migrate=True)
+    try:
+        docs = list(read_corpus(beir_small))
+        build_index(catalog, "p", minilm, ListSource(docs[:10]), progress=False)
+
+        class CutsTheLock:  # the real model; while it encodes, the lock's server connection is terminated
+            record = minilm.record
+
+            def __call__(self, texts):
+                with catalog.engine.connect() as conn:
+                    hi, lo = locks._halves("p")
+                    conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                                      "AND classid::bigint = :hi AND objid::bigint = :lo"), {"hi": hi, "lo": lo})
+                    conn.commit()
+                return minilm(texts)
+
+        before = snapshot(catalog)
+        with pytest.raises(Conflict, match="lost the write lock of index 'p'.*nothing was committed"):
+            add_documents(catalog, "p", CutsTheLock(), ListSource(docs[10:15]), progress=False)
+        assert snapshot(catalog) == before
+        assert add_documents(catalog, "p", minilm, ListSource(docs[10:15]), progress=False)["added"] == 5  # rerun
+    finally:
+        catalog.close()
