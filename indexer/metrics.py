@@ -50,11 +50,17 @@ class _Held(Collector):
                                        "deleted)", labels=["kind"])
         writes = CounterMetricFamily("embedkd_index_writes", "index writes (generations) those requests were "
                                      "applied in: fewer than requests when concurrent ones are combined", labels=["kind"])
+        refused = CounterMetricFamily("embedkd_write_refused", "HTTP write requests refused because "
+                                      "too many already waited (409): send fewer, larger requests", labels=["kind"])
         for kind in ("add", "delete"):
             requests.add_metric([kind], counts.get(("requests", kind), 0))
             writes.add_metric([kind], counts.get(("writes", kind), 0))
+            refused.add_metric([kind], counts.get(("refused", kind), 0))
         yield requests
         yield writes
+        yield refused
+        yield GaugeMetricFamily("embedkd_write_waiting", "HTTP write requests waiting behind a write now",
+                                value=counts.get("waiting", 0))
 
 
 def instrument(app: FastAPI, held, job_counts, write_counts) -> None:

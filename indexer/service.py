@@ -72,7 +72,8 @@ def create_app(searcher: Searcher, token: str | None = None) -> FastAPI:
     if token:
         require_token(app, token)
     # added last, so it runs first: refused requests are counted too
-    instrument(app, searcher.held, lambda: count_by_state(searcher.catalog), lambda: dict(writes.counts))
+    instrument(app, searcher.held, lambda: count_by_state(searcher.catalog),
+               lambda: {**writes.counts, "waiting": writes.waiting()})
 
     @app.exception_handler(UserError)
     async def _user_error(_request: Request, err: UserError) -> JSONResponse:

@@ -58,8 +58,8 @@ class WriteQueue:
         self._apply = {"add": apply_add, "delete": apply_delete}
         self._lock = threading.Lock()
         self._queues: dict[str, _Queue] = {}
-        # ("requests" | "writes", kind): what /metrics shows; every key present, so a reader never sees it grow
-        self.counts: Counter[tuple[str, str]] = Counter({(what, kind): 0 for what in ("requests", "writes")
+        # ("requests" | "writes" | "refused", kind): what /metrics shows; every key present, so a reader never sees it grow
+        self.counts: Counter[tuple[str, str]] = Counter({(what, kind): 0 for what in ("requests", "writes", "refused")
                                                          for kind in ("add", "delete")})
 
     def add(self, index: str, docs: Sequence[Doc]) -> dict[str, Any]:
@@ -73,10 +73,16 @@ class WriteQueue:
     def delete(self, index: str, ids: Sequence[str]) -> dict[str, Any]:
         return self._submit(index, _Op("delete", list(ids)))
 
+    def waiting(self) -> int:
+        """Requests waiting behind a write now, all indexes together (at MAX_WAITING the next is refused)."""
+        with self._lock:
+            return sum(len(q.pending) for q in self._queues.values())
+
     def _submit(self, index: str, op: _Op) -> dict[str, Any]:
         with self._lock:
             waiting = sum(len(q.pending) for q in self._queues.values())
             if waiting >= MAX_WAITING:
+                self.counts["refused", op.kind] += 1
                 raise Conflict(f"{waiting} writes are already waiting in this service; send this one to index "
                                f"{index!r} again in a moment, or send fewer, larger requests")
             queue = self._queues.setdefault(index, _Queue())

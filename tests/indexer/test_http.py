@@ -151,6 +151,7 @@ def test_concurrent_writes_are_all_applied(server):
     assert counts['embedkd_write_requests_total{kind="add"}'] == 6
     assert counts['embedkd_index_writes_total{kind="add"}'] == len(writes)  # one per generation made
     assert counts['embedkd_write_requests_total{kind="delete"}'] == 0
+    assert counts['embedkd_write_refused_total{kind="add"}'] == 0 and counts["embedkd_write_waiting"] == 0
 
 
 def test_documents_are_added_and_deleted_over_http(server):

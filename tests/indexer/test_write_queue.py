@@ -157,6 +157,7 @@ def test_waiting_requests_are_bounded(index, minilm):
     rest = [lambda i=i: queue.add("w", [_doc(f"q{i}", f"Queued note {i}.")]) for i in range(MAX_WAITING)]
 
     def release_when_full() -> None:  # runs once all MAX_WAITING wait behind the first write
+        assert queue.waiting() == MAX_WAITING
         full = f"{MAX_WAITING} writes are already waiting in this service; send this one to index 'w'"
         with pytest.raises(Conflict, match=full):
             queue.add("w", [_doc("late", "Too late.")])
@@ -165,6 +166,8 @@ def test_waiting_requests_are_bounded(index, minilm):
     refused: list = []
     out = _queued(queue, gated, first, rest, before_release=release_when_full)
     assert refused == [True] and all(isinstance(o, dict) for o in out)
+    assert queue.counts["refused", "add"] == 1 and queue.counts["requests", "add"] == 1 + MAX_WAITING
+    assert queue.waiting() == 0
     assert gated.writes[1] == ("add", [f"q{i}" for i in range(MAX_WAITING)])
     with index.session() as s:
         assert get_index(s, "w").count == 11 + MAX_WAITING
