@@ -59,8 +59,9 @@ def _searcher(request: Request) -> Searcher:
 SearcherDep = Annotated[Searcher, Depends(_searcher)]
 
 
-def create_app(searcher: Searcher, token: str | None = None) -> FastAPI:
-    """The search app; with `token`, requests need it as a bearer token (`indexer.auth`)."""
+def create_app(searcher: Searcher, token: str | None = None, write_patience_s: float = 10.0) -> FastAPI:
+    """The search app; with `token`, requests need it as a bearer token (`indexer.auth`). A document write
+    that finds its index held by another process is tried again for `write_patience_s` before a 409."""
     app = FastAPI(title="embedkd search", version="0.1.0",
                   description="Search FAISS indexes of the embedkd catalog.")
     app.state.searcher = searcher
@@ -68,7 +69,7 @@ def create_app(searcher: Searcher, token: str | None = None) -> FastAPI:
     writes = WriteQueue(
         lambda index, docs: add_documents(searcher.catalog, index, searcher.index_encoder(index), ListSource(docs),
                                           progress=False),
-        lambda index, ids: delete_items(searcher.catalog, index, ids))
+        lambda index, ids: delete_items(searcher.catalog, index, ids), patience_s=write_patience_s)
     if token:
         require_token(app, token)
     # added last, so it runs first: refused requests are counted too

@@ -16,6 +16,7 @@ them leads the next one. A request waits only for writes queued before it.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,8 +55,11 @@ class WriteQueue:
     `apply_delete(index, ids)` do a write and return its result (`indexer.build`'s functions)."""
 
     def __init__(self, apply_add: Callable[[str, list[Doc]], dict[str, Any]],
-                 apply_delete: Callable[[str, list[str]], dict[str, Any]]) -> None:
+                 apply_delete: Callable[[str, list[str]], dict[str, Any]], patience_s: float = 10.0) -> None:
         self._apply = {"add": apply_add, "delete": apply_delete}
+        # another process (an `index add` or `delete` job) may hold the index for a while: a write refused
+        # with Conflict is tried again for this long before its requests get the 409
+        self.patience_s = patience_s
         self._lock = threading.Lock()
         self._queues: dict[str, _Queue] = {}
         # ("requests" | "writes" | "refused", kind): what /metrics shows; every key present, so a reader never sees it grow
@@ -122,7 +126,11 @@ class WriteQueue:
         self.counts["requests", kind] += len(batch)
         self.counts["writes", kind] += 1
         try:
-            result = self._apply[kind](index, _merged(batch))
+            result = self._patiently(kind, index, _merged(batch))
+        except Conflict as err:  # the index stayed held elsewhere: no request's fault, all get the 409
+            for op in batch:
+                op.error = err
+            return
         except Exception as err:  # each request gets its own outcome below
             if len(batch) == 1:
                 batch[0].error = err
@@ -130,12 +138,23 @@ class WriteQueue:
             self.counts["writes", kind] += len(batch)
             for op in batch:  # one bad request must not fail the others: apply them one at a time
                 try:
-                    op.result = {**self._apply[kind](index, _merged([op])), "requests": 1}
+                    op.result = {**self._patiently(kind, index, _merged([op])), "requests": 1}
                 except Exception as one:
                     op.error = one
             return
         for op in batch:
             op.result = {**result, "requests": len(batch)}
+
+
+    def _patiently(self, kind: str, index: str, items: list[Any]) -> dict[str, Any]:
+        end = time.monotonic() + self.patience_s
+        while True:
+            try:
+                return self._apply[kind](index, items)
+            except Conflict:  # the index is being written elsewhere, or changed under this write: try again
+                if time.monotonic() >= end:
+                    raise
+                time.sleep(0.2)
 
 
 def _take_run(pending: list[_Op]) -> list[_Op]:

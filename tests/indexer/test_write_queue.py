@@ -173,3 +173,28 @@ def test_waiting_requests_are_bounded(index, minilm):
         assert get_index(s, "w").count == 11 + MAX_WAITING
     with pytest.raises(UserError, match="no item with id 'late'"), index.session() as s:
         get_item(s, "w", "late")
+
+
+def test_an_index_held_by_another_process_is_waited_for(index, minilm):
+    """An `index add` job elsewhere holds the index for longer than the lock's own one-second wait: a queued
+    write tries again for `patience_s` and goes through when it is released; with no patience, a 409."""
+    from indexer import locks
+
+    writes = (lambda i, d: add_documents(index, i, minilm, ListSource(d), progress=False),
+              lambda i, ids: delete_items(index, i, ids))
+    holding, release = threading.Event(), threading.Event()
+
+    def other_job() -> None:
+        with locks.target_lock(index, "w"):
+            holding.set()
+            release.wait(30)
+
+    job = threading.Thread(target=other_job)
+    job.start()
+    assert holding.wait(30)
+    with pytest.raises(Conflict, match="another job is writing index 'w'"):
+        WriteQueue(*writes, patience_s=0).add("w", [_doc("n", "Nobody waits.")])
+    threading.Timer(1.5, release.set).start()  # the job ends after 1.5 s, past the lock's own wait
+    out = WriteQueue(*writes, patience_s=20).add("w", [_doc("p", "Patience pays.")])
+    job.join(30)
+    assert out["added"] == 1 and out["count"] == 11
