@@ -43,12 +43,6 @@ class _Op:
     error: BaseException | None = None
 
 
-@dataclass
-class _Queue:
-    pending: list[_Op] = field(default_factory=list)
-    writing: bool = False
-
-
 class WriteQueue:
     """Apply adds (`add(index, docs)`) and deletes (`delete(index, ids)`) of concurrent callers in
     arrival order, combining consecutive ones of a kind into one write. `apply_add(index, docs)` and
@@ -61,7 +55,8 @@ class WriteQueue:
         # with Conflict is tried again for this long before its requests get the 409
         self.patience_s = patience_s
         self._lock = threading.Lock()
-        self._queues: dict[str, _Queue] = {}
+        # index -> requests waiting behind its write; an index has an entry exactly while it is being written
+        self._pending: dict[str, list[_Op]] = {}
         # ("requests" | "writes" | "refused", kind): what /metrics shows; every key present, so a reader never sees it grow
         self.counts: Counter[tuple[str, str]] = Counter({(what, kind): 0 for what in ("requests", "writes", "refused")
                                                          for kind in ("add", "delete")})
@@ -80,41 +75,42 @@ class WriteQueue:
     def waiting(self) -> int:
         """Requests waiting behind a write now, all indexes together (at MAX_WAITING the next is refused)."""
         with self._lock:
-            return sum(len(q.pending) for q in self._queues.values())
+            return self._waiting()
+
+    def _waiting(self) -> int:  # call holding self._lock
+        return sum(len(ops) for ops in self._pending.values())
 
     def _submit(self, index: str, op: _Op) -> dict[str, Any]:
         with self._lock:
-            waiting = sum(len(q.pending) for q in self._queues.values())
+            waiting = self._waiting()
             if waiting >= MAX_WAITING:
                 self.counts["refused", op.kind] += 1
                 raise Conflict(f"{waiting} writes are already waiting in this service; send this one to index "
                                f"{index!r} again in a moment, or send fewer, larger requests")
-            queue = self._queues.setdefault(index, _Queue())
-            queue.pending.append(op)
-            lead = not queue.writing
-            queue.writing = True
+            lead = index not in self._pending  # no write of this index in progress: this request does it
+            self._pending.setdefault(index, []).append(op)
         if not lead:
             op.done.wait()  # applied by another request's write, or handed the lead
             lead = op.lead
         if lead:
-            self._write_head(index, queue)
+            self._write_head(index)
         if op.error is not None:
             raise op.error
         return op.result
 
-    def _write_head(self, index: str, queue: _Queue) -> None:
-        """Apply the run of requests at the head of the queue (the leader's own is first), then hand the
-        lead to the oldest request still waiting, or mark the index idle."""
+    def _write_head(self, index: str) -> None:
+        """Apply the run of requests at the head of the index's queue (the leader's own is first), then hand
+        the lead to the oldest request still waiting, or mark the index idle."""
         with self._lock:
-            batch = _take_run(queue.pending)
+            pending = self._pending[index]
+            batch = _take_run(pending)
         try:
             self._apply_batch(index, batch)
         finally:  # whatever happened, no request may be left waiting
             with self._lock:
-                nxt = queue.pending[0] if queue.pending else None
+                nxt = pending[0] if pending else None
                 if nxt is None:
-                    queue.writing = False
-                    del self._queues[index]
+                    del self._pending[index]
             for op in batch:
                 op.done.set()
             if nxt is not None:

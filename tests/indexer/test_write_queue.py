@@ -66,7 +66,7 @@ def _queued(queue: WriteQueue, gated: _Gated, first, rest: list, before_release=
     for i, call in enumerate(rest, start=1):
         threads.append(threading.Thread(target=run, args=(i, call)))
         threads[-1].start()
-        while sum(len(q.pending) for q in queue._queues.values()) < i:  # arrival order is the order given
+        while queue.waiting() < i:  # arrival order is the order given
             time.sleep(0.01)
     if before_release is not None:
         before_release()
@@ -136,7 +136,7 @@ def test_a_bad_request_fails_alone(index, minilm):
     assert gated.writes[1:] == [("add", ["b", "p"]), ("add", ["b"]), ("add", ["p"]), ("delete", ["nobody"]), ("add", ["c"])]
     with index.session() as s:
         assert get_index(s, "w").count == 13  # a, b, c
-    assert queue._queues == {}  # idle again: the next request writes at once
+    assert queue._pending == {}  # idle again: the next request writes at once
 
 
 def test_a_lone_request_writes_at_once(index, minilm):
@@ -146,7 +146,7 @@ def test_a_lone_request_writes_at_once(index, minilm):
     assert queue.delete("w", ["z"])["deleted"] == 1
     with pytest.raises(UserError, match="has no item with id 'z'"):
         queue.delete("w", ["z"])
-    assert queue._queues == {}
+    assert queue._pending == {}
 
 
 def test_waiting_requests_are_bounded(index, minilm):
