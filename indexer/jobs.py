@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select
 
 from .context import Catalog
 from .errors import Conflict, NotFound, UserError
-from .locks import is_writing, target_lock, writer
+from .locks import target_lock, writer
 from .models import Job
 
 __all__ = ["params_hash", "start_or_resume", "update_progress", "finish", "fail", "job_dir",
@@ -120,8 +120,12 @@ def _stored_bytes(catalog: Catalog, job_id: int) -> int:
     return disk_bytes(job_dir_path(catalog, job_id))
 
 
-def _state(catalog: Catalog, job: Job) -> str:
-    return "interrupted" if job.state == "running" and not is_writing(catalog, job.target) else job.state
+def _state(catalog: Catalog, job: Job) -> tuple[str, str | None]:
+    """The job's state as shown, and who holds its index when it runs ("interrupted": nobody, it was killed)."""
+    if job.state != "running":
+        return job.state, None
+    holder = writer(catalog, job.target)
+    return ("running" if holder else "interrupted"), holder
 
 
 def list_jobs(catalog: Catalog, target: str | None = None, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -139,8 +143,7 @@ def list_jobs(catalog: Catalog, target: str | None = None, state: str | None = N
     rows = []
     with catalog.session() as s:
         for job in s.scalars(query):
-            holder = writer(catalog, job.target) if job.state == "running" else None
-            shown = "interrupted" if job.state == "running" and holder is None else job.state
+            shown, holder = _state(catalog, job)
             if state is not None and shown != state:
                 continue
             seconds = float(job.seconds or 0.0)
@@ -164,7 +167,7 @@ def count_by_state(catalog: Catalog) -> dict[str, int]:
         counts = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
         running = s.scalars(select(Job).where(Job.state == "running")).all()
         out = {state: int(counts.get(state, 0)) for state in STATES}
-        out["interrupted"] = sum(_state(catalog, job) == "interrupted" for job in running)
+        out["interrupted"] = sum(_state(catalog, job)[0] == "interrupted" for job in running)
         out["running"] = len(running) - out["interrupted"]
     return out
 

@@ -95,11 +95,7 @@ def check_held(session: Session, target: str) -> None:
     pid = _HELD.get((str(bind.url), target))
     if bind.dialect.name != "postgresql" or pid is None:
         return
-    hi, lo = _halves(target)
-    held = session.execute(text(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = :pid "
-        "AND classid::bigint = :hi AND objid::bigint = :lo"), {"pid": pid, "hi": hi, "lo": lo}).scalar()
-    if not held:
+    if pid not in {row.pid for row in _holders(session, target)}:
         raise Conflict(f"this job lost the write lock of index {target!r} (its database connection dropped); "
                        "nothing was committed; run the command again")
 
@@ -107,6 +103,17 @@ def check_held(session: Session, target: str) -> None:
 def _halves(target: str) -> tuple[int, int]:
     """The lock key as pg_locks shows a bigint key: high half in classid, low half in objid (unsigned)."""
     return divmod(lock_key(target) & 0xFFFFFFFFFFFFFFFF, 1 << 32)
+
+
+def _holders(conn: Connection | Session, target: str) -> list:
+    """The sessions holding `target`'s advisory lock in this database (at most one): server pid and
+    application_name. Read from pg_locks, not by trying the lock: a look must never make a writer wait."""
+    hi, lo = _halves(target)
+    return conn.execute(text(
+        "SELECT l.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND l.classid::bigint = :hi AND l.objid::bigint = :lo"), {"hi": hi, "lo": lo}).all()
 
 
 def _try_flock(fd: int) -> bool:
@@ -148,15 +155,8 @@ def writer(catalog: Catalog, target: str) -> str | None:
     """Who holds `target`'s write lock ("embedkd HOST pid N"), or None when nobody does."""
     if _shared(catalog):
         with catalog.engine.connect() as conn:
-            # pg_locks, not a try-lock: a look must never make a starting writer wait
-            hi, lo = _halves(target)
-            rows = conn.execute(text(
-                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-                "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                "AND l.classid::bigint = :hi AND l.objid::bigint = :lo"), {"hi": hi, "lo": lo}).all()
-            conn.rollback()
-        return (rows[0][0] or "a process") if rows else None
+            rows = _holders(conn, target)
+        return (rows[0].application_name or "a process") if rows else None
     path = _lock_path(catalog, target)
     if not path.is_file():
         return None
