@@ -43,7 +43,7 @@ def main() -> None:
     import torch
 
     from reid.data import read_market
-    from reid.evaluation import extract_features, fuse_tracklets, tracklet_crops
+    from reid.evaluation import crop_features, extract_features, fuse_tracklets, tracklet_crops
     from reid.metrics import cosine_distance, evaluate_rank, first_match_ranks, paired_rank1_difference
     from reid.model import load_model
 
@@ -56,7 +56,6 @@ def main() -> None:
     most = max(args.shots) - 1
     pool = tracklet_crops(q_pids, q_cams, g_pids, g_cams, most)
     multi = np.array([len(idx) > 0 for idx in pool])
-    needed = sorted({int(j) for idx in pool for j in idx})
     report = {"command": " ".join(sys.argv), "data": str(args.data), "queries": len(q_paths), "gallery": len(g_paths),
               "queries_with_extra_shots": int(multi.sum()),
               "extra_shots_available": {"mean": float(np.mean([len(np.flatnonzero((g_pids == p) & (g_cams == c)))
@@ -72,9 +71,7 @@ def main() -> None:
         for cond in ("clean", "lq"):
             lq = cond == "lq"
             qf = extract_features(model, q_paths, lq=lq)
-            shot_feats = gf.copy()
-            if lq:
-                shot_feats[needed] = extract_features(model, [g_paths[j] for j in needed], lq=True)
+            shot_feats = crop_features(model, g_paths, gf, pool, lq=lq)
             single = cosine_distance(qf, gf)
             base = first_match_ranks(single, q_pids, g_pids, q_cams, g_cams)
             rows = {}

@@ -56,7 +56,7 @@ def main() -> None:
     import torch
 
     from reid.data import read_market
-    from reid.evaluation import extract_features, tracklet_crops
+    from reid.evaluation import crop_features, extract_features, tracklet_crops
     from reid.metrics import cosine_distance, evaluate_rank, first_match_ranks, paired_rank1_difference
     from reid.model import load_model
 
@@ -78,10 +78,7 @@ def main() -> None:
     for cond in ("clean", "lq"):
         lq = cond == "lq"
         qf = extract_features(model, qp, lq=lq)
-        feats = gf.copy()
-        if lq:
-            needed = sorted({int(j) for c in crops for j in c} | {f for f in foreign if f is not None})
-            feats[needed] = extract_features(model, [gp[j] for j in needed], lq=True)
+        feats = crop_features(model, gp, gf, [*crops, [f for f in foreign if f is not None]], lq=lq)
         single = first_match_ranks(cosine_distance(qf, gf), qpid, gpid, qcam, gcam)
         for switched in (False, True):
             for name, fuse in (("mean", mean_query), ("trim25", trimmed), ("medoid", medoid)):

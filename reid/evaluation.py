@@ -75,6 +75,18 @@ def tracklet_crops(q_pids: np.ndarray, q_cams: np.ndarray, g_pids: np.ndarray, g
     return [np.flatnonzero((g_pids == p) & (g_cams == c))[:extra] for p, c in zip(q_pids, q_cams)]
 
 
+def crop_features(model: ReIDModel, g_paths: Sequence[str | Path], gf: np.ndarray, crops: Sequence[Sequence[int]],
+                  *, lq: bool = False, batch_size: int | None = None, lq_kinds: Sequence[str] | None = None) -> np.ndarray:
+    """Gallery-indexed embeddings for crops used as query shots: the gallery's own (`gf`), or under `lq`
+    a copy whose rows for the `crops` named are re-extracted degraded, as the query is."""
+    if not lq:
+        return gf
+    needed = sorted({int(j) for idx in crops for j in idx})
+    out = gf.copy()
+    out[needed] = extract_features(model, [g_paths[j] for j in needed], lq=True, batch_size=batch_size, lq_kinds=lq_kinds)
+    return out
+
+
 def fuse_tracklets(qf: np.ndarray, crop_feats: np.ndarray, crops: list[np.ndarray]) -> np.ndarray:
     """Each query's embedding fused with those of its added crops (rows of `crop_feats`, gallery-indexed),
     as a gallery search with `fuse` does it (`indexer.search.mean_query`)."""
@@ -102,12 +114,7 @@ def evaluate_market(
     extra = {}
     if tracklet > 1:
         crops = tracklet_crops(q_pids, q_cams, g_pids, g_cams, tracklet - 1)
-        feats = gf
-        if lq:
-            needed = sorted({int(j) for idx in crops for j in idx})
-            feats = gf.copy()
-            feats[needed] = extract_features(model, [g_paths[j] for j in needed], lq=True, batch_size=batch_size,
-                                             lq_kinds=lq_kinds)
+        feats = crop_features(model, g_paths, gf, crops, lq=lq, batch_size=batch_size, lq_kinds=lq_kinds)
         qf = fuse_tracklets(qf, feats, crops)
         extra["mean_crops"] = 1 + float(np.mean([len(idx) for idx in crops]))
     dist = cosine_distance(qf, gf)
