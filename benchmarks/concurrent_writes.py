@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from command import command_line  # this folder is on sys.path when a script in it runs
 from filtered_search import TableEncoder, _clustered  # this folder is on sys.path when a script in it runs
 
 from indexer.build import add_documents, build_index, delete_items
@@ -98,8 +99,7 @@ def main() -> None:
         catalog = open_catalog(load_settings(home=home, database_url=args.database_url), migrate=True)
         t0 = time.perf_counter()
         build_index(catalog, "w", encoder, ListSource(_docs(0, args.docs)), progress=False)
-        report = {"command": "benchmarks/concurrent_writes.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
-                                                                          vars(args).items() if v is not None),
+        report = {"command": command_line(__file__, args),
                   "catalog": catalog.engine.dialect.name, "docs": args.docs, "dim": args.dim,
                   "build_seconds": round(time.perf_counter() - t0, 2), "batch": args.batch, "writes": args.writes,
                   "runs": []}

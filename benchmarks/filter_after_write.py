@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from command import command_line  # this folder is on sys.path when a script in it runs
 from filtered_search import TableEncoder, _clustered  # this folder is on sys.path when a script in it runs
 
 from indexer.build import add_documents, build_index, delete_items
@@ -105,8 +106,7 @@ def main() -> None:
                 results.append(row)
         catalog.close()
     args.out.write_text(json.dumps({
-        "command": "benchmarks/filter_after_write.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        "command": command_line(__file__, args),
         "docs": args.docs, "dim": args.dim, "reps": args.reps, "build_s": round(build_s, 1),
         "database": "PostgreSQL" if args.database_url else "SQLite", "machine": "2-core CPU, no GPU",
         "results": results}, indent=1) + "\n")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from command import command_line  # this folder is on sys.path when a script in it runs
 
 from indexer import filtered, store
 from indexer.build import build_index
@@ -141,8 +142,7 @@ def main() -> None:
                 results.append(row)
         catalog.close()
     args.out.write_text(json.dumps({
-        "command": "benchmarks/filtered_search.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        "command": command_line(__file__, args),
         "docs": args.docs, "dim": args.dim, "clusters": args.clusters, "queries": args.queries,
         "machine": "2-core CPU, no GPU", "results": results}, indent=1) + "\n")
 

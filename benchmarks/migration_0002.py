@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
+from command import command_line  # this folder is on sys.path when a script in it runs
 
 from indexer import db
 
@@ -58,8 +59,7 @@ def main() -> None:
            "generation": history[0], "items_stamped_0": stamped}
     print(json.dumps(row))
     args.out.write_text(json.dumps({
-        "command": "benchmarks/migration_0002.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        "command": command_line(__file__, args),
         "database": "PostgreSQL" if args.database_url else "SQLite", "machine": "2-core CPU, no GPU",
         "results": [row]}, indent=1) + "\n")
 

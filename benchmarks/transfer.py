@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from command import command_line  # this folder is on sys.path when a script in it runs
 from filtered_search import TableEncoder  # this folder is on sys.path when a script in it runs
 
 from indexer.build import build_index
@@ -66,8 +67,7 @@ def main() -> None:
         src.close()
     print(json.dumps(row))
     args.out.write_text(json.dumps({
-        "command": "benchmarks/transfer.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        "command": command_line(__file__, args),
         "machine": "2-core CPU, no GPU", "results": [row]}, indent=1) + "\n")
 
 
