@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from indexer.context import open_catalog
@@ -10,100 +11,99 @@ from reid.gallery import build_gallery, query_gallery
 from reid.http import MAX_SHOTS, gallery_router, upload_dir
 
 
-def test_gallery_routes_query_upload_remove(trained_model, market_slice, tmp_path):
+@pytest.fixture
+def served(trained_model, market_slice, tmp_path):
+    """A catalog with gallery "people" (the slice's gallery crops) and a client of the app serving it."""
     catalog = open_catalog(load_settings(home=tmp_path / "home"))
     try:
         build_gallery(catalog, "people", trained_model, [market_slice / "bounding_box_test"])
         app = create_app(Searcher(catalog))
         app.include_router(gallery_router(catalog))
-        client = TestClient(app)
-        crop = sorted((market_slice / "bounding_box_test").iterdir())[2]
-        r = client.post("/reid/galleries/people/query?k=2", files={"image": (crop.name, crop.read_bytes(), "image/jpeg")})
-        assert r.status_code == 200, r.text
-        assert r.json()["results"][0]["id"] == crop.stem and len(r.json()["results"]) == 2
-        # another person's crops only (a field the gallery keeps per crop)
-        other = next(int(p.name[:4]) for p in sorted((market_slice / "bounding_box_test").iterdir())
-                     if int(p.name[:4]) != int(crop.name[:4]))
-        r = client.post("/reid/galleries/people/query", params=[("k", "3"), ("where", f"pid={other}")],
-                        files={"image": (crop.name, crop.read_bytes(), "image/jpeg")})
-        assert r.status_code == 200 and r.json()["results"] and all(h["pid"] == other for h in r.json()["results"])
-        # the gallery's own model by its folder is fine; a folder with no adapter is refused before it loads
-        r = client.post("/reid/galleries/people/query", params={"k": 1, "model": str(trained_model)},
-                        files={"image": (crop.name, crop.read_bytes(), "image/jpeg")})
-        assert r.status_code == 200 and r.json()["results"][0]["id"] == crop.stem
-        r = client.post("/reid/galleries/people/query", params={"model": str(tmp_path)},
-                        files={"image": (crop.name, crop.read_bytes(), "image/jpeg")})
-        assert r.status_code == 404 and "run `embedkd reid gallery upgrade --gallery people" in r.json()["detail"]
-
-        q = sorted((market_slice / "query").iterdir())[0]
-        r = client.post("/reid/galleries/people/crops", files=[("images", (q.name, q.read_bytes(), "image/jpeg"))])
-        assert r.status_code == 200, r.text
-        assert r.json()["added"] == 1
-        assert (upload_dir(catalog, "people") / q.name).is_file()
-
-        r = client.post("/reid/galleries/people/crops", files=[("images", ("0001_c1s1_1_01.jpg", b"junk", "image/jpeg"))])
-        assert r.status_code == 400 and "cannot read image" in r.json()["detail"]
-        assert not (upload_dir(catalog, "people") / "0001_c1s1_1_01.jpg").exists()
-
-        # A batch refused for one bad crop restores a crop it would have replaced.
-        other = sorted((market_slice / "query").iterdir())[1]
-        r = client.post("/reid/galleries/people/crops", files=[("images", (q.name, other.read_bytes(), "image/jpeg")),
-                                                                ("images", ("0002_c1s1_1_01.jpg", b"junk", "image/jpeg"))])
-        assert r.status_code == 400 and "cannot read image" in r.json()["detail"]
-        assert (upload_dir(catalog, "people") / q.name).read_bytes() == q.read_bytes()
-
-        r = client.post("/reid/galleries/people/query", files={"image": ("x.jpg", b"junk", "image/jpeg")})
-        assert r.status_code == 400
-        # several crops of one person (a tracklet): one search, by the mean of their embeddings
-        shots = sorted((market_slice / "query").iterdir())[:3]
-        r = client.post("/reid/galleries/people/query?k=4",
-                        files=[("image", (p.name, p.read_bytes(), "image/jpeg")) for p in shots])
-        assert r.status_code == 200 and r.json()["shots"] == 3
-        assert r.json()["results"] == query_gallery(catalog, "people", shots, k=4, fuse=True)[0]
-        r = client.post("/reid/galleries/people/query",
-                        files=[("image", (crop.name, crop.read_bytes(), "image/jpeg"))] * (MAX_SHOTS + 1))
-        assert r.status_code == 400 and f"at most {MAX_SHOTS} crops of one person" in r.json()["detail"]
-        assert client.post("/reid/galleries/nobody/query", files={"image": (crop.name, crop.read_bytes())}).status_code == 404
-        r = client.post("/reid/galleries/nobody/crops", files=[("images", (q.name, q.read_bytes(), "image/jpeg"))])
-        assert r.status_code == 404 and "no gallery named 'nobody' (known galleries: people)" in r.json()["detail"]
-        assert not upload_dir(catalog, "nobody").exists()  # refused before anything was written
-
-        assert client.delete(f"/reid/galleries/people/crops/{q.stem}").json()["deleted"] == 1
-        assert not (upload_dir(catalog, "people") / q.name).exists()  # the uploaded image goes with it
-        assert client.delete("/reid/galleries/people/crops/nobody").status_code == 400
-
-        # Dropping the gallery removes its index and every crop uploaded to it.
-        r = client.post("/reid/galleries/people/crops", files=[("images", (q.name, q.read_bytes(), "image/jpeg"))])
-        assert r.status_code == 200 and (upload_dir(catalog, "people") / q.name).is_file()
-        assert client.delete("/reid/galleries/people").json() == {"gallery": "people", "dropped": True, "uploads_removed": 1}
-        assert not upload_dir(catalog, "people").exists()
-        assert client.post("/reid/galleries/people/query", files={"image": (crop.name, crop.read_bytes())}).status_code == 404
-        assert client.delete("/reid/galleries/people").status_code == 404
+        yield catalog, TestClient(app)
     finally:
         catalog.close()
 
 
-def test_concurrent_uploads_of_one_crop_name_leave_file_and_index_agreeing(trained_model, market_slice, tmp_path):
+def test_gallery_routes_query_upload_remove(served, trained_model, market_slice, tmp_path):
+    catalog, client = served
+    crop = sorted((market_slice / "bounding_box_test").iterdir())[2]
+    r = client.post("/reid/galleries/people/query?k=2", files={"image": (crop.name, crop.read_bytes(), "image/jpeg")})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["id"] == crop.stem and len(r.json()["results"]) == 2
+    # another person's crops only (a field the gallery keeps per crop)
+    other = next(int(p.name[:4]) for p in sorted((market_slice / "bounding_box_test").iterdir())
+                 if int(p.name[:4]) != int(crop.name[:4]))
+    r = client.post("/reid/galleries/people/query", params=[("k", "3"), ("where", f"pid={other}")],
+                    files={"image": (crop.name, crop.read_bytes(), "image/jpeg")})
+    assert r.status_code == 200 and r.json()["results"] and all(h["pid"] == other for h in r.json()["results"])
+    # the gallery's own model by its folder is fine; a folder with no adapter is refused before it loads
+    r = client.post("/reid/galleries/people/query", params={"k": 1, "model": str(trained_model)},
+                    files={"image": (crop.name, crop.read_bytes(), "image/jpeg")})
+    assert r.status_code == 200 and r.json()["results"][0]["id"] == crop.stem
+    r = client.post("/reid/galleries/people/query", params={"model": str(tmp_path)},
+                    files={"image": (crop.name, crop.read_bytes(), "image/jpeg")})
+    assert r.status_code == 404 and "run `embedkd reid gallery upgrade --gallery people" in r.json()["detail"]
+
+    q = sorted((market_slice / "query").iterdir())[0]
+    r = client.post("/reid/galleries/people/crops", files=[("images", (q.name, q.read_bytes(), "image/jpeg"))])
+    assert r.status_code == 200, r.text
+    assert r.json()["added"] == 1
+    assert (upload_dir(catalog, "people") / q.name).is_file()
+
+    r = client.post("/reid/galleries/people/crops", files=[("images", ("0001_c1s1_1_01.jpg", b"junk", "image/jpeg"))])
+    assert r.status_code == 400 and "cannot read image" in r.json()["detail"]
+    assert not (upload_dir(catalog, "people") / "0001_c1s1_1_01.jpg").exists()
+
+    # A batch refused for one bad crop restores a crop it would have replaced.
+    other = sorted((market_slice / "query").iterdir())[1]
+    r = client.post("/reid/galleries/people/crops", files=[("images", (q.name, other.read_bytes(), "image/jpeg")),
+                                                            ("images", ("0002_c1s1_1_01.jpg", b"junk", "image/jpeg"))])
+    assert r.status_code == 400 and "cannot read image" in r.json()["detail"]
+    assert (upload_dir(catalog, "people") / q.name).read_bytes() == q.read_bytes()
+
+    r = client.post("/reid/galleries/people/query", files={"image": ("x.jpg", b"junk", "image/jpeg")})
+    assert r.status_code == 400
+    # several crops of one person (a tracklet): one search, by the mean of their embeddings
+    shots = sorted((market_slice / "query").iterdir())[:3]
+    r = client.post("/reid/galleries/people/query?k=4",
+                    files=[("image", (p.name, p.read_bytes(), "image/jpeg")) for p in shots])
+    assert r.status_code == 200 and r.json()["shots"] == 3
+    assert r.json()["results"] == query_gallery(catalog, "people", shots, k=4, fuse=True)[0]
+    r = client.post("/reid/galleries/people/query",
+                    files=[("image", (crop.name, crop.read_bytes(), "image/jpeg"))] * (MAX_SHOTS + 1))
+    assert r.status_code == 400 and f"at most {MAX_SHOTS} crops of one person" in r.json()["detail"]
+    assert client.post("/reid/galleries/nobody/query", files={"image": (crop.name, crop.read_bytes())}).status_code == 404
+    r = client.post("/reid/galleries/nobody/crops", files=[("images", (q.name, q.read_bytes(), "image/jpeg"))])
+    assert r.status_code == 404 and "no gallery named 'nobody' (known galleries: people)" in r.json()["detail"]
+    assert not upload_dir(catalog, "nobody").exists()  # refused before anything was written
+
+    assert client.delete(f"/reid/galleries/people/crops/{q.stem}").json()["deleted"] == 1
+    assert not (upload_dir(catalog, "people") / q.name).exists()  # the uploaded image goes with it
+    assert client.delete("/reid/galleries/people/crops/nobody").status_code == 400
+
+    # Dropping the gallery removes its index and every crop uploaded to it.
+    r = client.post("/reid/galleries/people/crops", files=[("images", (q.name, q.read_bytes(), "image/jpeg"))])
+    assert r.status_code == 200 and (upload_dir(catalog, "people") / q.name).is_file()
+    assert client.delete("/reid/galleries/people").json() == {"gallery": "people", "dropped": True, "uploads_removed": 1}
+    assert not upload_dir(catalog, "people").exists()
+    assert client.post("/reid/galleries/people/query", files={"image": (crop.name, crop.read_bytes())}).status_code == 404
+    assert client.delete("/reid/galleries/people").status_code == 404
+
+
+def test_concurrent_uploads_of_one_crop_name_leave_file_and_index_agreeing(served, market_slice):
     from ..indexer.helpers import run_concurrently
 
-    catalog = open_catalog(load_settings(home=tmp_path / "home"))
-    try:
-        build_gallery(catalog, "people", trained_model, [market_slice / "bounding_box_test"])
-        app = create_app(Searcher(catalog))
-        app.include_router(gallery_router(catalog))
-        client = TestClient(app)
-        crops = sorted((market_slice / "query").iterdir())[:4]
-        name = "0001_c1s1_000001_01.jpg"
+    catalog, client = served
+    crops = sorted((market_slice / "query").iterdir())[:4]
+    name = "0001_c1s1_000001_01.jpg"
 
-        def upload(crop):
-            return client.post("/reid/galleries/people/crops", files=[("images", (name, crop.read_bytes(), "image/jpeg"))])
+    def upload(crop):
+        return client.post("/reid/galleries/people/crops", files=[("images", (name, crop.read_bytes(), "image/jpeg"))])
 
-        out = run_concurrently(upload, crops)
-        assert [r.status_code for r in out] == [200] * 4, [r.text for r in out]
-        stored = (upload_dir(catalog, "people") / name).read_bytes()
-        assert stored in [c.read_bytes() for c in crops]
-        # the index holds the vector of the bytes on disk: the stored file finds itself at cosine 1
-        top = query_gallery(catalog, "people", [stored], k=1)[0][0]
-        assert top["id"] == "0001_c1s1_000001_01" and abs(top["score"] - 1.0) < 1e-4
-    finally:
-        catalog.close()
+    out = run_concurrently(upload, crops)
+    assert [r.status_code for r in out] == [200] * 4, [r.text for r in out]
+    stored = (upload_dir(catalog, "people") / name).read_bytes()
+    assert stored in [c.read_bytes() for c in crops]
+    # the index holds the vector of the bytes on disk: the stored file finds itself at cosine 1
+    top = query_gallery(catalog, "people", [stored], k=1)[0][0]
+    assert top["id"] == "0001_c1s1_000001_01" and abs(top["score"] - 1.0) < 1e-4
