@@ -1,10 +1,15 @@
 """An index as shards: contiguous ranges of FAISS ids, each in its own FAISS file, named by a manifest.
 
-Ids are handed out in ascending order and never reused, so new vectors always go to the last shard,
-and a shard is full at `shard_size` vectors. A write rewrites only the shards it changed: adding 100
-documents to a 10M-vector index writes one shard and a manifest, not the whole index (and a search
-service reloads that one shard). The manifest lists every shard's file and sha256, and the catalog
-holds the manifest's sha256, so a load verifies every byte it reads, as with a single file.
+Ids are handed out in ascending order and never reused, so new vectors always go after the last shard,
+and a shard holds at most `shard_size` vectors. A write rewrites only the shards it changed, and an add
+does not rewrite a shard already on disk to append to it: it starts a new shard, and merges the
+newest shards while the older of the last two holds no more vectors than the newer (Bentley and Saxe's
+logarithmic method, as in an LSM tree). So adding 10 documents to an index costs a write of about 10
+vectors, not of its last shard (up to `shard_size`); each vector is rewritten about log2(shard_size /
+write size) times over its life, and an index has at most that many shards beyond its full ones
+(docs/index_benchmark.md, *Small writes to a large index*). The manifest lists every shard's file and
+sha256, and the catalog holds the manifest's sha256, so a load verifies every byte it reads, as with a
+single file.
 
 A search asks each shard for its top k and merges them with FAISS's `ResultHeap`. Every shard starts
 as a copy of one trained, empty index (IVF centroids and PQ codebooks are shared), so Flat, IVF and PQ
@@ -32,7 +37,7 @@ __all__ = ["DEFAULT_SHARD_SIZE", "MANIFEST_SUFFIX", "Shard", "ShardedIndex", "ch
            "manifest_files", "replacing", "shard_size", "write"]
 
 # At 384-d float32 a full shard is 1.5 GB: large enough that Flat/IVF searches stay one pass over few
-# files, small enough that a write to a 10M-vector index rewrites a tenth of it.
+# files, small enough that a delete (which rewrites its shard) in a 10M-vector index rewrites a tenth of it.
 DEFAULT_SHARD_SIZE = 1_000_000
 MANIFEST_SUFFIX = ".shards.json"
 FORMAT = "embedkd-shards/1"
@@ -70,7 +75,7 @@ class ShardedIndex:
 
     @property
     def ntotal(self) -> int:
-        return sum(int(s.index.ntotal) if s.index is not None else s.count for s in self.shards)
+        return sum(self._count(pos) for pos in range(len(self.shards)))
 
     @property
     def d(self) -> int:
@@ -96,21 +101,46 @@ class ShardedIndex:
         return heap.D, heap.I
 
     def add_with_ids(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        """Append vectors whose ids are ascending and above every stored id; opens shards as they fill."""
+        """Append vectors whose ids are ascending and above every stored id. They fill the last shard if
+        this write already changes it (or it is empty), else a new one; the newest shards are then merged
+        while the older of the last two is no larger than the newer (module docstring)."""
         ids = np.asarray(ids, dtype=np.int64)
         start = 0
         while start < len(ids):
-            tail = self.shard(len(self.shards) - 1)
-            room = self.shard_size - int(tail.ntotal)
-            if room <= 0:
-                fresh = faiss.clone_index(tail)  # trained, same parameters; its vectors dropped below
-                fresh.reset()
-                self.shards.append(Shard(int(ids[start]), fresh))
+            last = len(self.shards) - 1
+            room = self.shard_size - self._count(last)
+            if room <= 0 or (last not in self.dirty and self._count(last)):
+                self.shards.append(Shard(int(ids[start]), self._empty_copy()))
+                self.dirty.add(last + 1)
                 continue
             end = min(len(ids), start + room)
-            tail.add_with_ids(np.ascontiguousarray(vectors[start:end], np.float32), ids[start:end])
-            self.dirty.add(len(self.shards) - 1)
+            self.shard(last).add_with_ids(np.ascontiguousarray(vectors[start:end], np.float32), ids[start:end])
+            self.dirty.add(last)
             start = end
+        self._merge_newest()
+
+    def _merge_newest(self) -> None:
+        while len(self.shards) > 1:
+            older, newer = len(self.shards) - 2, len(self.shards) - 1
+            if self._count(older) > self._count(newer) or self._count(older) + self._count(newer) > self.shard_size:
+                return
+            # into the older shard, so a shard's ids stay ascending (filtered.search relies on it to skip a sort)
+            self.shards[older].index = store.merge(self.shard(older), self.shard(newer))
+            self.shards.pop()
+            self.dirty.discard(newer)
+            self.dirty.add(older)
+
+    def _count(self, pos: int) -> int:
+        shard = self.shards[pos]
+        return int(shard.index.ntotal) if shard.index is not None else shard.count
+
+    def _empty_copy(self) -> Any:
+        """A trained, empty shard: a copy of the shard cheapest to copy (its vectors are copied too), emptied.
+        A shard not yet read costs about twice its size (read, then checksummed)."""
+        cost = {pos: self._count(pos) * (1 if s.index is not None else 2) for pos, s in enumerate(self.shards)}
+        fresh = faiss.clone_index(self.shard(min(cost, key=cost.__getitem__)))
+        fresh.reset()
+        return fresh
 
     def remove_ids(self, ids: np.ndarray, factory: str, metric: str) -> None:
         """Remove ids from the shards that hold them (HNSW shards are rebuilt, one shard at a time)."""

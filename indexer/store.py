@@ -26,6 +26,7 @@ __all__ = [
     "stores_exact_vectors",
     "reconstruct",
     "remove_ids",
+    "merge",
 ]
 
 _LOSSY = re.compile(r"(PQ|SQ|LSH|RQ|LSQ|OPQ|ITQ|Binary)", re.IGNORECASE)
@@ -174,3 +175,21 @@ def remove_ids(index: faiss.Index, ids: np.ndarray, factory: str, metric: str = 
         train_index(fresh, vectors, factory)
     fresh.add_with_ids(vectors, keep)
     return fresh
+
+
+def merge(into: faiss.Index, other: faiss.Index) -> faiss.Index:
+    """`into` holding `other`'s vectors and ids too, after its own (`other` is emptied). IVF, Flat, PQ and SQ move
+    their codes (nothing re-encoded); HNSW, which cannot merge, inserts `other`'s stored vectors into its graph."""
+    ids = stored_ids(other)
+    inner, inner_other = _inner(into), _inner(other)
+    if isinstance(inner, faiss.IndexHNSW):
+        into.add_with_ids(reconstruct(other, ids), ids)
+        return into
+    # IDMap2.merge_from leaves an IVF's entries pointing at other's positions, not at their new place in the
+    # id map (search then returns wrong ids), so merge the inner index with that offset and extend the map here.
+    offset = int(into.ntotal) if faiss.try_extract_index_ivf(inner) is not None else 0
+    inner.merge_from(inner_other, offset)
+    faiss.copy_array_to_vector(np.concatenate([stored_ids(into), ids]), into.id_map)
+    into.ntotal = inner.ntotal
+    into.construct_rev_map()
+    return into

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import faiss
 import numpy as np
 import pytest
 
@@ -73,12 +74,12 @@ def test_add_and_delete_rewrite_only_the_shards_they_touch(sqlite_catalog, minil
     monkeypatch.setattr(store, "read_index", lambda path, checksum: read.append(path.name) or real_read(path, checksum))
     changed = Doc(docs[3].id, docs[3].content + " Statins lower cholesterol.", docs[3].info)
     out = add_documents(sqlite_catalog, "a", minilm, ListSource([changed, *docs[40:52]]), progress=False)
-    assert sorted(read) == ["a.g1.s0.faiss", "a.g1.s2.faiss"]  # the replaced document's shard, and the tail
-    assert (out["added"], out["updated"], out["shards"]) == (12, 1, 4)  # the tail took 8, a new shard 5
+    assert read == ["a.g1.s0.faiss"]  # the replaced document's shard; the tail on disk is not appended to
+    assert (out["added"], out["updated"], out["shards"]) == (12, 1, 4)  # the 13 vectors in a new shard
     after = _manifest(sqlite_catalog, "a")["shards"]
-    assert [s["count"] for s in after] == [15, 16, 16, 5]
-    assert {s["file"]: s["checksum"] for s in after[1:2]}.items() <= before.items()  # shard 1: not rewritten
-    assert after[0]["file"] not in before and after[2]["file"] not in before
+    assert [s["count"] for s in after] == [15, 16, 8, 13]  # 8 + 13 > 16: the new shard is not merged
+    assert {s["file"]: s["checksum"] for s in after[1:3]}.items() <= before.items()  # shards 1, 2: not rewritten
+    assert after[0]["file"] not in before and after[3]["file"] not in before
 
     searcher.search("a", QUERIES[:1], k=3)  # the service picks up the new generation, reading shard 1 no more
     reloaded = searcher._indexes["a"].index.shards
@@ -87,7 +88,7 @@ def test_add_and_delete_rewrite_only_the_shards_they_touch(sqlite_catalog, minil
 
     delete_items(sqlite_catalog, "a", [docs[20].id])  # in shard 1 (ids 16-31)
     final = _manifest(sqlite_catalog, "a")["shards"]
-    assert [s["count"] for s in final] == [15, 15, 16, 5]
+    assert [s["count"] for s in final] == [15, 15, 8, 13]
     assert [final[i]["file"] for i in (0, 2, 3)] == [after[i]["file"] for i in (0, 2, 3)]
     assert final[1]["file"] != after[1]["file"]
     files = {p.name for p in (sqlite_catalog.settings.index_dir / "a").iterdir()}
@@ -143,8 +144,10 @@ def test_an_index_written_as_one_file_is_served_and_updated(sqlite_catalog, mini
         row.file, row.checksum = "old.g1.faiss", store.write_index(single, folder / "old.g1.faiss")
     assert _hits(sqlite_catalog, minilm, "old") == expected
     out = add_documents(sqlite_catalog, "old", minilm, ListSource(docs[40:]), progress=False)
-    assert out["count"] == 60 and out["shards"] == 1
-    assert sorted(p.name for p in folder.iterdir()) == ["old.g2.s0.faiss", "old.g2.shards.json"]
+    assert out["count"] == 60 and out["shards"] == 2  # the old file stays as shard 0, not rewritten
+    assert sorted(p.name for p in folder.iterdir()) == ["old.g1.faiss", "old.g2.s1.faiss", "old.g2.shards.json"]
+    hits = Searcher(sqlite_catalog, lambda _s: minilm).search("old", [d.content for d in docs], k=1)
+    assert [row[0].id for row in hits] == [d.id for d in docs]
 
 
 def test_shard_size_must_be_positive(sqlite_catalog, minilm, beir_small, tmp_path):
@@ -178,3 +181,44 @@ def test_a_search_loading_while_a_write_commits_reads_the_new_generation(sqlite_
     hits = Searcher(sqlite_catalog, lambda _s: minilm).search("w", [docs[0].content], k=30)[0]
     assert calls == ["w.g1.shards.json", "w.g2.shards.json"]
     assert len(hits) == 29 and docs[0].id not in {h.id for h in hits}
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF8,PQ8x4", "HNSW16"])
+def test_small_writes_rewrite_small_shards(tmp_path, factory):
+    """Forty 3-vector writes into shards of 64: each write rewrites few vectors (not the growing tail), the shard
+    count stays logarithmic, and the index answers as one FAISS index of the same vectors."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    template = store.make_index(16, factory)
+    if store.needs_training(template):
+        store.train_index(template, x, factory)
+    index = shards.ShardedIndex.empty(faiss.clone_index(template), shard_size=64)
+    index.add_with_ids(x[:100], np.arange(100))  # a build: fills shards in memory, 64 + 36
+    shards.write(index, tmp_path, "g0")
+    rewritten = []
+    for n, start in enumerate(range(100, 220, 3), start=1):
+        index = shards.load(tmp_path / f"g{n - 1}{shards.MANIFEST_SUFFIX}", None, lazy=True)
+        index.add_with_ids(x[start : start + 3], np.arange(start, start + 3))
+        rewritten.append(sum(index._count(pos) for pos in index.dirty))
+        shards.write(index, tmp_path, f"g{n}")
+        counts = [index._count(pos) for pos in range(len(index.shards))]
+        assert all(c <= 64 for c in counts) and sum(counts) == start + 3
+        assert len(counts) <= 2 + 1 + int(np.log2(n * 3 / 3)) + 1  # the build's two, then log2 of the writes
+    # appending to the tail would have rewritten 36..64 vectors a write; merging costs log2(64/3) per vector
+    assert max(rewritten) <= 64 and sum(rewritten) <= 120 * (1 + np.log2(64 / 3))
+    assert np.median(rewritten) <= 12
+
+    whole = faiss.clone_index(template)
+    whole.add_with_ids(x[:220], np.arange(220))
+    store.set_search_params(whole)
+    index = shards.load(tmp_path / f"g40{shards.MANIFEST_SUFFIX}", None, prepare=store.set_search_params)
+    assert index.stored_ids().tolist() == list(range(220))  # ascending within each shard, as written
+    got_scores, got = index.search(x[:50], 5)
+    want_scores, want = whole.search(x[:50], 5)
+    if factory == "HNSW16":  # a graph per shard: approximate either way, each vector finds itself
+        assert (got[:, 0] == np.arange(50)).all()
+    else:
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(index.reconstruct(np.array([0, 150, 219])), x[[0, 150, 219]], atol=0.5)
