@@ -1,15 +1,20 @@
-"""Small writes to a large index: new shards merged by the logarithmic method (`indexer/shards.py`, now)
-against appending each write to the last shard on disk (the policy before, reproduced below), same run.
+"""Small writes and deletes to a large index, two policies in the same run: `lsm` (`indexer/shards.py` now:
+an add writes a new shard and merges the newest ones by the logarithmic method; a delete lists its id with
+its shard) against `rewrite` (before: an add appends to the last shard, reproduced below; a delete rewrites
+its shard).
 
 Two indexes of `--docs` vectors (`--factory`, `--dim`-d, no model: document i's vector is row i of a seeded
 matrix, so the figures are the write path alone), built the same way. Then `--writes` writes of `--batch`
 new documents each through `indexer.build.add_documents` (what `embedkd index add` and the HTTP write
-route run), alternating which policy writes first. Reported per policy: write latency (median, p95,
-max), bytes of index files written per write, shards at the end, and the ratios. Then the search cost of
-the shards the small writes left: `--queries` single-query searches through `indexer.search.Searcher`,
-interleaved, best of 3, and whether both indexes return the same top 10 (Flat: they must).
+route run), alternating which policy writes first. Then `--deletes` deletes of one stored document each
+(seeded, the same for both): `lsm` lists them as deleted with their shard, `rewrite` rewrites the
+shard without them (`delete_items(purge=True)`, what every delete did before). Reported per policy: write
+and delete latency (median, p95, max), bytes of index files written per write and per delete, shards at the
+end, and the ratios. Then the search cost of what the writes and deletes left (small shards, deleted ids
+skipped by a selector): `--queries` single-query searches through `indexer.search.Searcher`, interleaved,
+best of 3, and whether both indexes return the same top 10 (Flat and IVF: they must).
 
-    .venv/bin/python benchmarks/small_writes.py --docs 100000 --writes 200 --out docs/small_writes.json
+    .venv/bin/python benchmarks/small_writes.py --docs 100000 --writes 200 --deletes 100 --out docs/small_writes.json
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from command import command_line  # this folder is on sys.path when a script in 
 from filtered_search import TableEncoder, _clustered  # this folder is on sys.path when a script in it runs
 
 from indexer import shards
-from indexer.build import add_documents, build_index
+from indexer.build import add_documents, build_index, delete_items
 from indexer.catalog import get_index
 from indexer.context import open_catalog
 from indexer.corpus import Doc, ListSource
@@ -57,7 +62,7 @@ def _append_to_tail(self: shards.ShardedIndex, vectors: np.ndarray, ids: np.ndar
 @contextmanager
 def _policy(name: str):
     current = shards.ShardedIndex.add_with_ids
-    if name == "append_to_tail":
+    if name == "rewrite":
         shards.ShardedIndex.add_with_ids = _append_to_tail
     try:
         yield
@@ -73,12 +78,23 @@ def _files(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in folder.iterdir()}
 
 
-def _summary(seconds: list[float], written: list[int]) -> dict:
+def _summary(what: str, seconds: list[float], written: list[int]) -> dict:
     lat = sorted(seconds)
-    return {"write_median_s": round(statistics.median(lat), 4), "write_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 4),
-            "write_max_s": round(lat[-1], 4), "write_total_s": round(sum(lat), 2),
-            "mb_written_per_write": round(sum(written) / len(written) / 2**20, 3),
-            "mb_written_max": round(max(written) / 2**20, 3)}
+    return {f"{what}_median_s": round(statistics.median(lat), 4), f"{what}_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 4),
+            f"{what}_max_s": round(lat[-1], 4), f"{what}_total_s": round(sum(lat), 2),
+            f"mb_written_per_{what}": round(sum(written) / len(written) / 2**20, 3),
+            f"mb_written_max_{what}": round(max(written) / 2**20, 3)}
+
+
+def _timed(catalog, name: str, action) -> tuple[float, int]:
+    """Seconds `action` took and the bytes of the index files it wrote."""
+    folder = catalog.settings.index_dir / name
+    before = _files(folder)
+    with _policy(name):
+        t0 = time.perf_counter()
+        action()
+        seconds = time.perf_counter() - t0
+    return seconds, sum(size for file, size in _files(folder).items() if file not in before)
 
 
 def main() -> None:
@@ -88,11 +104,12 @@ def main() -> None:
     ap.add_argument("--factory", default="Flat")
     ap.add_argument("--writes", type=int, default=200)
     ap.add_argument("--batch", type=int, default=10, help="documents per write")
+    ap.add_argument("--deletes", type=int, default=100, help="single-document deletes after the writes")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
-    policies = ["log_shards", "append_to_tail"]
+    policies = ["lsm", "rewrite"]
     x, _ = _clustered(args.docs + args.writes * args.batch, args.dim, 100, 0)
     encoder = TableEncoder(x)
     with tempfile.TemporaryDirectory() as home:
@@ -103,31 +120,41 @@ def main() -> None:
             t0 = time.perf_counter()
             build_index(catalog, name, encoder, ListSource(_docs(0, args.docs)), factory=args.factory, progress=False)
             report[f"build_seconds_{name}"] = round(time.perf_counter() - t0, 2)
-        seconds: dict[str, list[float]] = {p: [] for p in policies}
-        written: dict[str, list[int]] = {p: [] for p in policies}
+        runs: dict[str, dict[str, list]] = {p: {"write": [], "write_bytes": [], "delete": [], "delete_bytes": []}
+                                            for p in policies}
         for w in range(args.writes):
             docs = _docs(args.docs + w * args.batch, args.batch)
             for name in policies if w % 2 == 0 else policies[::-1]:
-                folder = catalog.settings.index_dir / name
-                before = _files(folder)
-                with _policy(name):
-                    t0 = time.perf_counter()
-                    add_documents(catalog, name, encoder, ListSource(docs), progress=False)
-                    seconds[name].append(time.perf_counter() - t0)
-                written[name].append(sum(size for file, size in _files(folder).items() if file not in before))
+                seconds, written = _timed(catalog, name, lambda: add_documents(catalog, name, encoder, ListSource(docs),
+                                                                               progress=False))
+                runs[name]["write"].append(seconds)
+                runs[name]["write_bytes"].append(written)
             if w % 20 == 0:
-                print(w, {p: round(seconds[p][-1], 3) for p in policies}, flush=True)
+                print("write", w, {p: round(runs[p]["write"][-1], 3) for p in policies}, flush=True)
+        gone = np.random.default_rng(2).choice(args.docs, args.deletes, replace=False)
+        for d, doc in enumerate(gone.tolist()):
+            for name in policies if d % 2 == 0 else policies[::-1]:
+                seconds, written = _timed(catalog, name, lambda: delete_items(catalog, name, [f"d{doc}"],
+                                                                              purge=name == "rewrite"))
+                runs[name]["delete"].append(seconds)
+                runs[name]["delete_bytes"].append(written)
+            if d % 20 == 0:
+                print("delete", d, {p: round(runs[p]["delete"][-1], 3) for p in policies}, flush=True)
         for name in policies:
             with catalog.session() as s:
                 index = get_index(s, name)
-                assert index.count == args.docs + args.writes * args.batch, "documents lost or doubled"
+                assert index.count == args.docs + args.writes * args.batch - args.deletes, "documents lost or doubled"
                 manifest = json.loads((catalog.settings.index_dir / name / index.file).read_text())
-            report[name] = {**_summary(seconds[name], written[name]),
-                            "shards": [e["count"] for e in manifest["shards"]]}
-        report["write_median_ratio"] = round(report["append_to_tail"]["write_median_s"]
-                                             / report["log_shards"]["write_median_s"], 1)
-        report["bytes_written_ratio"] = round(report["append_to_tail"]["mb_written_per_write"]
-                                              / report["log_shards"]["mb_written_per_write"], 1)
+            report[name] = {**_summary("write", runs[name]["write"], runs[name]["write_bytes"]),
+                            **(_summary("delete", runs[name]["delete"], runs[name]["delete_bytes"]) if args.deletes else {}),
+                            "shards": [e["count"] for e in manifest["shards"]],
+                            "deleted_listed": sum(len(e.get("deleted", [])) for e in manifest["shards"])}
+        old, new = report["rewrite"], report["lsm"]
+        report["write_median_ratio"] = round(old["write_median_s"] / new["write_median_s"], 1)
+        report["bytes_per_write_ratio"] = round(old["mb_written_per_write"] / max(new["mb_written_per_write"], 1e-6), 1)
+        if args.deletes:
+            report["delete_median_ratio"] = round(old["delete_median_s"] / new["delete_median_s"], 1)
+            report["bytes_per_delete"] = {p: report[p]["mb_written_per_delete"] for p in policies}
 
         searcher = Searcher(catalog, lambda _s: encoder)
         rng = np.random.default_rng(1)
@@ -141,7 +168,7 @@ def main() -> None:
                     searcher.search(name, [q], k=10)
                 best[name] = min(best[name], (time.perf_counter() - t0) / len(queries))
         report["search_ms_per_query"] = {name: round(1000 * best[name], 3) for name in policies}
-        report["search_time_ratio_log_over_tail"] = round(best["log_shards"] / best["append_to_tail"], 3)
+        report["search_time_ratio_lsm_over_rewrite"] = round(best["lsm"] / best["rewrite"], 3)
         report["same_top10"] = round(float(np.mean([a == b for a, b in zip(hits[policies[0]], hits[policies[1]])])), 4)
         catalog.close()
     print(json.dumps(report, indent=1))

@@ -434,8 +434,9 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
     return {**out, **_skipped(docs)}
 
 
-def delete_items(catalog: Catalog, name: str, external_ids: list[str]) -> dict[str, Any]:
-    """Delete items by their external ids; unknown ids are an error and nothing is deleted."""
+def delete_items(catalog: Catalog, name: str, external_ids: list[str], purge: bool = False) -> dict[str, Any]:
+    """Delete items by their external ids; unknown ids are an error and nothing is deleted. Their vectors stay
+    in their shards' files, skipped, until a shard holds too many (`shards.py`); `purge` removes them now."""
     if not external_ids:
         raise UserError("no ids to delete; pass one or more item ids")
     with locks.target_lock(catalog, name):
@@ -449,7 +450,7 @@ def delete_items(catalog: Catalog, name: str, external_ids: list[str]) -> dict[s
             raise UserError(f"index {name!r} has no item with id {shown}; nothing was deleted")
         faiss_ids = [found[e].faiss_id for e in dict.fromkeys(external_ids)]
         current = _load_current(catalog, index)
-        current.remove_ids(np.array(faiss_ids), index.factory, index.metric)
+        current.remove_ids(np.array(faiss_ids), index.factory, index.metric, purge=purge)
         out = _switch(catalog, index, current, lambda s, gen: delete_items_by_faiss_ids(s, index.id, faiss_ids, gen))
         out["deleted"] = len(faiss_ids)
         return out

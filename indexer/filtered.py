@@ -28,9 +28,13 @@ __all__ = ["EXACT_MAX", "plan", "search"]
 EXACT_MAX = 20_000  # the most allowed vectors scored exactly (HNSW, or no selector): 30 MB at 384-d
 
 
-def search(index: Any, q: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top k of `index` for queries `q`, among the ids in `allowed` (ascending int64; None: every id).
+def search(index: Any, q: np.ndarray, k: int, allowed: np.ndarray | None = None,
+           excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top k of `index` for queries `q`, among the ids in `allowed` (ascending int64; None: every id) or, with
+    no `allowed`, among all ids but `excluded` (deleted ones still in the file: a few, `shards.MAX_DELETED`).
     Rows have -1 ids past the number of allowed vectors found."""
+    if allowed is None and excluded is not None and len(excluded):
+        return _without(index, q, k, excluded)
     if allowed is None:
         return index.search(q, k)
     if not isinstance(index, faiss.Index):  # a search-only GPU copy (gpu.TorchExactIndex) filters itself
@@ -56,6 +60,30 @@ def search(index: Any, q: np.ndarray, k: int, allowed: np.ndarray | None = None)
             f"the filter allows {len(allowed)} items, more than the {EXACT_MAX} scored one by one; narrow the filter, "
             "or build the index with a factory that filters (Flat, SQ8, HNSW32, IVF…)"
         ) from None
+
+
+def _without(index: Any, q: np.ndarray, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top k but the excluded ids: skipped by a selector at the index's own nprobe / efSearch; index types that
+    take none (and GPU copies) search k + len(excluded) and drop them."""
+    if isinstance(index, faiss.Index):
+        sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(len(excluded), faiss.swig_ptr(excluded)))
+        inner = store._inner(index)
+        ivf = faiss.try_extract_index_ivf(inner)
+        params = (faiss.SearchParametersIVF(sel=sel, nprobe=ivf.nprobe) if ivf is not None else
+                  faiss.SearchParametersHNSW(sel=sel, efSearch=inner.hnsw.efSearch) if isinstance(inner, faiss.IndexHNSW)
+                  else faiss.SearchParameters(sel=sel))
+        try:
+            return index.search(q, k, params=params)
+        except RuntimeError as err:  # PQ, RQ, NSG and refine indexes take no selector
+            if "params" not in str(err):
+                raise
+    scores, ids = index.search(q, min(k + len(excluded), int(index.ntotal)))
+    out_scores, out_ids = _nothing(index, len(q), k)
+    for row in range(len(q)):
+        keep = (ids[row] >= 0) & ~np.isin(ids[row], excluded)
+        n = min(k, int(keep.sum()))
+        out_scores[row, :n], out_ids[row, :n] = scores[row][keep][:n], ids[row][keep][:n]
+    return out_scores, out_ids
 
 
 def plan(index: faiss.Index, n_allowed: int, k: int = 10) -> tuple[str, int | None]:

@@ -52,7 +52,7 @@ class _Held(Collector):
                                      "applied in: fewer than requests when concurrent ones are combined", labels=["kind"])
         refused = CounterMetricFamily("embedkd_write_refused", "HTTP write requests refused because "
                                       "too many already waited (409): send fewer, larger requests", labels=["kind"])
-        for kind in ("add", "delete"):
+        for kind in ("add", "delete", "purge"):
             requests.add_metric([kind], counts.get(("requests", kind), 0))
             writes.add_metric([kind], counts.get(("writes", kind), 0))
             refused.add_metric([kind], counts.get(("refused", kind), 0))

@@ -69,7 +69,8 @@ def create_app(searcher: Searcher, token: str | None = None, write_patience_s: f
     writes = WriteQueue(
         lambda index, docs: add_documents(searcher.catalog, index, searcher.index_encoder(index), ListSource(docs),
                                           progress=False),
-        lambda index, ids: delete_items(searcher.catalog, index, ids), patience_s=write_patience_s)
+        lambda index, ids, purge=False: delete_items(searcher.catalog, index, ids, purge=purge),
+        patience_s=write_patience_s)
     if token:
         require_token(app, token)
     # added last, so it runs first: refused requests are counted too
@@ -113,10 +114,12 @@ def create_app(searcher: Searcher, token: str | None = None, write_patience_s: f
         return writes.add(index, docs)
 
     @app.delete("/indexes/{index}/items/{item_id}")
-    def delete(index: str, item_id: str, s: SearcherDep) -> dict[str, Any]:
+    def delete(index: str, item_id: str, s: SearcherDep, purge: bool = False) -> dict[str, Any]:
+        """Delete an item; its vector is skipped until its shard is rewritten, or with `purge=true` leaves the
+        index files now."""
         with s.catalog.session() as session:
             get_index(session, index, kind=s.kind or "text")
-        return writes.delete(index, [item_id])
+        return writes.delete(index, [item_id], purge=purge)
 
     @app.get("/jobs")
     def job_list(s: SearcherDep, index: str | None = None, state: str | None = None,

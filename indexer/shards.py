@@ -11,6 +11,11 @@ write size) times over its life, and an index has at most that many shards beyon
 sha256, and the catalog holds the manifest's sha256, so a load verifies every byte it reads, as with a
 single file.
 
+A delete does not rewrite its shard either while the shard's deleted ids are few (at most a tenth of it and
+`MAX_DELETED`): the manifest lists them with the shard, and searches skip them (a FAISS `IDSelector`, or
+for index types without one, a top k + deleted that drops them). Past that bound the shard is rewritten
+without them, as it is when a delete is asked to `purge`; until then a deleted vector stays in its file.
+
 A search asks each shard for its top k and merges them with FAISS's `ResultHeap`. Every shard starts
 as a copy of one trained, empty index (IVF centroids and PQ codebooks are shared), so Flat, IVF and PQ
 shards return what one index would; HNSW builds a graph per shard, one graph search per shard.
@@ -33,12 +38,14 @@ from . import filtered, store
 from .errors import UserError
 from .hashing import sha256_file
 
-__all__ = ["DEFAULT_SHARD_SIZE", "MANIFEST_SUFFIX", "Shard", "ShardedIndex", "check_shard_size", "link", "load",
+__all__ = ["DEFAULT_SHARD_SIZE", "MANIFEST_SUFFIX", "MAX_DELETED", "Shard", "ShardedIndex", "check_shard_size", "link", "load",
            "manifest_files", "replacing", "shard_size", "write"]
 
 # At 384-d float32 a full shard is 1.5 GB: large enough that Flat/IVF searches stay one pass over few
 # files, small enough that a delete (which rewrites its shard) in a 10M-vector index rewrites a tenth of it.
 DEFAULT_SHARD_SIZE = 1_000_000
+# Deleted ids a shard keeps listed before a delete rewrites it: a search builds a selector of them per shard.
+MAX_DELETED = 10_000
 MANIFEST_SUFFIX = ".shards.json"
 FORMAT = "embedkd-shards/1"
 
@@ -49,7 +56,8 @@ class Shard:
     index: Any | None  # a faiss.Index (or a search-only GPU copy); None until a write needs it
     file: str | None = None  # None until written
     checksum: str | None = None
-    count: int = 0  # vectors, as the manifest says (while `index` is not read)
+    count: int = 0  # vectors in its file, as the manifest says (while `index` is not read)
+    deleted: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # in the file, but deleted; ascending
 
 
 @dataclass
@@ -84,7 +92,7 @@ class ShardedIndex:
     def search(self, q: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top k of every shard, merged; `allowed` (ascending ids): a filter, and shards it leaves empty are skipped."""
         if len(self.shards) == 1:
-            return filtered.search(self.shard(0), q, k, allowed)
+            return self._search_shard(0, q, k, allowed)
         if allowed is not None:  # ascending ids, contiguous shards: each shard's part is one slice
             cuts = np.searchsorted(allowed, [s.first_id for s in self.shards[1:]]).tolist()
             parts = np.split(allowed, cuts)
@@ -93,12 +101,17 @@ class ShardedIndex:
             subset = parts[pos] if allowed is not None else None
             if subset is not None and not len(subset):
                 continue
-            index = self.shard(pos)
-            if index.ntotal:
-                scores, ids = filtered.search(index, q, min(k, int(index.ntotal)), subset)
+            if self._count(pos):
+                scores, ids = self._search_shard(pos, q, min(k, self._count(pos)), subset)
                 heap.add_result(np.ascontiguousarray(scores, np.float32), np.ascontiguousarray(ids, np.int64))
         heap.finalize()
         return heap.D, heap.I
+
+    def _search_shard(self, pos: int, q: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        deleted = self.shards[pos].deleted
+        if allowed is not None and len(deleted):
+            allowed = allowed[~np.isin(allowed, deleted)]
+        return filtered.search(self.shard(pos), q, k, allowed, excluded=deleted if len(deleted) else None)
 
     def add_with_ids(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Append vectors whose ids are ascending and above every stored id. They fill the last shard if
@@ -108,7 +121,7 @@ class ShardedIndex:
         start = 0
         while start < len(ids):
             last = len(self.shards) - 1
-            room = self.shard_size - self._count(last)
+            room = self.shard_size - self._stored(last)
             if room <= 0 or (last not in self.dirty and self._count(last)):
                 self.shards.append(Shard(int(ids[start]), self._empty_copy()))
                 self.dirty.add(last + 1)
@@ -122,15 +135,21 @@ class ShardedIndex:
     def _merge_newest(self) -> None:
         while len(self.shards) > 1:
             older, newer = len(self.shards) - 2, len(self.shards) - 1
-            if self._count(older) > self._count(newer) or self._count(older) + self._count(newer) > self.shard_size:
+            if self._count(older) > self._count(newer) or self._stored(older) + self._stored(newer) > self.shard_size:
                 return
             # into the older shard, so a shard's ids stay ascending (filtered.search relies on it to skip a sort)
             self.shards[older].index = store.merge(self.shard(older), self.shard(newer))
+            self.shards[older].deleted = np.union1d(self.shards[older].deleted, self.shards[newer].deleted)
             self.shards.pop()
             self.dirty.discard(newer)
             self.dirty.add(older)
 
     def _count(self, pos: int) -> int:
+        """Shard `pos`'s vectors, deleted ones left out."""
+        return self._stored(pos) - len(self.shards[pos].deleted)
+
+    def _stored(self, pos: int) -> int:
+        """Shard `pos`'s vectors in its file."""
         shard = self.shards[pos]
         return int(shard.index.ntotal) if shard.index is not None else shard.count
 
@@ -142,16 +161,28 @@ class ShardedIndex:
         fresh.reset()
         return fresh
 
-    def remove_ids(self, ids: np.ndarray, factory: str, metric: str) -> None:
-        """Remove ids from the shards that hold them (HNSW shards are rebuilt, one shard at a time)."""
+    def remove_ids(self, ids: np.ndarray, factory: str, metric: str, purge: bool = False) -> None:
+        """Delete ids: listed as deleted with their shards, or removed from the shards' files (rewriting them) where
+        a shard's list would pass its bound, or with `purge` (HNSW shards are rebuilt, one shard at a time)."""
         ids = np.asarray(ids, dtype=np.int64)
         owner = self._owners(ids)
         for pos in np.unique(owner).tolist():
-            self.shards[pos].index = store.remove_ids(self.shard(pos), ids[owner == pos], factory, metric)
-            self.dirty.add(pos)
+            shard = self.shards[pos]
+            gone = np.union1d(shard.deleted, ids[owner == pos])
+            if purge or len(gone) > min(MAX_DELETED, self._stored(pos) // 10):
+                shard.index = store.remove_ids(self.shard(pos), gone, factory, metric)
+                shard.deleted = gone[:0]
+                self.dirty.add(pos)
+            else:
+                shard.deleted = gone
 
     def stored_ids(self) -> np.ndarray:
-        return np.concatenate([store.stored_ids(self.shard(pos)) for pos in range(len(self.shards))])
+        """Every id the index holds (deleted ones left out), shard by shard."""
+        out = []
+        for pos, shard in enumerate(self.shards):
+            ids = store.stored_ids(self.shard(pos))
+            out.append(ids[~np.isin(ids, shard.deleted)] if len(shard.deleted) else ids)
+        return np.concatenate(out)
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors by id, in the order asked (`store.reconstruct` per shard)."""
@@ -186,9 +217,15 @@ def write(index: ShardedIndex, folder: Path, stem: str) -> tuple[Path, str]:
         shard.checksum = store.write_index(shard.index, path)
         shard.file = path.name
     index.dirty.clear()
-    return _write_manifest(folder, stem, index.shard_size,
-                           [{"file": s.file, "checksum": s.checksum, "first_id": s.first_id,
-                             "count": int(s.index.ntotal) if s.index is not None else s.count} for s in index.shards])
+    return _write_manifest(folder, stem, index.shard_size, [_entry(s) for s in index.shards])
+
+
+def _entry(shard: Shard) -> dict:
+    entry = {"file": shard.file, "checksum": shard.checksum, "first_id": shard.first_id,
+             "count": int(shard.index.ntotal) if shard.index is not None else shard.count}
+    if len(shard.deleted):
+        entry["deleted"] = shard.deleted.tolist()
+    return entry
 
 
 def link(path: Path, checksum: str | None, folder: Path, stem: str) -> tuple[Path, str]:
@@ -262,7 +299,8 @@ def load(path: Path, checksum: str | None, reuse: dict[tuple[str, str], Any] | N
         if index is None and (not lazy or "count" not in entry):  # a single file's count is known once read
             index = store.read_index(path.parent / entry["file"], entry["checksum"])
             index = prepare(index) if prepare is not None else index
-        out.append(Shard(int(entry["first_id"]), index, entry["file"], entry["checksum"], int(entry.get("count", 0))))
+        out.append(Shard(int(entry["first_id"]), index, entry["file"], entry["checksum"], int(entry.get("count", 0)),
+                         np.array(entry.get("deleted", []), np.int64)))
     return ShardedIndex(out, size, path.parent)
 
 

@@ -163,6 +163,9 @@ def reconstruct(index: faiss.Index, ids: np.ndarray) -> np.ndarray:
 def remove_ids(index: faiss.Index, ids: np.ndarray, factory: str, metric: str = "ip") -> faiss.Index:
     """Remove ids; indexes that cannot remove in place (HNSW) are rebuilt from their stored vectors."""
     ids = np.asarray(ids, dtype=np.int64)
+    ivf = faiss.try_extract_index_ivf(_inner(index))
+    if ivf is not None:
+        return _remove_ivf(index, ivf, ids)
     try:
         index.remove_ids(ids)
         return index
@@ -175,6 +178,27 @@ def remove_ids(index: faiss.Index, ids: np.ndarray, factory: str, metric: str = 
         train_index(fresh, vectors, factory)
     fresh.add_with_ids(vectors, keep)
     return fresh
+
+
+def _remove_ivf(index: faiss.Index, ivf: faiss.IndexIVF, ids: np.ndarray) -> faiss.Index:
+    """IDMap2.remove_ids is written for Flat, whose positions close up after a removal: it drops the ids from
+    its id map, but an IVF's lists keep the old positions, so every vector after the first removed one was
+    answered with the next vector's id. Here the lists' positions are closed up to match the id map."""
+    stored = stored_ids(index)
+    gone = np.flatnonzero(np.isin(stored, ids))  # positions, ascending
+    if not len(gone):
+        return index
+    ivf.remove_ids(faiss.IDSelectorBatch(len(gone), faiss.swig_ptr(gone)))
+    lists = ivf.invlists
+    for list_no in range(ivf.nlist):
+        size = lists.list_size(list_no)
+        if size:
+            positions = faiss.rev_swig_ptr(lists.get_ids(list_no), size)  # the list's own storage, changed in place
+            positions -= np.searchsorted(gone, positions)
+    faiss.copy_array_to_vector(np.delete(stored, gone), index.id_map)
+    index.ntotal = ivf.ntotal
+    index.construct_rev_map()
+    return index
 
 
 def merge(into: faiss.Index, other: faiss.Index) -> faiss.Index:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import faiss
 import numpy as np
 from sqlalchemy import select
 
@@ -44,10 +45,17 @@ def verify_index(catalog: Catalog, name: str) -> dict[str, Any]:
             problems.append(f"shard {pos}: {err}")
             continue
         ids = store.stored_ids(faiss_index)
+        unknown = np.setdiff1d(shard.deleted, ids)
+        if len(unknown):
+            problems.append(f"shard {pos} lists {len(unknown)} deleted ids it does not hold (e.g. {int(unknown[0])})")
+        ids = ids[~np.isin(ids, shard.deleted)]
         end = loaded.shards[pos + 1].first_id if pos + 1 < len(loaded.shards) else None
         outside = ids[(ids < shard.first_id) | ((ids >= end) if end is not None else False)]
         if len(outside):
             problems.append(f"shard {pos} holds {len(outside)} ids outside its range (e.g. {int(outside[0])})")
+        if _ivf_misnumbered(faiss_index):
+            problems.append(f"shard {pos}: its IVF lists do not match its id map, so searches answer with wrong ids "
+                            "(left by a delete before embedkd fixed IVF removals); rebuild the index")
         if faiss_index.d != dim:
             problems.append(f"shard {pos} holds {faiss_index.d}-d vectors, the catalog says {dim}")
         stored.append(ids)
@@ -69,3 +77,15 @@ def verify_index(catalog: Catalog, name: str) -> dict[str, Any]:
         problems.append(f"FAISS id {int(ids[-1])} is not below the catalog's next id {next_id}: a new item would reuse it")
     out["ok"] = not problems
     return out
+
+
+def _ivf_misnumbered(index) -> bool:
+    """True when an IVF shard's list entries are not the positions 0..n-1 of its id map, each once."""
+    ivf = faiss.try_extract_index_ivf(store._inner(index))
+    if ivf is None:
+        return False
+    lists = ivf.invlists
+    sizes = [lists.list_size(n) for n in range(ivf.nlist)]
+    positions = np.concatenate([faiss.rev_swig_ptr(lists.get_ids(n), size).copy() for n, size in enumerate(sizes) if size]
+                               or [np.zeros(0, np.int64)])
+    return not np.array_equal(np.sort(positions), np.arange(int(index.ntotal)))

@@ -5,7 +5,8 @@ service that takes documents over HTTP gets many small writes at once; applied o
 on the index's write lock (and a request that waited more than a second was refused with 409). A
 `WriteQueue` instead lets one of the waiting requests apply everything queued for the index as one
 write: consecutive adds become one `add_documents` (a later request's version of an id wins, as if
-applied in order), consecutive deletes one `delete_items`, adds and deletes keep their order. When a
+applied in order), consecutive deletes one `delete_items` (purges, `delete(purge=True)`, apart from plain
+deletes), adds and deletes keep their order. When a
 combined write fails, its requests are applied one at a time, so a bad request fails alone.
 
 No worker thread (as `batching.QueryBatcher`): a request that finds no write of its index in progress
@@ -35,7 +36,7 @@ MAX_WAITING = 16
 
 @dataclass
 class _Op:
-    kind: str  # "add" or "delete"
+    kind: str  # "add", "delete" or "purge" (a delete that takes the vectors out of the index files now)
     items: list[Any]  # Docs, or ids
     done: threading.Event = field(default_factory=threading.Event)
     lead: bool = False  # set with `done` when this request is to apply the next write
@@ -46,11 +47,12 @@ class _Op:
 class WriteQueue:
     """Apply adds (`add(index, docs)`) and deletes (`delete(index, ids)`) of concurrent callers in
     arrival order, combining consecutive ones of a kind into one write. `apply_add(index, docs)` and
-    `apply_delete(index, ids)` do a write and return its result (`indexer.build`'s functions)."""
+    `apply_delete(index, ids, purge=False)` do a write and return its result (`indexer.build`'s functions)."""
 
     def __init__(self, apply_add: Callable[[str, list[Doc]], dict[str, Any]],
-                 apply_delete: Callable[[str, list[str]], dict[str, Any]], patience_s: float = 10.0) -> None:
-        self._apply = {"add": apply_add, "delete": apply_delete}
+                 apply_delete: Callable[..., dict[str, Any]], patience_s: float = 10.0) -> None:
+        self._apply = {"add": apply_add, "delete": apply_delete,
+                       "purge": lambda index, ids: apply_delete(index, ids, purge=True)}
         # another process (an `index add` or `delete` job) may hold the index for a while: a write refused
         # with Conflict is tried again for this long before its requests get the 409
         self.patience_s = patience_s
@@ -59,7 +61,7 @@ class WriteQueue:
         self._pending: dict[str, list[_Op]] = {}
         # ("requests" | "writes" | "refused", kind): what /metrics shows; every key present, so a reader never sees it grow
         self.counts: Counter[tuple[str, str]] = Counter({(what, kind): 0 for what in ("requests", "writes", "refused")
-                                                         for kind in ("add", "delete")})
+                                                         for kind in self._apply})
 
     def add(self, index: str, docs: Sequence[Doc]) -> dict[str, Any]:
         seen: set[str] = set()
@@ -69,8 +71,8 @@ class WriteQueue:
             seen.add(doc.id)
         return self._submit(index, _Op("add", list(docs)))
 
-    def delete(self, index: str, ids: Sequence[str]) -> dict[str, Any]:
-        return self._submit(index, _Op("delete", list(ids)))
+    def delete(self, index: str, ids: Sequence[str], purge: bool = False) -> dict[str, Any]:
+        return self._submit(index, _Op("purge" if purge else "delete", list(ids)))
 
     def waiting(self) -> int:
         """Requests waiting behind a write now, all indexes together (at MAX_WAITING the next is refused)."""
@@ -166,7 +168,7 @@ def _take_run(pending: list[_Op]) -> list[_Op]:
 
 def _merged(batch: list[_Op]) -> list[Any]:
     """The batch's items in order; for adds, a document id sent again keeps only its latest version."""
-    if batch[0].kind == "delete":
+    if batch[0].kind != "add":
         return list(dict.fromkeys(i for op in batch for i in op.items))
     latest: dict[str, Doc] = {}
     for op in batch:

@@ -146,11 +146,12 @@ def upload_dir(catalog: Catalog, gallery: str) -> Path:
 def remove_from_gallery(catalog: Catalog, name: str, ids: Sequence[str]) -> dict[str, Any]:
     """Remove crops by id (file stem); an unknown id removes nothing and is an error. Crops are images
     of people: a removed crop's uploaded file goes too (only after the index let it go, so a refused
-    removal keeps both); crops indexed from the user's own folders stay where they are."""
+    removal keeps both), and its vector leaves the index files at once (a purge, not a skipped entry);
+    crops indexed from the user's own folders stay where they are."""
     from indexer.build import delete_items
 
     require_gallery(catalog, name)
-    out = delete_items(catalog, name, list(ids))
+    out = delete_items(catalog, name, list(ids), purge=True)
     folder = upload_dir(catalog, name)
     for crop_id in ids:
         for path in folder.glob(f"{_SAFE.sub('_', crop_id)}.*"):

@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--index", required=True)
     d.add_argument("ids", nargs="*", help="item ids to delete")
     d.add_argument("--ids-file", default=None, metavar="PATH", help="more ids to delete, one per line")
+    d.add_argument("--purge", action="store_true",
+                   help="remove the vectors from the index files now (by default a large shard keeps them, skipped, "
+                        "until enough deletes gather to rewrite it)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(handler=_delete)
 
@@ -165,7 +168,7 @@ def _delete(args: argparse.Namespace) -> int:
 
     catalog = catalog_from_env()
     require_text_index(catalog, args.index)  # a gallery's crops go with `reid gallery remove`, uploads included
-    emit(delete_items(catalog, args.index, list(args.ids) + _ids_file(args.ids_file)), args.json)
+    emit(delete_items(catalog, args.index, list(args.ids) + _ids_file(args.ids_file), purge=args.purge), args.json)
     return 0
 
 

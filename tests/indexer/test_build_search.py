@@ -56,9 +56,10 @@ def test_add_update_delete(sqlite_catalog, minilm, beir_small):
     with sqlite_catalog.session() as s:
         index = get_index(s, "inc")
         assert index.count == 38 and index.generation == 3
-    # Only the current generation's files remain: its manifest and its one shard.
+    # Only the current generation's files remain: its manifest and the shards it names (shard 0 as the build wrote
+    # it, listing the changed document's old vector as deleted; shard 1, the add's, rewritten by the delete).
     files = sorted(f.name for f in (sqlite_catalog.settings.index_dir / "inc").iterdir())
-    assert files == ["inc.g3.s0.faiss", "inc.g3.shards.json"]
+    assert files == ["inc.g1.s0.faiss", "inc.g3.s1.faiss", "inc.g3.shards.json"]
 
 
 @pytest.mark.parametrize("factory", ["HNSW16", "IVF4,Flat", "IVF4,PQ16x4"])
@@ -68,8 +69,13 @@ def test_other_factories_build_search_and_delete(sqlite_catalog, minilm, beir_sm
     searcher = _searcher(sqlite_catalog, minilm)
     top = searcher.search("f", [docs[3].content], k=5)[0]
     assert docs[3].id in {h.id for h in top}
-    delete_items(sqlite_catalog, "f", [docs[3].id])
+    delete_items(sqlite_catalog, "f", [docs[3].id])  # listed as deleted: skipped
     assert docs[3].id not in {h.id for h in searcher.search("f", [docs[3].content], k=len(docs))[0]}
+    delete_items(sqlite_catalog, "f", [docs[4].id], purge=True)  # both out of the file
+    rows = searcher.search("f", [d.content for d in docs], k=len(docs))
+    assert not {docs[3].id, docs[4].id} & {h.id for row in rows for h in row}
+    if "PQ" not in factory:  # every other document still answers as itself (IVF once answered with the next id)
+        assert [row[0].id for row in rows[5:]] == [d.id for d in docs[5:]]
 
 
 def test_exact_vectors_read_back(sqlite_catalog, minilm, beir_small):

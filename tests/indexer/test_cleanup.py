@@ -31,7 +31,7 @@ def test_leftovers_of_killed_processes_go_and_nothing_else(sqlite_catalog, minil
     with monkeypatch.context() as m:
         m.setattr(shards, "_remove", lambda folder, names: None)
         add_documents(sqlite_catalog, "t", minilm, ListSource(docs[30:35]), progress=False)
-        delete_items(sqlite_catalog, "t", [docs[12].id])  # rewrites shard 1
+        delete_items(sqlite_catalog, "t", [docs[12].id], purge=True)  # rewrites shard 1
     with sqlite_catalog.session() as s:
         current = set(shards.manifest_files(sqlite_catalog.settings.index_dir / "t" / get_index(s, "t").file))
     stale = _files(sqlite_catalog, "t") - current

@@ -154,6 +154,18 @@ def test_concurrent_writes_are_all_applied(server):
     assert counts['embedkd_write_refused_total{kind="add"}'] == 0 and counts["embedkd_write_waiting"] == 0
 
 
+def _deleted_listed(catalog, name: str) -> list[list[int]]:
+    """Each shard's deleted ids still in its file, as the index's manifest lists them."""
+    import json
+
+    from indexer.catalog import get_index
+
+    with catalog.session() as s:
+        file = get_index(s, name).file
+    manifest = json.loads((catalog.settings.index_dir / name / file).read_text())
+    return [e.get("deleted", []) for e in manifest["shards"]]
+
+
 def test_documents_are_added_and_deleted_over_http(server):
     base, searcher, docs = server
     new = {"_id": "n1", "title": "Statin therapy", "text": "Statins lower cholesterol and heart attack risk.",
@@ -168,6 +180,9 @@ def test_documents_are_added_and_deleted_over_http(server):
         assert [h["id"] for h in hits.json()["results"]] == ["n1"]
         assert c.delete("/indexes/web/items/n1").json()["deleted"] == 1
         assert c.get("/items/n1", params={"index": "web"}).status_code == 404
+        assert _deleted_listed(searcher.catalog, "web") == [[0], []]  # the changed document's old vector: skipped
+        assert c.delete(f"/indexes/web/items/{docs[1].id}", params={"purge": "true"}).json()["count"] == 24
+        assert _deleted_listed(searcher.catalog, "web") == [[], []]  # purged: shard 0 rewritten without both
         for body, status, needle in (({"documents": []}, 400, "send 1 to 10000 documents"),
                                      ({"documents": [{"text": "x"}]}, 400, "document 1 has no id"),
                                      ({"documents": [{"id": "e", "text": " "}]}, 400, "neither title nor text"),
@@ -181,4 +196,4 @@ def test_documents_are_added_and_deleted_over_http(server):
     with searcher.catalog.session() as s:
         from indexer.catalog import get_index
 
-        assert get_index(s, "web").count == 25
+        assert get_index(s, "web").count == 24

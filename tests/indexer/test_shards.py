@@ -74,29 +74,34 @@ def test_add_and_delete_rewrite_only_the_shards_they_touch(sqlite_catalog, minil
     monkeypatch.setattr(store, "read_index", lambda path, checksum: read.append(path.name) or real_read(path, checksum))
     changed = Doc(docs[3].id, docs[3].content + " Statins lower cholesterol.", docs[3].info)
     out = add_documents(sqlite_catalog, "a", minilm, ListSource([changed, *docs[40:52]]), progress=False)
-    assert read == ["a.g1.s0.faiss"]  # the replaced document's shard; the tail on disk is not appended to
+    assert read == ["a.g1.s2.faiss"]  # the smallest shard, copied for an empty one; no shard is rewritten
     assert (out["added"], out["updated"], out["shards"]) == (12, 1, 4)  # the 13 vectors in a new shard
     after = _manifest(sqlite_catalog, "a")["shards"]
-    assert [s["count"] for s in after] == [15, 16, 8, 13]  # 8 + 13 > 16: the new shard is not merged
-    assert {s["file"]: s["checksum"] for s in after[1:3]}.items() <= before.items()  # shards 1, 2: not rewritten
-    assert after[0]["file"] not in before and after[3]["file"] not in before
+    assert [s["count"] for s in after] == [16, 16, 8, 13]  # 8 + 13 > 16: the new shard is not merged
+    assert after[0]["deleted"] == [3] and all("deleted" not in s for s in after[1:])  # the replaced vector
+    assert {s["file"]: s["checksum"] for s in after[:3]}.items() <= before.items()  # shards 0-2: not rewritten
+    assert after[3]["file"] not in before
 
-    searcher.search("a", QUERIES[:1], k=3)  # the service picks up the new generation, reading shard 1 no more
+    searcher.search("a", QUERIES[:1], k=3)  # the service picks up the new generation, reading only the new shard
     reloaded = searcher._indexes["a"].index.shards
-    assert reloaded[1].index is loaded[after[1]["file"]]
-    assert reloaded[0].index is not loaded.get(after[0]["file"])
+    assert all(reloaded[i].index is loaded[after[i]["file"]] for i in range(3))
+    assert reloaded[0].deleted.tolist() == [3]
 
-    delete_items(sqlite_catalog, "a", [docs[20].id])  # in shard 1 (ids 16-31)
+    delete_items(sqlite_catalog, "a", [docs[20].id])  # in shard 1 (ids 16-31): listed, the shard not rewritten
     final = _manifest(sqlite_catalog, "a")["shards"]
-    assert [s["count"] for s in final] == [15, 15, 8, 13]
-    assert [final[i]["file"] for i in (0, 2, 3)] == [after[i]["file"] for i in (0, 2, 3)]
+    assert [s["count"] for s in final] == [16, 16, 8, 13] and final[1]["deleted"] == [20]
+    assert [s["file"] for s in final] == [s["file"] for s in after]
+    delete_items(sqlite_catalog, "a", [docs[21].id])  # a second deleted id in 16 passes a tenth: rewritten
+    final = _manifest(sqlite_catalog, "a")["shards"]
+    assert [s["count"] for s in final] == [16, 14, 8, 13] and "deleted" not in final[1]
     assert final[1]["file"] != after[1]["file"]
+    assert [final[i]["file"] for i in (0, 2, 3)] == [after[i]["file"] for i in (0, 2, 3)]
     files = {p.name for p in (sqlite_catalog.settings.index_dir / "a").iterdir()}
     with sqlite_catalog.session() as s:
         current = get_index(s, "a").file
     assert files == {current, *(s["file"] for s in final)}  # older generations' files are gone
 
-    expected = {d.id: d for d in [changed, *docs[:40], *docs[40:52]] if d.id != docs[20].id}
+    expected = {d.id: d for d in [changed, *docs[:40], *docs[40:52]] if d.id not in (docs[20].id, docs[21].id)}
     build_index(sqlite_catalog, "fresh", minilm, ListSource(list(expected.values())), progress=False)
     got, want = _hits(sqlite_catalog, minilm, "a", k=51), _hits(sqlite_catalog, minilm, "fresh", k=51)
     assert [[i for i, _ in row] for row in got] == [[i for i, _ in row] for row in want]
@@ -183,16 +188,21 @@ def test_a_search_loading_while_a_write_commits_reads_the_new_generation(sqlite_
     assert len(hits) == 29 and docs[0].id not in {h.id for h in hits}
 
 
+def _unit_vectors_and_template(seed: int, n: int, dim: int, factory: str) -> tuple[np.ndarray, faiss.Index]:
+    """Seeded unit vectors, and an empty index of `factory` trained on them."""
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    template = store.make_index(dim, factory)
+    if store.needs_training(template):
+        store.train_index(template, x, factory)
+    return x, template
+
+
 @pytest.mark.parametrize("factory", ["Flat", "IVF8,PQ8x4", "HNSW16"])
 def test_small_writes_rewrite_small_shards(tmp_path, factory):
     """Forty 3-vector writes into shards of 64: each write rewrites few vectors (not the growing tail), the shard
     count stays logarithmic, and the index answers as one FAISS index of the same vectors."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((400, 16)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    template = store.make_index(16, factory)
-    if store.needs_training(template):
-        store.train_index(template, x, factory)
+    x, template = _unit_vectors_and_template(0, 400, 16, factory)
     index = shards.ShardedIndex.empty(faiss.clone_index(template), shard_size=64)
     index.add_with_ids(x[:100], np.arange(100))  # a build: fills shards in memory, 64 + 36
     shards.write(index, tmp_path, "g0")
@@ -222,3 +232,86 @@ def test_small_writes_rewrite_small_shards(tmp_path, factory):
         np.testing.assert_array_equal(got, want)
         np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(index.reconstruct(np.array([0, 150, 219])), x[[0, 150, 219]], atol=0.5)
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF8,Flat", "HNSW16", "PQ8x4"])  # PQ8x4: no selector, so k + deleted
+def test_deleted_ids_are_skipped_until_the_shard_is_rewritten(tmp_path, factory):
+    """A few deletes are listed with their shard (its file kept); searches, stored ids and the manifest leave them
+    out; past a tenth of the shard, or with purge, the shard is rewritten without them."""
+    x, template = _unit_vectors_and_template(1, 200, 16, factory)
+    index = shards.ShardedIndex.empty(faiss.clone_index(template), shard_size=100)
+    index.add_with_ids(x, np.arange(200))
+    shards.write(index, tmp_path, "g1")
+    index = shards.load(tmp_path / f"g1{shards.MANIFEST_SUFFIX}", None, lazy=True)
+    gone = np.array([0, 1, 2, 5, 8, 13, 105, 150])  # the top hits of their own queries, in both shards
+    index.remove_ids(gone, factory, "ip")
+    assert not index.dirty and [s.deleted.tolist() for s in index.shards] == [[0, 1, 2, 5, 8, 13], [105, 150]]
+    assert index.ntotal == 192 and len(index.stored_ids()) == 192 and not np.isin(gone, index.stored_ids()).any()
+    shards.write(index, tmp_path, "g2")
+    manifest = json.loads((tmp_path / f"g2{shards.MANIFEST_SUFFIX}").read_text())
+    assert [e["file"] for e in manifest["shards"]] == ["g1.s0.faiss", "g1.s1.faiss"]  # no shard rewritten
+
+    index = shards.load(tmp_path / f"g2{shards.MANIFEST_SUFFIX}", None, prepare=store.set_search_params)
+    kept = np.setdiff1d(np.arange(200), gone)
+    whole = faiss.clone_index(template)
+    whole.add_with_ids(x[kept], kept)
+    store.set_search_params(whole)
+    got_scores, got = index.search(x[:20], 10)
+    assert not np.isin(got, gone).any() and (got >= 0).all()
+    if factory != "HNSW16":  # a graph per shard: approximate either way
+        np.testing.assert_array_equal(got, whole.search(x[:20], 10)[1])
+    filtered_ids = np.array([0, 3, 4, 105, 106])  # a filter naming deleted ids still leaves them out
+    assert set(index.search(x[:3], 5, allowed=filtered_ids)[1].ravel().tolist()) <= {3, 4, 106, -1}
+
+    index.remove_ids(np.array([20, 21, 22]), factory, "ip")  # shard 0 would list 9 of 100: still under a tenth
+    assert not index.dirty
+    index.remove_ids(np.array([23, 24]), factory, "ip")  # 11 of 100: the shard is rewritten without them
+    assert index.dirty == {0} and not len(index.shards[0].deleted) and index.shards[0].index.ntotal == 89
+    index.remove_ids(np.array([160]), factory, "ip", purge=True)  # purge: now, whatever the count
+    assert index.dirty == {0, 1} and not len(index.shards[1].deleted) and index.shards[1].index.ntotal == 97
+    assert index.ntotal == 186
+
+
+def test_cli_delete_purge_rewrites_the_shard(tmp_path, monkeypatch, capsys, beir_small):
+    """`index delete` lists a few deleted ids with their shard; `--purge` takes them (and the new ones) out of the
+    file now, for data that must not stay on disk."""
+    from embedkd.cli.main import main
+    from indexer.context import open_catalog
+    from indexer.settings import load_settings
+
+    from ..conftest import minilm_path
+
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home"))
+    docs = list(read_corpus(beir_small))
+    assert main(["index", "build", "--index", "p", "--model", minilm_path(), "--corpus", str(beir_small)]) == 0
+    catalog = open_catalog(load_settings())
+    assert main(["index", "delete", "--index", "p", docs[4].id, "--json"]) == 0
+    first = _manifest(catalog, "p")["shards"]
+    assert [(s["count"], s.get("deleted")) for s in first] == [(60, [4])]
+    assert main(["index", "delete", "--index", "p", docs[5].id, "--purge", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["count"] == 58
+    purged = _manifest(catalog, "p")["shards"]
+    assert [(s["count"], s.get("deleted")) for s in purged] == [(58, None)] and purged[0]["file"] != first[0]["file"]
+    ids = store.stored_ids(store.read_index(catalog.settings.index_dir / "p" / purged[0]["file"], None))
+    assert not np.isin([4, 5], ids).any() and len(ids) == 58
+    catalog.close()
+
+
+@pytest.mark.parametrize("factory", ["IVF16,Flat", "IVF16,PQ8", "IVF16,SQ8", "Flat", "PQ8", "HNSW16"])
+def test_a_removal_keeps_every_other_id_on_its_vector(factory):
+    """IDMap2's own removal misnumbered IVF lists (each vector after a removed one answered with the next id);
+    `store.remove_ids` keeps ids and vectors together through removals, adds and a merge."""
+    x, template = _unit_vectors_and_template(3, 3000, 32, factory)
+    first = faiss.clone_index(template)
+    first.add_with_ids(x[:2000], np.arange(2000))
+    first = store.remove_ids(first, np.array([5, 100, 1999]), factory)
+    first.add_with_ids(x[2000:2500], np.arange(2000, 2500))
+    first = store.remove_ids(first, np.array([2001, 7]), factory)
+    second = faiss.clone_index(template)
+    second.add_with_ids(x[2500:], np.arange(2500, 3000))
+    second = store.remove_ids(second, np.array([2600]), factory)
+    merged = store.set_search_params(store.merge(first, second), nprobe=16)
+    keep = np.setdiff1d(np.arange(3000), [5, 7, 100, 1999, 2001, 2600])
+    assert merged.ntotal == len(keep) and store.stored_ids(merged).tolist() == keep.tolist()
+    found = merged.search(x[keep], 1)[1][:, 0]
+    assert (found == keep).mean() >= (0.99 if factory == "HNSW16" else 1.0)
