@@ -92,7 +92,7 @@ def main() -> None:
     args = ap.parse_args()
 
     clients = [int(c) for c in args.clients.split(",")]
-    total_new = 2 * sum(clients) * args.writes * args.batch
+    total_new = 2 * sum(clients) * args.writes * args.batch + args.batch
     x, _ = _clustered(args.docs + total_new, args.dim, 100, 0)
     encoder = TableEncoder(x)
     with tempfile.TemporaryDirectory() as home:
@@ -110,7 +110,10 @@ def main() -> None:
         queue = WriteQueue(lambda name, docs: add_documents(catalog, name, encoder, ListSource(docs), progress=False),
                            lambda name, ids: delete_items(catalog, name, ids))
         modes = {"queued": lambda docs: queue.add("w", docs), "one_at_a_time": one_at_a_time}
-        first = args.docs
+        # a warm-up write: the first add after a build reads the built shard once to copy its empty template
+        # (`shards.ShardedIndex._empty_copy`), a one-off that would land on whichever mode went first
+        one_at_a_time(_docs(args.docs, args.batch))
+        first = args.docs + args.batch
         for i, n in enumerate(clients):
             order = ["queued", "one_at_a_time"] if i % 2 == 0 else ["one_at_a_time", "queued"]
             row = {"clients": n}
