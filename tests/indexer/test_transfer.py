@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from indexer.adapters import Adapter
-from indexer.build import add_documents, build_index
+from indexer.build import add_documents, build_index, delete_items
 from indexer.context import open_catalog
 from indexer.corpus import Doc, ListSource, read_corpus
 from indexer.encoder import ModelRecord
@@ -101,3 +101,21 @@ def test_cli_export_import(tmp_path, monkeypatch, capsys, minilm, beir_small):
     assert main(["index", "verify", "--index", "moved"]) == 0
     assert main(["index", "import", "--from", str(tmp_path / "x"), "--index", "bad name"]) == 2
     assert "is not allowed" in capsys.readouterr().err
+
+
+def test_deleted_ids_listed_in_a_shard_travel_with_the_export(sqlite_catalog, tmp_path, minilm, beir_small):
+    docs = _tagged(beir_small)
+    build_index(sqlite_catalog, "t", minilm, ListSource(docs[:30]), progress=False)
+    delete_items(sqlite_catalog, "t", [docs[1].id, docs[2].id])  # 2 of 30: listed, the shard kept
+    q = minilm([docs[1].content, docs[2].content])
+
+    def answers(catalog) -> list:
+        return [[(h.id, round(h.score, 5)) for h in row] for row in Searcher(catalog).search_vectors("t", q, k=28)]
+
+    want = answers(sqlite_catalog)
+    assert not {docs[1].id, docs[2].id} & {i for row in want for i, _ in row} and len(want[0]) == 28
+    export_index(sqlite_catalog, "t", tmp_path / "export")
+    other = open_catalog(load_settings(home=tmp_path / "other"), migrate=True)
+    assert import_index(other, tmp_path / "export")["count"] == 28
+    assert verify_index(other, "t")["ok"] and answers(other) == want
+    other.close()
