@@ -12,7 +12,8 @@ shard without them (`delete_items(purge=True)`, what every delete did before). R
 and delete latency (median, p95, max), bytes of index files written per write and per delete, shards at the
 end, and the ratios. Then the search cost of what the writes and deletes left (small shards, deleted ids
 skipped by a selector): `--queries` single-query searches through `indexer.search.Searcher`, interleaved,
-best of 3, and whether both indexes return the same top 10 (Flat and IVF: they must).
+best of 3, and whether both indexes return the same top 10 (Flat and IVF: they must). With `--compact`, the
+`lsm` index is then compacted (`embedkd index compact`) and searched again.
 
     .venv/bin/python benchmarks/small_writes.py --docs 100000 --writes 200 --deletes 100 --out docs/small_writes.json
 """
@@ -33,7 +34,7 @@ from command import command_line  # this folder is on sys.path when a script in 
 from filtered_search import TableEncoder, _clustered  # this folder is on sys.path when a script in it runs
 
 from indexer import shards
-from indexer.build import add_documents, build_index, delete_items
+from indexer.build import add_documents, build_index, compact_index, delete_items
 from indexer.catalog import get_index
 from indexer.context import open_catalog
 from indexer.corpus import Doc, ListSource
@@ -97,6 +98,21 @@ def _timed(catalog, name: str, action) -> tuple[float, int]:
     return seconds, sum(size for file, size in _files(folder).items() if file not in before)
 
 
+def _search_cost(searcher: Searcher, queries: list[str], policies: list[str]) -> dict:
+    """Single-query latency of each index (interleaved, best of 3) and how often their top 10 agree."""
+    hits = {name: [[h.id for h in row] for row in searcher.search(name, queries, k=10)] for name in policies}
+    best = {name: float("inf") for name in policies}
+    for _ in range(3):
+        for name in policies:
+            t0 = time.perf_counter()
+            for q in queries:
+                searcher.search(name, [q], k=10)
+            best[name] = min(best[name], (time.perf_counter() - t0) / len(queries))
+    return {"search_ms_per_query": {name: round(1000 * best[name], 3) for name in policies},
+            "search_time_ratio_lsm_over_rewrite": round(best["lsm"] / best["rewrite"], 3),
+            "same_top10": round(float(np.mean([a == b for a, b in zip(hits[policies[0]], hits[policies[1]])])), 4)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=100_000)
@@ -106,6 +122,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=10, help="documents per write")
     ap.add_argument("--deletes", type=int, default=100, help="single-document deletes after the writes")
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--compact", action="store_true", help="then `index compact` the lsm index and search again")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
@@ -159,17 +176,13 @@ def main() -> None:
         searcher = Searcher(catalog, lambda _s: encoder)
         rng = np.random.default_rng(1)
         queries = [f"document {i}" for i in rng.integers(0, len(x), args.queries)]
-        hits = {name: [[h.id for h in row] for row in searcher.search(name, queries, k=10)] for name in policies}
-        best = {name: float("inf") for name in policies}
-        for _ in range(3):
-            for name in policies:
-                t0 = time.perf_counter()
-                for q in queries:
-                    searcher.search(name, [q], k=10)
-                best[name] = min(best[name], (time.perf_counter() - t0) / len(queries))
-        report["search_ms_per_query"] = {name: round(1000 * best[name], 3) for name in policies}
-        report["search_time_ratio_lsm_over_rewrite"] = round(best["lsm"] / best["rewrite"], 3)
-        report["same_top10"] = round(float(np.mean([a == b for a, b in zip(hits[policies[0]], hits[policies[1]])])), 4)
+        report.update(_search_cost(searcher, queries, policies))
+        if args.compact:  # fold the small shards and listed deletes away, then search again
+            t0 = time.perf_counter()
+            out = compact_index(catalog, "lsm")
+            report["compact"] = {"seconds": round(time.perf_counter() - t0, 2), "shards_after": out["shards"],
+                                 **_search_cost(searcher, queries, policies)}
+        catalog.close()
         catalog.close()
     print(json.dumps(report, indent=1))
     args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -42,7 +42,7 @@ from .errors import Conflict, UserError
 from .hashing import sha256_text
 from .models import Index, Item, Job
 
-__all__ = ["build_index", "add_documents", "delete_items", "drop_index", "index_stem", "check_encoder_fits",
+__all__ = ["build_index", "add_documents", "delete_items", "compact_index", "drop_index", "index_stem", "check_encoder_fits",
            "check_index_name"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -454,6 +454,23 @@ def delete_items(catalog: Catalog, name: str, external_ids: list[str], purge: bo
         out = _switch(catalog, index, current, lambda s, gen: delete_items_by_faiss_ids(s, index.id, faiss_ids, gen))
         out["deleted"] = len(faiss_ids)
         return out
+
+
+def compact_index(catalog: Catalog, name: str) -> dict[str, Any]:
+    """Rewrite an index's shards without their listed deleted ids, neighbours merged up to the shard size: what
+    many small writes and deletes leave (small shards, skipped vectors) folded away. A new generation; the items
+    and their ids are unchanged. An index with nothing to fold is left as it is."""
+    with locks.target_lock(catalog, name):
+        with catalog.session() as s:
+            index = get_index(s, name)
+            s.expunge(index)
+        current = _load_current(catalog, index)
+        before = {"shards_before": len(current.shards), "deleted_before": sum(len(sh.deleted) for sh in current.shards)}
+        current.compact(index.factory, index.metric)
+        if not current.dirty:
+            return {"index": name, "count": index.count, "generation": index.generation, "shards": len(current.shards),
+                    **before, "changed": False}
+        return {**_switch(catalog, index, current, lambda _s, _gen: None), **before, "changed": True}
 
 
 def drop_index(catalog: Catalog, name: str) -> dict[str, Any]:

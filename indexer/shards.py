@@ -176,6 +176,26 @@ class ShardedIndex:
             else:
                 shard.deleted = gone
 
+    def compact(self, factory: str, metric: str) -> None:
+        """Rewrite every shard that lists deleted ids without them, and merge neighbouring shards while the merged
+        one fits `shard_size` (`embedkd index compact`: after many small writes, fewer shards to search)."""
+        for pos, shard in enumerate(self.shards):
+            if len(shard.deleted):
+                shard.index = store.remove_ids(self.shard(pos), shard.deleted, factory, metric)
+                shard.deleted = shard.deleted[:0]
+                self.dirty.add(pos)
+        kept: list[int] = []  # positions, in the current list, of the shards the compacted index keeps
+        changed: set[int] = set()  # their new positions, where rewritten
+        for pos in range(len(self.shards)):
+            if kept and self._stored(kept[-1]) + self._stored(pos) <= self.shard_size:
+                self.shards[kept[-1]].index = store.merge(self.shard(kept[-1]), self.shard(pos))
+                changed.add(len(kept) - 1)
+                continue
+            if pos in self.dirty:
+                changed.add(len(kept))
+            kept.append(pos)  # a shard kept as it was keeps its file, whatever its new position
+        self.shards, self.dirty = [self.shards[pos] for pos in kept], changed
+
     def stored_ids(self) -> np.ndarray:
         """Every id the index holds (deleted ones left out), shard by shard."""
         out = []

@@ -1,4 +1,4 @@
-"""`embedkd index build|add|delete|drop|search|list|jobs|cancel|gc|verify|export|import`."""
+"""`embedkd index build|add|delete|compact|drop|search|list|jobs|cancel|gc|verify|export|import`."""
 
 from __future__ import annotations
 
@@ -61,6 +61,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "until enough deletes gather to rewrite it)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(handler=_delete)
+
+    k = isub.add_parser("compact", help="rewrite an index's shards without deleted vectors, small shards merged")
+    k.add_argument("--index", required=True)
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(handler=_compact)
 
     r = isub.add_parser("drop", help="remove an index, its items and files")
     r.add_argument("--index", required=True)
@@ -169,6 +174,13 @@ def _delete(args: argparse.Namespace) -> int:
     catalog = catalog_from_env()
     require_text_index(catalog, args.index)  # a gallery's crops go with `reid gallery remove`, uploads included
     emit(delete_items(catalog, args.index, list(args.ids) + _ids_file(args.ids_file), purge=args.purge), args.json)
+    return 0
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from indexer.build import compact_index
+
+    emit(compact_index(catalog_from_env(), args.index), args.json)  # any index, galleries too: no model needed
     return 0
 
 

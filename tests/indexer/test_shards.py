@@ -315,3 +315,37 @@ def test_a_removal_keeps_every_other_id_on_its_vector(factory):
     assert merged.ntotal == len(keep) and store.stored_ids(merged).tolist() == keep.tolist()
     found = merged.search(x[keep], 1)[1][:, 0]
     assert (found == keep).mean() >= (0.99 if factory == "HNSW16" else 1.0)
+
+
+def test_compact_folds_small_shards_and_listed_deletes(sqlite_catalog, minilm, beir_small, tmp_path, monkeypatch, capsys):
+    """Small writes and deletes leave small shards and listed deletes; `index compact` folds them into shards of up to
+    the shard size, purged, with the same answers; run again, it changes nothing."""
+    from embedkd.cli.main import main
+
+    docs = list(read_corpus(beir_small))
+    build_index(sqlite_catalog, "k", minilm, ListSource(docs[:30]), shard_size=40, progress=False)
+    for start in range(30, 50, 4):
+        add_documents(sqlite_catalog, "k", minilm, ListSource(docs[start : start + 4]), progress=False)
+    delete_items(sqlite_catalog, "k", [docs[1].id, docs[2].id])
+    before = _manifest(sqlite_catalog, "k")["shards"]
+    assert len(before) > 2 and before[0]["deleted"] == [1, 2]
+    want = _hits(sqlite_catalog, minilm, "k", k=48)
+
+    monkeypatch.setenv("EMBEDKD_HOME", str(sqlite_catalog.settings.home))
+    assert main(["index", "compact", "--index", "k", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (out["shards_before"], out["deleted_before"], out["shards"], out["count"], out["changed"]) == (
+        len(before), 2, 2, 48, True)
+    after = _manifest(sqlite_catalog, "k")["shards"]
+    # shard 0 purged of the two (28), the small shards merged (20); 28 + 20 > 40, so two shards (none is split)
+    assert [(s["count"], s.get("deleted")) for s in after] == [(28, None), (20, None)]
+    assert _hits(sqlite_catalog, minilm, "k", k=48) == want
+    with sqlite_catalog.session() as s:
+        generation = get_index(s, "k").generation
+    assert main(["index", "compact", "--index", "k", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["changed"] is False
+    with sqlite_catalog.session() as s:
+        assert get_index(s, "k").generation == generation
+    from indexer.verify import verify_index
+
+    assert verify_index(sqlite_catalog, "k")["ok"]
