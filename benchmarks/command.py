@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 def command_line(script: str, args: argparse.Namespace) -> str:
-    """`benchmarks/NAME.py` and every option that has a value, as the report's rerun command."""
+    """`benchmarks/NAME.py` and every option that has a value (a flag: when set), as the report's rerun command."""
     return f"benchmarks/{Path(script).name} " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None)
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items()
+        if v is not None and v is not False)
