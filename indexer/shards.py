@@ -179,11 +179,9 @@ class ShardedIndex:
     def compact(self, factory: str, metric: str) -> None:
         """Rewrite every shard that lists deleted ids without them, and merge neighbouring shards while the merged
         one fits `shard_size` (`embedkd index compact`: after many small writes, fewer shards to search)."""
-        for pos, shard in enumerate(self.shards):
-            if len(shard.deleted):
-                shard.index = store.remove_ids(self.shard(pos), shard.deleted, factory, metric)
-                shard.deleted = shard.deleted[:0]
-                self.dirty.add(pos)
+        listed = [shard.deleted for shard in self.shards if len(shard.deleted)]
+        if listed:
+            self.remove_ids(np.concatenate(listed), factory, metric, purge=True)
         kept: list[int] = []  # positions, in the current list, of the shards the compacted index keeps
         changed: set[int] = set()  # their new positions, where rewritten
         for pos in range(len(self.shards)):
