@@ -110,8 +110,8 @@ def main() -> None:
         queue = WriteQueue(lambda name, docs: add_documents(catalog, name, encoder, ListSource(docs), progress=False),
                            lambda name, ids: delete_items(catalog, name, ids))
         modes = {"queued": lambda docs: queue.add("w", docs), "one_at_a_time": one_at_a_time}
-        # a warm-up write: the first add after a build reads the built shard once to copy its empty template
-        # (`shards.ShardedIndex._empty_copy`), a one-off that would land on whichever mode went first
+        # a warm-up write, so that one-off first-write costs (reading the build's template, opening the first
+        # small shard) land on neither mode
         one_at_a_time(_docs(args.docs, args.batch))
         first = args.docs + args.batch
         for i, n in enumerate(clients):

@@ -16,6 +16,10 @@ A delete does not rewrite its shard either while the shard's deleted ids are few
 for index types without one, a top k + deleted that drops them). Past that bound the shard is rewritten
 without them, as it is when a delete is asked to `purge`; until then a deleted vector stays in its file.
 
+An add that opens a shard needs an empty copy of the index's trained template (IVF centroids, PQ codebooks):
+the build writes it beside the shards (`{stem}.template.faiss`, named in the manifest), so that no add reads
+a large shard to copy it. Indexes written before that get one at their first add.
+
 A search asks each shard for its top k and merges them with FAISS's `ResultHeap`. Every shard starts
 as a copy of one trained, empty index (IVF centroids and PQ codebooks are shared), so Flat, IVF and PQ
 shards return what one index would; HNSW builds a graph per shard, one graph search per shard.
@@ -66,12 +70,13 @@ class ShardedIndex:
     shard_size: int
     folder: Path | None = None  # where unread shards are read from
     dirty: set[int] = field(default_factory=set)  # positions of shards changed since loading
+    template: Shard | None = None  # an empty, trained copy of the shards' index (its file, once written)
 
     @classmethod
     def empty(cls, template: faiss.Index, shard_size: int = DEFAULT_SHARD_SIZE, first_id: int = 0) -> ShardedIndex:
         """A new index whose shards are copies of `template` (empty, trained where it needs training)."""
         check_shard_size(shard_size)
-        return cls([Shard(first_id, template)], shard_size, dirty={0})
+        return cls([Shard(first_id, template)], shard_size, dirty={0}, template=Shard(0, faiss.clone_index(template)))
 
     def shard(self, pos: int) -> Any:
         """Shard `pos`'s index, read (and verified) on first use."""
@@ -154,11 +159,18 @@ class ShardedIndex:
         return int(shard.index.ntotal) if shard.index is not None else shard.count
 
     def _empty_copy(self) -> Any:
-        """A trained, empty shard: a copy of the shard cheapest to copy (its vectors are copied too), emptied.
-        A shard not yet read costs about twice its size (read, then checksummed)."""
+        """A trained, empty shard: a copy of the template; for an index written without one, of the shard cheapest
+        to copy (its vectors are copied too: a shard not yet read costs about twice its size, read then
+        checksummed), which becomes the template written with this write."""
+        if self.template is not None:
+            if self.template.index is None:
+                assert self.folder is not None and self.template.file is not None
+                self.template.index = store.read_index(self.folder / self.template.file, self.template.checksum)
+            return faiss.clone_index(self.template.index)
         cost = {pos: self._count(pos) * (1 if s.index is not None else 2) for pos, s in enumerate(self.shards)}
         fresh = faiss.clone_index(self.shard(min(cost, key=cost.__getitem__)))
         fresh.reset()
+        self.template = Shard(0, faiss.clone_index(fresh))
         return fresh
 
     def remove_ids(self, ids: np.ndarray, factory: str, metric: str, purge: bool = False) -> None:
@@ -235,7 +247,12 @@ def write(index: ShardedIndex, folder: Path, stem: str) -> tuple[Path, str]:
         shard.checksum = store.write_index(shard.index, path)
         shard.file = path.name
     index.dirty.clear()
-    return _write_manifest(folder, stem, index.shard_size, [_entry(s) for s in index.shards])
+    template = index.template
+    if template is not None and template.file is None:
+        path = folder / f"{stem}.template.faiss"
+        template.checksum, template.file = store.write_index(template.index, path), path.name
+    return _write_manifest(folder, stem, index.shard_size, [_entry(s) for s in index.shards],
+                           {"file": template.file, "checksum": template.checksum} if template is not None else None)
 
 
 def _entry(shard: Shard) -> dict:
@@ -249,16 +266,17 @@ def _entry(shard: Shard) -> dict:
 def link(path: Path, checksum: str | None, folder: Path, stem: str) -> tuple[Path, str]:
     """The index of `path` under `folder`/`stem`, its shard files hard-linked, not copied (a backfill's
     staging index becoming the served one). Returns (manifest path, its sha256)."""
-    entries, size = _entries(path, checksum)
+    entries, size, template = _entries(path, checksum)
     folder.mkdir(parents=True, exist_ok=True)
     linked: list[dict] = []
     try:
-        for pos, entry in enumerate(entries):
-            dst = folder / f"{stem}.s{pos}.faiss"
-            dst.unlink(missing_ok=True)
-            os.link(path.parent / entry["file"], dst)
-            linked.append({**entry, "file": dst.name})
-        return _write_manifest(folder, stem, size, linked)
+        names = [f"{stem}.s{pos}.faiss" for pos in range(len(entries))]
+        for entry, name in zip([*entries, template], [*names, f"{stem}.template.faiss"]):
+            if entry is not None:
+                (folder / name).unlink(missing_ok=True)
+                os.link(path.parent / entry["file"], folder / name)
+                linked.append({**entry, "file": name})
+        return _write_manifest(folder, stem, size, linked[: len(entries)], linked[-1] if template else None)
     except BaseException:
         for entry in linked:
             (folder / entry["file"]).unlink(missing_ok=True)
@@ -270,9 +288,11 @@ def shard_size(path: Path, checksum: str | None) -> int:
     return _entries(path, checksum)[1]
 
 
-def _write_manifest(folder: Path, stem: str, size: int, entries: list[dict]) -> tuple[Path, str]:
+def _write_manifest(folder: Path, stem: str, size: int, entries: list[dict], template: dict | None) -> tuple[Path, str]:
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {"format": FORMAT, "shard_size": size, "shards": entries}
+    if template is not None:
+        manifest["template"] = template
     path = folder / f"{stem}{MANIFEST_SUFFIX}"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
@@ -283,13 +303,13 @@ def _write_manifest(folder: Path, stem: str, size: int, entries: list[dict]) -> 
     return path, digest
 
 
-def _entries(path: Path, checksum: str | None) -> tuple[list[dict], int]:
-    """(the shard entries, the shard size) of a manifest; an index written before shards is one FAISS
-    file: one shard, whose checksum is the catalog's."""
+def _entries(path: Path, checksum: str | None) -> tuple[list[dict], int, dict | None]:
+    """(the shard entries, the shard size, the template's entry or None) of a manifest; an index written before
+    shards is one FAISS file: one shard, whose checksum is the catalog's."""
     if not path.name.endswith(MANIFEST_SUFFIX):
-        return [{"file": path.name, "checksum": checksum, "first_id": 0}], DEFAULT_SHARD_SIZE
+        return [{"file": path.name, "checksum": checksum, "first_id": 0}], DEFAULT_SHARD_SIZE, None
     manifest = _manifest(path, checksum)
-    return manifest["shards"], int(manifest["shard_size"])
+    return manifest["shards"], int(manifest["shard_size"]), manifest.get("template")
 
 
 def _manifest(path: Path, checksum: str | None) -> dict:
@@ -310,7 +330,7 @@ def load(path: Path, checksum: str | None, reuse: dict[tuple[str, str], Any] | N
     file verified against its checksum. `reuse`: shards already in memory by (file, checksum), not read again;
     `prepare` is applied to each shard read (search parameters, a GPU copy). `lazy`: shards are read when first
     used (a write reads only those it changes)."""
-    entries, size = _entries(path, checksum)
+    entries, size, template = _entries(path, checksum)
     out = []
     for entry in entries:
         index = (reuse or {}).get((entry["file"], entry["checksum"]))
@@ -319,7 +339,8 @@ def load(path: Path, checksum: str | None, reuse: dict[tuple[str, str], Any] | N
             index = prepare(index) if prepare is not None else index
         out.append(Shard(int(entry["first_id"]), index, entry["file"], entry["checksum"], int(entry.get("count", 0)),
                          np.array(entry.get("deleted", []), np.int64)))
-    return ShardedIndex(out, size, path.parent)
+    return ShardedIndex(out, size, path.parent,
+                        template=Shard(0, None, template["file"], template["checksum"]) if template else None)
 
 
 @contextmanager
@@ -347,4 +368,6 @@ def manifest_files(path: Path) -> list[str]:
         return [path.name]
     if not path.is_file():
         return []
-    return [path.name] + [e["file"] for e in json.loads(path.read_text())["shards"]]
+    manifest = json.loads(path.read_text())
+    return [path.name] + [e["file"] for e in manifest["shards"]] + ([manifest["template"]["file"]] if "template" in manifest
+                                                                   else [])

@@ -37,6 +37,13 @@ def verify_index(catalog: Catalog, name: str) -> dict[str, Any]:
         problems.append(str(err))
         return out
     out["shards"] = len(loaded.shards)
+    if loaded.template is not None:  # what adds copy a new shard from
+        try:
+            template = store.read_index(catalog.settings.index_dir / name / loaded.template.file, loaded.template.checksum)
+            if template.ntotal or template.d != dim:
+                problems.append(f"the template holds {template.ntotal} {template.d}-d vectors, not 0 {dim}-d ones")
+        except UserError as err:
+            problems.append(f"template: {err}")
     stored = []
     for pos, shard in enumerate(loaded.shards):
         try:

@@ -63,7 +63,9 @@ def test_backfill_keeps_the_shards(sqlite_catalog, tmp_path):
     with sqlite_catalog.session() as s:
         manifest = json.loads((folder / get_index(s, "idx").file).read_text())
     assert manifest["shard_size"] == 15 and [e["count"] for e in manifest["shards"]] == [15, 15, 10]
-    assert sorted(p.name for p in folder.iterdir()) == sorted(["idx.g2.shards.json", *(e["file"] for e in manifest["shards"])])
+    assert manifest["template"]["file"] == "idx.g2.template.faiss"  # linked with the shards
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["idx.g2.shards.json", manifest["template"]["file"],
+                                                               *(e["file"] for e in manifest["shards"])])
     text = "w3 w4 w5 w6"
     hits = Searcher(sqlite_catalog).search_vectors("idx", v2([text]), k=40, source_fingerprint=v2.record.fingerprint)
     assert len(hits[0]) == 40

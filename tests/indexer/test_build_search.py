@@ -56,10 +56,11 @@ def test_add_update_delete(sqlite_catalog, minilm, beir_small):
     with sqlite_catalog.session() as s:
         index = get_index(s, "inc")
         assert index.count == 38 and index.generation == 3
-    # Only the current generation's files remain: its manifest and the shards it names (shard 0 as the build wrote
-    # it, listing the changed document's old vector as deleted; shard 1, the add's, rewritten by the delete).
+    # Only the current generation's files remain: its manifest and the files it names (shard 0 as the build wrote
+    # it, listing the changed document's old vector as deleted; shard 1, the add's, rewritten by the delete; the
+    # empty template new shards are copied from).
     files = sorted(f.name for f in (sqlite_catalog.settings.index_dir / "inc").iterdir())
-    assert files == ["inc.g1.s0.faiss", "inc.g3.s1.faiss", "inc.g3.shards.json"]
+    assert files == ["inc.g1.s0.faiss", "inc.g1.template.faiss", "inc.g3.s1.faiss", "inc.g3.shards.json"]
 
 
 @pytest.mark.parametrize("factory", ["HNSW16", "IVF4,Flat", "IVF4,PQ16x4"])

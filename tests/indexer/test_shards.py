@@ -74,7 +74,7 @@ def test_add_and_delete_rewrite_only_the_shards_they_touch(sqlite_catalog, minil
     monkeypatch.setattr(store, "read_index", lambda path, checksum: read.append(path.name) or real_read(path, checksum))
     changed = Doc(docs[3].id, docs[3].content + " Statins lower cholesterol.", docs[3].info)
     out = add_documents(sqlite_catalog, "a", minilm, ListSource([changed, *docs[40:52]]), progress=False)
-    assert read == ["a.g1.s2.faiss"]  # the smallest shard, copied for an empty one; no shard is rewritten
+    assert read == ["a.g1.template.faiss"]  # the build's empty template, copied for the new shard; no shard read
     assert (out["added"], out["updated"], out["shards"]) == (12, 1, 4)  # the 13 vectors in a new shard
     after = _manifest(sqlite_catalog, "a")["shards"]
     assert [s["count"] for s in after] == [16, 16, 8, 13]  # 8 + 13 > 16: the new shard is not merged
@@ -99,7 +99,7 @@ def test_add_and_delete_rewrite_only_the_shards_they_touch(sqlite_catalog, minil
     files = {p.name for p in (sqlite_catalog.settings.index_dir / "a").iterdir()}
     with sqlite_catalog.session() as s:
         current = get_index(s, "a").file
-    assert files == {current, *(s["file"] for s in final)}  # older generations' files are gone
+    assert files == {current, "a.g1.template.faiss", *(s["file"] for s in final)}  # older generations' files are gone
 
     expected = {d.id: d for d in [changed, *docs[:40], *docs[40:52]] if d.id not in (docs[20].id, docs[21].id)}
     build_index(sqlite_catalog, "fresh", minilm, ListSource(list(expected.values())), progress=False)
@@ -150,7 +150,8 @@ def test_an_index_written_as_one_file_is_served_and_updated(sqlite_catalog, mini
     assert _hits(sqlite_catalog, minilm, "old") == expected
     out = add_documents(sqlite_catalog, "old", minilm, ListSource(docs[40:]), progress=False)
     assert out["count"] == 60 and out["shards"] == 2  # the old file stays as shard 0, not rewritten
-    assert sorted(p.name for p in folder.iterdir()) == ["old.g1.faiss", "old.g2.s1.faiss", "old.g2.shards.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["old.g1.faiss", "old.g2.s1.faiss", "old.g2.shards.json",
+                                                        "old.g2.template.faiss"]  # its first add made a template
     hits = Searcher(sqlite_catalog, lambda _s: minilm).search("old", [d.content for d in docs], k=1)
     assert [row[0].id for row in hits] == [d.id for d in docs]
 

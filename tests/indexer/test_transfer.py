@@ -49,7 +49,7 @@ def test_an_index_moves_from_sqlite_to_postgres(sqlite_catalog, pg_url, tmp_path
     want = _answers(sqlite_catalog, minilm)
 
     out = export_index(sqlite_catalog, "t", tmp_path / "export")
-    assert (out["count"], out["files"], out["adapters"]) == (25, 5, 1)  # 4 shards and their manifest
+    assert (out["count"], out["files"], out["adapters"]) == (25, 6, 1)  # 4 shards, their template and manifest
     pg = open_catalog(load_settings(home=tmp_path / "pg-home", database_url=pg_url), migrate=True)
     got = import_index(pg, tmp_path / "export")
     assert (got["index"], got["count"], got["generation"], got["adapters"]) == ("t", 25, 2, 1)

@@ -117,3 +117,16 @@ def test_an_ivf_shard_misnumbered_by_an_old_delete_is_named(catalog, minilm, bei
         row.file, row.count = manifest.name, int(old.ntotal)
     problems = verify_index(catalog, "v")["problems"]
     assert any("its IVF lists do not match its id map" in p for p in problems), problems
+
+
+def test_a_damaged_template_is_named(catalog, minilm, beir_small):
+    docs = list(read_corpus(beir_small))
+    build_index(catalog, "t", minilm, ListSource(docs[:10]), progress=False)
+    with catalog.session() as s:
+        file = get_index(s, "t").file
+    folder = catalog.settings.index_dir / "t"
+    template = folder / json.loads((folder / file).read_text())["template"]["file"]
+    with open(template, "ab") as f:
+        f.write(b"\0")
+    problems = verify_index(catalog, "t")["problems"]
+    assert len(problems) == 1 and problems[0].startswith("template: index file") and "checksum" in problems[0]
