@@ -32,11 +32,17 @@ class _Held(Collector):
         state: dict[str, Any] = self.held()
         generation = GaugeMetricFamily("embedkd_index_generation", "generation of each loaded index", labels=["index"])
         vectors = GaugeMetricFamily("embedkd_index_vectors", "vectors of each loaded index", labels=["index"])
+        n_shards = GaugeMetricFamily("embedkd_index_shards", "shards of each loaded index (IVF and HNSW search pays "
+                                     "per shard: `embedkd index compact` merges small ones)", labels=["index"])
+        deleted = GaugeMetricFamily("embedkd_index_deleted_listed", "deleted vectors still in each loaded index's "
+                                    "files, skipped by searches (`index compact` or `delete --purge` removes them)",
+                                    labels=["index"])
         for name, row in sorted(state["indexes"].items()):
             generation.add_metric([name], row["generation"])
             vectors.add_metric([name], row["vectors"])
-        yield generation
-        yield vectors
+            n_shards.add_metric([name], row["shards"])
+            deleted.add_metric([name], row["deleted_listed"])
+        yield from (generation, vectors, n_shards, deleted)
         yield GaugeMetricFamily("embedkd_filter_field_bytes", "memory of the filter fields held",
                                 value=state["filter_field_bytes"])
         yield GaugeMetricFamily("embedkd_filter_fields", "filter fields held (index, field)", value=state["filter_fields"])

@@ -114,9 +114,12 @@ class Searcher:
         self._lock = threading.RLock()
 
     def held(self) -> dict[str, Any]:
-        """What this searcher holds in memory: its loaded indexes (generation, vectors) and filter fields."""
+        """What this searcher holds in memory: its loaded indexes (generation, vectors, shards, deleted vectors still
+        in their files: when to run `index compact`) and filter fields."""
         with self._lock:
-            return {"indexes": {name: {"generation": one.generation, "vectors": int(one.index.ntotal)}
+            return {"indexes": {name: {"generation": one.generation, "vectors": int(one.index.ntotal),
+                                       "shards": len(one.index.shards),
+                                       "deleted_listed": sum(len(sh.deleted) for sh in one.index.shards)}
                                 for name, one in self._indexes.items()},
                     "filter_fields": len(self._columns), "filter_field_bytes": sum(c.nbytes for c in self._columns.values()),
                     "filters_cached": len(self._allowed), "field_reads": dict(self._field_reads)}

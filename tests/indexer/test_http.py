@@ -90,6 +90,7 @@ def test_metrics_count_requests_by_route_and_show_what_is_held(server):
     assert counts['embedkd_http_requests_total{method="GET",route="unmatched",status="404"}'] == 1
     assert counts['embedkd_http_request_seconds_count{method="POST",route="/search"}'] == 4
     assert counts['embedkd_index_generation{index="web"}'] == 1 and counts['embedkd_index_vectors{index="web"}'] == 25
+    assert counts['embedkd_index_shards{index="web"}'] == 1 and counts['embedkd_index_deleted_listed{index="web"}'] == 0
     assert counts["embedkd_filter_fields"] == 1 and counts["embedkd_filter_field_bytes"] > 25 * 8
     assert counts['embedkd_jobs{state="done"}'] == 1 and counts['embedkd_jobs{state="failed"}'] == 0
     assert counts['embedkd_filter_field_reads_total{kind="whole"}'] == 1
@@ -181,6 +182,10 @@ def test_documents_are_added_and_deleted_over_http(server):
         assert c.delete("/indexes/web/items/n1").json()["deleted"] == 1
         assert c.get("/items/n1", params={"index": "web"}).status_code == 404
         assert _deleted_listed(searcher.catalog, "web") == [[0], []]  # the changed document's old vector: skipped
+        c.post("/search", json={"index": "web", "query": "statins", "k": 1})  # the service loads this generation
+        metrics = c.get("/metrics").text
+        assert 'embedkd_index_shards{index="web"} 2.0' in metrics
+        assert 'embedkd_index_deleted_listed{index="web"} 1.0' in metrics
         assert c.delete(f"/indexes/web/items/{docs[1].id}", params={"purge": "true"}).json()["count"] == 24
         assert _deleted_listed(searcher.catalog, "web") == [[], []]  # purged: shard 0 rewritten without both
         for body, status, needle in (({"documents": []}, 400, "send 1 to 10000 documents"),
