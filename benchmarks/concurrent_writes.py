@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from command import command_line  # this folder is on sys.path when a script in it runs
-from filtered_search import TableEncoder, _clustered  # this folder is on sys.path when a script in it runs
+from filtered_search import TableEncoder, _clustered, table_docs  # this folder is on sys.path when a script in it runs
 
 from indexer.build import add_documents, build_index, delete_items
 from indexer.catalog import get_index
@@ -35,10 +35,6 @@ from indexer.corpus import Doc, ListSource
 from indexer.errors import Conflict
 from indexer.settings import load_settings
 from indexer.write_queue import WriteQueue
-
-
-def _docs(start: int, n: int) -> list[Doc]:
-    return [Doc(f"d{i}", f"document {i}") for i in range(start, start + n)]
 
 
 def _run(write, clients: int, writes: int, batch: int, first: int) -> dict:
@@ -51,7 +47,7 @@ def _run(write, clients: int, writes: int, batch: int, first: int) -> dict:
     def client(c: int) -> None:
         barrier.wait()
         for w in range(writes):
-            docs = _docs(first + (c * writes + w) * batch, batch)
+            docs = table_docs(first + (c * writes + w) * batch, batch)
             t0 = time.perf_counter()
             while True:
                 try:
@@ -98,7 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         catalog = open_catalog(load_settings(home=home, database_url=args.database_url), migrate=True)
         t0 = time.perf_counter()
-        build_index(catalog, "w", encoder, ListSource(_docs(0, args.docs)), progress=False)
+        build_index(catalog, "w", encoder, ListSource(table_docs(0, args.docs)), progress=False)
         report = {"command": command_line(__file__, args),
                   "catalog": catalog.engine.dialect.name, "docs": args.docs, "dim": args.dim,
                   "build_seconds": round(time.perf_counter() - t0, 2), "batch": args.batch, "writes": args.writes,
@@ -112,7 +108,7 @@ def main() -> None:
         modes = {"queued": lambda docs: queue.add("w", docs), "one_at_a_time": one_at_a_time}
         # a warm-up write, so that one-off first-write costs (reading the build's template, opening the first
         # small shard) land on neither mode
-        one_at_a_time(_docs(args.docs, args.batch))
+        one_at_a_time(table_docs(args.docs, args.batch))
         first = args.docs + args.batch
         for i, n in enumerate(clients):
             order = ["queued", "one_at_a_time"] if i % 2 == 0 else ["one_at_a_time", "queued"]

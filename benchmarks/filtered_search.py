@@ -49,6 +49,11 @@ class TableEncoder:
         return self.vectors[[int(t.split()[1]) for t in texts]]
 
 
+def table_docs(start: int, n: int) -> list[Doc]:
+    """Documents `start` .. `start + n - 1` as `TableEncoder` reads them: id "d{i}", text "document {i}"."""
+    return [Doc(f"d{i}", f"document {i}") for i in range(start, start + n)]
+
+
 def _clustered(n: int, dim: int, clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)

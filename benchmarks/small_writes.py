@@ -31,13 +31,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 from command import command_line  # this folder is on sys.path when a script in it runs
-from filtered_search import TableEncoder, _clustered  # this folder is on sys.path when a script in it runs
+from filtered_search import TableEncoder, _clustered, table_docs  # this folder is on sys.path when a script in it runs
 
 from indexer import shards
 from indexer.build import add_documents, build_index, compact_index, delete_items
 from indexer.catalog import get_index
 from indexer.context import open_catalog
-from indexer.corpus import Doc, ListSource
+from indexer.corpus import ListSource
 from indexer.search import Searcher
 from indexer.settings import load_settings
 
@@ -69,10 +69,6 @@ def _policy(name: str):
         yield
     finally:
         shards.ShardedIndex.add_with_ids = current
-
-
-def _docs(start: int, n: int) -> list[Doc]:
-    return [Doc(f"d{i}", f"document {i}") for i in range(start, start + n)]
 
 
 def _files(folder: Path) -> dict[str, int]:
@@ -135,12 +131,12 @@ def main() -> None:
                   "writes": args.writes, "batch": args.batch, "shard_size": shards.DEFAULT_SHARD_SIZE}
         for name in policies:
             t0 = time.perf_counter()
-            build_index(catalog, name, encoder, ListSource(_docs(0, args.docs)), factory=args.factory, progress=False)
+            build_index(catalog, name, encoder, ListSource(table_docs(0, args.docs)), factory=args.factory, progress=False)
             report[f"build_seconds_{name}"] = round(time.perf_counter() - t0, 2)
         runs: dict[str, dict[str, list]] = {p: {"write": [], "write_bytes": [], "delete": [], "delete_bytes": []}
                                             for p in policies}
         for w in range(args.writes):
-            docs = _docs(args.docs + w * args.batch, args.batch)
+            docs = table_docs(args.docs + w * args.batch, args.batch)
             for name in policies if w % 2 == 0 else policies[::-1]:
                 seconds, written = _timed(catalog, name, lambda: add_documents(catalog, name, encoder, ListSource(docs),
                                                                                progress=False))

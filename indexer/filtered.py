@@ -44,9 +44,7 @@ def search(index: Any, q: np.ndarray, k: int, allowed: np.ndarray | None = None,
     how, setting = plan(index, len(allowed), k)
     if how == "exact":
         return _exact(index, q, k, allowed)
-    sel = faiss.IDSelectorBatch(len(allowed), faiss.swig_ptr(allowed))
-    params = (faiss.SearchParametersIVF(sel=sel, nprobe=setting) if how == "ivf" else
-              faiss.SearchParametersHNSW(sel=sel, efSearch=setting) if how == "hnsw" else faiss.SearchParameters(sel=sel))
+    params = _params(faiss.IDSelectorBatch(len(allowed), faiss.swig_ptr(allowed)), how, setting)
     try:
         return index.search(q, k, params=params)
     except RuntimeError as err:  # PQ, RQ, NSG and refine indexes take no selector ("... params ...")
@@ -66,14 +64,13 @@ def _without(index: Any, q: np.ndarray, k: int, excluded: np.ndarray) -> tuple[n
     """Top k but the excluded ids: skipped by a selector at the index's own nprobe / efSearch; index types that
     take none (and GPU copies) search k + len(excluded) and drop them."""
     if isinstance(index, faiss.Index):
-        sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(len(excluded), faiss.swig_ptr(excluded)))
         inner = store._inner(index)
         ivf = faiss.try_extract_index_ivf(inner)
-        params = (faiss.SearchParametersIVF(sel=sel, nprobe=ivf.nprobe) if ivf is not None else
-                  faiss.SearchParametersHNSW(sel=sel, efSearch=inner.hnsw.efSearch) if isinstance(inner, faiss.IndexHNSW)
-                  else faiss.SearchParameters(sel=sel))
+        how, setting = (("ivf", ivf.nprobe) if ivf is not None else
+                        ("hnsw", inner.hnsw.efSearch) if isinstance(inner, faiss.IndexHNSW) else ("selector", None))
+        batch = faiss.IDSelectorBatch(len(excluded), faiss.swig_ptr(excluded))  # kept alive: the Not holds a pointer
         try:
-            return index.search(q, k, params=params)
+            return index.search(q, k, params=_params(faiss.IDSelectorNot(batch), how, setting))
         except RuntimeError as err:  # PQ, RQ, NSG and refine indexes take no selector
             if "params" not in str(err):
                 raise
@@ -84,6 +81,15 @@ def _without(index: Any, q: np.ndarray, k: int, excluded: np.ndarray) -> tuple[n
         n = min(k, int(keep.sum()))
         out_scores[row, :n], out_ids[row, :n] = scores[row][keep][:n], ids[row][keep][:n]
     return out_scores, out_ids
+
+
+def _params(sel: faiss.IDSelector, how: str, setting: int | None) -> faiss.SearchParameters:
+    """Search parameters applying `sel` at `plan`'s nprobe ("ivf") or efSearch ("hnsw"), or as a plain scan."""
+    if how == "ivf":
+        return faiss.SearchParametersIVF(sel=sel, nprobe=setting)
+    if how == "hnsw":
+        return faiss.SearchParametersHNSW(sel=sel, efSearch=setting)
+    return faiss.SearchParameters(sel=sel)
 
 
 def plan(index: faiss.Index, n_allowed: int, k: int = 10) -> tuple[str, int | None]:

@@ -27,6 +27,7 @@ __all__ = [
     "reconstruct",
     "remove_ids",
     "merge",
+    "ivf_positions",
 ]
 
 _LOSSY = re.compile(r"(PQ|SQ|LSH|RQ|LSQ|OPQ|ITQ|Binary)", re.IGNORECASE)
@@ -189,16 +190,25 @@ def _remove_ivf(index: faiss.Index, ivf: faiss.IndexIVF, ids: np.ndarray) -> fai
     if not len(gone):
         return index
     ivf.remove_ids(faiss.IDSelectorBatch(len(gone), faiss.swig_ptr(gone)))
-    lists = ivf.invlists
-    for list_no in range(ivf.nlist):
-        size = lists.list_size(list_no)
-        if size:
-            positions = faiss.rev_swig_ptr(lists.get_ids(list_no), size)  # the list's own storage, changed in place
-            positions -= np.searchsorted(gone, positions)
-    faiss.copy_array_to_vector(np.delete(stored, gone), index.id_map)
-    index.ntotal = ivf.ntotal
-    index.construct_rev_map()
+    for positions in ivf_positions(ivf):
+        positions -= np.searchsorted(gone, positions)
+    _set_id_map(index, np.delete(stored, gone))
     return index
+
+
+def ivf_positions(ivf: faiss.IndexIVF) -> list[np.ndarray]:
+    """Each non-empty inverted list's entries: positions in the IDMap2's id map. Views of the lists' own storage,
+    so a change to them changes the index."""
+    lists = ivf.invlists
+    sizes = [(n, lists.list_size(n)) for n in range(ivf.nlist)]
+    return [faiss.rev_swig_ptr(lists.get_ids(n), size) for n, size in sizes if size]
+
+
+def _set_id_map(index: faiss.Index, ids: np.ndarray) -> None:
+    """Make `ids` an IDMap2's id map (position -> id) after its inner index changed underneath."""
+    faiss.copy_array_to_vector(ids, index.id_map)
+    index.ntotal = _inner(index).ntotal
+    index.construct_rev_map()
 
 
 def merge(into: faiss.Index, other: faiss.Index) -> faiss.Index:
@@ -213,7 +223,5 @@ def merge(into: faiss.Index, other: faiss.Index) -> faiss.Index:
     # id map (search then returns wrong ids), so merge the inner index with that offset and extend the map here.
     offset = int(into.ntotal) if faiss.try_extract_index_ivf(inner) is not None else 0
     inner.merge_from(inner_other, offset)
-    faiss.copy_array_to_vector(np.concatenate([stored_ids(into), ids]), into.id_map)
-    into.ntotal = inner.ntotal
-    into.construct_rev_map()
+    _set_id_map(into, np.concatenate([stored_ids(into), ids]))
     return into

@@ -91,8 +91,5 @@ def _ivf_misnumbered(index) -> bool:
     ivf = faiss.try_extract_index_ivf(store._inner(index))
     if ivf is None:
         return False
-    lists = ivf.invlists
-    sizes = [lists.list_size(n) for n in range(ivf.nlist)]
-    positions = np.concatenate([faiss.rev_swig_ptr(lists.get_ids(n), size).copy() for n, size in enumerate(sizes) if size]
-                               or [np.zeros(0, np.int64)])
+    positions = np.concatenate([p.copy() for p in store.ivf_positions(ivf)] or [np.zeros(0, np.int64)])
     return not np.array_equal(np.sort(positions), np.arange(int(index.ntotal)))

@@ -143,7 +143,6 @@ class WriteQueue:
         for op in batch:
             op.result = {**result, "requests": len(batch)}
 
-
     def _patiently(self, kind: str, index: str, items: list[Any]) -> dict[str, Any]:
         end = time.monotonic() + self.patience_s
         while True:
