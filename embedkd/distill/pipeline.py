@@ -195,6 +195,8 @@ def distill(teacher: str, student: str, data: str, out: str, loss: str = DEFAULT
     t, model, lineage, previous_model = _load_models(teacher, teacher_kind, student, previous, weights, bool(lexical),
                                                      device, cache_dir)
     lineage["seed"] = options.seed  # with the data, the loss and the steps: enough to retrain the same student
+    if device.startswith("cpu"):  # CPU float sums round by thread count: at another count the same seed differs
+        lineage["threads"] = torch.get_num_threads()  # in the last bits (docs/distill.md, Seed)
     if general_auto and applies_by_default(t, model, weights):
         general_list = read_general_texts("wordnet")
     general = teacher_stream(general_list, t, model, general_max_length, options.seed) if general_list else None
