@@ -5,11 +5,13 @@ records the checkpoint, so a killed build rerun with the same arguments resumes 
 finished chunk. The FAISS files (the shards a write changed, and a manifest naming all of them:
 `shards.py`) are written to temp paths, checksummed and renamed into a new generation; the catalog
 switches to it in one transaction. Until that commit the catalog and the old
-files are untouched, so a failed job changes nothing.
+files are untouched, so a failed job changes nothing. An add encodes without its index's write lock and
+takes it to commit (`add_documents`), so a long add leaves the index to other writes until then.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import re
 import shutil
@@ -45,8 +47,13 @@ from .models import Index, Item, Job
 __all__ = ["build_index", "add_documents", "delete_items", "compact_index", "drop_index", "index_stem", "check_encoder_fits",
            "check_index_name"]
 
+log = logging.getLogger(__name__)
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEFAULT_CHUNK = 4096
+# how long an add that has encoded its documents waits for its index's write lock to commit them (another
+# add's commit, a compaction); refused after that, its chunks kept for a rerun
+COMMIT_WAIT_S = 600.0
 
 
 @dataclass
@@ -244,21 +251,42 @@ def _encode_job(catalog: Catalog, job: Job, encoder: Encoder, docs: DocSource, s
 
 
 def _run_job(catalog: Catalog, kind: str, target: str, params: dict[str, Any], encoder: Encoder, docs: DocSource,
-             scan: _Scan, positions: Sequence[int], chunk: int, progress: bool, finalize) -> dict[str, Any]:
+             scan: _Scan, positions: Sequence[int], chunk: int, progress: bool, finalize,
+             keep_failed: bool = True) -> dict[str, Any]:
+    """Encode the documents at `positions` in chunks (resuming a failed or killed run of the same parameters),
+    then `finalize(job, vectors, positions)`. A resumed job encodes the positions its first run planned (kept
+    in its folder), which `finalize` may plan again. The job's lock is held throughout; a failed job keeps its
+    chunks for a rerun unless `keep_failed` is False."""
     job = jobs.start_or_resume(catalog, kind, target, params, total=len(positions))
-    resumed_from = int(job.progress or 0)
-    t0 = time.perf_counter()
-    try:
-        vectors = _encode_job(catalog, job, encoder, docs, scan, positions, chunk, progress) if len(
-            positions) else ChunkVectors([], encoder.record.dimension)
-        result = finalize(job, vectors)
-    except BaseException as err:
-        # Encoded chunks stay in the job folder: a rerun resumes from them.
-        jobs.fail(catalog, job.id, f"{type(err).__name__}: {err}")
-        raise
-    jobs.finish(catalog, job.id)
+    with locks.job_lock(catalog, job.id, f"{kind} of index {target!r}"):
+        resumed_from = int(job.progress or 0)
+        t0 = time.perf_counter()
+        try:
+            positions = _job_positions(catalog, job, positions)
+            vectors = _encode_job(catalog, job, encoder, docs, scan, positions, chunk, progress) if len(
+                positions) else ChunkVectors([], encoder.record.dimension)
+            result = finalize(job, vectors, positions)
+        except BaseException as err:
+            # Encoded chunks stay in the job folder: a rerun resumes from them.
+            jobs.fail(catalog, job.id, f"{type(err).__name__}: {err}", keep=keep_failed)
+            raise
+        jobs.finish(catalog, job.id)
     result.update(job_id=job.id, resumed_from=resumed_from, seconds=round(time.perf_counter() - t0, 3))
     return result
+
+
+def _job_positions(catalog: Catalog, job: Job, positions: Sequence[int]) -> Sequence[int]:
+    """The positions a job encodes: those its first run planned. An add's plan depends on the index, which
+    other writes may have changed before a rerun, and its chunks are of that first plan."""
+    if isinstance(positions, range):  # a build's: all of the corpus, fixed by its parameters
+        return positions
+    path = jobs.job_dir(catalog, job.id) / "positions.npy"
+    if path.is_file():
+        return np.load(path).tolist()
+    tmp = path.with_name("positions.tmp.npy")
+    np.save(tmp, np.asarray(positions, dtype=np.int64))
+    tmp.replace(path)
+    return positions
 
 
 def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, factory: str = "Flat",
@@ -285,7 +313,7 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
     if getattr(docs, "path", None):
         params["corpus_path"] = str(Path(docs.path).resolve())
 
-    def finalize(job: Job, vectors: ChunkVectors) -> dict[str, Any]:
+    def finalize(job: Job, vectors: ChunkVectors, _positions) -> dict[str, Any]:
         faiss_ids = np.arange(len(scan.ids), dtype=np.int64)
         template = store.make_index(encoder.record.dimension, factory, metric)
         if store.needs_training(template):
@@ -385,53 +413,114 @@ def _switch(catalog: Catalog, index: Index, new: shards.ShardedIndex, apply_rows
             "checksum": checksum}
 
 
+def _read_index(catalog: Catalog, name: str) -> Index:
+    with catalog.session() as s:
+        index = get_index(s, name)
+        _ = index.model
+        s.expunge(index)
+    return index
+
+
 def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, chunk_size: int = DEFAULT_CHUNK,
-                  progress: bool = True, delete_missing: bool = False, max_delete: float = 0.1) -> dict[str, Any]:
+                  progress: bool = True, delete_missing: bool = False, max_delete: float = 0.1,
+                  lock_wait_s: float = COMMIT_WAIT_S, keep_failed: bool = True) -> dict[str, Any]:
     """Add new documents; a known id with changed content is re-embedded, an unchanged one skipped. With
     `delete_missing` the corpus is a full snapshot: items it lacks are deleted in the same new generation
-    (refused when they are more than `max_delete` of the index)."""
+    (refused when they are more than `max_delete` of the index).
+
+    The documents are encoded without the index's write lock, so that a long add leaves the index to other
+    writes; the add takes the lock to commit (waiting up to `lock_wait_s` for it), and if another write
+    committed meanwhile, plans again against the index as it is then: documents that became unchanged are
+    skipped, and those another write deleted or changed are encoded then. A failed add keeps its encoded chunks
+    for a rerun of the same command (`keep_failed`), even across other writes."""
     scan = _scan(docs)
-    with locks.target_lock(catalog, name):
-        with catalog.session() as s:
-            index = get_index(s, name)
-            _ = index.model
-            s.expunge(index)
-        check_encoder_fits(index, encoder)
-        plan = _plan_add(catalog, index, scan, delete_missing, max_delete)
-        removed = plan.replaced_faiss_ids + plan.missing_faiss_ids
-        params = {"corpus": docs.fingerprint, "model": encoder.record.fingerprint, "chunk": chunk_size,
-                  "generation": index.generation}
-        if delete_missing:
-            params["delete_missing"] = max_delete
+    index = _read_index(catalog, name)
+    check_encoder_fits(index, encoder)
+    plan = _plan_add(catalog, index, scan, delete_missing, max_delete)
+    params = {"corpus": docs.fingerprint, "model": encoder.record.fingerprint, "chunk": chunk_size}
+    if delete_missing:
+        params["delete_missing"] = max_delete
 
-        def finalize(job: Job, vectors: ChunkVectors) -> dict[str, Any]:
-            current = _load_current(catalog, index)
-            if removed:
-                current.remove_ids(np.array(removed), index.factory, index.metric)
-            new_ids = np.arange(index.next_id, index.next_id + len(plan.positions), dtype=np.int64)
-            for start, part in vectors.chunks():
-                current.add_with_ids(part, new_ids[start : start + len(part)])
+    def commit(encoded: Sequence[int], vectors: ChunkVectors) -> dict[str, Any]:
+        with locks.target_lock(catalog, name, wait_s=lock_wait_s):
+            now = _read_index(catalog, name)
+            check_encoder_fits(now, encoder)  # an upgrade may have switched the index to another model meanwhile
+            final = plan if now.generation == index.generation else _plan_add(catalog, now, scan, delete_missing,
+                                                                              max_delete)
+            if not final.positions and not final.missing_faiss_ids:
+                gen = _retag_only(catalog, now, final.retagged) if final.retagged else now.generation
+                return {"index": name, "count": now.count, "generation": gen, "added": 0, "updated": 0,
+                        "unchanged": final.skipped, "metadata_updated": len(final.retagged), "deleted": 0}
+            return _commit_add(catalog, now, scan, final, _vectors_for(final.positions, encoded, vectors, encoder,
+                                                                       docs, scan))
 
-            def rows(s, gen: int) -> None:
-                update_item_infos(s, index.id, plan.retagged, gen)
-                delete_items_by_faiss_ids(s, index.id, removed, gen)
-                s.flush()
-                insert_items(s, index.id, [scan.ids[p] for p in plan.positions], new_ids,
-                             [scan.keys[p] for p in plan.positions], [scan.infos[p] for p in plan.positions], gen)
-                s.execute(update(Index).where(Index.id == index.id).values(next_id=index.next_id + len(new_ids)))
-
-            out = _switch(catalog, index, current, rows)
-            out.update(added=len(plan.positions) - len(plan.replaced_faiss_ids), updated=len(plan.replaced_faiss_ids),
-                       unchanged=plan.skipped, metadata_updated=len(plan.retagged), deleted=len(plan.missing_faiss_ids))
-            return out
-
-        if not plan.positions and not plan.missing_faiss_ids:
-            gen = _retag_only(catalog, index, plan.retagged) if plan.retagged else index.generation
-            return {"index": name, "count": index.count, "generation": gen, "added": 0, "updated": 0,
-                    "unchanged": plan.skipped, "metadata_updated": len(plan.retagged), "deleted": 0, **_skipped(docs)}
-        out = _run_job(catalog, "add", name, params, encoder, docs, scan, plan.positions, chunk_size, progress,
-                       finalize)
+    if not plan.positions:
+        return {**commit([], ChunkVectors([], encoder.record.dimension)), **_skipped(docs)}
+    out = _run_job(catalog, "add", name, params, encoder, docs, scan, plan.positions, chunk_size, progress,
+                   lambda _job, vectors, positions: commit(positions, vectors), keep_failed)
     return {**out, **_skipped(docs)}
+
+
+def _commit_add(catalog: Catalog, index: Index, scan: _Scan, plan: _Plan, vectors) -> dict[str, Any]:
+    """Write the plan as the index's next generation (call holding its write lock): old vectors of changed and
+    missing documents out, `vectors` (of `plan.positions`, in order) in under new FAISS ids."""
+    removed = plan.replaced_faiss_ids + plan.missing_faiss_ids
+    current = _load_current(catalog, index)
+    if removed:
+        current.remove_ids(np.array(removed), index.factory, index.metric)
+    new_ids = np.arange(index.next_id, index.next_id + len(plan.positions), dtype=np.int64)
+    for start, part in vectors.chunks():
+        current.add_with_ids(part, new_ids[start : start + len(part)])
+
+    def rows(s, gen: int) -> None:
+        update_item_infos(s, index.id, plan.retagged, gen)
+        delete_items_by_faiss_ids(s, index.id, removed, gen)
+        s.flush()
+        insert_items(s, index.id, [scan.ids[p] for p in plan.positions], new_ids,
+                     [scan.keys[p] for p in plan.positions], [scan.infos[p] for p in plan.positions], gen)
+        s.execute(update(Index).where(Index.id == index.id).values(next_id=index.next_id + len(new_ids)))
+
+    out = _switch(catalog, index, current, rows)
+    out.update(added=len(plan.positions) - len(plan.replaced_faiss_ids), updated=len(plan.replaced_faiss_ids),
+               unchanged=plan.skipped, metadata_updated=len(plan.retagged), deleted=len(plan.missing_faiss_ids))
+    return out
+
+
+class _Picked:
+    """The vectors of `wanted` positions, in order: rows of a job's chunks (encoded for `encoded` positions)
+    and of `extra` (encoded for `extra_positions`), read a block at a time."""
+
+    def __init__(self, wanted: list[int], encoded: Sequence[int], vectors: ChunkVectors, extra_positions: list[int],
+                 extra: np.ndarray) -> None:
+        self.wanted, self.vectors, self.extra = wanted, vectors, extra
+        self.row = {p: r for r, p in enumerate(encoded)}
+        self.extra_row = {p: r for r, p in enumerate(extra_positions)}
+
+    def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        for start in range(0, len(self.wanted), DEFAULT_CHUNK):
+            block = self.wanted[start : start + DEFAULT_CHUNK]
+            out = np.empty((len(block), self.vectors.dimension), np.float32)
+            mine = np.array([p in self.row for p in block], dtype=bool)
+            if mine.any():
+                out[mine] = self.vectors[np.array([self.row[p] for p in block if p in self.row])]
+            if not mine.all():
+                out[~mine] = self.extra[[self.extra_row[p] for p in block if p not in self.row]]
+            yield start, out
+
+
+def _vectors_for(wanted: list[int], encoded: Sequence[int], vectors: ChunkVectors, encoder: Encoder, docs: DocSource,
+                 scan: _Scan):
+    """The vectors of the `wanted` positions from a job that encoded `encoded`: the job's own when the two are
+    the same; else its rows that are still wanted, and the rest encoded now."""
+    if list(wanted) == list(encoded):
+        return vectors
+    have = set(encoded)
+    extra_positions = [p for p in wanted if p not in have]
+    log.info("the index changed while this add encoded: %d more documents to encode, %d encoded ones not needed",
+             len(extra_positions), len(have.difference(wanted)))
+    extra = (_encode_sorted(encoder, list(_contents(docs, scan, extra_positions)), tqdm(disable=True))
+             if extra_positions else np.zeros((0, encoder.record.dimension), np.float32))
+    return _Picked(list(wanted), encoded, vectors, extra_positions, extra)
 
 
 def delete_items(catalog: Catalog, name: str, external_ids: list[str], purge: bool = False) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""Job rows and per-target locks. A job is resumed when a rerun has the same parameters.
+"""Job rows. A job is resumed when a rerun has the same parameters.
 
-A job's encoded chunks stay in its folder until it finishes, so that a rerun resumes from them. A job that
-can no longer resume (the index was written by another job since, or dropped) is marked superseded and its
-chunks deleted; an operator lists jobs with `list_jobs` and drops one's chunks with `cancel`.
+A job's encoded chunks stay in its folder until it finishes, so that a rerun resumes from them. The process
+running a job holds the job's lock (`locks.job_lock`): a job stored as running whose lock nobody holds was
+killed ("interrupted"). When a job of an index finishes, or the index is dropped, the index's other jobs
+that are not running are marked superseded and their chunks deleted; an operator lists jobs with
+`list_jobs` and drops one's chunks with `cancel`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from sqlalchemy import delete, func, select
 
 from .context import Catalog
 from .errors import Conflict, NotFound, UserError
-from .locks import target_lock, writer
+from .locks import job_lock, job_lock_path, job_writer
 from .models import Job
 
 __all__ = ["params_hash", "start_or_resume", "update_progress", "finish", "fail", "job_dir",
@@ -71,14 +73,22 @@ def update_progress(catalog: Catalog, job_id: int, progress: int, checkpoint: di
 
 
 def finish(catalog: Catalog, job_id: int) -> None:
-    """Mark the job done, delete its chunks, and supersede the target's unfinished jobs (none can resume now)."""
+    """Mark the job done, delete its chunks, and supersede the target's unfinished builds, which cannot resume
+    now that the index exists (call holding the job's lock). Unfinished adds can: an add plans again at its
+    commit against the index as it is then."""
     with catalog.session() as s:
         job = s.get(Job, job_id)
         job.state = "done"
         target = job.target
-    shutil.rmtree(job_dir_path(catalog, job_id), ignore_errors=True)
-    supersede(catalog, target)
+    _forget(catalog, job_id)
+    supersede(catalog, target, kind="build")
     _prune(catalog, target)
+
+
+def _forget(catalog: Catalog, job_id: int) -> None:
+    """Delete an ended job's chunks and lock file."""
+    shutil.rmtree(job_dir_path(catalog, job_id), ignore_errors=True)
+    job_lock_path(catalog, job_id).unlink(missing_ok=True)
 
 
 def _prune(catalog: Catalog, target: str) -> None:
@@ -90,23 +100,40 @@ def _prune(catalog: Catalog, target: str) -> None:
             s.execute(delete(Job).where(Job.id.in_(old[start : start + 500])))
 
 
-def supersede(catalog: Catalog, target: str) -> list[int]:
-    """Mark the unfinished jobs of `target` superseded and delete their chunks (call holding its write lock)."""
+def supersede(catalog: Catalog, target: str, kind: str | None = None) -> list[int]:
+    """Mark the unfinished jobs of `target` (of `kind`, if given) that no process runs superseded and delete
+    their chunks. Each is held by its lock meanwhile, so that a rerun cannot resume it while its chunks go; a
+    running one (an add encoding in another process) is left alone, to fail at its commit."""
+    query = select(Job.id).where(Job.target == target, Job.state.in_(UNFINISHED))
     with catalog.session() as s:
-        stale = s.scalars(select(Job).where(Job.target == target, Job.state.in_(UNFINISHED))).all()
-        for job in stale:
-            job.state = "superseded"
-        ids = [job.id for job in stale]
+        ids = s.scalars(query if kind is None else query.where(Job.kind == kind)).all()
+    done = []
     for job_id in ids:
-        shutil.rmtree(job_dir_path(catalog, job_id), ignore_errors=True)
-    return ids
+        if job_writer(catalog, job_id) is not None:
+            continue
+        try:
+            with job_lock(catalog, job_id, f"a job of index {target!r}", wait_s=0):
+                with catalog.session() as s:
+                    job = s.get(Job, job_id)
+                    if job is None or job.state not in UNFINISHED:
+                        continue
+                    job.state = "superseded"
+                _forget(catalog, job_id)
+                done.append(job_id)
+        except Conflict:  # a rerun took it just now: it is running
+            continue
+    return done
 
 
-def fail(catalog: Catalog, job_id: int, error: str) -> None:
+def fail(catalog: Catalog, job_id: int, error: str, keep: bool = True) -> None:
+    """Record a job's failure; its chunks stay for a rerun to resume from, or with `keep=False` go at once
+    (the job is then cancelled: an HTTP write's, whose client resends a request that may be merged otherwise)."""
     with catalog.session() as s:
         job = s.get(Job, job_id)
-        job.state = "failed"
+        job.state = "failed" if keep else "cancelled"
         job.error = error[:2000]
+    if not keep:
+        _forget(catalog, job_id)
 
 
 def disk_bytes(path: Path) -> int:
@@ -121,10 +148,10 @@ def _stored_bytes(catalog: Catalog, job_id: int) -> int:
 
 
 def _state(catalog: Catalog, job: Job) -> tuple[str, str | None]:
-    """The job's state as shown, and who holds its index when it runs ("interrupted": nobody, it was killed)."""
+    """The job's state as shown, and who runs it when it runs ("interrupted": nobody, it was killed)."""
     if job.state != "running":
         return job.state, None
-    holder = writer(catalog, job.target)
+    holder = job_writer(catalog, job.id)
     return ("running" if holder else "interrupted"), holder
 
 
@@ -181,12 +208,13 @@ def cancel(catalog: Catalog, job_id: int) -> dict[str, Any]:
         target, stored = job.target, job.state
     if stored not in UNFINISHED:
         raise UserError(f"job {job_id} is {stored}; only a failed or interrupted job can be cancelled")
-    with target_lock(catalog, target):  # refused while it runs: a running job is stopped by stopping its process
+    # refused while it runs: a running job is stopped by stopping its process
+    with job_lock(catalog, job_id, f"a job of index {target!r}"):
         with catalog.session() as s:
             job = s.get(Job, job_id)
             if job.state not in UNFINISHED:
                 raise Conflict(f"job {job_id} became {job.state} meanwhile; nothing was cancelled")
             job.state = "cancelled"
         freed = _stored_bytes(catalog, job_id)
-        shutil.rmtree(job_dir_path(catalog, job_id), ignore_errors=True)
+        _forget(catalog, job_id)
     return {"id": job_id, "index": target, "state": "cancelled", "freed_bytes": freed}

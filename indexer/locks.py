@@ -1,4 +1,9 @@
-"""One writer per index: a lock that is released when its holder dies.
+"""One writer per index, one process per job: locks that are released when their holder dies.
+
+An index's write lock is held to write its files and rows (a build, a commit, a delete); a job's lock is held
+by the process running the job, from its first encoded chunk to its end, which is how `index jobs` tells a
+running job from an interrupted one. An add encodes holding only its job's lock, so that a long add leaves
+its index free for other writes until it commits.
 
 On an embedded (SQLite) catalog the lock is a file in EMBEDKD_HOME, locked with flock: the OS releases
 it when the process dies. A PostgreSQL catalog is shared by processes on several machines (over a
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import socket
 import time
@@ -25,9 +31,11 @@ from sqlalchemy.orm import Session
 from .context import Catalog
 from .errors import Conflict
 
-__all__ = ["target_lock", "is_writing", "writer", "check_held", "lock_key"]
+__all__ = ["target_lock", "job_lock", "is_writing", "writer", "job_writer", "check_held", "lock_key", "job_lock_path"]
 
-_LOCK_TRIES = 20  # one second
+log = logging.getLogger(__name__)
+
+_TRY_EVERY_S = 0.05
 
 
 def _me() -> str:
@@ -39,22 +47,31 @@ def _shared(catalog: Catalog) -> bool:
     return catalog.engine.dialect.name == "postgresql"
 
 
-def lock_key(target: str) -> int:
-    """The advisory lock key of an index: a signed 64-bit hash of its name (collisions ~2^-64 a pair)."""
-    return int.from_bytes(hashlib.sha256(f"embedkd:index:{target}".encode()).digest()[:8], "big", signed=True)
+def lock_key(target: str, what: str = "index") -> int:
+    """The advisory lock key of an index (or of a job, `what="job"`): a signed 64-bit hash of its name
+    (collisions ~2^-64 a pair)."""
+    return int.from_bytes(hashlib.sha256(f"embedkd:{what}:{target}".encode()).digest()[:8], "big", signed=True)
 
 
 def _lock_path(catalog: Catalog, target: str) -> Path:
     return catalog.settings.home / "locks" / f"{target}.lock"
 
 
-def _acquire(try_once: Callable[[], bool], target: str) -> None:
-    for attempt in range(_LOCK_TRIES):
+def job_lock_path(catalog: Catalog, job_id: int) -> Path:
+    """A job's lock file (SQLite catalogs), deleted with the job's chunks when it ends."""
+    return catalog.settings.home / "locks" / "jobs" / f"{job_id}.lock"
+
+
+def _acquire(try_once: Callable[[], bool], refusal: Callable[[], str], wait_s: float = 1.0) -> None:
+    tries = max(1, round(wait_s / _TRY_EVERY_S))
+    for attempt in range(tries):
         if try_once():
             return
-        if attempt < _LOCK_TRIES - 1:
-            time.sleep(0.05)
-    raise Conflict(f"another job is writing index {target!r} right now; wait for it to finish")
+        if attempt == 20:  # a long wait (an add's commit): say why the command seems stuck
+            log.warning("%s: waiting up to %.0f s", refusal().split(";")[0], wait_s)
+        if attempt < tries - 1:
+            time.sleep(_TRY_EVERY_S)
+    raise Conflict(refusal())
 
 
 def _try_advisory(conn: Connection, key: int) -> bool:
@@ -66,19 +83,21 @@ _HELD: dict[tuple[str, str], int] = {}
 
 
 @contextmanager
-def _advisory_lock(catalog: Catalog, target: str) -> Iterator[None]:
-    key = lock_key(target)
+def _advisory_lock(catalog: Catalog, key: int, refusal: Callable[[], str], held: tuple[str, str] | None,
+                   wait_s: float = 1.0) -> Iterator[None]:
+    """Hold advisory lock `key`; `held` names it in `_HELD` for `check_held` (index locks)."""
     # its own connection, outside any transaction, kept for the whole write: the lock lives as long as it
     conn = catalog.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    held = (str(catalog.engine.url), target)
     try:
         conn.execute(text("SELECT set_config('application_name', :me, false)"), {"me": _me()})  # `writer` reads it
-        _acquire(lambda: _try_advisory(conn, key), target)
-        _HELD[held] = int(conn.execute(text("SELECT pg_backend_pid()")).scalar())
+        _acquire(lambda: _try_advisory(conn, key), refusal, wait_s)
+        if held:
+            _HELD[held] = int(conn.execute(text("SELECT pg_backend_pid()")).scalar())
         try:
             yield
         finally:
-            _HELD.pop(held, None)
+            if held:
+                _HELD.pop(held, None)
             try:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
             except Exception:  # noqa: BLE001 - the connection is gone, and the lock with it
@@ -95,20 +114,20 @@ def check_held(session: Session, target: str) -> None:
     pid = _HELD.get((str(bind.url), target))
     if bind.dialect.name != "postgresql" or pid is None:
         return
-    if pid not in {row.pid for row in _holders(session, target)}:
+    if pid not in {row.pid for row in _holders(session, lock_key(target))}:
         raise Conflict(f"this job lost the write lock of index {target!r} (its database connection dropped); "
                        "nothing was committed; run the command again")
 
 
-def _halves(target: str) -> tuple[int, int]:
-    """The lock key as pg_locks shows a bigint key: high half in classid, low half in objid (unsigned)."""
-    return divmod(lock_key(target) & 0xFFFFFFFFFFFFFFFF, 1 << 32)
+def _halves(key: int) -> tuple[int, int]:
+    """A lock key as pg_locks shows a bigint key: high half in classid, low half in objid (unsigned)."""
+    return divmod(key & 0xFFFFFFFFFFFFFFFF, 1 << 32)
 
 
-def _holders(conn: Connection | Session, target: str) -> list:
-    """The sessions holding `target`'s advisory lock in this database (at most one): server pid and
+def _holders(conn: Connection | Session, key: int) -> list:
+    """The sessions holding advisory lock `key` in this database (at most one): server pid and
     application_name. Read from pg_locks, not by trying the lock: a look must never make a writer wait."""
-    hi, lo = _halves(target)
+    hi, lo = _halves(key)
     return conn.execute(text(
         "SELECT l.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
         "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
@@ -125,12 +144,11 @@ def _try_flock(fd: int) -> bool:
 
 
 @contextmanager
-def _file_lock(catalog: Catalog, target: str) -> Iterator[None]:
-    path = _lock_path(catalog, target)
+def _file_lock(path: Path, refusal: Callable[[], str], wait_s: float = 1.0) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        _acquire(lambda: _try_flock(fd), target)
+        _acquire(lambda: _try_flock(fd), refusal, wait_s)
         os.ftruncate(fd, 0)
         os.pwrite(fd, _me().encode(), 0)  # `writer` reads it
         yield
@@ -139,28 +157,60 @@ def _file_lock(catalog: Catalog, target: str) -> Iterator[None]:
 
 
 @contextmanager
-def target_lock(catalog: Catalog, target: str) -> Iterator[None]:
-    """Hold index `target`'s write lock (`Conflict` when another process keeps it for over a second)."""
-    with (_advisory_lock if _shared(catalog) else _file_lock)(catalog, target):
+def target_lock(catalog: Catalog, target: str, wait_s: float = 1.0) -> Iterator[None]:
+    """Hold index `target`'s write lock (`Conflict` when another process keeps it for over `wait_s`)."""
+    def refusal() -> str:
+        return f"another job is writing index {target!r} right now; wait for it to finish"
+
+    if _shared(catalog):
+        lock = _advisory_lock(catalog, lock_key(target), refusal, (str(catalog.engine.url), target), wait_s)
+    else:
+        lock = _file_lock(_lock_path(catalog, target), refusal, wait_s)
+    with lock:
+        yield
+
+
+@contextmanager
+def job_lock(catalog: Catalog, job_id: int, what: str, wait_s: float = 1.0) -> Iterator[None]:
+    """Hold job `job_id`'s lock while running it (`Conflict` when another process runs it: the same command
+    started twice). `what` names the job in that message ("add to index 'x'")."""
+    def refusal() -> str:
+        return (f"job {job_id} ({what}) is already running in another process ({job_writer(catalog, job_id)}); "
+                "wait for it to finish")
+
+    if _shared(catalog):
+        lock = _advisory_lock(catalog, lock_key(str(job_id), "job"), refusal, None, wait_s)
+    else:
+        lock = _file_lock(job_lock_path(catalog, job_id), refusal, wait_s)
+    with lock:
         yield
 
 
 def is_writing(catalog: Catalog, target: str) -> bool:
     """Whether a process holds `target`'s write lock: on any machine sharing a PostgreSQL catalog, on
-    this one for SQLite. A job stored as running whose lock nobody holds was killed."""
+    this one for SQLite."""
     return writer(catalog, target) is not None
 
 
 def writer(catalog: Catalog, target: str) -> str | None:
     """Who holds `target`'s write lock ("embedkd HOST pid N"), or None when nobody does."""
+    return _holder(catalog, lock_key(target), _lock_path(catalog, target))
+
+
+def job_writer(catalog: Catalog, job_id: int) -> str | None:
+    """Who runs job `job_id` ("embedkd HOST pid N"), or None when nobody does (it ended, or was killed)."""
+    return _holder(catalog, lock_key(str(job_id), "job"), job_lock_path(catalog, job_id))
+
+
+def _holder(catalog: Catalog, key: int, path: Path) -> str | None:
     if _shared(catalog):
         with catalog.engine.connect() as conn:
-            rows = _holders(conn, target)
+            rows = _holders(conn, key)
         return (rows[0].application_name or "a process") if rows else None
-    path = _lock_path(catalog, target)
-    if not path.is_file():
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # never taken, or a job's, deleted when it ended
         return None
-    fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared and released at once: a writer holds it exclusively
         return None

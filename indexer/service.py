@@ -67,8 +67,10 @@ def create_app(searcher: Searcher, token: str | None = None, write_patience_s: f
     app.state.searcher = searcher
     # concurrent document writes to an index are applied together (one generation), not refused
     writes = WriteQueue(
+        # the queue waits out a held index itself (patience_s), so its adds take the lock as deletes do; a
+        # failed request's chunks go at once (its client resends it, perhaps merged with others)
         lambda index, docs: add_documents(searcher.catalog, index, searcher.index_encoder(index), ListSource(docs),
-                                          progress=False),
+                                          progress=False, lock_wait_s=1.0, keep_failed=False),
         lambda index, ids, purge=False: delete_items(searcher.catalog, index, ids, purge=purge),
         patience_s=write_patience_s)
     if token:

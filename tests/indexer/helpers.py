@@ -75,3 +75,16 @@ def load_index(catalog, name: str) -> shards.ShardedIndex:
     with catalog.session() as s:
         idx = get_index(s, name)
         return shards.load(catalog.settings.index_dir / name / idx.file, idx.checksum)
+
+
+class Failing:
+    """The real encoder, failing from its `after`-th call on (a worker lost mid-job)."""
+
+    def __init__(self, encoder, after: int) -> None:
+        self.encoder, self.after, self.calls, self.record = encoder, after, 0, encoder.record
+
+    def __call__(self, texts):
+        self.calls += 1
+        if self.calls > self.after:
+            raise RuntimeError("encoder worker lost")
+        return self.encoder(texts)

@@ -1,6 +1,6 @@
 """Jobs an operator can see and clean up (`indexer/jobs.py`, `embedkd index jobs|cancel`, `GET /jobs`): a failed
-job keeps its encoded chunks for a rerun, and loses them when it can no longer resume (the index was written
-since, or dropped) or when cancelled; a running job cannot be cancelled."""
+job keeps its encoded chunks for a rerun, and loses them when it can no longer resume (a build once its index
+exists, any job of a dropped index) or when cancelled; a running job cannot be cancelled."""
 
 from __future__ import annotations
 
@@ -14,18 +14,7 @@ from indexer.corpus import ListSource, read_corpus
 from indexer.errors import Conflict, NotFound, UserError
 from indexer.models import Job
 
-
-class Failing:
-    """The real encoder, failing from its `after`-th call on (a worker lost mid-job)."""
-
-    def __init__(self, encoder, after: int) -> None:
-        self.encoder, self.after, self.calls, self.record = encoder, after, 0, encoder.record
-
-    def __call__(self, texts):
-        self.calls += 1
-        if self.calls > self.after:
-            raise RuntimeError("encoder worker lost")
-        return self.encoder(texts)
+from .helpers import Failing
 
 
 def _failed_build(catalog, minilm, docs, name: str = "j", chunk: int = 8) -> dict:
@@ -60,8 +49,8 @@ def test_a_failed_job_shows_its_progress_and_chunks_until_superseded(sqlite_cata
 def test_cancel_deletes_the_chunks_of_a_failed_job_only(sqlite_catalog, minilm, beir_small):
     docs = list(read_corpus(beir_small))[:30]
     failed = _failed_build(sqlite_catalog, minilm, docs)
-    with locks.target_lock(sqlite_catalog, "j"), pytest.raises(Conflict, match="another job is writing"):
-        jobs.cancel(sqlite_catalog, failed["id"])  # its index is being written: refused, chunks kept
+    with locks.job_lock(sqlite_catalog, failed["id"], "build of index 'j'"), pytest.raises(Conflict, match="already running"):
+        jobs.cancel(sqlite_catalog, failed["id"])  # a process runs it (a rerun): refused, chunks kept
     assert jobs.job_dir_path(sqlite_catalog, failed["id"]).is_dir()
     out = jobs.cancel(sqlite_catalog, failed["id"])
     assert out["state"] == "cancelled" and out["freed_bytes"] == failed["stored_bytes"]
@@ -75,13 +64,18 @@ def test_cancel_deletes_the_chunks_of_a_failed_job_only(sqlite_catalog, minilm, 
     assert out["resumed_from"] == 0 and out["job_id"] != failed["id"]
 
 
-def test_running_or_interrupted_is_told_by_the_write_lock(sqlite_catalog):
+def test_running_or_interrupted_is_told_by_the_job_lock(sqlite_catalog):
     with sqlite_catalog.session() as s:
-        s.add(Job(kind="build", target="k", params_hash="x", params={}, progress=3, total=9, checkpoint={},
-                  state="running"))
+        job = Job(kind="build", target="k", params_hash="x", params={}, progress=3, total=9, checkpoint={},
+                  state="running")
+        s.add(job)
+        s.flush()
+        job_id = job.id
     assert [r["state"] for r in jobs.list_jobs(sqlite_catalog)] == ["interrupted"]  # no process holds the lock
     assert jobs.count_by_state(sqlite_catalog) == {**dict.fromkeys(jobs.STATES, 0), "interrupted": 1}
-    with locks.target_lock(sqlite_catalog, "k"):
+    with locks.target_lock(sqlite_catalog, "k"):  # the index's lock says nothing of the job: an add encodes without it
+        assert [r["state"] for r in jobs.list_jobs(sqlite_catalog)] == ["interrupted"]
+    with locks.job_lock(sqlite_catalog, job_id, "build of index 'k'"):
         (row,) = jobs.list_jobs(sqlite_catalog, state="running")
         assert row["state"] == "running" and row["eta_s"] is None  # no time recorded yet: no rate
         with sqlite_catalog.session() as s:

@@ -76,13 +76,21 @@ def test_postgres_locks_span_machines(pg_url, tmp_path):
     there = open_catalog(load_settings(home=tmp_path / "b", database_url=pg_url))
     try:
         with here.session() as s:
-            s.add(Job(kind="build", target="x", params_hash="h", params={}, progress=1, total=4, checkpoint={},
-                      state="running"))
+            job = Job(kind="build", target="x", params_hash="h", params={}, progress=1, total=4, checkpoint={},
+                      state="running")
+            s.add(job)
+            s.flush()
+            job_id = job.id
         assert [r["state"] for r in jobs.list_jobs(there)] == ["interrupted"]
-        with locks.target_lock(here, "x"):
+        with locks.job_lock(here, job_id, "build of index 'x'"):
             (row,) = jobs.list_jobs(there)
             assert row["state"] == "running"  # a file lock would say interrupted
             assert row["writer"] == f"embedkd {socket.gethostname()} pid {os.getpid()}"
+            with pytest.raises(Conflict, match=f"job {job_id} .build of index 'x'. is already running in another "
+                                               f"process .embedkd {socket.gethostname()} pid {os.getpid()}"):
+                with locks.job_lock(there, job_id, "build of index 'x'"):
+                    pass
+        with locks.target_lock(here, "x"):
             with pytest.raises(Conflict, match="another job is writing index 'x'"):
                 with locks.target_lock(there, "x"):
                     pass
@@ -98,10 +106,11 @@ def test_lock_keys_are_signed_64_bit_and_differ_by_name():
     assert locks.lock_key("papers") == locks.lock_key("papers")
 
 
-def test_a_write_that_lost_its_postgres_lock_commits_nothing(pg_url, tmp_path, minilm, beir_small):
+def test_a_write_that_lost_its_postgres_lock_commits_nothing(pg_url, tmp_path, minilm, beir_small, monkeypatch):
     """The lock's connection dropped mid-write (a server restart, a network cut): the commit is refused."""
     from sqlalchemy import text
 
+    from indexer import build
     from indexer.build import add_documents, build_index
     from indexer.corpus import ListSource, read_corpus
 
@@ -111,21 +120,21 @@ def test_a_write_that_lost_its_postgres_lock_commits_nothing(pg_url, tmp_path, m
     try:
         docs = list(read_corpus(beir_small))
         build_index(catalog, "p", minilm, ListSource(docs[:10]), progress=False)
+        write = build.shards.write
 
-        class CutsTheLock:  # the real model; while it encodes, the lock's server connection is terminated
-            record = minilm.record
-
-            def __call__(self, texts):
-                with catalog.engine.connect() as conn:
-                    hi, lo = locks._halves("p")
-                    conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
-                                      "AND classid::bigint = :hi AND objid::bigint = :lo"), {"hi": hi, "lo": lo})
-                    conn.commit()
-                return minilm(texts)
+        def cuts_the_lock(*args, **kwargs):  # while the add writes its files, the lock's connection is terminated
+            with catalog.engine.connect() as conn:
+                hi, lo = locks._halves(locks.lock_key("p"))
+                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                                  "AND classid::bigint = :hi AND objid::bigint = :lo"), {"hi": hi, "lo": lo})
+                conn.commit()
+            return write(*args, **kwargs)
 
         before = snapshot(catalog)
+        monkeypatch.setattr(build.shards, "write", cuts_the_lock)
         with pytest.raises(Conflict, match="lost the write lock of index 'p'.*nothing was committed"):
-            add_documents(catalog, "p", CutsTheLock(), ListSource(docs[10:15]), progress=False)
+            add_documents(catalog, "p", minilm, ListSource(docs[10:15]), progress=False)
+        monkeypatch.setattr(build.shards, "write", write)
         assert snapshot(catalog) == before
         assert add_documents(catalog, "p", minilm, ListSource(docs[10:15]), progress=False)["added"] == 5  # rerun
     finally:

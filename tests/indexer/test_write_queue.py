@@ -176,11 +176,12 @@ def test_waiting_requests_are_bounded(index, minilm):
 
 
 def test_an_index_held_by_another_process_is_waited_for(index, minilm):
-    """An `index add` job elsewhere holds the index for longer than the lock's own one-second wait: a queued
-    write tries again for `patience_s` and goes through when it is released; with no patience, a 409."""
+    """Another process (a compaction, another add's commit) holds the index for longer than the lock's own
+    one-second wait: a queued write tries again for `patience_s` and goes through when it is released; with no
+    patience, a 409."""
     from indexer import locks
 
-    writes = (lambda i, d: add_documents(index, i, minilm, ListSource(d), progress=False),
+    writes = (lambda i, d: add_documents(index, i, minilm, ListSource(d), progress=False, lock_wait_s=1.0),  # as the service
               lambda i, ids: delete_items(index, i, ids))
     holding, release = threading.Event(), threading.Event()
 
