@@ -45,7 +45,7 @@ from .hashing import sha256_text
 from .models import Index, Item, Job
 
 __all__ = ["build_index", "add_documents", "delete_items", "compact_index", "drop_index", "index_stem", "check_encoder_fits",
-           "check_index_name"]
+           "check_index_name", "content_key"]
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def index_stem(name: str, generation: int) -> str:
     return f"{name}.g{generation}"
 
 
-def _content_key(content: Any) -> str:
+def content_key(content: Any) -> str:
+    """What an item stores as its content hash (a changed document is re-embedded, an unchanged one skipped)."""
     return sha256_text(content if isinstance(content, str) else str(content))
 
 
@@ -104,7 +105,7 @@ def _scan(docs: Iterable[Doc]) -> _Scan:
             )
         seen[doc.id] = pos
         out.ids.append(doc.id)
-        out.keys.append(_content_key(doc.content))
+        out.keys.append(content_key(doc.content))
         out.infos.append(doc.info)
         if out.contents is not None:
             out.contents.append(doc.content)
@@ -147,7 +148,7 @@ def _contents(docs: DocSource, scan: _Scan, positions: Sequence[int]) -> Iterato
         if want is None:
             return
         if pos == want:
-            if doc.id != scan.ids[pos] or _content_key(doc.content) != scan.keys[pos]:
+            if doc.id != scan.ids[pos] or content_key(doc.content) != scan.keys[pos]:
                 raise UserError(f"the corpus changed while this job read it (document {pos + 1}, id {doc.id!r}); "
                                 "nothing was written: run the command again once the file is complete")
             yield doc.content

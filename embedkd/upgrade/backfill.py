@@ -7,9 +7,13 @@
    generation), model, dimension and items; NAME's adapters are deactivated (queries by v2 now need
    none); the staging row goes. Searchers see the new generation on their next query.
 
-Documents added to or deleted from NAME while the backfill ran would be lost by the switch, so the
-switch compares the two item sets (ids and content hashes) and refuses with a Conflict that says what
-to add to the staging index when they differ.
+Documents added to, changed in or deleted from NAME while the backfill ran would be lost by the switch, so
+before it the staging index catches up: the documents NAME holds that it lacks are read from the backfill's
+corpus (where the corpus has them as NAME does) and added with v2, and the ones NAME no longer holds are
+deleted. That happens once without NAME's write lock (the bulk), then again holding it with the switch (only
+what was written meanwhile), so a live index, written to throughout, still switches. A document that NAME
+holds and the corpus lacks (added over HTTP, or from another file) cannot be embedded with v2 here: the switch
+is refused with a Conflict that says how many and how to add them.
 """
 
 from __future__ import annotations
@@ -21,15 +25,15 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from indexer import locks, shards
-from indexer.build import build_index, index_stem
+from indexer.build import add_documents, build_index, content_key, delete_items, index_stem
 from indexer.catalog import get_index, update_item_infos
 from indexer.context import Catalog
-from indexer.corpus import DocSource
+from indexer.corpus import DocSource, ListSource
 from indexer.errors import Conflict, UserError
 from indexer.models import Adapter as AdapterRow
 from indexer.models import Index, Item, item_removals
 
-__all__ = ["backfill", "staging_name", "switch_to_staging"]
+__all__ = ["backfill", "catch_up", "staging_name", "switch_to_staging"]
 
 log = logging.getLogger(__name__)
 
@@ -71,25 +75,58 @@ def backfill(catalog: Catalog, name: str, encoder: Any, docs: DocSource, chunk_s
             f"a backfill of {name!r} with another model is in progress as index {stage!r}; "
             f"finish it with that model or drop it with `embedkd index drop --index {stage}`"
         )
-    out = switch_to_staging(catalog, name)
+    caught = catch_up(catalog, name, encoder, docs)  # the bulk of what was written meanwhile, NAME left free
+    out = switch_to_staging(catalog, name, encoder, docs)
     out["built"] = built
+    last = out.pop("caught_up")
+    out["caught_up"] = {"added": caught["added"] + last["added"], "deleted": caught["deleted"] + last["deleted"]}
     return out
 
 
-def switch_to_staging(catalog: Catalog, name: str) -> dict[str, Any]:
-    """Atomically make index `name` serve the staging index's vectors, model and items."""
+def catch_up(catalog: Catalog, name: str, encoder: Any, docs: DocSource) -> dict[str, int]:
+    """Bring the staging index to index `name`'s documents: add (with `encoder`, v2) those `name` holds and
+    the staging index lacks or holds otherwise, where `docs` has them as `name` does; delete those `name` no
+    longer holds. Counts of added, deleted, and of documents `docs` lacks (left out)."""
     stage = staging_name(name)
-    with locks.target_lock(catalog, name), locks.target_lock(catalog, stage):
+    with catalog.session() as s:
+        ours, staged = _items(s, get_index(s, name).id), _items(s, get_index(s, stage).id)
+    wanted = {k: h for k, h in ours.items() if staged.get(k) != h}
+    gone = [k for k in staged if k not in ours]
+    found = [d for d in docs if wanted.get(d.id) == content_key(d.content)] if wanted else []
+    if found:
+        add_documents(catalog, stage, encoder, ListSource(found), progress=False)
+    if gone:
+        delete_items(catalog, stage, gone, purge=True)  # the staging index becomes NAME's files: nothing listed
+    if found or gone:
+        log.info("backfill of %s caught up: %d documents added, %d deleted, %d not in the corpus", name, len(found),
+                 len(gone), len(wanted) - len(found))
+    return {"added": len(found), "deleted": len(gone), "not_in_corpus": len(wanted) - len(found)}
+
+
+def switch_to_staging(catalog: Catalog, name: str, encoder: Any = None, docs: DocSource | None = None) -> dict[str, Any]:
+    """Atomically make index `name` serve the staging index's vectors, model and items; with `encoder` and
+    `docs`, first catch up (`catch_up`) with what was written to `name` since, holding its write lock."""
+    stage = staging_name(name)
+    with locks.target_lock(catalog, name):
+        caught = (catch_up(catalog, name, encoder, docs) if encoder is not None and docs is not None
+                  else {"added": 0, "deleted": 0, "not_in_corpus": 0})
+        out = _switch_locked(catalog, name, stage)
+    shutil.rmtree(catalog.settings.index_dir / stage, ignore_errors=True)
+    return {**out, "caught_up": caught}
+
+
+def _switch_locked(catalog: Catalog, name: str, stage: str) -> dict[str, Any]:
+    with locks.target_lock(catalog, stage):
         with catalog.session() as s:
             orig, new = get_index(s, name), get_index(s, stage)
             if _items(s, orig.id) != _items(s, new.id):
                 a, b = _items(s, orig.id), _items(s, new.id)
                 missing = sum(1 for k, v in a.items() if b.get(k) != v)
-                extra = sum(1 for k in b if k not in a)
                 raise Conflict(
-                    f"index {name!r} changed during the backfill ({missing} documents new or changed, {extra} "
-                    f"deleted); add them to {stage!r} with `embedkd index add --index {stage} --model MODEL "
-                    "--corpus PATH` (and delete the deleted ones), then rerun the backfill to switch"
+                    f"index {name!r} holds {missing} documents (added or changed during the backfill) that its "
+                    f"corpus lacks or holds otherwise, so they cannot be embedded with the new model; add them to "
+                    f"{stage!r} with `embedkd index add --index {stage} --model MODEL --corpus PATH`, or give "
+                    "the backfill a corpus that has them (--corpus), then rerun it to switch"
                 )
             gen, old_file = orig.generation, orig.file
             src = catalog.settings.index_dir / stage / new.file
@@ -117,5 +154,4 @@ def switch_to_staging(catalog: Catalog, name: str) -> dict[str, Any]:
             if res.rowcount != 1:
                 raise Conflict(f"index {name!r} changed while switching; rerun the backfill")
             s.execute(delete(Index).where(Index.id == new_id))
-    shutil.rmtree(catalog.settings.index_dir / stage, ignore_errors=True)
     return {"index": name, "generation": gen + 1, "count": count, "dimension": dim, "switched": True}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from embedkd.upgrade.backfill import backfill, staging_name
-from indexer.build import add_documents, build_index
+from indexer.build import add_documents, build_index, delete_items
 from indexer.catalog import get_index
 from indexer.corpus import Doc, ListSource, read_corpus
 from indexer.errors import Conflict
@@ -77,11 +77,46 @@ def test_switch_refuses_when_index_changed_meanwhile(catalog, tmp_path):
     v2 = HashEncoder(32, 5, drift=np.eye(32, 48))
     build_index(catalog, "idx", v1, read_corpus(path), progress=False)
     build_index(catalog, staging_name("idx"), v2, read_corpus(path), progress=False)  # backfill's build done
-    add_documents(catalog, "idx", v1, ListSource([Doc("late", "w1 w2 w3")]), progress=False)
-    with pytest.raises(Conflict, match="changed during the backfill"):
+    add_documents(catalog, "idx", v1, ListSource([Doc("late", "w1 w2 w3")]), progress=False)  # not in the corpus
+    with pytest.raises(Conflict, match=r"'idx' holds 1 documents .added or changed during the backfill. that its corpus "
+                                       r"lacks.*--index idx.backfill"):
         backfill(catalog, "idx", v2, read_corpus(path))
     with catalog.session() as s:
         assert get_index(s, "idx").model.fingerprint == v1.record.fingerprint
+
+
+def test_backfill_catches_up_with_writes_made_meanwhile(catalog, tmp_path):
+    """Adds and deletes of the live index while the backfill built (and while it caught up) are in the switched
+    index: documents the corpus has are embedded with v2 before the switch, deleted ones left out."""
+    path = _corpus(tmp_path, 20)
+    docs = list(read_corpus(path))
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    build_index(catalog, "idx", v1, ListSource(docs[:15]), progress=False)
+    build_index(catalog, staging_name("idx"), v2, ListSource(docs[:15]), progress=False)  # the backfill's build
+    add_documents(catalog, "idx", v1, ListSource(docs[15:18]), progress=False)  # written while it built
+    delete_items(catalog, "idx", [docs[0].id])
+
+    class WritesOnce:  # v2; while the first catch-up encodes, one more document is written to the live index
+        record, done = v2.record, False
+
+        def __call__(self, texts):
+            if not self.done:
+                self.done = True
+                add_documents(catalog, "idx", v1, ListSource(docs[18:19]), progress=False)
+            return v2(texts)
+
+    out = backfill(catalog, "idx", WritesOnce(), read_corpus(path))
+    assert out["switched"] and out["built"] == {} and out["count"] == 18
+    assert out["caught_up"] == {"added": 4, "deleted": 1}
+    with catalog.session() as s:
+        row = get_index(s, "idx")
+        assert (row.model.fingerprint, row.count) == (v2.record.fingerprint, 18)
+    searcher = Searcher(catalog)
+    for doc in (docs[15], docs[18]):
+        hits = searcher.search_vectors("idx", v2([doc.content]), k=1, source_fingerprint=v2.record.fingerprint)
+        assert hits[0][0].id == doc.id
+    hits = searcher.search_vectors("idx", v2([docs[0].content]), k=18, source_fingerprint=v2.record.fingerprint)
+    assert docs[0].id not in {h.id for h in hits[0]} and len(hits[0]) == 18
 
 
 def test_switch_keeps_metadata_changed_after_the_corpus(catalog, tmp_path):
