@@ -1,4 +1,4 @@
-"""Small writes while a long `embedkd index add` runs on the same index.
+"""Small writes while a long `embedkd index add` (or `upgrade backfill`, `--during backfill`) runs on the same index.
 
 An index of `--docs` vectors (Flat, `--dim`-d; document i's vector is row i of a seeded matrix, as in
 `concurrent_writes.py`). Another process adds `--add-docs` new documents to it, as `embedkd index add` does,
@@ -11,7 +11,13 @@ refused with 409. Reported: the long add's seconds, and for the writes sent whil
 committed and refused, latency (median, p95, max); then a check that every committed document is in the
 index exactly once.
 
+`--during backfill`: the other process re-embeds the index with another model (`--dim2`-d vectors, the same
+`--encode-ms` per document) and switches to it; the writes are one-document deletes of indexed documents
+(a stream of erasure requests: a delete needs no text, so the backfill's corpus covers them). Reported as
+well: whether the backfill switched, what it caught up, and that no deleted document is in the switched index.
+
     .venv/bin/python benchmarks/writes_during_add.py --out docs/writes_during_add.json
+    .venv/bin/python benchmarks/writes_during_add.py --during backfill --docs 3000 --out docs/writes_during_backfill.json
 """
 
 from __future__ import annotations
@@ -53,23 +59,31 @@ class SlowEncoder(TableEncoder):
         return super().__call__(texts)
 
 
-def _long_add(args: argparse.Namespace, x: np.ndarray) -> None:
+def _long_job(args: argparse.Namespace, x: np.ndarray) -> None:
     catalog = open_catalog(load_settings(home=args.home, database_url=args.database_url))
     t0 = time.perf_counter()
-    out = add_documents(catalog, "w", SlowEncoder(x, args.encode_ms), ListSource(table_docs(args.docs, args.add_docs)),
-                        chunk_size=256, progress=False)
-    print(json.dumps({"seconds": round(time.perf_counter() - t0, 2), "added": out["added"]}))
+    if args.during == "backfill":
+        from embedkd.upgrade.backfill import backfill
+
+        x2, _ = _clustered(len(x), args.dim2, 100, 1)
+        out = backfill(catalog, "w", SlowEncoder(x2, args.encode_ms), ListSource(table_docs(0, args.docs)), chunk_size=256)
+        out = {"switched": out["switched"], "caught_up": out["caught_up"], "count": out["count"]}
+    else:
+        out = add_documents(catalog, "w", SlowEncoder(x, args.encode_ms), ListSource(table_docs(args.docs, args.add_docs)),
+                            chunk_size=256, progress=False)
+        out = {"added": out["added"]}
+    print(json.dumps({"seconds": round(time.perf_counter() - t0, 2), **out}))
 
 
-def _writes(queue: WriteQueue, first: int, n: int, interval: float, running) -> list[dict]:
-    """One-document adds (ids `first` on), one every `interval` s, each from its own thread."""
+def _writes(write, first: int, n: int, interval: float, running) -> list[dict]:
+    """`write(i)` for i in `first` .., one every `interval` s, each from its own thread."""
     results: list[dict] = [{} for _ in range(n)]
 
     def send(i: int) -> None:
         during = running()
         t0 = time.perf_counter()
         try:
-            queue.add("w", table_docs(first + i, 1))
+            write(first + i)
             ok = True
         except Conflict:
             ok = False
@@ -102,6 +116,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=20000, help="vectors in the index before the add")
     ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--during", choices=["add", "backfill"], default="add", help="what the other process runs")
+    ap.add_argument("--dim2", type=int, default=256, help="the backfill's model's dimension")
     ap.add_argument("--add-docs", type=int, default=3000, help="documents of the long add")
     ap.add_argument("--encode-ms", type=float, default=10.0, help="the long add's encoding time per document")
     ap.add_argument("--writes", type=int, default=40, help="one-document writes sent while it runs")
@@ -114,7 +130,7 @@ def main() -> None:
 
     x, _ = _clustered(args.docs + args.add_docs + args.writes, args.dim, 100, 0)
     if args.home:
-        _long_add(args, x)
+        _long_job(args, x)
         return
     encoder = TableEncoder(x)
     with tempfile.TemporaryDirectory() as home:
@@ -124,31 +140,43 @@ def main() -> None:
             a for k, v in vars(args).items() if v is not None and k not in ("out", "home")
             for a in (f"--{k.replace('_', '-')}", str(v))]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        while not jobs.list_jobs(catalog, target="w", state="running"):  # its job has started encoding
+        while not jobs.list_jobs(catalog, state="running"):  # its job has started encoding
             if proc.poll() is not None:
-                raise SystemExit(f"the long add ended before its job ran (exit {proc.returncode})")
+                raise SystemExit(f"the long {args.during} ended before its job ran (exit {proc.returncode})")
             time.sleep(0.05)
-        queue = WriteQueue(lambda name, docs: add_documents(catalog, name, encoder, ListSource(docs), progress=False),
+        queue = WriteQueue(lambda name, docs: add_documents(catalog, name, encoder, ListSource(docs), progress=False,
+                                                            lock_wait_s=1.0, keep_failed=False),  # as the service
                            lambda name, ids, purge=False: delete_items(catalog, name, ids, purge=purge),
                            patience_s=args.patience)
-        first = args.docs + args.add_docs
-        rows = _writes(queue, first, args.writes, args.interval, lambda: proc.poll() is None)
+        backfilling = args.during == "backfill"
+        first = 0 if backfilling else args.docs + args.add_docs  # deletes of the first documents, or adds of new ones
+        write = ((lambda i: queue.delete("w", [f"d{i}"])) if backfilling
+                 else (lambda i: queue.add("w", table_docs(i, 1))))
+        rows = _writes(write, first, args.writes, args.interval, lambda: proc.poll() is None)
         stdout, _ = proc.communicate()
         if proc.returncode != 0:
-            raise SystemExit(f"the long add failed (exit {proc.returncode})")
-        long_add = json.loads(stdout.strip().splitlines()[-1])
+            raise SystemExit(f"the long {args.during} failed (exit {proc.returncode})")
+        long_job = json.loads(stdout.strip().splitlines()[-1])
         committed = [f"d{first + i}" for i, r in enumerate(rows) if r["ok"]]
         with catalog.session() as s:
             index = get_index(s, "w")
             count = index.count
-            found = items_by_external_ids(s, index.id, committed + [f"d{i}" for i in range(args.docs, first)])
+            if backfilling:
+                expected = args.docs - len(committed)
+                found = items_by_external_ids(s, index.id, [f"d{i}" for i in range(args.docs)])
+                right = count == expected and len(found) == expected and not set(committed) & set(found)
+            else:
+                expected = args.docs + args.add_docs + len(committed)
+                found = items_by_external_ids(s, index.id, committed + [f"d{i}" for i in range(args.docs, first)])
+                right = count == expected and len(found) == len(committed) + args.add_docs
         report = {"command": command_line(__file__, args), "catalog": catalog.engine.dialect.name,
-                  "long_add": long_add, "long_add_encoding_s": round(args.add_docs * args.encode_ms / 1000, 1),
-                  "writes_during_add": _summary([r for r in rows if r["during_add"]]),
-                  "writes_after_add": _summary([r for r in rows if not r["during_add"]]),
-                  "index_count": count, "expected_count": args.docs + args.add_docs + len(committed),
-                  "all_present_once": count == args.docs + args.add_docs + len(committed)
-                  and len(found) == len(committed) + args.add_docs}
+                  "long_" + args.during: long_job,
+                  f"long_{args.during}_encoding_s": round((args.docs if backfilling else args.add_docs)
+                                                          * args.encode_ms / 1000, 1),
+                  f"writes_during_{args.during}": _summary([r for r in rows if r["during_add"]]),
+                  f"writes_after_{args.during}": _summary([r for r in rows if not r["during_add"]]),
+                  "index_count": count, "expected_count": expected,
+                  "all_present_once" if not backfilling else "deleted_gone_rest_present": right}
         catalog.close()
     print(json.dumps(report, indent=1))
     if args.out:
