@@ -2,9 +2,9 @@
 
 A job's encoded chunks stay in its folder until it finishes, so that a rerun resumes from them. The process
 running a job holds the job's lock (`locks.job_lock`): a job stored as running whose lock nobody holds was
-killed ("interrupted"). When a job of an index finishes, or the index is dropped, the index's other jobs
-that are not running are marked superseded and their chunks deleted; an operator lists jobs with
-`list_jobs` and drops one's chunks with `cancel`.
+killed ("interrupted"). A job that can no longer resume (a build once its index exists, any job of a dropped
+index) is marked superseded and its chunks deleted, unless a process runs it; a failed add can always resume,
+as its commit plans again. An operator lists jobs with `list_jobs` and drops one's chunks with `cancel`.
 """
 
 from __future__ import annotations

@@ -162,11 +162,8 @@ def target_lock(catalog: Catalog, target: str, wait_s: float = 1.0) -> Iterator[
     def refusal() -> str:
         return f"another job is writing index {target!r} right now; wait for it to finish"
 
-    if _shared(catalog):
-        lock = _advisory_lock(catalog, lock_key(target), refusal, (str(catalog.engine.url), target), wait_s)
-    else:
-        lock = _file_lock(_lock_path(catalog, target), refusal, wait_s)
-    with lock:
+    with _lock(catalog, lock_key(target), _lock_path(catalog, target), refusal, wait_s,
+               held=(str(catalog.engine.url), target)):
         yield
 
 
@@ -178,12 +175,16 @@ def job_lock(catalog: Catalog, job_id: int, what: str, wait_s: float = 1.0) -> I
         return (f"job {job_id} ({what}) is already running in another process ({job_writer(catalog, job_id)}); "
                 "wait for it to finish")
 
-    if _shared(catalog):
-        lock = _advisory_lock(catalog, lock_key(str(job_id), "job"), refusal, None, wait_s)
-    else:
-        lock = _file_lock(job_lock_path(catalog, job_id), refusal, wait_s)
-    with lock:
+    with _lock(catalog, lock_key(str(job_id), "job"), job_lock_path(catalog, job_id), refusal, wait_s):
         yield
+
+
+def _lock(catalog: Catalog, key: int, path: Path, refusal: Callable[[], str], wait_s: float,
+          held: tuple[str, str] | None = None):
+    """The advisory lock `key` on a PostgreSQL catalog, else the file lock at `path`."""
+    if _shared(catalog):
+        return _advisory_lock(catalog, key, refusal, held, wait_s)
+    return _file_lock(path, refusal, wait_s)
 
 
 def is_writing(catalog: Catalog, target: str) -> bool:
