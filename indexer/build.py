@@ -42,7 +42,7 @@ from .corpus import Doc, DocSource
 from .encoder import Encoder, check_embeddings
 from .errors import Conflict, UserError
 from .hashing import sha256_text
-from .models import Index, Item, Job
+from .models import Index, Item, Job, item_removals
 
 __all__ = ["build_index", "add_documents", "delete_items", "compact_index", "drop_index", "index_stem", "check_encoder_fits",
            "check_index_name", "content_key"]
@@ -341,40 +341,72 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
     return {**out, **_skipped(docs)}
 
 
-def _plan_add(catalog: Catalog, index: Index, scan: _Scan, delete_missing: bool, max_delete: float) -> _Plan:
+@dataclass
+class _Seen:
+    """What an add read of its index at `generation`: the items of the corpus's ids (id -> FAISS id, content
+    hash, info) and, for a sync (`--delete-missing`), the FAISS ids of the items the corpus lacks."""
+
+    generation: int
+    items: dict[str, tuple[int, str, Any]]
+    others: set[int] | None
+
+
+def _read_seen(catalog: Catalog, index: Index, scan: _Scan, delete_missing: bool) -> _Seen:
+    """Read what `index` holds of the corpus (`index` read before this, so its generation is no later than
+    what this reads: `_since` may then apply a change twice, which changes nothing)."""
+    present = set(scan.ids)
     with catalog.session() as s:
         existing = items_by_external_ids(s, index.id, scan.ids)
-        missing = _missing(s, index, scan, max_delete) if delete_missing else []
+        others = ({f for e, f in s.execute(select(Item.external_id, Item.faiss_id).where(Item.index_id == index.id))
+                   if e not in present} if delete_missing else None)
+    return _Seen(index.generation, {e: (r.faiss_id, r.content_hash, r.info) for e, r in existing.items()}, others)
+
+
+def _since(catalog: Catalog, index: Index, scan: _Scan, seen: _Seen) -> _Seen | None:
+    """`seen` brought up to `index`'s generation from the item rows written and the FAISS ids removed since
+    (`models.item_removals`), instead of reading every item of the corpus again: at a commit, what other writes
+    did while the add encoded (as `fields.refresh_column` brings a service's filter fields up to date). None when
+    the index's history does not reach back to `seen` (read it afresh)."""
+    if index.history_from > seen.generation:
+        return None
+    with catalog.session() as s:
+        rows = s.execute(select(Item.external_id, Item.faiss_id, Item.content_hash, Item.info)
+                         .where(Item.index_id == index.id, Item.generation > seen.generation)).all()
+        removed = set(s.scalars(select(item_removals.c.faiss_id).where(item_removals.c.index_id == index.id,
+                                                                        item_removals.c.generation > seen.generation)))
+    present = set(scan.ids)
+    items = {e: v for e, v in seen.items.items() if v[0] not in removed}  # FAISS ids are never reused
+    others = {f for f in seen.others if f not in removed} if seen.others is not None else None
+    for e, f, h, info in rows:
+        if e in present:
+            items[e] = (f, h, info)
+        elif others is not None:
+            others.add(f)
+    return _Seen(index.generation, items, others)
+
+
+def _plan(index: Index, scan: _Scan, seen: _Seen, max_delete: float) -> _Plan:
+    """What the add writes, from what it read of the index."""
     todo, replaced, skipped, retagged = [], [], 0, {}
     for pos, (doc_id, key) in enumerate(zip(scan.ids, scan.keys)):
-        old = existing.get(doc_id)
-        if old is not None and old.content_hash == key:
-            if (old.info or None) != (scan.infos[pos] or None):
-                retagged[old.faiss_id] = scan.infos[pos]  # its metadata changed: filters must see the new one
+        old = seen.items.get(doc_id)
+        if old is not None and old[1] == key:
+            if (old[2] or None) != (scan.infos[pos] or None):
+                retagged[old[0]] = scan.infos[pos]  # its metadata changed: filters must see the new one
             else:
                 skipped += 1
             continue
         if old is not None:
-            replaced.append(old.faiss_id)
+            replaced.append(old[0])
         todo.append(pos)
-    return _Plan(positions=todo, skipped=skipped, replaced_faiss_ids=replaced, retagged=retagged,
-                 missing_faiss_ids=missing)
-
-
-def _missing(s, index: Index, scan: _Scan, max_delete: float) -> list[int]:
-    """FAISS ids of the items the corpus lacks; more than `max_delete` of the index is refused (a truncated
-    snapshot would otherwise empty the index)."""
-    if not 0 <= max_delete <= 1:
-        raise UserError(f"--max-delete is a share of the index between 0 and 1, got {max_delete}")
-    present = set(scan.ids)
-    missing = [f for e, f in s.execute(select(Item.external_id, Item.faiss_id).where(Item.index_id == index.id))
-               if e not in present]
-    if len(missing) > max_delete * max(index.count, 1):
+    missing = sorted(seen.others or ())
+    if len(missing) > max_delete * max(index.count, 1):  # a truncated snapshot would otherwise empty the index
         raise UserError(
             f"the corpus lacks {len(missing)} of index {index.name!r}'s {index.count} items "
             f"({len(missing) / max(index.count, 1):.0%}); --delete-missing deletes at most {max_delete:.0%} "
             "(--max-delete): check that the corpus is complete, or raise --max-delete; nothing was changed")
-    return sorted(missing)
+    return _Plan(positions=todo, skipped=skipped, replaced_faiss_ids=replaced, retagged=retagged,
+                 missing_faiss_ids=missing)
 
 
 def _retag_only(catalog: Catalog, index: Index, infos: dict[int, dict[str, Any] | None]) -> int:
@@ -434,10 +466,13 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
     committed meanwhile, plans again against the index as it is then: documents that became unchanged are
     skipped, and those another write deleted or changed are encoded then. A failed add keeps its encoded chunks
     for a rerun of the same command (`keep_failed`), even across other writes."""
+    if not 0 <= max_delete <= 1:
+        raise UserError(f"--max-delete is a share of the index between 0 and 1, got {max_delete}")
     scan = _scan(docs)
     index = _read_index(catalog, name)
     check_encoder_fits(index, encoder)
-    plan = _plan_add(catalog, index, scan, delete_missing, max_delete)
+    seen = _read_seen(catalog, index, scan, delete_missing)
+    plan = _plan(index, scan, seen, max_delete)
     params = {"corpus": docs.fingerprint, "model": encoder.record.fingerprint, "chunk": chunk_size}
     if delete_missing:
         params["delete_missing"] = max_delete
@@ -446,8 +481,11 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
         with locks.target_lock(catalog, name, wait_s=lock_wait_s):
             now = _read_index(catalog, name)
             check_encoder_fits(now, encoder)  # an upgrade may have switched the index to another model meanwhile
-            final = plan if now.generation == index.generation else _plan_add(catalog, now, scan, delete_missing,
-                                                                              max_delete)
+            if now.generation == seen.generation:
+                final = plan
+            else:  # other writes committed while this add encoded: only what they changed is read
+                final = _plan(now, scan, _since(catalog, now, scan, seen) or _read_seen(catalog, now, scan,
+                                                                                         delete_missing), max_delete)
             if not final.positions and not final.missing_faiss_ids:
                 gen = _retag_only(catalog, now, final.retagged) if final.retagged else now.generation
                 return {"index": name, "count": now.count, "generation": gen, "added": 0, "updated": 0,

@@ -9,7 +9,7 @@ import pytest
 
 from indexer import jobs, locks
 from indexer.build import add_documents, build_index, delete_items, drop_index
-from indexer.corpus import ListSource, read_corpus
+from indexer.corpus import Doc, ListSource, read_corpus
 from indexer.errors import Conflict, NotFound
 
 from .helpers import Failing, index_vectors, snapshot
@@ -114,3 +114,38 @@ def test_an_index_dropped_while_an_add_encodes_is_not_recreated(sqlite_catalog, 
     assert after["indexes"] == [] and after["items"] == [] and before["indexes"]
     (job,) = jobs.list_jobs(sqlite_catalog, "a", state="failed")
     assert "NotFound" in job["error"]
+
+
+@pytest.mark.parametrize("delete_missing", [False, True])
+def test_the_commit_reads_only_what_other_writes_changed_and_plans_as_a_full_read_would(
+        sqlite_catalog, minilm, beir_small, delete_missing):
+    """`_since` (the rows written and the FAISS ids removed since the add read the index) gives the plan that
+    reading every item again gives, after random adds, updates, metadata changes and deletes, of documents in
+    the add's corpus and not."""
+    from indexer.build import _plan, _read_index, _read_seen, _scan, _since
+
+    docs = list(read_corpus(beir_small))[:24]
+    rng = np.random.default_rng(0)
+    build_index(sqlite_catalog, "a", minilm, ListSource(docs[:16]), progress=False)
+    corpus = [Doc(d.id, d.content + (" (new)" if i % 5 == 0 else ""), {"metadata": {"n": i % 3}})
+              for i, d in enumerate(docs[4:20])]  # some changed, some retagged, some new; ids 0-3 not in it
+    scan = _scan(ListSource(corpus))
+    for round_ in range(4):
+        index = _read_index(sqlite_catalog, "a")
+        seen = _read_seen(sqlite_catalog, index, scan, delete_missing)
+        for _ in range(3):  # other writes meanwhile
+            present, _ = index_vectors(sqlite_catalog, "a")
+            kind = rng.integers(3)
+            if kind == 0 and len(present) > 8:
+                delete_items(sqlite_catalog, "a", list(rng.choice(present, 2, replace=False)))
+            else:
+                picked = [docs[i] for i in rng.choice(len(docs), 3, replace=False)]
+                writes = [Doc(d.id, d.content + (" (v%d)" % round_ if kind == 1 else ""),
+                              {"metadata": {"n": int(rng.integers(3))}}) for d in picked]
+                add_documents(sqlite_catalog, "a", minilm, ListSource(writes), progress=False)
+        now = _read_index(sqlite_catalog, "a")
+        assert now.generation > seen.generation
+        incremental = _since(sqlite_catalog, now, scan, seen)
+        assert incremental is not None
+        assert _plan(now, scan, incremental, 1.0) == _plan(now, scan, _read_seen(sqlite_catalog, now, scan, delete_missing),
+                                                           1.0)
