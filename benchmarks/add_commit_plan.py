@@ -14,12 +14,11 @@ Both must give the same plan.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
-from command import command_line  # this folder is on sys.path when a script in it runs
+from command import command_line, emit  # this folder is on sys.path when a script in it runs
 from filtered_search import TableEncoder, _clustered, table_docs  # this folder is on sys.path when a script in it runs
 
 from indexer.build import _plan, _read_index, _read_seen, _scan, _since, add_documents, build_index, delete_items
@@ -71,9 +70,7 @@ def main() -> None:
                   "same_plan": plans["full"] == plans["since"],
                   "plan": {"encode": len(plans["since"].positions), "delete": len(plans["since"].missing_faiss_ids)}}
         catalog.close()
-    print(json.dumps(report, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

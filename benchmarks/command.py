@@ -11,3 +11,13 @@ def command_line(script: str, args: argparse.Namespace) -> str:
     return f"benchmarks/{Path(script).name} " + " ".join(
         f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items()
         if v is not None and v is not False)
+
+
+def emit(report: dict, out: Path | None) -> None:
+    """Print a benchmark's report, and write it to `out` when given (docs/*.json)."""
+    import json
+
+    text = json.dumps(report, indent=1)
+    print(text)
+    if out:
+        out.write_text(text + "\n")

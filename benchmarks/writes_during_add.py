@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from command import command_line  # this folder is on sys.path when a script in it runs
+from command import command_line, emit  # this folder is on sys.path when a script in it runs
 from filtered_search import TableEncoder, _clustered, table_docs  # this folder is on sys.path when a script in it runs
 
 from indexer import jobs
@@ -178,9 +178,7 @@ def main() -> None:
                   "index_count": count, "expected_count": expected,
                   "all_present_once" if not backfilling else "deleted_gone_rest_present": right}
         catalog.close()
-    print(json.dumps(report, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":
