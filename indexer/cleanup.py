@@ -9,6 +9,7 @@ index is skipped and reported); a job's folder is kept while the job can resume 
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from .context import Catalog
 from .errors import Conflict
 from .models import Index, Job
 from .shards import manifest_files
+from .transfer import pin_prefix
 
 __all__ = ["collect_garbage"]
 
@@ -60,7 +62,28 @@ def _job_leftovers(catalog: Catalog, dry_run: bool) -> list[dict[str, Any]]:
     with catalog.session() as s:
         states = dict(s.execute(select(Job.id, Job.state).where(Job.id.in_([int(p.name) for p in folders]))).all())
     return [_remove(p, f"job {p.name} is {states.get(int(p.name), 'not in the catalog')}", dry_run)
-            for p in folders if states.get(int(p.name)) not in jobs.UNFINISHED]
+            for p in folders if states.get(int(p.name)) not in jobs.UNFINISHED] + _stale_pins(root, dry_run)
+
+
+def _stale_pins(root: Path, dry_run: bool) -> list[dict[str, Any]]:
+    """The pinned files of exports killed on this machine (`transfer.pin_prefix`); another machine's are its own
+    to clean, as this one cannot tell whether their process runs."""
+    out = []
+    for p in sorted(root.glob("export-*")) if root.is_dir() else []:
+        _, pid, _ = p.name.rsplit("-", 2)
+        if pid.isdigit() and p.name.startswith(pin_prefix(pid=int(pid))) and not _alive(int(pid)):
+            out.append(_remove(p, f"files pinned by export process {pid}, which is gone", dry_run))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _remove(path: Path, why: str, dry_run: bool) -> dict[str, Any]:

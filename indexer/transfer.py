@@ -2,7 +2,14 @@
 its model record, its adapters and their files, each file with its sha256) and imported into another
 catalog, e.g. from the embedded SQLite catalog to a PostgreSQL server, or from a backup.
 
-An export holds the index's write lock while it copies, so it is one generation. An import checks every
+An export is one generation, taken holding the index's write lock for moments: it reads the index's row,
+starts the one statement that reads its items (which then sees the items as they were, however long it
+streams), and hard-links the generation's files into a private folder beside the jobs' (`pin_prefix`). Index
+files are never written in place (a write makes new ones and deletes the old names after its commit), so the
+links keep that generation's bytes whatever is written next; the copies and the items are written after the
+lock is released, so a large index is not held from its writers for minutes. Where the files cannot be linked
+(another file system) they are copied holding the lock. The export is a copy, never a link to the live files:
+a backup must not share their bytes. An import checks every
 file against the export's checksums before it writes anything, copies the files, and commits the catalog
 rows last, in one transaction; a failure removes the copied files, so the target catalog is as it was.
 """
@@ -12,6 +19,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import uuid
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +38,7 @@ from .hashing import sha256_file
 from .models import Adapter, EmbeddingModel, Index, Item
 from .shards import manifest_files
 
-__all__ = ["export_index", "import_index", "FORMAT"]
+__all__ = ["export_index", "import_index", "pin_prefix", "FORMAT"]
 
 FORMAT = "embedkd-index-export/1"
 _MANIFEST = "embedkd-index.json"
@@ -44,28 +54,36 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike) -> dict[st
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "files").mkdir(parents=True)
+    pins = catalog.settings.job_dir / f"{pin_prefix()}{uuid.uuid4().hex[:8]}"
+    pins.mkdir(parents=True)
     try:
-        with locks.target_lock(catalog, name):  # no write can replace the files while they are copied
-            with catalog.session() as s:
+        with catalog.session() as s:
+            with locks.target_lock(catalog, name):  # one generation: its rows, and its files pinned or copied
                 index = get_index(s, name)
                 record = {"index": {c: getattr(index, c) for c in ("name", "factory", "metric", "dimension", "count",
                                                                      "file", "checksum", "generation", "next_id")},
                           "model": _model(index.model), "format": FORMAT}
-                with open(tmp / "items.jsonl", "w", encoding="utf-8") as fh:
-                    rows = s.execute(select(Item.external_id, Item.faiss_id, Item.content_hash, Item.info)
-                                     .where(Item.index_id == index.id).order_by(Item.faiss_id)
-                                     .execution_options(yield_per=_BATCH))
-                    for e, f, h, info in rows:
-                        fh.write(json.dumps({"id": e, "faiss_id": f, "hash": h, "info": info}) + "\n")
                 adapters = [{"kind": a.kind, "file": Path(a.file).name, "checksum": a.checksum, "metrics": a.metrics,
                              "active": a.active, "source_model": _model(a.source_model),
                              "path": str(adapter_path(catalog.settings.adapter_dir, a.file))}
                             for a in s.scalars(select(Adapter).where(Adapter.index_id == index.id))]
-            folder = catalog.settings.index_dir / name
-            files = []
-            for file in manifest_files(folder / index.file):
-                _copy(folder / file, tmp / "files" / file)
-                files.append({"name": file, "sha256": sha256_file(tmp / "files" / file)})
+                # one statement, started here, reads the items as they are now however long it streams after
+                rows = iter(s.execute(select(Item.external_id, Item.faiss_id, Item.content_hash, Item.info)
+                                      .where(Item.index_id == index.id).order_by(Item.faiss_id)
+                                      .execution_options(yield_per=_BATCH)))
+                first = list(islice(rows, 1))
+                folder = catalog.settings.index_dir / name
+                names = manifest_files(folder / index.file)
+                for file in names:
+                    if not _link(folder / file, pins / file):  # another file system: copied now
+                        _copy(folder / file, tmp / "files" / file)
+            for file in names:
+                if (pins / file).is_file():
+                    _copy(pins / file, tmp / "files" / file)
+            with open(tmp / "items.jsonl", "w", encoding="utf-8") as fh:
+                for e, f, h, info in chain(first, rows):
+                    fh.write(json.dumps({"id": e, "faiss_id": f, "hash": h, "info": info}) + "\n")
+        files = [{"name": file, "sha256": sha256_file(tmp / "files" / file)} for file in names]
         if adapters:
             (tmp / "adapters").mkdir()
         for a in adapters:
@@ -76,6 +94,8 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike) -> dict[st
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        shutil.rmtree(pins, ignore_errors=True)
     return {"index": name, "out": str(out), "count": record["index"]["count"], "files": len(files),
             "adapters": len(adapters), "bytes": jobs.disk_bytes(out)}
 
@@ -131,6 +151,21 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
             raise
     return {"index": name, "count": meta["count"], "generation": meta["generation"], "model": record["model"]["name"],
             "adapters": len(record["adapters"]), "imported": True}
+
+
+def pin_prefix(host: str | None = None, pid: int | None = None) -> str:
+    """How a running export's folder of pinned files is named in the jobs folder (`index gc` deletes those of
+    processes on this machine that are gone)."""
+    return f"export-{host or socket.gethostname()}-{pid or os.getpid()}-"
+
+
+def _link(src: Path, dst: Path) -> bool:
+    """Hard-link `src` at `dst`; False where that cannot be done (another file system)."""
+    try:
+        os.link(src, dst)
+        return True
+    except OSError:
+        return False
 
 
 def _copy(src: Path, dst: Path, advice: str = "check the index with `embedkd index verify`; nothing was exported") -> None:

@@ -84,3 +84,23 @@ def test_cli_gc(tmp_path, monkeypatch, capsys):
     assert main(["index", "gc", "--dry-run"]) == 0
     assert "would delete" in capsys.readouterr().out and ghost.is_dir()
     assert main(["index", "gc"]) == 0 and not ghost.exists()
+
+
+def test_gc_removes_the_pinned_files_of_a_killed_export_only(sqlite_catalog):
+    import subprocess
+    import sys
+
+    from indexer.transfer import pin_prefix
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    root = sqlite_catalog.settings.job_dir
+    stale, running = root / f"{pin_prefix(pid=gone.pid)}aaaa", root / f"{pin_prefix()}bbbb"
+    elsewhere = root / f"{pin_prefix(host='other-machine', pid=gone.pid)}cccc"  # its own machine cleans it
+    for folder in (stale, running, elsewhere):
+        folder.mkdir(parents=True)
+        (folder / "x.s0.faiss").write_bytes(b"0" * 100)
+    out = collect_garbage(sqlite_catalog)
+    assert [r["path"] for r in out["removed"]] == [str(stale)] and out["bytes"] == 100
+    assert f"export process {gone.pid}" in out["removed"][0]["why"]
+    assert running.is_dir() and elsewhere.is_dir()

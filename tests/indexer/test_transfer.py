@@ -119,3 +119,36 @@ def test_deleted_ids_listed_in_a_shard_travel_with_the_export(sqlite_catalog, tm
     assert import_index(other, tmp_path / "export")["count"] == 28
     assert verify_index(other, "t")["ok"] and answers(other) == want
     other.close()
+
+
+def test_an_export_copies_the_files_after_releasing_the_index(catalog, tmp_path, minilm, beir_small, monkeypatch):
+    """Held for the rows and hard links to the generation's files, not for copying gigabytes: writes go on
+    meanwhile and are not in the export, which is one generation. It is a copy (a backup must not share the live
+    files' bytes), and no pinned files stay behind."""
+    import os
+
+    from indexer import locks, transfer
+
+    docs = _tagged(beir_small)
+    build_index(catalog, "t", minilm, ListSource(docs[:10]), progress=False)
+    copy, held = transfer._copy, []
+
+    def watched(src, dst, *args):
+        held.append((src.name, locks.writer(catalog, "t")))
+        if len(held) == 1:  # writes while the export copies and streams the items
+            delete_items(catalog, "t", [docs[0].id], purge=True)
+            add_documents(catalog, "t", minilm, ListSource(docs[10:12]), progress=False)
+        return copy(src, dst, *args)
+
+    monkeypatch.setattr(transfer, "_copy", watched)
+    out = export_index(catalog, "t", tmp_path / "export")
+    assert out["files"] == len(held) >= 2 and all(writer is None for _, writer in held)  # the index was free
+    for name, _ in held:
+        exported = tmp_path / "export" / "files" / name
+        assert os.stat(exported).st_nlink == 1  # a copy: the live file (or its pinned link) is another inode
+    assert not list(catalog.settings.job_dir.glob("export-*"))
+    exported_ids = [json.loads(line)["id"] for line in (tmp_path / "export" / "items.jsonl").read_text().splitlines()]
+    assert sorted(exported_ids) == sorted(d.id for d in docs[:10])  # the generation it took, not the writes after
+    other = open_catalog(load_settings(home=tmp_path / "other"))
+    import_index(other, tmp_path / "export")
+    assert verify_index(other, "t")["ok"] and verify_index(catalog, "t")["ok"]
