@@ -12,9 +12,10 @@ committed and refused, latency (median, p95, max); then a check that every commi
 index exactly once.
 
 `--during backfill`: the other process re-embeds the index with another model (`--dim2`-d vectors, the same
-`--encode-ms` per document) and switches to it; the writes are one-document deletes of indexed documents
-(a stream of erasure requests: a delete needs no text, so the backfill's corpus covers them). Reported as
-well: whether the backfill switched, what it caught up, and that no deleted document is in the switched index.
+`--encode-ms` per document) from a corpus of the index's documents and switches to it; the writes alternate
+one-document deletes of indexed documents and adds of new documents, which the backfill's corpus lacks (as
+HTTP writes are). Reported as well: whether the backfill switched, what it caught up, and that the switched
+index lacks every deleted document and holds every added one.
 
     .venv/bin/python benchmarks/writes_during_add.py --out docs/writes_during_add.json
     .venv/bin/python benchmarks/writes_during_add.py --during backfill --docs 3000 --out docs/writes_during_backfill.json
@@ -149,22 +150,28 @@ def main() -> None:
                            lambda name, ids, purge=False: delete_items(catalog, name, ids, purge=purge),
                            patience_s=args.patience)
         backfilling = args.during == "backfill"
-        first = 0 if backfilling else args.docs + args.add_docs  # deletes of the first documents, or adds of new ones
-        write = ((lambda i: queue.delete("w", [f"d{i}"])) if backfilling
-                 else (lambda i: queue.add("w", table_docs(i, 1))))
+        first = args.docs + args.add_docs  # new documents' ids from here on
+
+        def write(i: int) -> None:
+            if backfilling and i % 2 == 0:  # a delete of an indexed document
+                queue.delete("w", [f"d{i - first}"])
+            else:
+                queue.add("w", table_docs(i, 1))
+
         rows = _writes(write, first, args.writes, args.interval, lambda: proc.poll() is None)
         stdout, _ = proc.communicate()
         if proc.returncode != 0:
             raise SystemExit(f"the long {args.during} failed (exit {proc.returncode})")
         long_job = json.loads(stdout.strip().splitlines()[-1])
-        committed = [f"d{first + i}" for i, r in enumerate(rows) if r["ok"]]
+        committed = [f"d{first + i}" for i, r in enumerate(rows) if r["ok"] and not (backfilling and i % 2 == 0)]
+        deleted = [f"d{i}" for i, r in enumerate(rows) if r["ok"] and backfilling and i % 2 == 0]
         with catalog.session() as s:
             index = get_index(s, "w")
             count = index.count
             if backfilling:
-                expected = args.docs - len(committed)
-                found = items_by_external_ids(s, index.id, [f"d{i}" for i in range(args.docs)])
-                right = count == expected and len(found) == expected and not set(committed) & set(found)
+                expected = args.docs - len(deleted) + len(committed)
+                found = items_by_external_ids(s, index.id, [f"d{i}" for i in range(args.docs)] + committed)
+                right = count == expected and len(found) == expected and not set(deleted) & set(found)
             else:
                 expected = args.docs + args.add_docs + len(committed)
                 found = items_by_external_ids(s, index.id, committed + [f"d{i}" for i in range(args.docs, first)])
@@ -176,7 +183,7 @@ def main() -> None:
                   f"writes_during_{args.during}": _summary([r for r in rows if r["during_add"]]),
                   f"writes_after_{args.during}": _summary([r for r in rows if not r["during_add"]]),
                   "index_count": count, "expected_count": expected,
-                  "all_present_once" if not backfilling else "deleted_gone_rest_present": right}
+                  "all_present_once" if not backfilling else "deleted_gone_added_and_rest_present": right}
         catalog.close()
     emit(report, args.out)
 

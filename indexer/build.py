@@ -27,7 +27,7 @@ import numpy as np
 from sqlalchemy import select, update
 from tqdm.auto import tqdm
 
-from . import jobs, locks, shards, store
+from . import backfill_texts, jobs, locks, shards, store
 from .catalog import (
     KIND_COMMANDS,
     delete_items_by_faiss_ids,
@@ -473,6 +473,8 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
     check_encoder_fits(index, encoder)
     seen = _read_seen(catalog, index, scan, delete_missing)
     plan = _plan(index, scan, seen, max_delete)
+    if backfill_texts.in_progress(catalog, name):  # its catch-up embeds these with the new model
+        backfill_texts.keep(catalog, name, _docs_again(docs, scan))
     params = {"corpus": docs.fingerprint, "model": encoder.record.fingerprint, "chunk": chunk_size}
     if delete_missing:
         params["delete_missing"] = max_delete
@@ -498,6 +500,14 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
     out = _run_job(catalog, "add", name, params, encoder, docs, scan, plan.positions, chunk_size, progress,
                    lambda _job, vectors, positions: commit(positions, vectors), keep_failed)
     return {**out, **_skipped(docs)}
+
+
+def _docs_again(docs: DocSource, scan: _Scan) -> Iterator[Doc]:
+    """The documents read again (kept from the scan for a source that cannot be read twice)."""
+    if scan.contents is not None:
+        yield from (Doc(i, c) for i, c in zip(scan.ids, scan.contents))
+    else:
+        yield from docs
 
 
 def _commit_add(catalog: Catalog, index: Index, scan: _Scan, plan: _Plan, vectors) -> dict[str, Any]:
@@ -608,4 +618,6 @@ def drop_index(catalog: Catalog, name: str) -> dict[str, Any]:
             s.delete(index)
         shutil.rmtree(catalog.settings.index_dir / name, ignore_errors=True)
         jobs.supersede(catalog, name)  # unfinished adds to it can never resume
+        # texts kept for a backfill of it, or of the index it was staging a backfill for
+        backfill_texts.forget(catalog, name.removesuffix(backfill_texts.staging_name("")))
     return {"index": name, "dropped": True}

@@ -11,24 +11,28 @@ Documents added to, changed in or deleted from NAME while the backfill ran would
 before it the staging index catches up: the documents NAME holds that it lacks are read from the backfill's
 corpus (where the corpus has them as NAME does) and added with v2, and the ones NAME no longer holds are
 deleted. That happens once without NAME's write lock (the bulk), then again holding it with the switch (only
-what was written meanwhile), so a live index, written to throughout, still switches. A document that NAME
-holds and the corpus lacks (added over HTTP, or from another file) cannot be embedded with v2 here: the switch
-is refused with a Conflict that says how many and how to add them.
+what was written meanwhile), so a live index, written to throughout, still switches. Documents written while
+the backfill runs that its corpus lacks (over HTTP, or from another file) are read from the texts every add
+keeps meanwhile (`indexer.backfill_texts`). A document that NAME holds and neither has (added before the
+backfill began, from elsewhere) cannot be embedded with v2 here: the switch is refused with a Conflict that
+says how many and how to add them.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from indexer import locks, shards
+from indexer import backfill_texts, locks, shards
+from indexer.backfill_texts import staging_name
 from indexer.build import add_documents, build_index, content_key, delete_items, index_stem
 from indexer.catalog import get_index, update_item_infos
 from indexer.context import Catalog
-from indexer.corpus import DocSource, ListSource
+from indexer.corpus import Doc, DocSource, ListSource
 from indexer.errors import Conflict, UserError
 from indexer.models import Adapter as AdapterRow
 from indexer.models import Index, Item, item_removals
@@ -36,10 +40,6 @@ from indexer.models import Index, Item, item_removals
 __all__ = ["backfill", "catch_up", "staging_name", "switch_to_staging"]
 
 log = logging.getLogger(__name__)
-
-
-def staging_name(name: str) -> str:
-    return f"{name}.backfill"
 
 
 def _items(session, index_id: int) -> dict[str, str]:
@@ -86,13 +86,18 @@ def backfill(catalog: Catalog, name: str, encoder: Any, docs: DocSource, chunk_s
 def catch_up(catalog: Catalog, name: str, encoder: Any, docs: DocSource) -> dict[str, int]:
     """Bring the staging index to index `name`'s documents: add (with `encoder`, v2) those `name` holds and
     the staging index lacks or holds otherwise, where `docs` has them as `name` does; delete those `name` no
-    longer holds. Counts of added, deleted, and of documents `docs` lacks (left out)."""
+    longer holds. Counts of added, deleted, and of documents `docs` lacks (left out). Texts written to `name`
+    since the backfill began (`indexer.backfill_texts`: over HTTP, or from another file) are read after `docs`."""
     stage = staging_name(name)
     with catalog.session() as s:
         ours, staged = _items(s, get_index(s, name).id), _items(s, get_index(s, stage).id)
     wanted = {k: h for k, h in ours.items() if staged.get(k) != h}
     gone = [k for k in staged if k not in ours]
-    found = [d for d in docs if wanted.get(d.id) == content_key(d.content)] if wanted else []
+    by_id: dict[str, Doc] = {}
+    for d in chain(docs, backfill_texts.read(catalog, name)) if wanted else ():  # the corpus, then texts written since
+        if d.id not in by_id and wanted.get(d.id) == content_key(d.content):
+            by_id[d.id] = d
+    found = list(by_id.values())
     if found:
         add_documents(catalog, stage, encoder, ListSource(found), progress=False)
     if gone:
@@ -112,6 +117,7 @@ def switch_to_staging(catalog: Catalog, name: str, encoder: Any = None, docs: Do
                   else {"added": 0, "deleted": 0, "not_in_corpus": 0})
         out = _switch_locked(catalog, name, stage)
     shutil.rmtree(catalog.settings.index_dir / stage, ignore_errors=True)
+    backfill_texts.forget(catalog, name)
     return {**out, "caught_up": caught}
 
 

@@ -76,8 +76,9 @@ def test_switch_refuses_when_index_changed_meanwhile(catalog, tmp_path):
     v1 = HashEncoder(32, 1)
     v2 = HashEncoder(32, 5, drift=np.eye(32, 48))
     build_index(catalog, "idx", v1, read_corpus(path), progress=False)
+    # added before the backfill began, from elsewhere: neither its corpus nor the texts kept while it runs have it
+    add_documents(catalog, "idx", v1, ListSource([Doc("late", "w1 w2 w3")]), progress=False)
     build_index(catalog, staging_name("idx"), v2, read_corpus(path), progress=False)  # backfill's build done
-    add_documents(catalog, "idx", v1, ListSource([Doc("late", "w1 w2 w3")]), progress=False)  # not in the corpus
     with pytest.raises(Conflict, match=r"'idx' holds 1 documents .added or changed during the backfill. that its corpus "
                                        r"lacks.*--index idx.backfill"):
         backfill(catalog, "idx", v2, read_corpus(path))
@@ -144,3 +145,41 @@ def test_switch_keeps_metadata_changed_after_the_corpus(catalog, tmp_path):
     with catalog.session() as s:
         index = get_index(s, "idx")
         assert index.count == 21 and index.history_from == index.generation
+
+
+def test_documents_written_over_http_during_a_backfill_are_in_the_switched_index(catalog, tmp_path):
+    """The backfill's corpus lacks them; the adds made while it ran kept their texts for its catch-up, which
+    embeds them with v2. Once switched (or dropped), the texts go; with no backfill running none are kept."""
+    from indexer import backfill_texts
+
+    path = _corpus(tmp_path, 20)
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    build_index(catalog, "idx", v1, read_corpus(path), progress=False)
+    add_documents(catalog, "idx", v1, ListSource([Doc("before", "w7 w8 w9")]), progress=False)  # no backfill yet
+    assert not backfill_texts.in_progress(catalog, "idx") and list(backfill_texts.read(catalog, "idx")) == []
+    # the backfill's build is done (as `backfill` leaves it when killed before its switch); writes go on
+    build_index(catalog, staging_name("idx"), v2, ListSource([*read_corpus(path), Doc("before", "w7 w8 w9")]),
+                progress=False)
+    assert backfill_texts.in_progress(catalog, "idx")
+    late = [Doc("http-1", "w1 w2 w3"), Doc("http-2", "w4 w5 w6")]
+    add_documents(catalog, "idx", v1, ListSource(late), progress=False)  # as the HTTP route does
+    add_documents(catalog, "idx", v1, ListSource([Doc("http-1", "w1 w2 w3 w4")]), progress=False)  # then changed
+    out = backfill(catalog, "idx", v2, read_corpus(path))  # the corpus has neither
+    assert out["switched"] and out["count"] == 23 and out["caught_up"] == {"added": 2, "deleted": 0}
+    hits = Searcher(catalog).search_vectors("idx", v2(["w1 w2 w3 w4"]), k=1, source_fingerprint=v2.record.fingerprint)
+    assert hits[0][0].id == "http-1"  # its latest text, embedded with v2
+    assert list(backfill_texts.read(catalog, "idx")) == [] and not backfill_texts.in_progress(catalog, "idx")
+
+
+def test_dropping_the_staging_index_drops_the_kept_texts(sqlite_catalog, tmp_path):
+    from indexer import backfill_texts
+    from indexer.build import drop_index
+
+    path = _corpus(tmp_path, 10)
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    build_index(sqlite_catalog, "idx", v1, read_corpus(path), progress=False)
+    build_index(sqlite_catalog, staging_name("idx"), v2, read_corpus(path), progress=False)
+    add_documents(sqlite_catalog, "idx", v1, ListSource([Doc("http-1", "w1 w2")]), progress=False)
+    assert [d.id for d in backfill_texts.read(sqlite_catalog, "idx")] == ["http-1"]
+    drop_index(sqlite_catalog, staging_name("idx"))  # the backfill abandoned
+    assert list(backfill_texts.read(sqlite_catalog, "idx")) == [] and not backfill_texts.in_progress(sqlite_catalog, "idx")

@@ -1,0 +1,76 @@
+"""Texts written to an index while a backfill re-embeds it, kept for the backfill's catch-up.
+
+Before it switches, a backfill embeds with the new model the documents written to the index meanwhile
+(`embedkd.upgrade.backfill.catch_up`), reading their texts from its corpus. Documents written over HTTP, or
+from another file, are not in that corpus, and the catalog keeps hashes, not texts. So while a backfill of an
+index is in progress (its staging index is being built, or built and not yet switched), every add to the index
+also writes its documents' texts to `EMBEDKD_HOME/backfill/NAME/`, where the catch-up reads them beside the
+corpus; the switch, or dropping either index, deletes them. They are kept only while a backfill runs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from sqlalchemy import select
+
+from .context import Catalog
+from .corpus import Doc
+from .jobs import UNFINISHED
+from .models import Index, Job
+
+__all__ = ["staging_name", "in_progress", "keep", "read", "forget"]
+
+
+def staging_name(name: str) -> str:
+    """The index a backfill of `name` builds before it switches."""
+    return f"{name}.backfill"
+
+
+def _folder(catalog: Catalog, name: str) -> Path:
+    return catalog.settings.home / "backfill" / name
+
+
+def in_progress(catalog: Catalog, name: str) -> bool:
+    """Whether a backfill of index `name` is being built, or is built and not yet switched."""
+    stage = staging_name(name)
+    with catalog.session() as s:
+        return (s.scalar(select(Index.id).where(Index.name == stage)) is not None
+                or s.scalar(select(Job.id).where(Job.target == stage, Job.kind == "build",
+                                                  Job.state.in_(UNFINISHED))) is not None)
+
+
+def keep(catalog: Catalog, name: str, docs: Iterable[Doc]) -> int:
+    """Write the texts of `docs` (text contents only) for a backfill of `name`; how many."""
+    folder = _folder(catalog, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    part = folder / f"{uuid.uuid4().hex}.jsonl"
+    tmp = part.with_suffix(".tmp")
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for doc in docs:
+            if isinstance(doc.content, str):
+                fh.write(json.dumps({"id": doc.id, "text": doc.content}) + "\n")
+                n += 1
+    tmp.replace(part)  # a reader sees a file whole or not at all
+    return n
+
+
+def read(catalog: Catalog, name: str) -> Iterator[Doc]:
+    """The texts kept for a backfill of `name`, oldest file first (a document may appear more than once)."""
+    folder = _folder(catalog, name)
+    parts = sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    for part in parts:
+        with open(part, encoding="utf-8") as fh:
+            for line in fh:
+                row = json.loads(line)
+                yield Doc(row["id"], row["text"])
+
+
+def forget(catalog: Catalog, name: str) -> None:
+    """Delete the texts kept for a backfill of `name` (it switched, or one of the two indexes was dropped)."""
+    shutil.rmtree(_folder(catalog, name), ignore_errors=True)
