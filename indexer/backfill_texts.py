@@ -23,7 +23,7 @@ from .corpus import Doc
 from .jobs import UNFINISHED
 from .models import Index, Job
 
-__all__ = ["staging_name", "in_progress", "keep", "read", "forget"]
+__all__ = ["staging_name", "in_progress", "keep", "read", "purge", "forget", "leftovers"]
 
 
 def staging_name(name: str) -> str:
@@ -45,19 +45,37 @@ def in_progress(catalog: Catalog, name: str) -> bool:
 
 
 def keep(catalog: Catalog, name: str, docs: Iterable[Doc]) -> int:
-    """Write the texts of `docs` (text contents only) for a backfill of `name`; how many."""
+    """Write the texts of `docs` (text contents only) for a backfill of `name`; how many. The folder deleted
+    meanwhile (the backfill switched) is no error: the texts are not needed any more."""
     folder = _folder(catalog, name)
     folder.mkdir(parents=True, exist_ok=True)
     part = folder / f"{uuid.uuid4().hex}.jsonl"
+    try:
+        return _write(part, (d for d in docs if isinstance(d.content, str)))
+    except FileNotFoundError:
+        return 0
+
+
+def _write(part: Path, docs: Iterable[Doc]) -> int:
     tmp = part.with_suffix(".tmp")
     n = 0
     with open(tmp, "w", encoding="utf-8") as fh:
         for doc in docs:
-            if isinstance(doc.content, str):
-                fh.write(json.dumps({"id": doc.id, "text": doc.content}) + "\n")
-                n += 1
+            fh.write(json.dumps({"id": doc.id, "text": doc.content}) + "\n")
+            n += 1
     tmp.replace(part)  # a reader sees a file whole or not at all
     return n
+
+
+def purge(catalog: Catalog, name: str, ids: Iterable[str]) -> None:
+    """Take the texts of `ids` out of those kept for a backfill of `name` (a purge: out of every file now)."""
+    gone = set(ids)
+    folder = _folder(catalog, name)
+    for part in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+        with open(part, encoding="utf-8") as fh:
+            rows = [json.loads(line) for line in fh]
+        if any(r["id"] in gone for r in rows):
+            _write(part, (Doc(r["id"], r["text"]) for r in rows if r["id"] not in gone))
 
 
 def read(catalog: Catalog, name: str) -> Iterator[Doc]:
@@ -69,6 +87,13 @@ def read(catalog: Catalog, name: str) -> Iterator[Doc]:
             for line in fh:
                 row = json.loads(line)
                 yield Doc(row["id"], row["text"])
+
+
+def leftovers(catalog: Catalog) -> list[Path]:
+    """Folders of texts kept for indexes with no backfill in progress (an add that wrote its texts as the
+    backfill switched): `index gc` deletes them."""
+    root = catalog.settings.home / "backfill"
+    return [p for p in sorted(root.iterdir()) if p.is_dir() and not in_progress(catalog, p.name)] if root.is_dir() else []
 
 
 def forget(catalog: Catalog, name: str) -> None:

@@ -590,6 +590,8 @@ def delete_items(catalog: Catalog, name: str, external_ids: list[str], purge: bo
         current = _load_current(catalog, index)
         current.remove_ids(np.array(faiss_ids), index.factory, index.metric, purge=purge)
         out = _switch(catalog, index, current, lambda s, gen: delete_items_by_faiss_ids(s, index.id, faiss_ids, gen))
+        if purge:  # out of every file now: the texts an add kept for a running backfill too
+            backfill_texts.purge(catalog, name, external_ids)
         out["deleted"] = len(faiss_ids)
         return out
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import jobs, locks
+from . import backfill_texts, jobs, locks
 from .context import Catalog
 from .errors import Conflict
 from .models import Index, Job
@@ -38,6 +38,8 @@ def collect_garbage(catalog: Catalog, dry_run: bool = False) -> dict[str, Any]:
         except Conflict:
             busy.append(folder.name)
     found += _job_leftovers(catalog, dry_run)
+    found += [_remove(p, f"texts kept for a backfill of {p.name!r}, which is not in progress", dry_run)
+              for p in backfill_texts.leftovers(catalog)]
     return {"removed" if not dry_run else "would_remove": found,
             "bytes": sum(f["bytes"] for f in found), "skipped_being_written": busy}
 

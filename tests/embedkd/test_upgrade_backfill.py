@@ -183,3 +183,21 @@ def test_dropping_the_staging_index_drops_the_kept_texts(sqlite_catalog, tmp_pat
     assert [d.id for d in backfill_texts.read(sqlite_catalog, "idx")] == ["http-1"]
     drop_index(sqlite_catalog, staging_name("idx"))  # the backfill abandoned
     assert list(backfill_texts.read(sqlite_catalog, "idx")) == [] and not backfill_texts.in_progress(sqlite_catalog, "idx")
+
+
+def test_a_purge_takes_the_kept_text_out_and_gc_removes_texts_no_backfill_needs(sqlite_catalog, tmp_path):
+    from indexer import backfill_texts
+    from indexer.cleanup import collect_garbage
+
+    path = _corpus(tmp_path, 10)
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    build_index(sqlite_catalog, "idx", v1, read_corpus(path), progress=False)
+    build_index(sqlite_catalog, staging_name("idx"), v2, read_corpus(path), progress=False)
+    add_documents(sqlite_catalog, "idx", v1, ListSource([Doc("a", "w1 w2"), Doc("b", "w3 w4")]), progress=False)
+    delete_items(sqlite_catalog, "idx", ["a"], purge=True)  # data that must not stay on disk
+    assert [d.id for d in backfill_texts.read(sqlite_catalog, "idx")] == ["b"]
+    assert collect_garbage(sqlite_catalog)["removed"] == []  # the backfill still needs them
+    backfill_texts.keep(sqlite_catalog, "other", [Doc("c", "w5")])  # written as a backfill of "other" switched
+    out = collect_garbage(sqlite_catalog)
+    assert [r["why"] for r in out["removed"]] == ["texts kept for a backfill of 'other', which is not in progress"]
+    assert list(backfill_texts.read(sqlite_catalog, "other")) == [] and len(list(backfill_texts.read(sqlite_catalog, "idx"))) == 1
