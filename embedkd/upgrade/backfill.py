@@ -129,10 +129,11 @@ def _switch_locked(catalog: Catalog, name: str, stage: str) -> dict[str, Any]:
                 a, b = _items(s, orig.id), _items(s, new.id)
                 missing = sum(1 for k, v in a.items() if b.get(k) != v)
                 raise Conflict(
-                    f"index {name!r} holds {missing} documents (added or changed during the backfill) that its "
-                    f"corpus lacks or holds otherwise, so they cannot be embedded with the new model; add them to "
-                    f"{stage!r} with `embedkd index add --index {stage} --model MODEL --corpus PATH`, or give "
-                    "the backfill a corpus that has them (--corpus), then rerun it to switch"
+                    f"index {name!r} holds {missing} documents that neither the backfill's corpus nor the texts "
+                    "written while it ran have as the index does (added from elsewhere before it began), so they "
+                    f"cannot be embedded with the new model; add them to {stage!r} with `embedkd index add --index "
+                    f"{stage} --model MODEL --corpus PATH`, or give the backfill a corpus that has them (--corpus), "
+                    "then rerun it to switch"
                 )
             gen, old_file = orig.generation, orig.file
             src = catalog.settings.index_dir / stage / new.file

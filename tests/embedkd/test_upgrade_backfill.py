@@ -79,8 +79,8 @@ def test_switch_refuses_when_index_changed_meanwhile(catalog, tmp_path):
     # added before the backfill began, from elsewhere: neither its corpus nor the texts kept while it runs have it
     add_documents(catalog, "idx", v1, ListSource([Doc("late", "w1 w2 w3")]), progress=False)
     build_index(catalog, staging_name("idx"), v2, read_corpus(path), progress=False)  # backfill's build done
-    with pytest.raises(Conflict, match=r"'idx' holds 1 documents .added or changed during the backfill. that its corpus "
-                                       r"lacks.*--index idx.backfill"):
+    with pytest.raises(Conflict, match=r"'idx' holds 1 documents that neither the backfill's corpus nor the texts "
+                                       r"written while it ran have.*--index idx.backfill"):
         backfill(catalog, "idx", v2, read_corpus(path))
     with catalog.session() as s:
         assert get_index(s, "idx").model.fingerprint == v1.record.fingerprint
