@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ class _Scan:
     keys: list[str]
     infos: list[dict[str, Any] | None]
     contents: list[Any] | None = None  # kept only for a source that cannot be read twice (a generator)
+
+    @cached_property
+    def id_set(self) -> set[str]:
+        return set(self.ids)
 
 
 @dataclass
@@ -254,7 +259,7 @@ def _encode_job(catalog: Catalog, job: Job, encoder: Encoder, docs: DocSource, s
 def _run_job(catalog: Catalog, kind: str, target: str, params: dict[str, Any], encoder: Encoder, docs: DocSource,
              scan: _Scan, positions: Sequence[int], chunk: int, progress: bool, finalize,
              keep_failed: bool = True) -> dict[str, Any]:
-    """Encode the documents at `positions` in chunks (resuming a failed or killed run of the same parameters),
+    """Encode the documents at `positions` (at least one) in chunks (resuming a failed or killed run of the same parameters),
     then `finalize(job, vectors, positions)`. A resumed job encodes the positions its first run planned (kept
     in its folder), which `finalize` may plan again. The job's lock is held throughout; a failed job keeps its
     chunks for a rerun unless `keep_failed` is False."""
@@ -264,8 +269,7 @@ def _run_job(catalog: Catalog, kind: str, target: str, params: dict[str, Any], e
         t0 = time.perf_counter()
         try:
             positions = _job_positions(catalog, job, positions)
-            vectors = _encode_job(catalog, job, encoder, docs, scan, positions, chunk, progress) if len(
-                positions) else ChunkVectors([], encoder.record.dimension)
+            vectors = _encode_job(catalog, job, encoder, docs, scan, positions, chunk, progress)
             result = finalize(job, vectors, positions)
         except BaseException as err:
             # Encoded chunks stay in the job folder: a rerun resumes from them.
@@ -354,11 +358,10 @@ class _Seen:
 def _read_seen(catalog: Catalog, index: Index, scan: _Scan, delete_missing: bool) -> _Seen:
     """Read what `index` holds of the corpus (`index` read before this, so its generation is no later than
     what this reads: `_since` may then apply a change twice, which changes nothing)."""
-    present = set(scan.ids)
     with catalog.session() as s:
         existing = items_by_external_ids(s, index.id, scan.ids)
         others = ({f for e, f in s.execute(select(Item.external_id, Item.faiss_id).where(Item.index_id == index.id))
-                   if e not in present} if delete_missing else None)
+                   if e not in scan.id_set} if delete_missing else None)
     return _Seen(index.generation, {e: (r.faiss_id, r.content_hash, r.info) for e, r in existing.items()}, others)
 
 
@@ -374,11 +377,10 @@ def _since(catalog: Catalog, index: Index, scan: _Scan, seen: _Seen) -> _Seen | 
                          .where(Item.index_id == index.id, Item.generation > seen.generation)).all()
         removed = set(s.scalars(select(item_removals.c.faiss_id).where(item_removals.c.index_id == index.id,
                                                                         item_removals.c.generation > seen.generation)))
-    present = set(scan.ids)
     items = {e: v for e, v in seen.items.items() if v[0] not in removed}  # FAISS ids are never reused
     others = {f for f in seen.others if f not in removed} if seen.others is not None else None
     for e, f, h, info in rows:
-        if e in present:
+        if e in scan.id_set:
             items[e] = (f, h, info)
         elif others is not None:
             others.add(f)
@@ -503,11 +505,8 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
 
 
 def _docs_again(docs: DocSource, scan: _Scan) -> Iterator[Doc]:
-    """The documents read again (kept from the scan for a source that cannot be read twice)."""
-    if scan.contents is not None:
-        yield from (Doc(i, c) for i, c in zip(scan.ids, scan.contents))
-    else:
-        yield from docs
+    """Every document read again, as the scan read it (`_contents`)."""
+    return (Doc(i, c) for i, c in zip(scan.ids, _contents(docs, scan, range(len(scan.ids)))))
 
 
 def _commit_add(catalog: Catalog, index: Index, scan: _Scan, plan: _Plan, vectors) -> dict[str, Any]:
@@ -549,11 +548,12 @@ class _Picked:
         for start in range(0, len(self.wanted), DEFAULT_CHUNK):
             block = self.wanted[start : start + DEFAULT_CHUNK]
             out = np.empty((len(block), self.vectors.dimension), np.float32)
-            mine = np.array([p in self.row for p in block], dtype=bool)
+            rows = [self.row.get(p) for p in block]
+            mine = np.array([r is not None for r in rows], dtype=bool)
             if mine.any():
-                out[mine] = self.vectors[np.array([self.row[p] for p in block if p in self.row])]
+                out[mine] = self.vectors[np.array([r for r in rows if r is not None])]
             if not mine.all():
-                out[~mine] = self.extra[[self.extra_row[p] for p in block if p not in self.row]]
+                out[~mine] = self.extra[[self.extra_row[p] for p, r in zip(block, rows) if r is None]]
             yield start, out
 
 

@@ -11,6 +11,7 @@ from indexer.catalog import get_index
 from indexer.corpus import Doc, ListSource, read_corpus
 from indexer.errors import Conflict
 from indexer.search import Searcher
+from tests.indexer.helpers import During
 
 from .test_upgrade_fit import HashEncoder, _corpus
 
@@ -97,16 +98,9 @@ def test_backfill_catches_up_with_writes_made_meanwhile(catalog, tmp_path):
     add_documents(catalog, "idx", v1, ListSource(docs[15:18]), progress=False)  # written while it built
     delete_items(catalog, "idx", [docs[0].id])
 
-    class WritesOnce:  # v2; while the first catch-up encodes, one more document is written to the live index
-        record, done = v2.record, False
-
-        def __call__(self, texts):
-            if not self.done:
-                self.done = True
-                add_documents(catalog, "idx", v1, ListSource(docs[18:19]), progress=False)
-            return v2(texts)
-
-    out = backfill(catalog, "idx", WritesOnce(), read_corpus(path))
+    # while the first catch-up encodes, one more document is written to the live index
+    writes_once = During(v2, lambda: add_documents(catalog, "idx", v1, ListSource(docs[18:19]), progress=False))
+    out = backfill(catalog, "idx", writes_once, read_corpus(path))
     assert out["switched"] and out["built"] == {} and out["count"] == 18
     assert out["caught_up"] == {"added": 4, "deleted": 1}
     with catalog.session() as s:
@@ -171,14 +165,21 @@ def test_documents_written_over_http_during_a_backfill_are_in_the_switched_index
     assert list(backfill_texts.read(catalog, "idx")) == [] and not backfill_texts.in_progress(catalog, "idx")
 
 
+def _backfill_built(catalog, tmp_path):
+    """Index "idx" of 10 documents by v1, and its backfill's staging index built by v2 (a backfill in progress,
+    as `backfill` leaves it when killed before its switch); v1."""
+    path = _corpus(tmp_path, 10)
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    build_index(catalog, "idx", v1, read_corpus(path), progress=False)
+    build_index(catalog, staging_name("idx"), v2, read_corpus(path), progress=False)
+    return v1
+
+
 def test_dropping_the_staging_index_drops_the_kept_texts(sqlite_catalog, tmp_path):
     from indexer import backfill_texts
     from indexer.build import drop_index
 
-    path = _corpus(tmp_path, 10)
-    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
-    build_index(sqlite_catalog, "idx", v1, read_corpus(path), progress=False)
-    build_index(sqlite_catalog, staging_name("idx"), v2, read_corpus(path), progress=False)
+    v1 = _backfill_built(sqlite_catalog, tmp_path)
     add_documents(sqlite_catalog, "idx", v1, ListSource([Doc("http-1", "w1 w2")]), progress=False)
     assert [d.id for d in backfill_texts.read(sqlite_catalog, "idx")] == ["http-1"]
     drop_index(sqlite_catalog, staging_name("idx"))  # the backfill abandoned
@@ -189,10 +190,7 @@ def test_a_purge_takes_the_kept_text_out_and_gc_removes_texts_no_backfill_needs(
     from indexer import backfill_texts
     from indexer.cleanup import collect_garbage
 
-    path = _corpus(tmp_path, 10)
-    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
-    build_index(sqlite_catalog, "idx", v1, read_corpus(path), progress=False)
-    build_index(sqlite_catalog, staging_name("idx"), v2, read_corpus(path), progress=False)
+    v1 = _backfill_built(sqlite_catalog, tmp_path)
     add_documents(sqlite_catalog, "idx", v1, ListSource([Doc("a", "w1 w2"), Doc("b", "w3 w4")]), progress=False)
     delete_items(sqlite_catalog, "idx", ["a"], purge=True)  # data that must not stay on disk
     assert [d.id for d in backfill_texts.read(sqlite_catalog, "idx")] == ["b"]

@@ -88,3 +88,16 @@ class Failing:
         if self.calls > self.after:
             raise RuntimeError("encoder worker lost")
         return self.encoder(texts)
+
+
+class During:
+    """The real encoder, running `action()` once, at its first call (while a write encodes)."""
+
+    def __init__(self, encoder, action) -> None:
+        self.encoder, self.action, self.record, self.done = encoder, action, encoder.record, False
+
+    def __call__(self, texts):
+        if not self.done:
+            self.done = True
+            self.action()
+        return self.encoder(texts)

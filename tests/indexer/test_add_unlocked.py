@@ -12,20 +12,7 @@ from indexer.build import add_documents, build_index, delete_items, drop_index
 from indexer.corpus import Doc, ListSource, read_corpus
 from indexer.errors import Conflict, NotFound
 
-from .helpers import Failing, index_vectors, snapshot
-
-
-class During:
-    """The real encoder, running `action()` once, at its first call (while the add encodes)."""
-
-    def __init__(self, encoder, action) -> None:
-        self.encoder, self.action, self.record, self.done = encoder, action, encoder.record, False
-
-    def __call__(self, texts):
-        if not self.done:
-            self.done = True
-            self.action()
-        return self.encoder(texts)
+from .helpers import During, Failing, index_vectors, snapshot
 
 
 def _check_vectors(catalog, name: str, minilm, docs) -> None:
