@@ -21,7 +21,7 @@ from pathlib import Path
 from command import command_line, emit  # this folder is on sys.path when a script in it runs
 from filtered_search import TableEncoder, _clustered, table_docs  # this folder is on sys.path when a script in it runs
 
-from indexer.build import _plan, _read_index, _read_seen, _scan, _since, add_documents, build_index, delete_items
+from indexer.build import _plan, _read_seen, _scan, _since, add_documents, build_index, delete_items, index_row
 from indexer.context import open_catalog
 from indexer.corpus import ListSource
 from indexer.settings import load_settings
@@ -44,7 +44,7 @@ def main() -> None:
         catalog = open_catalog(load_settings(home=home, database_url=args.database_url), migrate=True)
         build_index(catalog, "w", encoder, ListSource(table_docs(0, args.docs)), progress=False)
         scan = _scan(ListSource(table_docs(0, args.docs + args.new)))
-        index = _read_index(catalog, "w")
+        index = index_row(catalog, "w")
         t0 = time.perf_counter()
         seen = _read_seen(catalog, index, scan, delete_missing=True)
         first_read = time.perf_counter() - t0
@@ -53,7 +53,7 @@ def main() -> None:
                 delete_items(catalog, "w", [f"d{i}"])
             else:
                 add_documents(catalog, "w", encoder, ListSource(table_docs(args.docs + args.new + i, 1)), progress=False)
-        now = _read_index(catalog, "w")
+        now = index_row(catalog, "w")
         times: dict[str, list[float]] = {"full": [], "since": []}
         plans = {}
         for _ in range(args.repeat):

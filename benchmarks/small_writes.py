@@ -34,8 +34,9 @@ from command import command_line  # this folder is on sys.path when a script in 
 from filtered_search import TableEncoder, _clustered, table_docs  # this folder is on sys.path when a script in it runs
 
 from indexer import shards
-from indexer.build import add_documents, build_index, compact_index, delete_items
+from indexer.build import add_documents, build_index, delete_items
 from indexer.catalog import get_index
+from indexer.compaction import compact_index
 from indexer.context import open_catalog
 from indexer.corpus import ListSource
 from indexer.search import Searcher

@@ -28,7 +28,7 @@ import numpy as np
 from sqlalchemy import select, update
 from tqdm.auto import tqdm
 
-from . import backfill_texts, jobs, locks, shards, store
+from . import backfill_texts, frozen, jobs, locks, shards, store
 from .catalog import (
     KIND_COMMANDS,
     delete_items_by_faiss_ids,
@@ -45,8 +45,8 @@ from .errors import Conflict, UserError
 from .hashing import sha256_text
 from .models import Index, Item, Job, item_removals
 
-__all__ = ["build_index", "add_documents", "delete_items", "compact_index", "drop_index", "index_stem", "check_encoder_fits",
-           "check_index_name", "content_key"]
+__all__ = ["build_index", "add_documents", "delete_items", "drop_index", "index_row", "load_current", "switch_generation",
+           "index_stem", "check_encoder_fits", "check_index_name", "content_key"]
 
 log = logging.getLogger(__name__)
 
@@ -430,11 +430,15 @@ def _step_generation(s, index: Index, **values: Any) -> None:
         raise Conflict(f"index {index.name!r} changed while this job ran; run the command again")
 
 
-def _load_current(catalog: Catalog, index: Index) -> shards.ShardedIndex:
-    return shards.load(catalog.settings.index_dir / index.name / index.file, index.checksum, lazy=True)
+def load_current(catalog: Catalog, index: Index) -> shards.ShardedIndex:
+    """The index's current generation to write to (call holding its write lock): shards read when used, and those
+    a running compaction rewrites frozen."""
+    current = shards.load(catalog.settings.index_dir / index.name / index.file, index.checksum, lazy=True)
+    current.frozen = frozen.files(catalog, index.name)
+    return current
 
 
-def _switch(catalog: Catalog, index: Index, new: shards.ShardedIndex, apply_rows) -> dict[str, Any]:
+def switch_generation(catalog: Catalog, index: Index, new: shards.ShardedIndex, apply_rows) -> dict[str, Any]:
     """Write generation+1 (the changed shards and a manifest), then in one transaction update the rows
     (`apply_rows(session, generation)`) if the index did not change meanwhile. Files of the old generation
     that the new one does not share go after."""
@@ -448,7 +452,7 @@ def _switch(catalog: Catalog, index: Index, new: shards.ShardedIndex, apply_rows
             "checksum": checksum}
 
 
-def _read_index(catalog: Catalog, name: str) -> Index:
+def index_row(catalog: Catalog, name: str) -> Index:
     with catalog.session() as s:
         index = get_index(s, name)
         _ = index.model
@@ -471,7 +475,7 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
     if not 0 <= max_delete <= 1:
         raise UserError(f"--max-delete is a share of the index between 0 and 1, got {max_delete}")
     scan = _scan(docs)
-    index = _read_index(catalog, name)
+    index = index_row(catalog, name)
     check_encoder_fits(index, encoder)
     seen = _read_seen(catalog, index, scan, delete_missing)
     plan = _plan(index, scan, seen, max_delete)
@@ -483,7 +487,7 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
 
     def commit(encoded: Sequence[int], vectors: ChunkVectors) -> dict[str, Any]:
         with locks.target_lock(catalog, name, wait_s=lock_wait_s):
-            now = _read_index(catalog, name)
+            now = index_row(catalog, name)
             check_encoder_fits(now, encoder)  # an upgrade may have switched the index to another model meanwhile
             if now.generation == seen.generation:
                 final = plan
@@ -513,7 +517,7 @@ def _commit_add(catalog: Catalog, index: Index, scan: _Scan, plan: _Plan, vector
     """Write the plan as the index's next generation (call holding its write lock): old vectors of changed and
     missing documents out, `vectors` (of `plan.positions`, in order) in under new FAISS ids."""
     removed = plan.replaced_faiss_ids + plan.missing_faiss_ids
-    current = _load_current(catalog, index)
+    current = load_current(catalog, index)
     if removed:
         current.remove_ids(np.array(removed), index.factory, index.metric)
     new_ids = np.arange(index.next_id, index.next_id + len(plan.positions), dtype=np.int64)
@@ -528,7 +532,7 @@ def _commit_add(catalog: Catalog, index: Index, scan: _Scan, plan: _Plan, vector
                      [scan.keys[p] for p in plan.positions], [scan.infos[p] for p in plan.positions], gen)
         s.execute(update(Index).where(Index.id == index.id).values(next_id=index.next_id + len(new_ids)))
 
-    out = _switch(catalog, index, current, rows)
+    out = switch_generation(catalog, index, current, rows)
     out.update(added=len(plan.positions) - len(plan.replaced_faiss_ids), updated=len(plan.replaced_faiss_ids),
                unchanged=plan.skipped, metadata_updated=len(plan.retagged), deleted=len(plan.missing_faiss_ids))
     return out
@@ -587,30 +591,13 @@ def delete_items(catalog: Catalog, name: str, external_ids: list[str], purge: bo
             shown = ", ".join(repr(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise UserError(f"index {name!r} has no item with id {shown}; nothing was deleted")
         faiss_ids = [found[e].faiss_id for e in dict.fromkeys(external_ids)]
-        current = _load_current(catalog, index)
+        current = load_current(catalog, index)
         current.remove_ids(np.array(faiss_ids), index.factory, index.metric, purge=purge)
-        out = _switch(catalog, index, current, lambda s, gen: delete_items_by_faiss_ids(s, index.id, faiss_ids, gen))
+        out = switch_generation(catalog, index, current, lambda s, gen: delete_items_by_faiss_ids(s, index.id, faiss_ids, gen))
         if purge:  # out of every file now: the texts an add kept for a running backfill too
             backfill_texts.purge(catalog, name, external_ids)
         out["deleted"] = len(faiss_ids)
         return out
-
-
-def compact_index(catalog: Catalog, name: str) -> dict[str, Any]:
-    """Rewrite an index's shards without their listed deleted ids, neighbours merged up to the shard size: what
-    many small writes and deletes leave (small shards, skipped vectors) folded away. A new generation; the items
-    and their ids are unchanged. An index with nothing to fold is left as it is."""
-    with locks.target_lock(catalog, name):
-        with catalog.session() as s:
-            index = get_index(s, name)
-            s.expunge(index)
-        current = _load_current(catalog, index)
-        before = {"shards_before": len(current.shards), "deleted_before": sum(len(sh.deleted) for sh in current.shards)}
-        current.compact(index.factory, index.metric)
-        if not current.dirty:
-            return {"index": name, "count": index.count, "generation": index.generation, "shards": len(current.shards),
-                    **before, "changed": False}
-        return {**_switch(catalog, index, current, lambda _s, _gen: None), **before, "changed": True}
 
 
 def drop_index(catalog: Catalog, name: str) -> dict[str, Any]:

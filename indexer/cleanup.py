@@ -16,7 +16,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import backfill_texts, jobs, locks
+from . import backfill_texts, frozen, jobs, locks
+from .compaction import staging_prefix
 from .context import Catalog
 from .errors import Conflict
 from .models import Index, Job
@@ -40,6 +41,7 @@ def collect_garbage(catalog: Catalog, dry_run: bool = False) -> dict[str, Any]:
     found += _job_leftovers(catalog, dry_run)
     found += [_remove(p, f"texts kept for a backfill of {p.name!r}, which is not in progress", dry_run)
               for p in backfill_texts.leftovers(catalog)]
+    found += [_remove(p, "the frozen files of a compaction that is not running", dry_run) for p in frozen.leftovers(catalog)]
     return {"removed" if not dry_run else "would_remove": found,
             "bytes": sum(f["bytes"] for f in found), "skipped_being_written": busy}
 
@@ -53,8 +55,10 @@ def _index_leftovers(catalog: Catalog, folder: Path, dry_run: bool) -> list[dict
     if not current:  # a row that names no file yet: nothing here can be told apart from its files
         return []
     keep = set(manifest_files(folder / current))
+    # shards a running compaction has written and not yet committed (those of one killed go once none runs)
+    staging = staging_prefix(folder.name, "") if locks.compactor(catalog, folder.name) else None
     return [_remove(p, "not named by the index's current generation", dry_run)
-            for p in sorted(folder.iterdir()) if p.name not in keep]
+            for p in sorted(folder.iterdir()) if p.name not in keep and not (staging and p.name.startswith(staging))]
 
 
 def _job_leftovers(catalog: Catalog, dry_run: bool) -> list[dict[str, Any]]:

@@ -31,7 +31,8 @@ from sqlalchemy.orm import Session
 from .context import Catalog
 from .errors import Conflict
 
-__all__ = ["target_lock", "job_lock", "is_writing", "writer", "job_writer", "check_held", "lock_key", "job_lock_path"]
+__all__ = ["target_lock", "job_lock", "compaction_lock", "is_writing", "writer", "job_writer", "compactor", "check_held",
+           "lock_key", "job_lock_path"]
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,21 @@ def job_lock(catalog: Catalog, job_id: int, what: str, wait_s: float = 1.0) -> I
         yield
 
 
+@contextmanager
+def compaction_lock(catalog: Catalog, target: str) -> Iterator[None]:
+    """Hold index `target`'s compaction lock while compacting it (`Conflict` when another process compacts it)."""
+    def refusal() -> str:
+        return (f"index {target!r} is being compacted by another process ({compactor(catalog, target)}); "
+                "wait for it to finish")
+
+    with _lock(catalog, lock_key(target, "compact"), _compaction_lock_path(catalog, target), refusal, 1.0):
+        yield
+
+
+def _compaction_lock_path(catalog: Catalog, target: str) -> Path:
+    return catalog.settings.home / "locks" / "compact" / f"{target}.lock"  # a folder: index names may end in ".compact"
+
+
 def _lock(catalog: Catalog, key: int, path: Path, refusal: Callable[[], str], wait_s: float,
           held: tuple[str, str] | None = None):
     """The advisory lock `key` on a PostgreSQL catalog, else the file lock at `path`."""
@@ -201,6 +217,11 @@ def writer(catalog: Catalog, target: str) -> str | None:
 def job_writer(catalog: Catalog, job_id: int) -> str | None:
     """Who runs job `job_id` ("embedkd HOST pid N"), or None when nobody does (it ended, or was killed)."""
     return _holder(catalog, lock_key(str(job_id), "job"), job_lock_path(catalog, job_id))
+
+
+def compactor(catalog: Catalog, target: str) -> str | None:
+    """Who compacts index `target` ("embedkd HOST pid N"), or None when nobody does."""
+    return _holder(catalog, lock_key(target, "compact"), _compaction_lock_path(catalog, target))
 
 
 def _holder(catalog: Catalog, key: int, path: Path) -> str | None:

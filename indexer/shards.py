@@ -43,7 +43,8 @@ from .errors import UserError
 from .hashing import sha256_file
 
 __all__ = ["DEFAULT_SHARD_SIZE", "MANIFEST_SUFFIX", "MAX_DELETED", "Shard", "ShardedIndex", "check_shard_size", "link", "load",
-           "manifest_files", "replacing", "shard_size", "write"]
+           "manifest_files", "rebase", "replacing", "shard_size", "write",
+           "write_shards"]
 
 # At 384-d float32 a full shard is 1.5 GB: large enough that Flat/IVF searches stay one pass over few
 # files, small enough that a delete (which rewrites its shard) in a 10M-vector index rewrites a tenth of it.
@@ -71,6 +72,8 @@ class ShardedIndex:
     folder: Path | None = None  # where unread shards are read from
     dirty: set[int] = field(default_factory=set)  # positions of shards changed since loading
     template: Shard | None = None  # an empty, trained copy of the shards' index (its file, once written)
+    # files a running compaction is rewriting (`compaction.py`): no write rewrites or merges them meanwhile
+    frozen: set[str] = field(default_factory=set)
 
     @classmethod
     def empty(cls, template: faiss.Index, shard_size: int = DEFAULT_SHARD_SIZE, first_id: int = 0) -> ShardedIndex:
@@ -127,7 +130,7 @@ class ShardedIndex:
         while start < len(ids):
             last = len(self.shards) - 1
             room = self.shard_size - self._stored(last)
-            if room <= 0 or (last not in self.dirty and self._count(last)):
+            if room <= 0 or (last not in self.dirty and self._count(last)) or self._is_frozen(last):
                 self.shards.append(Shard(int(ids[start]), self._empty_copy()))
                 self.dirty.add(last + 1)
                 continue
@@ -140,7 +143,8 @@ class ShardedIndex:
     def _merge_newest(self) -> None:
         while len(self.shards) > 1:
             older, newer = len(self.shards) - 2, len(self.shards) - 1
-            if self._count(older) > self._count(newer) or self._stored(older) + self._stored(newer) > self.shard_size:
+            if (self._count(older) > self._count(newer) or self._stored(older) + self._stored(newer) > self.shard_size
+                    or self._is_frozen(older)):
                 return
             # into the older shard, so a shard's ids stay ascending (filtered.search relies on it to skip a sort)
             self.shards[older].index = store.merge(self.shard(older), self.shard(newer))
@@ -148,6 +152,9 @@ class ShardedIndex:
             self.shards.pop()
             self.dirty.discard(newer)
             self.dirty.add(older)
+
+    def _is_frozen(self, pos: int) -> bool:
+        return self.shards[pos].file in self.frozen
 
     def _count(self, pos: int) -> int:
         """Shard `pos`'s vectors, deleted ones left out."""
@@ -175,36 +182,56 @@ class ShardedIndex:
 
     def remove_ids(self, ids: np.ndarray, factory: str, metric: str, purge: bool = False) -> None:
         """Delete ids: listed as deleted with their shards, or removed from the shards' files (rewriting them) where
-        a shard's list would pass its bound, or with `purge` (HNSW shards are rebuilt, one shard at a time)."""
+        a shard's list would pass its bound, or with `purge` (HNSW shards are rebuilt, one shard at a time). A frozen
+        shard's list passes its bound: the compaction rewriting it takes the list over."""
         ids = np.asarray(ids, dtype=np.int64)
         owner = self._owners(ids)
         for pos in np.unique(owner).tolist():
             shard = self.shards[pos]
             gone = np.union1d(shard.deleted, ids[owner == pos])
-            if purge or len(gone) > min(MAX_DELETED, self._stored(pos) // 10):
+            if purge or (len(gone) > min(MAX_DELETED, self._stored(pos) // 10) and not self._is_frozen(pos)):
                 shard.index = store.remove_ids(self.shard(pos), gone, factory, metric)
                 shard.deleted = gone[:0]
                 self.dirty.add(pos)
             else:
                 shard.deleted = gone
 
-    def compact(self, factory: str, metric: str) -> None:
+    def compaction_groups(self) -> list[list[int]]:
+        """The shards `compact` makes, as runs of positions of the current ones: neighbours merged while the merged
+        one fits `shard_size` (deleted vectors not counted, as `compact` removes them). Reads no shard."""
+        groups: list[list[int]] = []
+        for pos in range(len(self.shards)):
+            if groups and sum(self._count(p) for p in groups[-1]) + self._count(pos) <= self.shard_size:
+                groups[-1].append(pos)
+            else:
+                groups.append([pos])
+        return groups
+
+    def _rewrites(self, group: list[int]) -> bool:
+        return len(group) > 1 or len(self.shards[group[0]].deleted) > 0 or group[0] in self.dirty
+
+    def compaction_inputs(self) -> set[str]:
+        """The files `compact` would rewrite (it keeps the others as they are)."""
+        return {self.shards[p].file for g in self.compaction_groups() if self._rewrites(g) for p in g
+                if self.shards[p].file is not None}
+
+    def compact(self, factory: str, metric: str) -> list[list[Shard] | None]:
         """Rewrite every shard that lists deleted ids without them, and merge neighbouring shards while the merged
-        one fits `shard_size` (`embedkd index compact`: after many small writes, fewer shards to search)."""
+        one fits `shard_size` (`embedkd index compact`: after many small writes, fewer shards to search).
+        Returns, per shard of the result, None where it was kept as it was, else the shards it was made of as
+        they were (file, checksum, the deleted ids it listed and no longer holds), which `rebase` needs."""
+        groups = self.compaction_groups()
+        sources = [[Shard(s.first_id, None, s.file, s.checksum, s.count, s.deleted) for s in map(self.shards.__getitem__, g)]
+                   if self._rewrites(g) else None for g in groups]
         listed = [shard.deleted for shard in self.shards if len(shard.deleted)]
         if listed:
             self.remove_ids(np.concatenate(listed), factory, metric, purge=True)
-        kept: list[int] = []  # positions, in the current list, of the shards the compacted index keeps
-        changed: set[int] = set()  # their new positions, where rewritten
-        for pos in range(len(self.shards)):
-            if kept and self._stored(kept[-1]) + self._stored(pos) <= self.shard_size:
-                self.shards[kept[-1]].index = store.merge(self.shard(kept[-1]), self.shard(pos))
-                changed.add(len(kept) - 1)
-                continue
-            if pos in self.dirty:
-                changed.add(len(kept))
-            kept.append(pos)  # a shard kept as it was keeps its file, whatever its new position
-        self.shards, self.dirty = [self.shards[pos] for pos in kept], changed
+        for group in groups:
+            for pos in group[1:]:
+                self.shards[group[0]].index = store.merge(self.shard(group[0]), self.shard(pos))
+        self.shards = [self.shards[g[0]] for g in groups]
+        self.dirty = {j for j, src in enumerate(sources) if src is not None}
+        return sources
 
     def stored_ids(self) -> np.ndarray:
         """Every id the index holds (deleted ones left out), shard by shard."""
@@ -228,6 +255,32 @@ class ShardedIndex:
         return np.clip(np.searchsorted(firsts, ids, side="right") - 1, 0, None)
 
 
+def rebase(compacted: ShardedIndex, sources: list[list[Shard] | None], now: ShardedIndex) -> ShardedIndex | None:
+    """What `compacted` (`compact` of an earlier generation, `sources` its return) is on `now`, the index as
+    writes committed since left it; None when one of them rewrote a shard the compaction rewrote (a purge).
+    Writes leave frozen shards in their files, so `now` holds each source file as it was but for ids deleted
+    since: those are listed as deleted on the shard made from it. Every other shard of `now` (added, or changed
+    by writes, since) is kept as it is, in its place."""
+    at = {(s.file, s.checksum): s for s in now.shards}
+    made_from: dict[str | None, int] = {}
+    for j, source in enumerate(sources):
+        if source is None:
+            continue
+        if any((s.file, s.checksum) not in at for s in source):
+            return None
+        since = [np.setdiff1d(at[s.file, s.checksum].deleted, s.deleted) for s in source]
+        compacted.shards[j].deleted = np.unique(np.concatenate(since)).astype(np.int64)
+        made_from.update({s.file: j for s in source})
+    out: list[Shard] = []
+    for shard in now.shards:
+        j = made_from.get(shard.file)
+        if j is None:
+            out.append(shard)
+        elif not out or out[-1] is not compacted.shards[j]:
+            out.append(compacted.shards[j])
+    return ShardedIndex(out, now.shard_size, now.folder, template=now.template, frozen=now.frozen)
+
+
 def _keeps_max(index: Any) -> bool:
     return getattr(index, "metric_type", faiss.METRIC_INNER_PRODUCT) == faiss.METRIC_INNER_PRODUCT
 
@@ -241,18 +294,25 @@ def check_shard_size(shard_size: int) -> int:
 def write(index: ShardedIndex, folder: Path, stem: str) -> tuple[Path, str]:
     """Write the changed shards as `{stem}.s{position}.faiss` and the manifest `{stem}.shards.json`;
     returns (manifest path, its sha256). Unchanged shards keep their files."""
-    for pos in sorted(index.dirty):
-        shard = index.shards[pos]
-        path = folder / f"{stem}.s{pos}.faiss"
-        shard.checksum = store.write_index(shard.index, path)
-        shard.file = path.name
-    index.dirty.clear()
+    write_shards(index, folder, stem)
     template = index.template
     if template is not None and template.file is None:
         path = folder / f"{stem}.template.faiss"
         template.checksum, template.file = store.write_index(template.index, path), path.name
     return _write_manifest(folder, stem, index.shard_size, [_entry(s) for s in index.shards],
                            {"file": template.file, "checksum": template.checksum} if template is not None else None)
+
+
+def write_shards(index: ShardedIndex, folder: Path, stem: str) -> list[str]:
+    """Write the changed shards as `{stem}.s{position}.faiss` (no manifest); returns their file names."""
+    for pos in sorted(index.dirty):
+        shard = index.shards[pos]
+        path = folder / f"{stem}.s{pos}.faiss"
+        shard.checksum = store.write_index(shard.index, path)
+        shard.file = path.name
+    written = [index.shards[pos].file for pos in sorted(index.dirty)]
+    index.dirty.clear()
+    return written
 
 
 def _entry(shard: Shard) -> dict:

@@ -178,7 +178,7 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    from indexer.build import compact_index
+    from indexer.compaction import compact_index
 
     emit(compact_index(catalog_from_env(), args.index), args.json)  # any index, galleries too: no model needed
     return 0

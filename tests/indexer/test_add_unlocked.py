@@ -109,7 +109,7 @@ def test_the_commit_reads_only_what_other_writes_changed_and_plans_as_a_full_rea
     """`_since` (the rows written and the FAISS ids removed since the add read the index) gives the plan that
     reading every item again gives, after random adds, updates, metadata changes and deletes, of documents in
     the add's corpus and not."""
-    from indexer.build import _plan, _read_index, _read_seen, _scan, _since
+    from indexer.build import _plan, _read_seen, _scan, _since, index_row
 
     docs = list(read_corpus(beir_small))[:24]
     rng = np.random.default_rng(0)
@@ -118,7 +118,7 @@ def test_the_commit_reads_only_what_other_writes_changed_and_plans_as_a_full_rea
               for i, d in enumerate(docs[4:20])]  # some changed, some retagged, some new; ids 0-3 not in it
     scan = _scan(ListSource(corpus))
     for round_ in range(4):
-        index = _read_index(sqlite_catalog, "a")
+        index = index_row(sqlite_catalog, "a")
         seen = _read_seen(sqlite_catalog, index, scan, delete_missing)
         for _ in range(3):  # other writes meanwhile
             present, _ = index_vectors(sqlite_catalog, "a")
@@ -130,7 +130,7 @@ def test_the_commit_reads_only_what_other_writes_changed_and_plans_as_a_full_rea
                 writes = [Doc(d.id, d.content + (" (v%d)" % round_ if kind == 1 else ""),
                               {"metadata": {"n": int(rng.integers(3))}}) for d in picked]
                 add_documents(sqlite_catalog, "a", minilm, ListSource(writes), progress=False)
-        now = _read_index(sqlite_catalog, "a")
+        now = index_row(sqlite_catalog, "a")
         assert now.generation > seen.generation
         incremental = _since(sqlite_catalog, now, scan, seen)
         assert incremental is not None

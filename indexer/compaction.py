@@ -1,0 +1,112 @@
+"""`embedkd index compact`, leaving the index to its writers while it rewrites.
+
+Compaction rewrites shards (deleted vectors out, small neighbours merged), which on a large index takes minutes
+(an HNSW shard is rebuilt). It holds the index's write lock only for moments: to read the generation and
+freeze the files it rewrites (`frozen.py`), and to commit. Meanwhile writes go on: adds land in new shards
+(never merged into frozen ones), deletes are listed with their shards; at the commit those deletes are listed
+with the rewritten shards (`shards.rebase`) and every shard written meanwhile is kept. A write that rewrote a
+frozen shard anyway (`delete --purge`, a backfill's switch) makes the compaction start again from the index as
+it is then; after `TRIES` such restarts it compacts holding the lock throughout, as it once always did.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from . import frozen, locks, shards
+from .build import COMMIT_WAIT_S, index_row, index_stem, load_current, switch_generation
+from .context import Catalog
+
+__all__ = ["compact_index", "TRIES", "staging_prefix"]
+
+log = logging.getLogger(__name__)
+
+TRIES = 3  # compactions without the lock before one holding it
+
+
+def staging_prefix(name: str, process: str | None = None) -> str:
+    """How the shards a compaction has written but not committed are named, in the index's folder (`process`:
+    which one's, by default this one; "" for any)."""
+    return f"{name}.compacting-" + (f"{socket.gethostname()}-{os.getpid()}" if process is None else process)
+
+
+def compact_index(catalog: Catalog, name: str, lock_wait_s: float = COMMIT_WAIT_S) -> dict[str, Any]:
+    """Rewrite an index's shards without their listed deleted ids, neighbours merged up to the shard size: what
+    many small writes and deletes leave (small shards, skipped vectors) folded away. A new generation; the items
+    and their ids are unchanged. An index with nothing to fold is left as it is. Writes to the index go on while
+    it rewrites (module docstring); it waits up to `lock_wait_s` for the index's lock, to start and to commit."""
+    held = [0.0]
+
+    @contextmanager
+    def lock() -> Iterator[None]:
+        with locks.target_lock(catalog, name, wait_s=lock_wait_s):
+            start = time.perf_counter()
+            try:
+                yield
+            finally:
+                held[0] += time.perf_counter() - start
+
+    with locks.compaction_lock(catalog, name):
+        for attempt in range(1, TRIES + 2):
+            if attempt <= TRIES:
+                out = _compact(catalog, name, lock, freeze=True)
+            else:  # the last resort: holding the lock throughout, nothing comes between
+                with lock():
+                    out = _compact(catalog, name, nullcontext, freeze=False)
+            if out is not None:
+                return {**out, "attempts": attempt, "lock_held_s": round(held[0], 3)}
+            log.warning("index %r: a write rewrote shards this compaction was rewriting; compacting again", name)
+    raise AssertionError("unreachable: the last attempt holds the lock throughout")
+
+
+def _compact(catalog: Catalog, name: str, lock: Callable[[], AbstractContextManager], freeze: bool) -> dict[str, Any] | None:
+    """One compaction, taking `lock` to start and to commit; None when a write rewrote what it rewrote meanwhile."""
+    with lock():
+        index = index_row(catalog, name)
+        base = load_current(catalog, index)
+        before = {"shards_before": len(base.shards), "deleted_before": sum(len(sh.deleted) for sh in base.shards)}
+        inputs = base.compaction_inputs()
+        if not inputs:
+            return {"index": name, "count": index.count, "generation": index.generation, "shards": len(base.shards),
+                    **before, "changed": False}
+        if freeze:
+            frozen.freeze(catalog, name, inputs)
+    folder = catalog.settings.index_dir / name
+    staged: list[str] = []
+    try:
+        sources = base.compact(index.factory, index.metric)
+        staged = shards.write_shards(base, folder, staging_prefix(name))
+        with lock():
+            now = index_row(catalog, name)
+            if now.id != index.id:  # dropped and built again meanwhile
+                return None
+            final = base if now.generation == index.generation else shards.rebase(base, sources, load_current(catalog, now))
+            if final is None:
+                return None
+            placed = _place(final, set(staged), folder, index_stem(name, now.generation + 1))
+            out = switch_generation(catalog, now, final, lambda _s, _gen: None)
+        return {**out, **before, "deleted_meanwhile": sum(len(final.shards[pos].deleted) for pos in placed), "changed": True}
+    finally:
+        if freeze:
+            frozen.thaw(catalog, name)
+        for file in staged:  # those not committed
+            (folder / file).unlink(missing_ok=True)
+
+
+def _place(final: shards.ShardedIndex, staged: set[str], folder: Path, stem: str) -> list[int]:
+    """Give the staged shards their generation's names (renames in one folder: moments, whatever their size);
+    returns their positions."""
+    placed = [pos for pos, shard in enumerate(final.shards) if shard.file in staged]
+    for pos in placed:
+        shard = final.shards[pos]
+        file = f"{stem}.s{pos}.faiss"
+        os.replace(folder / shard.file, folder / file)
+        shard.file = file
+    return placed
