@@ -61,7 +61,8 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=300000, help="vectors in the index")
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--factory", default="HNSW32")
-    ap.add_argument("--deleted", type=float, default=0.05, help="share of the documents deleted before the compaction")
+    ap.add_argument("--deleted", type=float, default=0.03,
+                    help="share of the documents deleted before the compaction (listed while under MAX_DELETED)")
     ap.add_argument("--writes", type=int, default=40, help="one-document writes sent while it runs")
     ap.add_argument("--interval", type=float, default=0.5, help="seconds between two writes")
     ap.add_argument("--patience", type=float, default=10.0, help="the write queue's patience (the service's default)")
