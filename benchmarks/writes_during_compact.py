@@ -51,9 +51,9 @@ def _compact(args: argparse.Namespace) -> None:
     print(json.dumps({"seconds": round(time.perf_counter() - t0, 2), **{k: out[k] for k in keys if k in out}}))
 
 
-def _delete_target(i: int, first: int) -> str:
-    """The document write `i` deletes: one not deleted before the compaction (those are multiples of the step)."""
-    return f"d{(i - first) * 7 + 1}"
+def _delete_target(i: int, first: int, step: int) -> str:
+    """The document write `i` deletes: one not deleted before the compaction (those are multiples of `step`)."""
+    return f"d{(i - first) * step + 1}"
 
 
 def main() -> None:
@@ -100,7 +100,7 @@ def main() -> None:
 
         def write(i: int) -> None:
             if i % 2 == 0:
-                queue.delete("w", [_delete_target(i, first)])
+                queue.delete("w", [_delete_target(i, first, step)])
             else:
                 queue.add("w", table_docs(i, 1))
 
@@ -111,7 +111,7 @@ def main() -> None:
         compaction = json.loads(stdout.strip().splitlines()[-1])
 
         added = [first + i for i, r in enumerate(rows) if r["ok"] and i % 2 == 1]
-        deleted = before + [_delete_target(first + i, first) for i, r in enumerate(rows) if r["ok"] and i % 2 == 0]
+        deleted = before + [_delete_target(first + i, first, step) for i, r in enumerate(rows) if r["ok"] and i % 2 == 0]
         with catalog.session() as s:
             index = get_index(s, "w")
             count = index.count
