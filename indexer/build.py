@@ -479,7 +479,8 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
     check_encoder_fits(index, encoder)
     seen = _read_seen(catalog, index, scan, delete_missing)
     plan = _plan(index, scan, seen, max_delete)
-    if backfill_texts.in_progress(catalog, name):  # its catch-up embeds these with the new model
+    kept = backfill_texts.in_progress(catalog, name)
+    if kept:  # its catch-up embeds these with the new model
         backfill_texts.keep(catalog, name, _docs_again(docs, scan))
     params = {"corpus": docs.fingerprint, "model": encoder.record.fingerprint, "chunk": chunk_size}
     if delete_missing:
@@ -494,6 +495,9 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
             else:  # other writes committed while this add encoded: only what they changed is read
                 final = _plan(now, scan, _since(catalog, now, scan, seen) or _read_seen(catalog, now, scan,
                                                                                          delete_missing), max_delete)
+            if final.positions and not kept and backfill_texts.in_progress(catalog, name):  # began while this encoded
+                backfill_texts.keep(catalog, name, (Doc(scan.ids[p], c) for p, c in
+                                                    zip(final.positions, _contents(docs, scan, final.positions))))
             if not final.positions and not final.missing_faiss_ids:
                 gen = _retag_only(catalog, now, final.retagged) if final.retagged else now.generation
                 return {"index": name, "count": now.count, "generation": gen, "added": 0, "updated": 0,

@@ -165,6 +165,21 @@ def test_documents_written_over_http_during_a_backfill_are_in_the_switched_index
     assert list(backfill_texts.read(catalog, "idx")) == [] and not backfill_texts.in_progress(catalog, "idx")
 
 
+def test_an_add_that_began_before_the_backfill_keeps_its_texts_at_its_commit(sqlite_catalog, tmp_path):
+    """The add checked for a backfill before encoding, found none, and one began while it encoded: its commit
+    keeps the texts of what it writes, so the backfill's catch-up can embed them and switch."""
+    from indexer import backfill_texts
+
+    path = _corpus(tmp_path, 10)
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    build_index(sqlite_catalog, "idx", v1, read_corpus(path), progress=False)
+    begins = During(v1, lambda: build_index(sqlite_catalog, staging_name("idx"), v2, read_corpus(path), progress=False))
+    add_documents(sqlite_catalog, "idx", begins, ListSource([Doc("http-1", "w1 w2 w3")]), progress=False)
+    assert [d.id for d in backfill_texts.read(sqlite_catalog, "idx")] == ["http-1"]
+    out = backfill(sqlite_catalog, "idx", v2, read_corpus(path))  # its corpus lacks http-1
+    assert out["switched"] and out["caught_up"] == {"added": 1, "deleted": 0} and out["count"] == 11
+
+
 def _backfill_built(catalog, tmp_path):
     """Index "idx" of 10 documents by v1, and its backfill's staging index built by v2 (a backfill in progress,
     as `backfill` leaves it when killed before its switch); v1."""
