@@ -24,7 +24,7 @@ from . import frozen, locks, shards
 from .build import COMMIT_WAIT_S, index_row, index_stem, load_current, switch_generation
 from .context import Catalog
 
-__all__ = ["compact_index", "TRIES", "staging_prefix"]
+__all__ = ["compact_index", "compaction_need", "TRIES", "staging_prefix"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,20 @@ def staging_prefix(name: str, process: str | None = None) -> str:
     """How the shards a compaction has written but not committed are named, in the index's folder (`process`:
     which one's, by default this one; "" for any)."""
     return f"{name}.compacting-" + (f"{socket.gethostname()}-{os.getpid()}" if process is None else process)
+
+
+def compaction_need(index: shards.ShardedIndex, deleted_share: float = 0.05, folds: int = 12) -> str | None:
+    """Why compacting `index` is worth its rewrite, or None: the deleted vectors still in its files are at least
+    `deleted_share` of those stored (searches skip them, memory holds them), or compacting would merge away
+    at least `folds` shards (IVF and HNSW search pays per shard). Reads only the manifest."""
+    stored = sum(s.index.ntotal if s.index is not None else s.count for s in index.shards)
+    deleted = sum(len(s.deleted) for s in index.shards)
+    if stored and deleted / stored >= deleted_share:
+        return f"{deleted} of its {stored} stored vectors are deleted"
+    merged = len(index.shards) - len(index.compaction_groups())
+    if merged >= folds:
+        return f"{merged} of its {len(index.shards)} shards would be merged away"
+    return None
 
 
 def compact_index(catalog: Catalog, name: str, lock_wait_s: float = COMMIT_WAIT_S) -> dict[str, Any]:

@@ -20,8 +20,9 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 class _Held(Collector):
     """The searcher's state and the catalog's job counts, at scrape time (`Searcher.held`, `jobs.count_by_state`)."""
 
-    def __init__(self, held, job_counts, write_counts) -> None:
+    def __init__(self, held, job_counts, write_counts, compaction_counts) -> None:
         self.held, self.job_counts, self.write_counts = held, job_counts, write_counts
+        self.compaction_counts = compaction_counts
 
     def collect(self):
         jobs = GaugeMetricFamily("embedkd_jobs", "build and add jobs by state (alert on failed, interrupted)",
@@ -67,16 +68,23 @@ class _Held(Collector):
         yield refused
         yield GaugeMetricFamily("embedkd_write_waiting", "HTTP write requests waiting behind a write now",
                                 value=counts.get("waiting", 0))
+        compactions = CounterMetricFamily("embedkd_auto_compactions", "background compactions (`serve --compact-every`) "
+                                          "by outcome: done, busy (another process held the index: next round), "
+                                          "failed (see the log)", labels=["outcome"])
+        done = self.compaction_counts()
+        for outcome in ("done", "busy", "failed"):
+            compactions.add_metric([outcome], done.get(outcome, 0))
+        yield compactions
 
 
-def instrument(app: FastAPI, held, job_counts, write_counts) -> None:
+def instrument(app: FastAPI, held, job_counts, write_counts, compaction_counts) -> None:
     """Count and time every request of `app` and serve them at /metrics with `held()`'s state,
-    `job_counts()` and `write_counts()` (`WriteQueue.counts`)."""
+    `job_counts()`, `write_counts()` (`WriteQueue.counts`) and `compaction_counts()` (`AutoCompactor.counts`)."""
     registry = CollectorRegistry()
     requests = Counter("embedkd_http_requests", "HTTP requests", ["route", "method", "status"], registry=registry)
     seconds = Histogram("embedkd_http_request_seconds", "HTTP request latency", ["route", "method"],
                         buckets=_BUCKETS, registry=registry)
-    registry.register(_Held(held, job_counts, write_counts))
+    registry.register(_Held(held, job_counts, write_counts, compaction_counts))
 
     @app.middleware("http")
     async def measure(request: Request, call_next):

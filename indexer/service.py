@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -10,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from .auth import require_token
+from .auto_compact import AutoCompactor
 from .build import add_documents, delete_items
 from .catalog import get_index, get_item, list_indexes
 from .corpus import ListSource, parse_record
@@ -59,10 +62,23 @@ def _searcher(request: Request) -> Searcher:
 SearcherDep = Annotated[Searcher, Depends(_searcher)]
 
 
-def create_app(searcher: Searcher, token: str | None = None, write_patience_s: float = 10.0) -> FastAPI:
+def create_app(searcher: Searcher, token: str | None = None, write_patience_s: float = 10.0,
+               compactor: AutoCompactor | None = None) -> FastAPI:
     """The search app; with `token`, requests need it as a bearer token (`indexer.auth`). A document write
-    that finds its index held by another process is tried again for `write_patience_s` before a 409."""
-    app = FastAPI(title="embedkd search", version="0.1.0",
+    that finds its index held by another process is tried again for `write_patience_s` before a 409.
+    `compactor`: compacts the catalog's indexes in the background while the app runs."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if compactor is not None:
+            compactor.start()
+        try:
+            yield
+        finally:
+            if compactor is not None:
+                await run_in_threadpool(compactor.stop)
+
+    app = FastAPI(title="embedkd search", version="0.1.0", lifespan=lifespan,
                   description="Search FAISS indexes of the embedkd catalog.")
     app.state.searcher = searcher
     # concurrent document writes to an index are applied together (one generation), not refused
@@ -77,7 +93,8 @@ def create_app(searcher: Searcher, token: str | None = None, write_patience_s: f
         require_token(app, token)
     # added last, so it runs first: refused requests are counted too
     instrument(app, searcher.held, lambda: count_by_state(searcher.catalog),
-               lambda: {**writes.counts, "waiting": writes.waiting()})
+               lambda: {**writes.counts, "waiting": writes.waiting()},
+               lambda: dict(compactor.counts) if compactor is not None else {})
 
     @app.exception_handler(UserError)
     async def _user_error(_request: Request, err: UserError) -> JSONResponse:

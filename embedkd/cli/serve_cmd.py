@@ -28,6 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token-file", default=None, metavar="PATH",
                    help="require the token in this file as 'Authorization: Bearer TOKEN' on every route but "
                         "/health, /metrics and the docs (default: $EMBEDKD_API_TOKEN; neither: no token)")
+    p.add_argument("--compact-every", type=float, default=300.0, metavar="SECONDS",
+                   help="check every index this often and compact those with many deleted vectors or small shards, "
+                        "in the background: writes and searches go on (default 300; 0: never, run `index compact`)")
+    p.add_argument("--compact-deleted", type=float, default=0.05, metavar="SHARE",
+                   help="compact an index once this share of the vectors in its files is deleted (default 0.05)")
     add_encoder_options(p)
     p.set_defaults(handler=_serve)
 
@@ -48,8 +53,11 @@ def _serve(args: argparse.Namespace) -> int:
     if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         sys.stderr.write(f"warning: serving on {args.host} without a token: anyone who can reach it can search, "
                          "and add and delete documents and gallery crops; set EMBEDKD_API_TOKEN or --token-file\n")
+    if args.compact_every < 0:
+        raise UserError(f"--compact-every must be 0 (never) or a positive number of seconds, got {args.compact_every}")
     app = build_app(catalog_from_env(), text_encoder_loader(args), preload=args.preload, use_gpu=args.gpu,
-                    query_batch=args.query_batch, token=token, preload_fields=fields)
+                    query_batch=args.query_batch, token=token, preload_fields=fields,
+                    compact_every_s=args.compact_every, compact_deleted=args.compact_deleted)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -1,0 +1,87 @@
+"""Compaction in the background of `embedkd serve` (`--compact-every`), as a database's own merge scheduler.
+
+Every `every_s` seconds the server reads each index's manifest (no vectors) and compacts the indexes that need
+it (`compaction.compaction_need`: deleted vectors still in their files, or many small shards). A compaction
+holds the index's write lock only to start and to commit, so writes and searches go on meanwhile. Several
+servers on one catalog share the work: an index that another process compacts or writes right now is skipped
+until the next round. The server holds what a compaction rewrites in memory meanwhile, beside what it serves
+(a full shard of 384-d vectors is 1.5 GB): size its memory for that, or compact from a job with `--compact-every 0`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from typing import Any
+
+from . import locks
+from .build import index_row, load_current
+from .catalog import list_indexes
+from .compaction import compact_index, compaction_need
+from .context import Catalog
+from .errors import Conflict, UserError
+
+__all__ = ["AutoCompactor"]
+
+log = logging.getLogger(__name__)
+
+LOCK_WAIT_S = 10.0  # for the index's lock to start and to commit: a round waits no longer for a busy index
+
+
+class AutoCompactor:
+    def __init__(self, catalog: Catalog, every_s: float, deleted_share: float = 0.05, folds: int = 12) -> None:
+        if every_s <= 0:
+            raise UserError(f"compaction interval must be a positive number of seconds, got {every_s}")
+        if not 0 < deleted_share <= 1:
+            raise UserError(f"--compact-deleted is a share of an index's vectors in (0, 1], got {deleted_share}")
+        self.catalog, self.every_s, self.deleted_share, self.folds = catalog, every_s, deleted_share, folds
+        self.counts: Counter[str] = Counter()  # compactions by outcome: done, busy, failed (`GET /metrics`)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def round(self) -> list[dict[str, Any]]:
+        """Compact every index that needs it, now; what each compaction returned."""
+        with self.catalog.session() as s:
+            names = [i.name for i in list_indexes(s) if i.file]
+        done = []
+        for name in names:
+            if self._stop.is_set():
+                break
+            try:
+                if locks.compactor(self.catalog, name) is not None:
+                    raise Conflict(f"index {name!r} is being compacted by another process")
+                with locks.target_lock(self.catalog, name, wait_s=LOCK_WAIT_S):  # moments: a manifest read
+                    why = compaction_need(load_current(self.catalog, index_row(self.catalog, name)),
+                                          self.deleted_share, self.folds)
+                if why is None:
+                    continue
+                log.info("compacting index %r: %s", name, why)
+                done.append({**compact_index(self.catalog, name, lock_wait_s=LOCK_WAIT_S), "why": why})
+                self.counts["done"] += 1
+            except Conflict as err:  # another process writes or compacts it: the next round
+                self.counts["busy"] += 1
+                log.info("not compacting index %r now: %s", name, err)
+            except (UserError, OSError) as err:  # dropped meanwhile, a file gone: said, and the server goes on
+                self.counts["failed"] += 1
+                log.warning("compacting index %r failed: %s", name, err)
+        return done
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="embedkd-compact", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.round()
+            except Exception:  # noqa: BLE001 - a server's background task logs what it did not expect, and goes on
+                self.counts["failed"] += 1
+                log.exception("a compaction round failed")
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop after the compaction under way, if any (waiting up to `timeout_s`: one killed midway leaves
+        nothing but files `index gc` removes)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
