@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 import uuid
+from collections.abc import Callable
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,10 @@ _BATCH = 5000
 _NOTHING_IMPORTED = "free space or fix permissions there, then import again; nothing was imported"
 
 
-def export_index(catalog: Catalog, name: str, out: str | os.PathLike) -> dict[str, Any]:
-    """Write index `name` to the new folder `out` (written beside it, renamed into place when complete)."""
+def export_index(catalog: Catalog, name: str, out: str | os.PathLike, attached: Path | None = None) -> dict[str, Any]:
+    """Write index `name` to the new folder `out` (written beside it, renamed into place when complete).
+    `attached`: a folder of EMBEDKD_HOME that holds files the items point to (`info["path"]`; a gallery's
+    uploaded crops): the files of the exported items in it are exported too (`import_index` places them)."""
     out = Path(out)
     if out.exists():
         raise UserError(f"{out} exists; export into a new folder")
@@ -80,10 +83,15 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike) -> dict[st
             for file in names:
                 if (pins / file).is_file():
                     _copy(pins / file, tmp / "files" / file)
+            inside: list[str] = []  # paths of the items' files in `attached`, relative to it
             with open(tmp / "items.jsonl", "w", encoding="utf-8") as fh:
                 for e, f, h, info in chain(first, rows):
                     fh.write(json.dumps({"id": e, "faiss_id": f, "hash": h, "info": info}) + "\n")
+                    if attached is not None and (rel := _relative(info, attached)) is not None:
+                        inside.append(rel)
         files = [{"name": file, "sha256": sha256_file(tmp / "files" / file)} for file in names]
+        if attached is not None:
+            record["attached"] = {"folder": str(attached), "files": _export_attached(attached, inside, tmp / "attached")}
         if adapters:
             (tmp / "adapters").mkdir()
         for a in adapters:
@@ -97,16 +105,48 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike) -> dict[st
     finally:
         shutil.rmtree(pins, ignore_errors=True)
     return {"index": name, "out": str(out), "count": record["index"]["count"], "files": len(files),
-            "adapters": len(adapters), "bytes": jobs.disk_bytes(out)}
+            "adapters": len(adapters), "attached_files": len(record.get("attached", {}).get("files", [])),
+            "bytes": jobs.disk_bytes(out)}
 
 
-def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = None) -> dict[str, Any]:
-    """Import the export in folder `src` as index `name` (default: its own name)."""
+def _relative(info: Any, folder: Path) -> str | None:
+    """The item's file (`info["path"]`) relative to `folder`, or None where it has none there."""
+    path = info.get("path") if isinstance(info, dict) else None
+    if not isinstance(path, str):
+        return None
+    try:
+        return Path(path).relative_to(folder).as_posix()
+    except ValueError:
+        return None
+
+
+def _export_attached(folder: Path, inside: list[str], dest: Path) -> list[dict[str, str]]:
+    """Copy the files `inside` (relative to `folder`) to `dest`; their entries. A file removed since the items
+    were read (its crop removed meanwhile) is left out: the import then has no file for an item that is gone."""
+    out = []
+    for rel in dict.fromkeys(inside):
+        if not (folder / rel).is_file():
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        _copy(folder / rel, dest / rel)
+        out.append({"name": rel, "sha256": sha256_file(dest / rel)})
+    return out
+
+
+def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = None,
+                 attach_to: Callable[[str], Path] | None = None) -> dict[str, Any]:
+    """Import the export in folder `src` as index `name` (default: its own name). Files exported with the
+    items (`export_index`'s `attached`) go to the folder `attach_to(name)`, and the items' paths to them follow."""
     src = Path(src)
     record = _read_manifest(src)
+    attached = record.get("attached")
+    if attached and attach_to is None:
+        raise UserError(f"{src} holds files its items point to (a gallery's crops); import it with "
+                        "`embedkd index import`, which places them; nothing was imported")
     for part, sha in [(Path("files") / f["name"], f["sha256"]) for f in record["files"]] + [
             (Path("items.jsonl"), record["items_sha256"])] + [(Path("adapters") / a["file"], a["checksum"])
-                                                              for a in record["adapters"]]:
+                                                              for a in record["adapters"]] + [
+            (Path("attached") / f["name"], f["sha256"]) for f in (attached or {}).get("files", [])]:
         path = src / part
         if not path.is_file() or sha256_file(path) != sha:
             raise UserError(f"{path} is missing or does not match the export's checksum; export the index again; "
@@ -130,6 +170,12 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
                 adapter_folder.mkdir(parents=True, exist_ok=True)
                 copied.append(adapter_folder / a["file"])
                 _copy(src / "adapters" / a["file"], adapter_folder / a["file"], _NOTHING_IMPORTED)
+            relocate = None
+            if attached:
+                assert attach_to is not None
+                target = attach_to(name)
+                copied += _import_attached(src / "attached", attached["files"], target)
+                relocate = (Path(attached["folder"]), target)
             with catalog.session() as s:
                 model = ensure_model(s, ModelRecord(**record["model"]))
                 gen = int(meta["generation"])
@@ -139,7 +185,7 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
                             history_from=gen)
                 s.add(row)
                 s.flush()
-                _insert_items(s, row.id, src / "items.jsonl", gen)
+                _insert_items(s, row.id, src / "items.jsonl", gen, relocate)
                 for a in record["adapters"]:
                     source = ensure_model(s, ModelRecord(**a["source_model"]))
                     s.add(Adapter(index_id=row.id, source_model_id=source.id, target_model_id=model.id,
@@ -150,7 +196,25 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
                 path.unlink(missing_ok=True)
             raise
     return {"index": name, "count": meta["count"], "generation": meta["generation"], "model": record["model"]["name"],
-            "adapters": len(record["adapters"]), "imported": True}
+            "adapters": len(record["adapters"]), "attached_files": len((attached or {}).get("files", [])), "imported": True}
+
+
+def _import_attached(src: Path, files: list[dict[str, str]], target: Path) -> list[Path]:
+    """Copy the exported files into `target`; the paths it wrote. A file already there with the same bytes is
+    kept (an import beside the export's own catalog); one with other bytes is refused, nothing written."""
+    clash = next((f["name"] for f in files if (target / f["name"]).is_file()
+                  and sha256_file(target / f["name"]) != f["sha256"]), None)
+    if clash is not None:
+        raise Conflict(f"{target / clash} exists with other content; import under another name with --index "
+                       "NEW_NAME, or move that folder away; nothing was imported")
+    written = []
+    for f in files:
+        if (target / f["name"]).is_file():
+            continue
+        (target / f["name"]).parent.mkdir(parents=True, exist_ok=True)
+        written.append(target / f["name"])
+        _copy(src / f["name"], target / f["name"], _NOTHING_IMPORTED)
+    return written
 
 
 def pin_prefix(host: str | None = None, pid: int | None = None) -> str:
@@ -193,11 +257,15 @@ def _read_manifest(src: Path) -> dict[str, Any]:
     return record
 
 
-def _insert_items(s, index_id: int, path: Path, generation: int) -> None:
+def _insert_items(s, index_id: int, path: Path, generation: int, relocate: tuple[Path, Path] | None = None) -> None:
+    """The exported items; `relocate` (old folder, new folder): paths in the old folder now point to the new."""
     with open(path, encoding="utf-8") as fh:
         batch: list[dict[str, Any]] = []
         for line in fh:
-            batch.append(json.loads(line))
+            row = json.loads(line)
+            if relocate is not None and (rel := _relative(row["info"], relocate[0])) is not None:
+                row["info"] = {**row["info"], "path": str(relocate[1] / rel)}
+            batch.append(row)
             if len(batch) == _BATCH:
                 _flush(s, index_id, batch, generation)
                 batch = []

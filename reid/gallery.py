@@ -10,7 +10,6 @@ names when present). All images are read and checked before anything is written.
 from __future__ import annotations
 
 import hashlib
-import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from indexer.models import Index
 from .data import IMAGE_SUFFIXES, parse_market_name
 from .encoder import ImageEncoder, ImageRef, file_sha256, load_image_encoder
 from .transforms import load_image
+from .uploads import safe_name, upload_dir
 
 __all__ = [
     "GallerySource",
@@ -135,14 +135,6 @@ def require_gallery(catalog: Catalog, name: str) -> None:
         _gallery_index(s, name)
 
 
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def upload_dir(catalog: Catalog, gallery: str) -> Path:
-    """Where crops uploaded over HTTP to `gallery` are stored (the index keeps their paths)."""
-    return catalog.settings.home / "galleries" / _SAFE.sub("_", gallery)
-
-
 def remove_from_gallery(catalog: Catalog, name: str, ids: Sequence[str]) -> dict[str, Any]:
     """Remove crops by id (file stem); an unknown id removes nothing and is an error. Crops are images
     of people: a removed crop's uploaded file goes too (only after the index let it go, so a refused
@@ -154,7 +146,7 @@ def remove_from_gallery(catalog: Catalog, name: str, ids: Sequence[str]) -> dict
     out = delete_items(catalog, name, list(ids), purge=True)
     folder = upload_dir(catalog, name)
     for crop_id in ids:
-        for path in folder.glob(f"{_SAFE.sub('_', crop_id)}.*"):
+        for path in folder.glob(f"{safe_name(crop_id)}.*"):
             if path.stem == crop_id and path.suffix.lower() in IMAGE_SUFFIXES:
                 path.unlink(missing_ok=True)
     return out

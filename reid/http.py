@@ -21,7 +21,7 @@ from indexer.context import Catalog
 from indexer.errors import UserError
 
 from .data import IMAGE_SUFFIXES
-from .gallery import _SAFE, upload_dir
+from .uploads import safe_name, upload_dir
 
 __all__ = ["gallery_router", "upload_dir", "MAX_SHOTS"]
 
@@ -74,7 +74,7 @@ def gallery_router(catalog: Catalog) -> APIRouter:
         paths, written, replaced = [], [], {}
         try:
             for upload in images:
-                name = _SAFE.sub("_", Path(upload.filename or "").name)
+                name = safe_name(Path(upload.filename or "").name)
                 if not name or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
                     raise UserError(f"upload {upload.filename!r} needs a .jpg/.jpeg/.png file name (its id)")
                 path = folder / name

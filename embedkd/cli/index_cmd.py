@@ -110,7 +110,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--json", action="store_true")
     v.set_defaults(handler=_verify)
 
-    x = isub.add_parser("export", help="write an index (files, items, model, adapters) to a folder: a backup, or a move")
+    x = isub.add_parser("export", help="write an index (files, items, model, adapters; a gallery's uploaded crops) to a "
+                                       "folder: a backup, or a move")
     x.add_argument("--index", required=True)
     x.add_argument("--out", required=True, help="a new folder")
     x.add_argument("--json", action="store_true")
@@ -312,13 +313,18 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from indexer.transfer import export_index
+    from reid.uploads import upload_dir
 
-    emit(export_index(catalog_from_env(), args.index, args.out), args.json)
+    catalog = catalog_from_env()
+    # a gallery's crops uploaded over HTTP live in EMBEDKD_HOME, not in the user's folders: they go with it
+    emit(export_index(catalog, args.index, args.out, attached=upload_dir(catalog, args.index)), args.json)
     return 0
 
 
 def _import(args: argparse.Namespace) -> int:
     from indexer.transfer import import_index
+    from reid.uploads import upload_dir
 
-    emit(import_index(catalog_from_env(), args.src, args.index), args.json)
+    catalog = catalog_from_env()
+    emit(import_index(catalog, args.src, args.index, attach_to=lambda name: upload_dir(catalog, name)), args.json)
     return 0

@@ -107,3 +107,46 @@ def test_concurrent_uploads_of_one_crop_name_leave_file_and_index_agreeing(serve
     # the index holds the vector of the bytes on disk: the stored file finds itself at cosine 1
     top = query_gallery(catalog, "people", [stored], k=1)[0][0]
     assert top["id"] == "0001_c1s1_000001_01" and abs(top["score"] - 1.0) < 1e-4
+
+
+def test_a_gallery_moves_with_its_uploaded_crops(served, market_slice, tmp_path, monkeypatch, capsys):
+    """`index export` takes the crops uploaded over HTTP (they live in EMBEDKD_HOME, not in the user's folders);
+    `index import` places them in the new catalog's folder for the gallery, its items point there, and removing
+    a crop there removes its file. Crops indexed from the user's folders keep their paths."""
+    import json
+
+    from embedkd.cli.main import main
+    from indexer.catalog import get_item
+
+    catalog, client = served
+    ups = sorted((market_slice / "query").iterdir())[:2]
+    r = client.post("/reid/galleries/people/crops", files=[("images", (q.name, q.read_bytes(), "image/jpeg")) for q in ups])
+    assert r.status_code == 200 and r.json()["added"] == 2
+    monkeypatch.setenv("EMBEDKD_HOME", str(catalog.settings.home))
+    assert main(["index", "export", "--index", "people", "--out", str(tmp_path / "moved"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["attached_files"] == 2
+
+    monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "home2"))
+    assert main(["index", "import", "--from", str(tmp_path / "moved"), "--index", "crowd", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["attached_files"] == 2
+    other = open_catalog(load_settings(home=tmp_path / "home2"))
+    try:
+        target = upload_dir(other, "crowd")
+        assert sorted(p.name for p in target.iterdir()) == [q.name for q in ups]
+        with other.session() as s:
+            assert get_item(s, "crowd", ups[0].stem).info["path"] == str(target / ups[0].name)
+            kept = sorted((market_slice / "bounding_box_test").iterdir())[0]
+            assert get_item(s, "crowd", kept.stem).info["path"] == str(kept)  # the user's own folder
+        assert query_gallery(other, "crowd", [ups[1]], k=1)[0][0]["id"] == ups[1].stem
+        assert main(["reid", "gallery", "remove", "--gallery", "crowd", ups[0].stem]) == 0
+        assert not (target / ups[0].name).exists() and (upload_dir(catalog, "people") / ups[0].name).is_file()
+
+        # a file of other bytes where a crop would go: refused, nothing imported
+        (upload_dir(other, "again")).mkdir(parents=True)
+        (upload_dir(other, "again") / ups[1].name).write_bytes(b"someone else")
+        assert main(["index", "import", "--from", str(tmp_path / "moved"), "--index", "again"]) != 0
+        assert "exists with other content" in capsys.readouterr().err
+        with other.session() as s, pytest.raises(Exception, match="again"):
+            get_item(s, "again", ups[1].stem)
+    finally:
+        other.close()
