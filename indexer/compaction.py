@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from . import frozen, locks, shards
+from . import frozen, locks, shards, store
 from .build import COMMIT_WAIT_S, index_row, index_stem, load_current, switch_generation
 from .context import Catalog
 
@@ -94,9 +94,14 @@ def _compact(catalog: Catalog, name: str, lock: Callable[[], AbstractContextMana
             frozen.freeze(catalog, name, inputs)
     folder = catalog.settings.index_dir / name
     staged: list[str] = []
+
+    def stage(position: int, shard: shards.Shard) -> None:  # written as soon as made, then out of memory
+        staged.append(f"{staging_prefix(name)}.s{position}.faiss")
+        shard.checksum, shard.file = store.write_index(shard.index, folder / staged[-1]), staged[-1]
+        shard.count, shard.index = int(shard.index.ntotal), None
+
     try:
-        sources = base.compact(index.factory, index.metric)
-        staged = shards.write_shards(base, folder, staging_prefix(name))
+        sources = base.compact(index.factory, index.metric, write=stage)
         with lock():
             now = index_row(catalog, name)
             if now.id != index.id:  # dropped and built again meanwhile

@@ -43,8 +43,7 @@ from .errors import UserError
 from .hashing import sha256_file
 
 __all__ = ["DEFAULT_SHARD_SIZE", "MANIFEST_SUFFIX", "MAX_DELETED", "Shard", "ShardedIndex", "check_shard_size", "link", "load",
-           "manifest_files", "rebase", "replacing", "shard_size", "write",
-           "write_shards"]
+           "manifest_files", "rebase", "replacing", "shard_size", "write"]
 
 # At 384-d float32 a full shard is 1.5 GB: large enough that Flat/IVF searches stay one pass over few
 # files, small enough that a delete (which rewrites its shard) in a 10M-vector index rewrites a tenth of it.
@@ -215,22 +214,35 @@ class ShardedIndex:
         return {self.shards[p].file for g in self.compaction_groups() if self._rewrites(g) for p in g
                 if self.shards[p].file is not None}
 
-    def compact(self, factory: str, metric: str) -> list[list[Shard] | None]:
+    def compact(self, factory: str, metric: str,
+                write: Callable[[int, Shard], None] | None = None) -> list[list[Shard] | None]:
         """Rewrite every shard that lists deleted ids without them, and merge neighbouring shards while the merged
         one fits `shard_size` (`embedkd index compact`: after many small writes, fewer shards to search).
         Returns, per shard of the result, None where it was kept as it was, else the shards it was made of as
-        they were (file, checksum, the deleted ids it listed and no longer holds), which `rebase` needs."""
+        they were (file, checksum, the deleted ids it listed and no longer holds), which `rebase` needs.
+        `write(position, shard)`: called with each rewritten shard as soon as it is made; it writes it (its
+        `file` and `checksum` set) and may let its vectors go (`index` None, `count` set), so that the
+        compaction holds one shard's worth of vectors at a time, not the index's. Without it the rewritten
+        shards stay in memory, dirty."""
         groups = self.compaction_groups()
         sources = [[Shard(s.first_id, None, s.file, s.checksum, s.count, s.deleted) for s in map(self.shards.__getitem__, g)]
                    if self._rewrites(g) else None for g in groups]
-        listed = [shard.deleted for shard in self.shards if len(shard.deleted)]
-        if listed:
-            self.remove_ids(np.concatenate(listed), factory, metric, purge=True)
-        for group in groups:
-            for pos in group[1:]:
-                self.shards[group[0]].index = store.merge(self.shard(group[0]), self.shard(pos))
-        self.shards = [self.shards[g[0]] for g in groups]
-        self.dirty = {j for j, src in enumerate(sources) if src is not None}
+        made: list[Shard] = []
+        for group, source in zip(groups, sources):
+            first = self.shards[group[0]]
+            if source is not None:
+                for pos in group:
+                    if len(self.shards[pos].deleted):
+                        self.shards[pos].index = store.remove_ids(self.shard(pos), self.shards[pos].deleted, factory, metric)
+                        self.shards[pos].deleted = self.shards[pos].deleted[:0]
+                for pos in group[1:]:
+                    first.index = store.merge(self.shard(group[0]), self.shard(pos))
+                    self.shards[pos].index = None  # its vectors are in `first` now
+            made.append(first)
+            if source is not None and write is not None:
+                write(len(made) - 1, first)
+        self.shards = made
+        self.dirty = {j for j, source in enumerate(sources) if source is not None} if write is None else set()
         return sources
 
     def stored_ids(self) -> np.ndarray:
@@ -294,25 +306,18 @@ def check_shard_size(shard_size: int) -> int:
 def write(index: ShardedIndex, folder: Path, stem: str) -> tuple[Path, str]:
     """Write the changed shards as `{stem}.s{position}.faiss` and the manifest `{stem}.shards.json`;
     returns (manifest path, its sha256). Unchanged shards keep their files."""
-    write_shards(index, folder, stem)
+    for pos in sorted(index.dirty):
+        shard = index.shards[pos]
+        path = folder / f"{stem}.s{pos}.faiss"
+        shard.checksum = store.write_index(shard.index, path)
+        shard.file = path.name
+    index.dirty.clear()
     template = index.template
     if template is not None and template.file is None:
         path = folder / f"{stem}.template.faiss"
         template.checksum, template.file = store.write_index(template.index, path), path.name
     return _write_manifest(folder, stem, index.shard_size, [_entry(s) for s in index.shards],
                            {"file": template.file, "checksum": template.checksum} if template is not None else None)
-
-
-def write_shards(index: ShardedIndex, folder: Path, stem: str) -> list[str]:
-    """Write the changed shards as `{stem}.s{position}.faiss` (no manifest); returns their file names."""
-    for pos in sorted(index.dirty):
-        shard = index.shards[pos]
-        path = folder / f"{stem}.s{pos}.faiss"
-        shard.checksum = store.write_index(shard.index, path)
-        shard.file = path.name
-    written = [index.shards[pos].file for pos in sorted(index.dirty)]
-    index.dirty.clear()
-    return written
 
 
 def _entry(shard: Shard) -> dict:
