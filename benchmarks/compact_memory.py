@@ -6,7 +6,7 @@ The index: `--shards` shards of `--shard-size` vectors (`--dim`-d, Flat; documen
 seeded matrix, as in `writes_during_add.py`), with `--deleted` of each shard's documents deleted (listed with
 it, under the bound past which a delete rewrites its shard), so a compaction rewrites every shard. It is built
 once; each compaction runs on a fresh copy of it, in a fresh child process that imports `indexer` from the
-given source tree and reports its peak RSS (ru_maxrss) and wall time; rounds alternate the trees.
+given source tree and reports its peak RSS (VmHWM) and wall time; rounds alternate the trees.
 
     git worktree add /tmp/base-compact f2e5b3e
     .venv/bin/python benchmarks/compact_memory.py --baseline /tmp/base-compact --out docs/compact_memory.json
@@ -32,7 +32,7 @@ from indexer.corpus import ListSource
 from indexer.settings import load_settings
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import indexer.compaction
 assert indexer.compaction.__file__.startswith(sys.argv[1]), indexer.compaction.__file__
@@ -42,9 +42,10 @@ from indexer.settings import load_settings
 catalog = open_catalog(load_settings(home=sys.argv[2]))
 t0 = time.perf_counter()
 out = compact_index(catalog, "m")
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child would report its (large) parent's peak
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"seconds": time.perf_counter() - t0, "count": out["count"], "shards": out["shards"],
-                  "deleted_before": out["deleted_before"],
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "deleted_before": out["deleted_before"], "peak_rss_mb": hwm / 1024}))
 """
 
 

@@ -3,7 +3,8 @@
 An index's write lock is held to write its files and rows (a build, a commit, a delete); a job's lock is held
 by the process running the job, from its first encoded chunk to its end, which is how `index jobs` tells a
 running job from an interrupted one. An add encodes holding only its job's lock, so that a long add leaves
-its index free for other writes until it commits.
+its index free for other writes until it commits. An index's compaction lock lets one compaction of it run at
+a time; the compaction takes the write lock only to start and to commit (`compaction.py`).
 
 On an embedded (SQLite) catalog the lock is a file in EMBEDKD_HOME, locked with flock: the OS releases
 it when the process dies. A PostgreSQL catalog is shared by processes on several machines (over a
