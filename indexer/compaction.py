@@ -23,8 +23,9 @@ from typing import Any
 from . import frozen, locks, shards, store
 from .build import COMMIT_WAIT_S, index_row, index_stem, load_current, switch_generation
 from .context import Catalog
+from .errors import UserError
 
-__all__ = ["compact_index", "compaction_need", "TRIES", "staging_prefix"]
+__all__ = ["compact_index", "compaction_need", "compaction_status", "TRIES", "staging_prefix"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,23 @@ def compaction_need(index: shards.ShardedIndex, deleted_share: float = 0.05, fol
     if merged >= folds:
         return f"{merged} of its {len(index.shards)} shards would be merged away"
     return None
+
+
+def compaction_status(catalog: Catalog, name: str, deleted_share: float = 0.05, folds: int = 12) -> dict[str, Any]:
+    """What `index list` shows of an index's files: its shards, the deleted vectors still in them, why it needs
+    compacting (`compaction_need`, None when it does not) and who compacts it now. Reads its manifest only."""
+    for attempt in (1, 2):
+        index = index_row(catalog, name)
+        if not index.file:
+            return {"shards": 0, "deleted_listed": 0, "compaction_need": None, "compacting": None}
+        try:
+            current = load_current(catalog, index)
+            break
+        except UserError:  # a write committed and removed that manifest since the row was read: read again
+            if attempt == 2:
+                raise
+    return {"shards": len(current.shards), "deleted_listed": sum(len(s.deleted) for s in current.shards),
+            "compaction_need": compaction_need(current, deleted_share, folds), "compacting": locks.compactor(catalog, name)}
 
 
 def compact_index(catalog: Catalog, name: str, lock_wait_s: float = COMMIT_WAIT_S) -> dict[str, Any]:

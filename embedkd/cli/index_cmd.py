@@ -62,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--json", action="store_true")
     d.set_defaults(handler=_delete)
 
-    k = isub.add_parser("compact", help="rewrite an index's shards without deleted vectors, small shards merged")
+    k = isub.add_parser("compact", help="rewrite an index's shards without deleted vectors, small shards merged "
+                                        "(writes go on meanwhile)")
     k.add_argument("--index", required=True)
     k.add_argument("--json", action="store_true")
     k.set_defaults(handler=_compact)
@@ -224,16 +225,22 @@ def _search(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     from indexer.catalog import list_indexes
+    from indexer.compaction import compaction_status
 
     catalog = catalog_from_env()
     with catalog.session() as s:
         rows = [{"name": i.name, "model": i.model.name, "dimension": i.dimension, "factory": i.factory,
                  "count": i.count, "state": i.state, "generation": i.generation} for i in list_indexes(s)]
+    for r in rows:  # its files: shards, deleted vectors still in them, whether to compact
+        r.update(compaction_status(catalog, r["name"]))
     if args.json:
         emit({"indexes": rows}, True)
     else:
         for r in rows:
-            sys.stdout.write(f"{r['name']}\t{r['count']}\t{r['factory']}\t{r['dimension']}d\t{r['model']}\n")
+            files = f"{r['shards']} shards, {r['deleted_listed']} deleted in files"
+            files += f", compacting ({r['compacting']})" if r["compacting"] else (
+                f", compact: {r['compaction_need']}" if r["compaction_need"] else "")
+            sys.stdout.write(f"{r['name']}\t{r['count']}\t{r['factory']}\t{r['dimension']}d\t{r['model']}\t{files}\n")
     return 0
 
 

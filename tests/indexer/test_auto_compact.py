@@ -122,3 +122,28 @@ def test_the_server_compacts_in_the_background(sqlite_catalog, minilm, beir_smal
 def _file(catalog) -> str:
     with catalog.session() as s:
         return get_index(s, "web").file
+
+
+def test_index_list_shows_what_the_files_hold_and_whether_to_compact(sqlite_catalog, minilm, beir_small, monkeypatch,
+                                                                      capsys):
+    import json
+
+    from embedkd.cli.main import main
+
+    docs = list(read_corpus(beir_small))
+    _two_indexes(sqlite_catalog, minilm, docs)
+    delete_items(sqlite_catalog, "a", [docs[0].id, docs[1].id])
+    monkeypatch.setenv("EMBEDKD_HOME", str(sqlite_catalog.settings.home))
+
+    def listed() -> dict:
+        assert main(["index", "list", "--json"]) == 0
+        return {r["name"]: r for r in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["indexes"]}
+
+    rows = listed()
+    assert (rows["a"]["shards"], rows["a"]["deleted_listed"], rows["a"]["compacting"]) == (1, 2, None)
+    assert rows["a"]["compaction_need"] == "2 of its 20 stored vectors are deleted"
+    assert (rows["b"]["deleted_listed"], rows["b"]["compaction_need"]) == (1, None)
+    with locks.compaction_lock(sqlite_catalog, "a"):
+        assert listed()["a"]["compacting"].startswith("embedkd ")
+    assert main(["index", "list"]) == 0
+    assert "1 shards, 2 deleted in files, compact: 2 of its 20" in capsys.readouterr().out
