@@ -211,3 +211,67 @@ def test_a_compaction_holds_one_shard_at_a_time(sqlite_catalog, minilm, beir_sma
     assert loaded == [1, 1, 1, 1]
     assert [(s["count"], s.get("deleted")) for s in _manifest(sqlite_catalog, "k")["shards"]] == [(9, None)] * 4
     assert verify_index(sqlite_catalog, "k")["ok"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_writes_during_compactions_leave_the_index_as_the_writes_say(sqlite_catalog, minilm, beir_small,
+                                                                            monkeypatch, seed):
+    """Random adds, updates, deletes and purges, committed while compactions of an index of many small shards
+    run: after each, every item's stored vector is its document's, no deleted document is found, and the
+    files verify; whatever the writes did to the shards the compaction was rewriting."""
+    from .helpers import index_vectors
+
+    docs = list(read_corpus(beir_small))
+    rng = np.random.default_rng(seed)
+    build_index(sqlite_catalog, "k", minilm, ListSource(docs[:12]), shard_size=40, progress=False)
+    truth = {d.id: d.content for d in docs[:12]}
+    for start in range(12, 30, 3):
+        add_documents(sqlite_catalog, "k", minilm, ListSource(docs[start : start + 3]), progress=False)
+        truth.update({d.id: d.content for d in docs[start : start + 3]})
+
+    def writes() -> None:
+        for _ in range(4):
+            kind, present = rng.integers(4), sorted(truth)
+            if kind == 0:  # new documents
+                new = [d for d in docs if d.id not in truth][: int(rng.integers(1, 4))]
+                add_documents(sqlite_catalog, "k", minilm, ListSource(new), progress=False, lock_wait_s=0.5)
+                truth.update({d.id: d.content for d in new})
+            elif kind == 1:  # changed texts
+                changed = [Doc(i, truth[i] + f" v{rng.integers(1000)}") for i in rng.choice(present, 2, replace=False)]
+                add_documents(sqlite_catalog, "k", minilm, ListSource(changed), progress=False, lock_wait_s=0.5)
+                truth.update({d.id: d.content for d in changed})
+            else:  # deletes, listed or (kind 3) purged
+                gone = list(rng.choice(present, 2, replace=False))
+                delete_items(sqlite_catalog, "k", gone, purge=kind == 3)
+                for i in gone:
+                    del truth[i]
+
+    for round_ in range(3):
+        first = _first_shard_ids(sqlite_catalog)  # at least 10 vectors: one delete is listed there, to compact
+        gone = str(rng.choice(first))
+        delete_items(sqlite_catalog, "k", [gone])
+        del truth[gone]
+        calls = _while_staged(monkeypatch, writes)
+        out = compact_index(sqlite_catalog, "k")
+        assert calls and out["changed"] and out["attempts"] <= 3
+        ids, stored = index_vectors(sqlite_catalog, "k")
+        assert ids == sorted(truth)
+        np.testing.assert_allclose(stored, minilm([truth[i] for i in ids]), atol=1e-5)
+        hits = Searcher(sqlite_catalog, lambda _s: minilm).search("k", [truth[i] for i in ids], k=1)
+        assert [row[0].id for row in hits] == ids
+        assert verify_index(sqlite_catalog, "k")["ok"]
+        assert not [p for p in (sqlite_catalog.settings.index_dir / "k").iterdir() if ".compacting-" in p.name]
+
+
+def _first_shard_ids(catalog) -> list[str]:
+    from sqlalchemy import select
+
+    from indexer.models import Item
+
+    shards_ = _manifest(catalog, "k")["shards"]
+    end = shards_[1]["first_id"] if len(shards_) > 1 else 2**62
+    with catalog.session() as s:
+        index = get_index(s, "k")
+        rows = s.execute(select(Item.external_id).where(Item.index_id == index.id, Item.faiss_id < end)).scalars().all()
+    assert len(rows) >= 10, shards_
+    return sorted(rows)
