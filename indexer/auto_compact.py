@@ -5,7 +5,8 @@ it (`compaction.compaction_need`: deleted vectors still in their files, or many 
 holds the index's write lock only to start and to commit, so writes and searches go on meanwhile. Several
 servers on one catalog share the work: an index that another process compacts or writes right now is skipped
 until the next round. The server holds what a compaction rewrites in memory meanwhile, beside what it serves
-(a full shard of 384-d vectors is 1.5 GB): size its memory for that, or compact from a job with `--compact-every 0`.
+(a full shard of 384-d vectors is 1.5 GB): size its memory for that, or serve with `--compact-every 0` and run
+`embedkd index compact --all` (`compact_where_needed`, the same round) from cron.
 """
 
 from __future__ import annotations
@@ -22,11 +23,39 @@ from .compaction import compact_index, compaction_need
 from .context import Catalog
 from .errors import Conflict, UserError
 
-__all__ = ["AutoCompactor"]
+__all__ = ["AutoCompactor", "compact_where_needed"]
 
 log = logging.getLogger(__name__)
 
 LOCK_WAIT_S = 10.0  # for the index's lock to start and to commit: a round waits no longer for a busy index
+
+
+def compact_where_needed(catalog: Catalog, deleted_share: float = 0.05, folds: int = 12,
+                         stop: threading.Event | None = None) -> dict[str, Any]:
+    """Compact every index that needs it (`compaction_need`): {"compacted": what each compaction returned, with
+    `why`; "busy": indexes another process compacted or wrote (skipped); "failed": {index: why}}."""
+    with catalog.session() as s:
+        names = [i.name for i in list_indexes(s) if i.file]
+    out: dict[str, Any] = {"compacted": [], "busy": [], "failed": {}}
+    for name in names:
+        if stop is not None and stop.is_set():
+            break
+        try:
+            if locks.compactor(catalog, name) is not None:
+                raise Conflict(f"index {name!r} is being compacted by another process")
+            with locks.target_lock(catalog, name, wait_s=LOCK_WAIT_S):  # moments: a manifest read
+                why = compaction_need(load_current(catalog, index_row(catalog, name)), deleted_share, folds)
+            if why is None:
+                continue
+            log.info("compacting index %r: %s", name, why)
+            out["compacted"].append({**compact_index(catalog, name, lock_wait_s=LOCK_WAIT_S), "why": why})
+        except Conflict as err:  # another process writes or compacts it: the next round
+            out["busy"].append(name)
+            log.info("not compacting index %r now: %s", name, err)
+        except (UserError, OSError) as err:  # dropped meanwhile, a file gone: said, and the rest go on
+            out["failed"][name] = str(err)
+            log.warning("compacting index %r failed: %s", name, err)
+    return out
 
 
 class AutoCompactor:
@@ -42,30 +71,9 @@ class AutoCompactor:
 
     def round(self) -> list[dict[str, Any]]:
         """Compact every index that needs it, now; what each compaction returned."""
-        with self.catalog.session() as s:
-            names = [i.name for i in list_indexes(s) if i.file]
-        done = []
-        for name in names:
-            if self._stop.is_set():
-                break
-            try:
-                if locks.compactor(self.catalog, name) is not None:
-                    raise Conflict(f"index {name!r} is being compacted by another process")
-                with locks.target_lock(self.catalog, name, wait_s=LOCK_WAIT_S):  # moments: a manifest read
-                    why = compaction_need(load_current(self.catalog, index_row(self.catalog, name)),
-                                          self.deleted_share, self.folds)
-                if why is None:
-                    continue
-                log.info("compacting index %r: %s", name, why)
-                done.append({**compact_index(self.catalog, name, lock_wait_s=LOCK_WAIT_S), "why": why})
-                self.counts["done"] += 1
-            except Conflict as err:  # another process writes or compacts it: the next round
-                self.counts["busy"] += 1
-                log.info("not compacting index %r now: %s", name, err)
-            except (UserError, OSError) as err:  # dropped meanwhile, a file gone: said, and the server goes on
-                self.counts["failed"] += 1
-                log.warning("compacting index %r failed: %s", name, err)
-        return done
+        out = compact_where_needed(self.catalog, self.deleted_share, self.folds, self._stop)
+        self.counts += Counter(done=len(out["compacted"]), busy=len(out["busy"]), failed=len(out["failed"]))
+        return out["compacted"]
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="embedkd-compact", daemon=True)

@@ -64,7 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     k = isub.add_parser("compact", help="rewrite an index's shards without deleted vectors, small shards merged "
                                         "(writes go on meanwhile)")
-    k.add_argument("--index", required=True)
+    which = k.add_mutually_exclusive_group(required=True)
+    which.add_argument("--index")
+    which.add_argument("--all", action="store_true",
+                       help="every index that needs it, as `serve --compact-every` does (e.g. from cron)")
+    k.add_argument("--deleted", type=float, default=0.05, metavar="SHARE",
+                   help="with --all: compact an index once this share of the vectors in its files is deleted "
+                        "(default 0.05; or when 12 of its shards would fold away)")
     k.add_argument("--json", action="store_true")
     k.set_defaults(handler=_compact)
 
@@ -180,10 +186,19 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
+    from indexer.auto_compact import compact_where_needed
     from indexer.compaction import compact_index
+    from indexer.errors import UserError
 
-    emit(compact_index(catalog_from_env(), args.index), args.json)  # any index, galleries too: no model needed
-    return 0
+    catalog = catalog_from_env()
+    if not args.all:
+        emit(compact_index(catalog, args.index), args.json)  # any index, galleries too: no model needed
+        return 0
+    if not 0 < args.deleted <= 1:
+        raise UserError(f"--deleted is a share of an index's vectors in (0, 1], got {args.deleted}")
+    out = compact_where_needed(catalog, args.deleted)
+    emit(out, args.json)
+    return 1 if out["failed"] else 0
 
 
 def _ids_file(path: str | None) -> list[str]:

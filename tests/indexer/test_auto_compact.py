@@ -147,3 +147,25 @@ def test_index_list_shows_what_the_files_hold_and_whether_to_compact(sqlite_cata
         assert listed()["a"]["compacting"].startswith("embedkd ")
     assert main(["index", "list"]) == 0
     assert "1 shards, 2 deleted in files, compact: 2 of its 20" in capsys.readouterr().out
+
+
+def test_compact_all_from_the_command_line(sqlite_catalog, minilm, beir_small, monkeypatch, capsys):
+    """`index compact --all` (for cron, beside a server run with --compact-every 0) compacts what needs it only."""
+    import json
+
+    from embedkd.cli.main import main
+
+    docs = list(read_corpus(beir_small))
+    _two_indexes(sqlite_catalog, minilm, docs)
+    delete_items(sqlite_catalog, "a", [docs[0].id, docs[1].id])
+    monkeypatch.setenv("EMBEDKD_HOME", str(sqlite_catalog.settings.home))
+    assert main(["index", "compact", "--all", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [c["index"] for c in out["compacted"]] == ["a"] and (out["busy"], out["failed"]) == ([], {})
+    assert _generation(sqlite_catalog, "b") == 2
+    assert main(["index", "compact", "--all", "--deleted", "0.02", "--json"]) == 0  # b's 2.5% now counts
+    assert [c["index"] for c in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["compacted"]] == ["b"]
+    assert main(["index", "compact", "--all", "--deleted", "2"]) != 0
+    assert "--deleted is a share" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # neither --index nor --all: argparse's one-line error, exit 2
+        main(["index", "compact"])
