@@ -15,6 +15,7 @@ from .auth import require_token
 from .auto_compact import AutoCompactor
 from .build import add_documents, delete_items
 from .catalog import get_index, get_item, list_indexes
+from .compaction import compaction_status
 from .corpus import ListSource, parse_record
 from .errors import UserError
 from .jobs import count_by_state, list_jobs
@@ -108,10 +109,14 @@ def create_app(searcher: Searcher, token: str | None = None, write_patience_s: f
 
     @app.get("/indexes")
     def indexes(s: SearcherDep) -> dict[str, Any]:
+        """Every index, with what its files hold: shards, deleted vectors still in them, why it needs compacting
+        (null when it does not) and who compacts it now, as `embedkd index list` shows."""
         with s.catalog.session() as session:
             rows = [{"name": i.name, "model": i.model.name, "model_fingerprint": i.model.fingerprint,
                      "dimension": i.dimension, "factory": i.factory, "metric": i.metric, "count": i.count,
                      "state": i.state, "generation": i.generation} for i in list_indexes(session)]
+        for row in rows:
+            row.update(compaction_status(s.catalog, row["name"]))
         return {"indexes": rows}
 
     def _run(s: Searcher, req: SearchRequest) -> SearchResponse:

@@ -56,6 +56,7 @@ def test_http_endpoints(server):
         assert c.get("/health").json() == {"status": "ok", "indexes": 1}
         (row,) = c.get("/indexes").json()["indexes"]
         assert row["name"] == "web" and row["count"] == 25 and row["dimension"] == 384
+        assert (row["shards"], row["deleted_listed"], row["compaction_need"], row["compacting"]) == (1, 0, None, None)
         r = c.post("/search", json={"index": "web", "query": docs[4].content, "k": 5})
         assert r.status_code == 200
         got = r.json()["results"]
