@@ -20,10 +20,13 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from . import frozen, locks, shards, store
 from .build import COMMIT_WAIT_S, index_row, index_stem, load_current, switch_generation
 from .context import Catalog
-from .errors import UserError
+from .errors import NotFound, UserError
+from .models import Index
 
 __all__ = ["compact_index", "compaction_need", "compaction_status", "TRIES", "staging_prefix"]
 
@@ -119,8 +122,15 @@ def _compact(catalog: Catalog, name: str, lock: Callable[[], AbstractContextMana
         shard.count, shard.index = int(shard.index.ntotal), None
 
     try:
-        sources = base.compact(index.factory, index.metric, write=stage)
+        try:
+            sources = base.compact(index.factory, index.metric, write=stage)
+        except Exception:  # its files gone mid-rewrite: say why, if the index was dropped meanwhile
+            if not _still_there(catalog, index):
+                raise NotFound(f"index {name!r} was dropped while it was being compacted; nothing to compact") from None
+            raise
         with lock():
+            if not _still_there(catalog, index):
+                raise NotFound(f"index {name!r} was dropped while it was being compacted; nothing to compact")
             now = index_row(catalog, name)
             if now.id != index.id:  # dropped and built again meanwhile
                 return None
@@ -135,6 +145,12 @@ def _compact(catalog: Catalog, name: str, lock: Callable[[], AbstractContextMana
             frozen.thaw(catalog, name)
         for file in staged:  # those not committed
             (folder / file).unlink(missing_ok=True)
+
+
+def _still_there(catalog: Catalog, index: Index) -> bool:
+    """Whether an index of that name exists (the one read, or one built again under its name)."""
+    with catalog.session() as s:
+        return s.scalar(select(Index.id).where(Index.name == index.name)) is not None
 
 
 def _place(final: shards.ShardedIndex, staged: set[str], folder: Path, stem: str) -> list[int]:

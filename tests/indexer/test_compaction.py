@@ -275,3 +275,27 @@ def _first_shard_ids(catalog) -> list[str]:
         rows = s.execute(select(Item.external_id).where(Item.index_id == index.id, Item.faiss_id < end)).scalars().all()
     assert len(rows) >= 10, shards_
     return sorted(rows)
+
+
+@pytest.mark.parametrize("when", ["staged", "rewriting"])
+def test_an_index_dropped_during_its_compaction(sqlite_catalog, minilm, beir_small, monkeypatch, when):
+    """Dropped while its shards were rewritten, or once they were staged: the compaction says so in one line and
+    leaves nothing behind (no folder, no list of frozen files)."""
+    from indexer.build import drop_index
+    from indexer.errors import NotFound
+
+    docs = list(read_corpus(beir_small))
+    _fragmented(sqlite_catalog, minilm, docs)
+    if when == "staged":
+        _while_staged(monkeypatch, lambda: drop_index(sqlite_catalog, "k"))
+    else:
+        real = shards.ShardedIndex.compact
+
+        def compact(self, *args, **kwargs):
+            drop_index(sqlite_catalog, "k")  # its files gone before they are read
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(shards.ShardedIndex, "compact", compact)
+    with pytest.raises(NotFound, match="index 'k' was dropped while it was being compacted"):
+        compact_index(sqlite_catalog, "k")
+    assert not (sqlite_catalog.settings.index_dir / "k").exists() and not frozen.marker(sqlite_catalog, "k").exists()
