@@ -101,6 +101,30 @@ def _writes(write, first: int, n: int, interval: float, running) -> list[dict]:
     return results
 
 
+def start_again(script: str, args: argparse.Namespace, home: str) -> subprocess.Popen:
+    """`script` in another process with the same arguments and `--home` (which makes it run the long job)."""
+    cmd = [sys.executable, script, "--home", home] + [
+        a for k, v in vars(args).items() if v is not None and k not in ("out", "home")
+        for a in (f"--{k.replace('_', '-')}", str(v))]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+
+
+def its_result(proc: subprocess.Popen, what: str) -> dict:
+    """The JSON line the long job's process printed last, once it ended; `what` names it in the error."""
+    stdout, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"the {what} failed (exit {proc.returncode})")
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def service_queue(catalog, encoder, patience_s: float) -> WriteQueue:
+    """The HTTP service's write path for index writes, as `indexer.service.create_app` builds it."""
+    return WriteQueue(lambda name, docs: add_documents(catalog, name, encoder, ListSource(docs), progress=False,
+                                                       lock_wait_s=1.0, keep_failed=False),
+                      lambda name, ids, purge=False: delete_items(catalog, name, ids, purge=purge),
+                      patience_s=patience_s)
+
+
 def _summary(rows: list[dict]) -> dict:
     lat = sorted(r["seconds"] for r in rows if r["ok"])
     out = {"sent": len(rows), "committed": sum(r["ok"] for r in rows), "refused_409": sum(not r["ok"] for r in rows)}
@@ -137,18 +161,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         catalog = open_catalog(load_settings(home=home, database_url=args.database_url), migrate=True)
         build_index(catalog, "w", encoder, ListSource(table_docs(0, args.docs)), progress=False)
-        cmd = [sys.executable, __file__, "--home", home] + [
-            a for k, v in vars(args).items() if v is not None and k not in ("out", "home")
-            for a in (f"--{k.replace('_', '-')}", str(v))]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        proc = start_again(__file__, args, home)
         while not jobs.list_jobs(catalog, state="running"):  # its job has started encoding
             if proc.poll() is not None:
                 raise SystemExit(f"the long {args.during} ended before its job ran (exit {proc.returncode})")
             time.sleep(0.05)
-        queue = WriteQueue(lambda name, docs: add_documents(catalog, name, encoder, ListSource(docs), progress=False,
-                                                            lock_wait_s=1.0, keep_failed=False),  # as the service
-                           lambda name, ids, purge=False: delete_items(catalog, name, ids, purge=purge),
-                           patience_s=args.patience)
+        queue = service_queue(catalog, encoder, args.patience)
         backfilling = args.during == "backfill"
         first = args.docs + args.add_docs  # new documents' ids from here on
 
@@ -159,10 +177,7 @@ def main() -> None:
                 queue.add("w", table_docs(i, 1))
 
         rows = _writes(write, first, args.writes, args.interval, lambda: proc.poll() is None)
-        stdout, _ = proc.communicate()
-        if proc.returncode != 0:
-            raise SystemExit(f"the long {args.during} failed (exit {proc.returncode})")
-        long_job = json.loads(stdout.strip().splitlines()[-1])
+        long_job = its_result(proc, f"long {args.during}")
         committed = [f"d{first + i}" for i, r in enumerate(rows) if r["ok"] and not (backfilling and i % 2 == 0)]
         deleted = [f"d{i}" for i, r in enumerate(rows) if r["ok"] and backfilling and i % 2 == 0]
         with catalog.session() as s:

@@ -18,24 +18,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from command import command_line, emit  # this folder is on sys.path when a script in it runs
 from filtered_search import TableEncoder, _clustered, table_docs  # this folder is on sys.path when a script in it runs
-from writes_during_add import _summary, _writes  # this folder is on sys.path when a script in it runs
+from writes_during_add import _summary, _writes, its_result, service_queue, start_again  # this folder is on sys.path
 
-from indexer.build import add_documents, build_index, delete_items
+from indexer.build import build_index, delete_items
 from indexer.catalog import get_index, items_by_external_ids
 from indexer.context import open_catalog
 from indexer.corpus import ListSource
 from indexer.search import Searcher
 from indexer.settings import load_settings
 from indexer.verify import verify_index
-from indexer.write_queue import WriteQueue
 
 
 def _compact(args: argparse.Namespace) -> None:
@@ -84,18 +81,12 @@ def main() -> None:
         build_s = time.perf_counter() - t0
         before = [f"d{i}" for i in range(0, args.docs, step)]
         delete_items(catalog, "w", before)  # listed with the shard: under its bound (a tenth of it)
-        cmd = [sys.executable, __file__, "--home", home] + [
-            a for k, v in vars(args).items() if v is not None and k not in ("out", "home")
-            for a in (f"--{k.replace('_', '-')}", str(v))]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        proc = start_again(__file__, args, home)
         while not (Path(home) / "compaction-started").exists():
             if proc.poll() is not None:
                 raise SystemExit(f"the compaction ended before it started (exit {proc.returncode})")
             time.sleep(0.05)
-        queue = WriteQueue(lambda name, docs: add_documents(catalog, name, encoder, ListSource(docs), progress=False,
-                                                            lock_wait_s=1.0, keep_failed=False),  # as the service
-                           lambda name, ids, purge=False: delete_items(catalog, name, ids, purge=purge),
-                           patience_s=args.patience)
+        queue = service_queue(catalog, encoder, args.patience)
         first = args.docs  # new documents' ids from here on
 
         def write(i: int) -> None:
@@ -105,10 +96,7 @@ def main() -> None:
                 queue.add("w", table_docs(i, 1))
 
         rows = _writes(write, first, args.writes, args.interval, lambda: proc.poll() is None)
-        stdout, _ = proc.communicate()
-        if proc.returncode != 0:
-            raise SystemExit(f"the compaction failed (exit {proc.returncode})")
-        compaction = json.loads(stdout.strip().splitlines()[-1])
+        compaction = its_result(proc, "compaction")
 
         added = [first + i for i, r in enumerate(rows) if r["ok"] and i % 2 == 1]
         deleted = before + [_delete_target(first + i, first, step) for i, r in enumerate(rows) if r["ok"] and i % 2 == 0]

@@ -16,10 +16,8 @@ import threading
 from collections import Counter
 from typing import Any
 
-from . import locks
-from .build import index_row, load_current
 from .catalog import list_indexes
-from .compaction import compact_index, compaction_need
+from .compaction import compact_index, compaction_status
 from .context import Catalog
 from .errors import Conflict, UserError
 
@@ -41,10 +39,10 @@ def compact_where_needed(catalog: Catalog, deleted_share: float = 0.05, folds: i
         if stop is not None and stop.is_set():
             break
         try:
-            if locks.compactor(catalog, name) is not None:
-                raise Conflict(f"index {name!r} is being compacted by another process")
-            with locks.target_lock(catalog, name, wait_s=LOCK_WAIT_S):  # moments: a manifest read
-                why = compaction_need(load_current(catalog, index_row(catalog, name)), deleted_share, folds)
+            status = compaction_status(catalog, name, deleted_share, folds)
+            if status["compacting"] is not None:
+                raise Conflict(f"index {name!r} is being compacted by another process ({status['compacting']})")
+            why = status["compaction_need"]
             if why is None:
                 continue
             log.info("compacting index %r: %s", name, why)

@@ -496,8 +496,7 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
                 final = _plan(now, scan, _since(catalog, now, scan, seen) or _read_seen(catalog, now, scan,
                                                                                          delete_missing), max_delete)
             if final.positions and not kept and backfill_texts.in_progress(catalog, name):  # began while this encoded
-                backfill_texts.keep(catalog, name, (Doc(scan.ids[p], c) for p, c in
-                                                    zip(final.positions, _contents(docs, scan, final.positions))))
+                backfill_texts.keep(catalog, name, _docs_again(docs, scan, final.positions))
             if not final.positions and not final.missing_faiss_ids:
                 gen = _retag_only(catalog, now, final.retagged) if final.retagged else now.generation
                 return {"index": name, "count": now.count, "generation": gen, "added": 0, "updated": 0,
@@ -512,9 +511,10 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
     return {**out, **_skipped(docs)}
 
 
-def _docs_again(docs: DocSource, scan: _Scan) -> Iterator[Doc]:
-    """Every document read again, as the scan read it (`_contents`)."""
-    return (Doc(i, c) for i, c in zip(scan.ids, _contents(docs, scan, range(len(scan.ids)))))
+def _docs_again(docs: DocSource, scan: _Scan, positions: Sequence[int] | None = None) -> Iterator[Doc]:
+    """The documents at `positions` (default: every one) read again, as the scan read them (`_contents`)."""
+    positions = range(len(scan.ids)) if positions is None else positions
+    return (Doc(scan.ids[p], c) for p, c in zip(positions, _contents(docs, scan, positions)))
 
 
 def _commit_add(catalog: Catalog, index: Index, scan: _Scan, plan: _Plan, vectors) -> dict[str, Any]:

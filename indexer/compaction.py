@@ -20,8 +20,6 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from . import frozen, locks, shards, store
 from .build import COMMIT_WAIT_S, index_row, index_stem, load_current, switch_generation
 from .context import Catalog
@@ -45,8 +43,8 @@ def compaction_need(index: shards.ShardedIndex, deleted_share: float = 0.05, fol
     """Why compacting `index` is worth its rewrite, or None: the deleted vectors still in its files are at least
     `deleted_share` of those stored (searches skip them, memory holds them), or compacting would merge away
     at least `folds` shards (IVF and HNSW search pays per shard). Reads only the manifest."""
-    stored = sum(s.index.ntotal if s.index is not None else s.count for s in index.shards)
-    deleted = sum(len(s.deleted) for s in index.shards)
+    deleted = index.deleted_listed
+    stored = index.ntotal + deleted  # ntotal leaves the deleted out
     if stored and deleted / stored >= deleted_share:
         return f"{deleted} of its {stored} stored vectors are deleted"
     merged = len(index.shards) - len(index.compaction_groups())
@@ -68,7 +66,7 @@ def compaction_status(catalog: Catalog, name: str, deleted_share: float = 0.05, 
         except UserError:  # a write committed and removed that manifest since the row was read: read again
             if attempt == 2:
                 raise
-    return {"shards": len(current.shards), "deleted_listed": sum(len(s.deleted) for s in current.shards),
+    return {"shards": len(current.shards), "deleted_listed": current.deleted_listed,
             "compaction_need": compaction_need(current, deleted_share, folds), "compacting": locks.compactor(catalog, name)}
 
 
@@ -106,7 +104,7 @@ def _compact(catalog: Catalog, name: str, lock: Callable[[], AbstractContextMana
     with lock():
         index = index_row(catalog, name)
         base = load_current(catalog, index)
-        before = {"shards_before": len(base.shards), "deleted_before": sum(len(sh.deleted) for sh in base.shards)}
+        before = {"shards_before": len(base.shards), "deleted_before": base.deleted_listed}
         inputs = base.compaction_inputs()
         if not inputs:
             return {"index": name, "count": index.count, "generation": index.generation, "shards": len(base.shards),
@@ -125,13 +123,10 @@ def _compact(catalog: Catalog, name: str, lock: Callable[[], AbstractContextMana
         try:
             sources = base.compact(index.factory, index.metric, write=stage)
         except Exception:  # its files gone mid-rewrite: say why, if the index was dropped meanwhile
-            if not _still_there(catalog, index):
-                raise NotFound(f"index {name!r} was dropped while it was being compacted; nothing to compact") from None
+            _row_unless_dropped(catalog, name)
             raise
         with lock():
-            if not _still_there(catalog, index):
-                raise NotFound(f"index {name!r} was dropped while it was being compacted; nothing to compact")
-            now = index_row(catalog, name)
+            now = _row_unless_dropped(catalog, name)
             if now.id != index.id:  # dropped and built again meanwhile
                 return None
             final = base if now.generation == index.generation else shards.rebase(base, sources, load_current(catalog, now))
@@ -147,10 +142,12 @@ def _compact(catalog: Catalog, name: str, lock: Callable[[], AbstractContextMana
             (folder / file).unlink(missing_ok=True)
 
 
-def _still_there(catalog: Catalog, index: Index) -> bool:
-    """Whether an index of that name exists (the one read, or one built again under its name)."""
-    with catalog.session() as s:
-        return s.scalar(select(Index.id).where(Index.name == index.name)) is not None
+def _row_unless_dropped(catalog: Catalog, name: str) -> Index:
+    """The index's row now; `NotFound` saying it was dropped while it was being compacted."""
+    try:
+        return index_row(catalog, name)
+    except NotFound:
+        raise NotFound(f"index {name!r} was dropped while it was being compacted; nothing to compact") from None
 
 
 def _place(final: shards.ShardedIndex, staged: set[str], folder: Path, stem: str) -> list[int]:

@@ -119,7 +119,7 @@ class Searcher:
         with self._lock:
             return {"indexes": {name: {"generation": one.generation, "vectors": int(one.index.ntotal),
                                        "shards": len(one.index.shards),
-                                       "deleted_listed": sum(len(sh.deleted) for sh in one.index.shards)}
+                                       "deleted_listed": one.index.deleted_listed}
                                 for name, one in self._indexes.items()},
                     "filter_fields": len(self._columns), "filter_field_bytes": sum(c.nbytes for c in self._columns.values()),
                     "filters_cached": len(self._allowed), "field_reads": dict(self._field_reads)}

@@ -93,6 +93,11 @@ class ShardedIndex:
         return sum(self._count(pos) for pos in range(len(self.shards)))
 
     @property
+    def deleted_listed(self) -> int:
+        """Deleted vectors still in the shards' files, skipped by searches until a rewrite takes them out."""
+        return sum(len(shard.deleted) for shard in self.shards)
+
+    @property
     def d(self) -> int:
         return int(self.shard(len(self.shards) - 1).d)
 

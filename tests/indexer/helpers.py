@@ -3,6 +3,7 @@ from many threads at once."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Callable
@@ -68,6 +69,13 @@ def index_vectors(catalog, name: str) -> tuple[list[str], np.ndarray]:
         index = load_index(catalog, name)
     order = sorted(ids)
     return order, index.reconstruct(np.array([ids[e] for e in order]))
+
+
+def read_manifest(catalog, name: str) -> dict:
+    """Index `name`'s shard manifest, as its current generation wrote it."""
+    with catalog.session() as s:
+        file = get_index(s, name).file
+    return json.loads((Path(catalog.settings.index_dir) / name / file).read_text())
 
 
 def load_index(catalog, name: str) -> shards.ShardedIndex:

@@ -22,7 +22,7 @@ from indexer.errors import UserError
 from indexer.search import Searcher
 from indexer.service import create_app
 
-from .helpers import free_port
+from .helpers import free_port, load_index
 
 
 def _sharded(counts: list[int], deleted: list[list[int]], size: int = 100) -> shards.ShardedIndex:
@@ -115,13 +115,9 @@ def test_the_server_compacts_in_the_background(sqlite_catalog, minilm, beir_smal
         srv.should_exit = True
         thread.join(timeout=30)
     assert not thread.is_alive()
-    manifest = shards.load(sqlite_catalog.settings.index_dir / "web" / _file(sqlite_catalog), None, lazy=True)
-    assert [len(s.deleted) for s in manifest.shards] == [0] and manifest.ntotal == 18
+    index = load_index(sqlite_catalog, "web")
+    assert [len(s.deleted) for s in index.shards] == [0] and index.ntotal == 18
 
-
-def _file(catalog) -> str:
-    with catalog.session() as s:
-        return get_index(s, "web").file
 
 
 def test_index_list_shows_what_the_files_hold_and_whether_to_compact(sqlite_catalog, minilm, beir_small, monkeypatch,

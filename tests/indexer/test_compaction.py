@@ -4,8 +4,6 @@ and nothing it stages outlives it."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -19,13 +17,9 @@ from indexer.errors import Conflict
 from indexer.search import Searcher
 from indexer.verify import verify_index
 
+from .helpers import load_index, read_manifest
+
 QUERIES = ["statins and heart disease", "gene expression in mice", "vitamin D deficiency"]
-
-
-def _manifest(catalog, name: str) -> dict:
-    with catalog.session() as s:
-        file = get_index(s, name).file
-    return json.loads((catalog.settings.index_dir / name / file).read_text())
 
 
 def _hits(catalog, encoder, name: str, k: int) -> list[list[tuple[str, float]]]:
@@ -69,7 +63,7 @@ def test_writes_during_a_compaction_are_kept(catalog, minilm, beir_small, monkey
         add_documents(catalog, "k", minilm, ListSource(docs[50:56]), progress=False, lock_wait_s=0.5)
         add_documents(catalog, "k", minilm, ListSource([changed]), progress=False, lock_wait_s=0.5)
         delete_items(catalog, "k", [docs[3].id, docs[41].id])
-        return _manifest(catalog, "k")
+        return read_manifest(catalog, "k")
 
     during = _while_staged(monkeypatch, writes)
     out = compact_index(catalog, "k")
@@ -84,7 +78,7 @@ def test_writes_during_a_compaction_are_kept(catalog, minilm, beir_small, monkey
     build_index(catalog, "ref", minilm, ListSource(kept), progress=False)
     assert _hits(catalog, minilm, "k", k=len(kept)) == _hits(catalog, minilm, "ref", k=len(kept))
     assert verify_index(catalog, "k")["ok"]
-    after = _manifest(catalog, "k")["shards"]
+    after = read_manifest(catalog, "k")["shards"]
     assert after[0]["deleted"] == [3] and after[0]["count"] == 28  # purged of 1 and 2 by the compaction
     files = {p.name for p in (catalog.settings.index_dir / "k").iterdir()}
     assert not [f for f in files if ".compacting-" in f]
@@ -104,16 +98,11 @@ def test_a_purge_of_a_rewritten_shard_makes_it_start_again(sqlite_catalog, minil
     _while_staged(monkeypatch, lambda: delete_items(sqlite_catalog, "k", [docs[5].id], purge=True))
     out = compact_index(sqlite_catalog, "k")
     assert (out["changed"], out["attempts"], out["count"]) == (True, 2, 47)
-    assert [(s["count"], s.get("deleted")) for s in _manifest(sqlite_catalog, "k")["shards"]] == [(27, None), (20, None)]
-    stored = shards.load(sqlite_catalog.settings.index_dir / "k" / _manifest_file(sqlite_catalog), None).stored_ids()
+    assert [(s["count"], s.get("deleted")) for s in read_manifest(sqlite_catalog, "k")["shards"]] == [(27, None), (20, None)]
+    stored = load_index(sqlite_catalog, "k").stored_ids()
     assert 5 not in stored.tolist() and len(stored) == 47
     assert verify_index(sqlite_catalog, "k")["ok"]
     assert not [p for p in (sqlite_catalog.settings.index_dir / "k").iterdir() if ".compacting-" in p.name]
-
-
-def _manifest_file(catalog) -> str:
-    with catalog.session() as s:
-        return get_index(s, "k").file
 
 
 def test_one_compaction_at_a_time_and_gc_keeps_its_staged_shards(sqlite_catalog, minilm, beir_small, monkeypatch):
@@ -139,13 +128,13 @@ def test_a_killed_compaction_freezes_nothing_and_gc_removes_its_files(sqlite_cat
     writes merge as usual, and gc deletes the leftovers."""
     docs = list(read_corpus(beir_small))
     build_index(sqlite_catalog, "k", minilm, ListSource(docs[:8]), shard_size=40, progress=False)
-    first = _manifest(sqlite_catalog, "k")["shards"][0]["file"]
+    first = read_manifest(sqlite_catalog, "k")["shards"][0]["file"]
     frozen.freeze(sqlite_catalog, "k", {first})  # as a compaction killed after freezing leaves it
     folder = sqlite_catalog.settings.index_dir / "k"
     (folder / "k.compacting-elsewhere-1.s0.faiss").write_bytes(b"partial")
     assert frozen.files(sqlite_catalog, "k") == set()
     add_documents(sqlite_catalog, "k", minilm, ListSource(docs[8:20]), progress=False)
-    assert [s["count"] for s in _manifest(sqlite_catalog, "k")["shards"]] == [20]  # merged into the first shard
+    assert [s["count"] for s in read_manifest(sqlite_catalog, "k")["shards"]] == [20]  # merged into the first shard
     gc = collect_garbage(sqlite_catalog)
     removed = {r["path"] for r in gc["removed"]}
     assert str(folder / "k.compacting-elsewhere-1.s0.faiss") in removed
@@ -209,7 +198,7 @@ def test_a_compaction_holds_one_shard_at_a_time(sqlite_catalog, minilm, beir_sma
     out = compact_index(sqlite_catalog, "k")
     assert (out["shards"], out["count"], out["deleted_before"]) == (4, 36, 4)
     assert loaded == [1, 1, 1, 1]
-    assert [(s["count"], s.get("deleted")) for s in _manifest(sqlite_catalog, "k")["shards"]] == [(9, None)] * 4
+    assert [(s["count"], s.get("deleted")) for s in read_manifest(sqlite_catalog, "k")["shards"]] == [(9, None)] * 4
     assert verify_index(sqlite_catalog, "k")["ok"]
 
 
@@ -268,7 +257,7 @@ def _first_shard_ids(catalog) -> list[str]:
 
     from indexer.models import Item
 
-    shards_ = _manifest(catalog, "k")["shards"]
+    shards_ = read_manifest(catalog, "k")["shards"]
     end = shards_[1]["first_id"] if len(shards_) > 1 else 2**62
     with catalog.session() as s:
         index = get_index(s, "k")

@@ -20,15 +20,9 @@ from indexer.corpus import Doc, ListSource, read_corpus
 from indexer.errors import UserError
 from indexer.search import Searcher
 
-from .helpers import load_index, snapshot
+from .helpers import load_index, read_manifest, snapshot
 
 QUERIES = ["statins and heart disease", "gene expression in mice", "vitamin D deficiency"]
-
-
-def _manifest(catalog, name: str) -> dict:
-    with catalog.session() as s:
-        file = get_index(s, name).file
-    return json.loads((catalog.settings.index_dir / name / file).read_text())
 
 
 def _hits(catalog, encoder, name: str, k: int = 20) -> list[list[tuple[str, float]]]:
@@ -43,7 +37,7 @@ def test_shards_search_as_one_file(sqlite_catalog, minilm, beir_small, factory, 
         out = build_index(sqlite_catalog, name, minilm, read_corpus(beir_small), factory=factory, metric=metric,
                           shard_size=size, progress=False)
         assert out["shards"] == (1 if size == 1000 else 9)  # 60 documents, 7 a shard
-    manifest = _manifest(sqlite_catalog, "sharded")
+    manifest = read_manifest(sqlite_catalog, "sharded")
     assert [s["count"] for s in manifest["shards"]] == [7] * 8 + [4]
     assert [s["first_id"] for s in manifest["shards"]] == list(range(0, 60, 7))
     assert _hits(sqlite_catalog, minilm, "sharded") == _hits(sqlite_catalog, minilm, "one")
@@ -63,7 +57,7 @@ def test_hnsw_shards_find_each_document(sqlite_catalog, minilm, beir_small):
 def test_add_and_delete_rewrite_only_the_shards_they_touch(sqlite_catalog, minilm, beir_small, monkeypatch):
     docs = list(read_corpus(beir_small))
     build_index(sqlite_catalog, "a", minilm, ListSource(docs[:40]), shard_size=16, progress=False)
-    before = {s["file"]: s["checksum"] for s in _manifest(sqlite_catalog, "a")["shards"]}  # 16, 16, 8
+    before = {s["file"]: s["checksum"] for s in read_manifest(sqlite_catalog, "a")["shards"]}  # 16, 16, 8
 
     searcher = Searcher(sqlite_catalog, lambda _s: minilm)
     searcher.search("a", QUERIES[:1], k=3)
@@ -76,7 +70,7 @@ def test_add_and_delete_rewrite_only_the_shards_they_touch(sqlite_catalog, minil
     out = add_documents(sqlite_catalog, "a", minilm, ListSource([changed, *docs[40:52]]), progress=False)
     assert read == ["a.g1.template.faiss"]  # the build's empty template, copied for the new shard; no shard read
     assert (out["added"], out["updated"], out["shards"]) == (12, 1, 4)  # the 13 vectors in a new shard
-    after = _manifest(sqlite_catalog, "a")["shards"]
+    after = read_manifest(sqlite_catalog, "a")["shards"]
     assert [s["count"] for s in after] == [16, 16, 8, 13]  # 8 + 13 > 16: the new shard is not merged
     assert after[0]["deleted"] == [3] and all("deleted" not in s for s in after[1:])  # the replaced vector
     assert {s["file"]: s["checksum"] for s in after[:3]}.items() <= before.items()  # shards 0-2: not rewritten
@@ -88,11 +82,11 @@ def test_add_and_delete_rewrite_only_the_shards_they_touch(sqlite_catalog, minil
     assert reloaded[0].deleted.tolist() == [3]
 
     delete_items(sqlite_catalog, "a", [docs[20].id])  # in shard 1 (ids 16-31): listed, the shard not rewritten
-    final = _manifest(sqlite_catalog, "a")["shards"]
+    final = read_manifest(sqlite_catalog, "a")["shards"]
     assert [s["count"] for s in final] == [16, 16, 8, 13] and final[1]["deleted"] == [20]
     assert [s["file"] for s in final] == [s["file"] for s in after]
     delete_items(sqlite_catalog, "a", [docs[21].id])  # a second deleted id in 16 passes a tenth: rewritten
-    final = _manifest(sqlite_catalog, "a")["shards"]
+    final = read_manifest(sqlite_catalog, "a")["shards"]
     assert [s["count"] for s in final] == [16, 14, 8, 13] and "deleted" not in final[1]
     assert final[1]["file"] != after[1]["file"]
     assert [final[i]["file"] for i in (0, 2, 3)] == [after[i]["file"] for i in (0, 2, 3)]
@@ -127,7 +121,7 @@ def test_a_failed_write_leaves_every_shard_as_it_was(sqlite_catalog, minilm, bei
 
 def test_a_corrupt_shard_is_detected(sqlite_catalog, minilm, beir_small):
     build_index(sqlite_catalog, "c", minilm, read_corpus(beir_small), shard_size=20, progress=False)
-    shard = sqlite_catalog.settings.index_dir / "c" / _manifest(sqlite_catalog, "c")["shards"][1]["file"]
+    shard = sqlite_catalog.settings.index_dir / "c" / read_manifest(sqlite_catalog, "c")["shards"][1]["file"]
     data = bytearray(shard.read_bytes())
     data[-10] ^= 0xFF
     shard.write_bytes(bytes(data))
@@ -287,11 +281,11 @@ def test_cli_delete_purge_rewrites_the_shard(tmp_path, monkeypatch, capsys, beir
     assert main(["index", "build", "--index", "p", "--model", minilm_path(), "--corpus", str(beir_small)]) == 0
     catalog = open_catalog(load_settings())
     assert main(["index", "delete", "--index", "p", docs[4].id, "--json"]) == 0
-    first = _manifest(catalog, "p")["shards"]
+    first = read_manifest(catalog, "p")["shards"]
     assert [(s["count"], s.get("deleted")) for s in first] == [(60, [4])]
     assert main(["index", "delete", "--index", "p", docs[5].id, "--purge", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["count"] == 58
-    purged = _manifest(catalog, "p")["shards"]
+    purged = read_manifest(catalog, "p")["shards"]
     assert [(s["count"], s.get("deleted")) for s in purged] == [(58, None)] and purged[0]["file"] != first[0]["file"]
     ids = store.stored_ids(store.read_index(catalog.settings.index_dir / "p" / purged[0]["file"], None))
     assert not np.isin([4, 5], ids).any() and len(ids) == 58
@@ -328,7 +322,7 @@ def test_compact_folds_small_shards_and_listed_deletes(sqlite_catalog, minilm, b
     for start in range(30, 50, 4):
         add_documents(sqlite_catalog, "k", minilm, ListSource(docs[start : start + 4]), progress=False)
     delete_items(sqlite_catalog, "k", [docs[1].id, docs[2].id])
-    before = _manifest(sqlite_catalog, "k")["shards"]
+    before = read_manifest(sqlite_catalog, "k")["shards"]
     assert len(before) > 2 and before[0]["deleted"] == [1, 2]
     want = _hits(sqlite_catalog, minilm, "k", k=48)
 
@@ -337,7 +331,7 @@ def test_compact_folds_small_shards_and_listed_deletes(sqlite_catalog, minilm, b
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (out["shards_before"], out["deleted_before"], out["shards"], out["count"], out["changed"]) == (
         len(before), 2, 2, 48, True)
-    after = _manifest(sqlite_catalog, "k")["shards"]
+    after = read_manifest(sqlite_catalog, "k")["shards"]
     # shard 0 purged of the two (28), the small shards merged (20); 28 + 20 > 40, so two shards (none is split)
     assert [(s["count"], s.get("deleted")) for s in after] == [(28, None), (20, None)]
     assert _hits(sqlite_catalog, minilm, "k", k=48) == want
