@@ -121,6 +121,15 @@ def _scan(docs: Iterable[Doc]) -> _Scan:
     return out
 
 
+def _record_path(params: dict[str, Any], docs: DocSource) -> None:
+    """[upgrade, issue 4] Where the documents of a build or an add live: `embedkd upgrade fit` samples the index's
+    own documents from these files, and a backfill re-embeds them (embedkd.upgrade.run.index_corpora)."""
+    if getattr(docs, "path", None):
+        params["corpus_path"] = str(Path(docs.path).resolve())
+    elif getattr(docs, "paths", None):  # a backfill's: a rerun reads the same files (`backfill.backfill_corpora`)
+        params["corpus_paths"] = [str(Path(p).resolve()) for p in docs.paths]
+
+
 def _skipped(docs: DocSource) -> dict[str, int]:
     """How many documents the source skipped for having no text (reported, so nothing vanishes silently)."""
     n = len(getattr(docs, "empty_ids", []))
@@ -313,10 +322,7 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
     scan = _scan(docs)
     params = {"corpus": docs.fingerprint, "model": encoder.record.fingerprint, "factory": factory,
               "metric": metric, "chunk": chunk_size, "shard_size": shard_size}
-    # [upgrade, issue 4] record where the corpus lives: `embedkd upgrade fit` samples the index's own
-    # documents from it (embedkd.upgrade.run.find_corpus) when no --corpus is given.
-    if getattr(docs, "path", None):
-        params["corpus_path"] = str(Path(docs.path).resolve())
+    _record_path(params, docs)
 
     def finalize(job: Job, vectors: ChunkVectors, _positions) -> dict[str, Any]:
         faiss_ids = np.arange(len(scan.ids), dtype=np.int64)
@@ -483,6 +489,7 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
     if kept:  # its catch-up embeds these with the new model
         backfill_texts.keep(catalog, name, _docs_again(docs, scan))
     params = {"corpus": docs.fingerprint, "model": encoder.record.fingerprint, "chunk": chunk_size}
+    _record_path(params, docs)
     if delete_missing:
         params["delete_missing"] = max_delete
 

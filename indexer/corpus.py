@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import UserError
-from .hashing import sha256_file
+from .hashing import sha256_file, sha256_text
 from .textfile import text_lines
 
-__all__ = ["Doc", "DocSource", "JsonlCorpus", "ListSource", "parse_record", "read_corpus"]
+__all__ = ["Corpora", "Doc", "DocSource", "JsonlCorpus", "ListSource", "parse_record", "read_corpus"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,9 @@ class JsonlCorpus:
         self.path = p
         self.fingerprint = sha256_file(p)
         self.empty_ids: list[str] = []
+
+    def __str__(self) -> str:
+        return str(self.path)
 
     def __iter__(self) -> Iterator[Doc]:
         empty: list[str] = []
@@ -109,6 +112,41 @@ class ListSource:
 
     def __iter__(self) -> Iterator[Doc]:
         return iter(self.docs)
+
+
+class Corpora:
+    """Several corpus files read as one: the documents an index was written from by its build and its adds.
+
+    Give them newest first: a document id in more than one file is read from the first that has it, so each
+    document comes as its latest file-based write has it (what the index holds, unless a later write came over
+    HTTP). Its ids are then unique, as a build needs; one file is read as it is.
+    """
+
+    def __init__(self, paths: list[str | os.PathLike]) -> None:
+        if not paths:
+            raise UserError("no corpus given; give a BEIR folder or a .jsonl file with id and text")
+        self.sources = [JsonlCorpus(p) for p in paths]
+        self.paths = [c.path for c in self.sources]
+        self.fingerprint = (self.sources[0].fingerprint if len(self.sources) == 1 else
+                            sha256_text("\n".join(c.fingerprint for c in self.sources)))
+
+    @property
+    def empty_ids(self) -> list[str]:
+        return [i for c in self.sources for i in c.empty_ids]
+
+    def __iter__(self) -> Iterator[Doc]:
+        if len(self.sources) == 1:
+            yield from self.sources[0]
+            return
+        seen: set[str] = set()
+        for corpus in self.sources:
+            for doc in corpus:
+                if doc.id not in seen:
+                    seen.add(doc.id)
+                    yield doc
+
+    def __str__(self) -> str:
+        return ", ".join(map(str, self.paths))
 
 
 def read_corpus(path: str | os.PathLike) -> JsonlCorpus:

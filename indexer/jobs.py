@@ -92,10 +92,13 @@ def _forget(catalog: Catalog, job_id: int) -> None:
 
 
 def _prune(catalog: Catalog, target: str) -> None:
-    """Keep the newest `FINISHED_KEPT` ended jobs of a target: an index fed by HTTP writes ends a job per request."""
+    """Keep the newest `FINISHED_KEPT` ended jobs of a target (an index fed by HTTP writes ends a job per request),
+    and every done job that recorded the file its documents came from: an upgrade reads the index's documents
+    from those files (`embedkd.upgrade.run.index_corpora`)."""
     with catalog.session() as s:
-        ended = select(Job.id).where(Job.target == target, Job.state.notin_(UNFINISHED)).order_by(Job.id.desc())
-        old = s.scalars(ended.offset(FINISHED_KEPT)).all()
+        ended = select(Job).where(Job.target == target, Job.state.notin_(UNFINISHED)).order_by(Job.id.desc())
+        old = [j.id for j in s.scalars(ended.offset(FINISHED_KEPT))
+               if not (j.state == "done" and (j.params or {}).get("corpus_path"))]
         for start in range(0, len(old), 500):
             s.execute(delete(Job).where(Job.id.in_(old[start : start + 500])))
 

@@ -1,11 +1,11 @@
 """`embedkd upgrade`: fit a query-drift adapter so a new model's queries search an index built by the old.
 
     embedkd upgrade fit --index NAME --model MODEL [--kind auto|mean-shift|procrustes|affine|low-rank|mlp|rank|score-map]
-                        [--corpus PATH] [--sample-docs N] [--queries FILE] [--eval-data BEIR_DIR [--eval-split S]]
+                        [--corpus PATH ...] [--sample-docs N] [--queries FILE] [--eval-data BEIR_DIR [--eval-split S]]
                         [--no-blend] [--json]
     embedkd upgrade report --index NAME --model MODEL --data BEIR_DIR [--out DIR] [--json]
     embedkd upgrade add --index NAME --model MODEL --corpus PATH [--json]   (new docs into v1's space)
-    embedkd upgrade backfill --index NAME --model MODEL [--corpus PATH] [--json]
+    embedkd upgrade backfill --index NAME --model MODEL [--corpus PATH ...] [--json]
 
 `fit` prints the held-out figures and registers the adapter as the index's active one for MODEL; it
 exits 2 with a one-line reason (and registers nothing) when the safety gate refuses. With `--eval-data`
@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--index", required=True, help="index name in the catalog")
     f.add_argument("--model", required=True, help="the new query model (sentence-transformers name or path)")
     f.add_argument("--kind", default="auto", choices=_KINDS, help="adapter kind; auto keeps the best held-out")
-    f.add_argument("--corpus", help="corpus the index was built from (default: the path its build recorded)")
+    f.add_argument("--corpus", action="append", metavar="PATH",
+                   help="a file of the index's documents, repeatable (default: every file its build and adds read)")
     f.add_argument("--sample-docs", type=int, default=None,
                    help="documents sampled for fitting (default: 0.5%% of the index, at least 250, at most 2000)")
     f.add_argument("--queries", metavar="FILE",
@@ -76,7 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = usub.add_parser("backfill", help="re-embed the index with MODEL (resumable), then switch atomically")
     b.add_argument("--index", required=True)
     b.add_argument("--model", required=True)
-    b.add_argument("--corpus", help="corpus the index was built from (default: the path its build recorded)")
+    b.add_argument("--corpus", action="append", metavar="PATH",
+                   help="a file of the index's documents, repeatable, newest first (default: every file its build "
+                        "and adds read)")
     b.add_argument("--chunk-size", type=int, default=4096, help="documents per checkpoint")
     add_encoder_options(b)
     add_ray_options(b)
@@ -133,13 +136,11 @@ def _add(args: argparse.Namespace) -> int:
 def _backfill(args: argparse.Namespace) -> int:
     import sys
 
-    from embedkd.upgrade.backfill import backfill
-    from embedkd.upgrade.run import find_corpus
-    from indexer.corpus import read_corpus
+    from embedkd.upgrade.backfill import backfill, backfill_corpora
 
     catalog = catalog_from_env()
     require_text_index(catalog, args.index)
-    docs = read_corpus(find_corpus(catalog, args.index, args.corpus))
+    docs = backfill_corpora(catalog, args.index, args.corpus)
     with job_encoder(args, args.model) as encoder:
         result = backfill(catalog, args.index, encoder, docs, chunk_size=args.chunk_size, progress=sys.stderr.isatty())
     emit(result, args.json)

@@ -13,16 +13,19 @@ corpus (where the corpus has them as NAME does) and added with v2, and the ones 
 deleted. That happens once without NAME's write lock (the bulk), then again holding it with the switch (only
 what was written meanwhile), so a live index, written to throughout, still switches. Documents written while
 the backfill runs that its corpus lacks (over HTTP, or from another file) are read from the texts every add
-keeps meanwhile (`indexer.backfill_texts`). A document that NAME holds and neither has (added before the
-backfill began, from elsewhere) cannot be embedded with v2 here: the switch is refused with a Conflict that
-says how many and how to add them.
+keeps meanwhile (`indexer.backfill_texts`). The corpus is every file the index's build and adds read
+(`embedkd.upgrade.run.index_corpora`), or those the user names. A document that NAME holds and none of them
+has (added over HTTP before the backfill began, or from a file since moved) cannot be embedded with v2 here:
+the backfill is refused before it encodes anything, saying how many and how to give them.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Sequence
 from itertools import chain
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -32,12 +35,15 @@ from indexer.backfill_texts import staging_name
 from indexer.build import add_documents, build_index, content_key, delete_items, index_stem
 from indexer.catalog import get_index, update_item_infos
 from indexer.context import Catalog
-from indexer.corpus import Doc, DocSource, ListSource
+from indexer.corpus import Corpora, Doc, DocSource, ListSource
 from indexer.errors import Conflict, UserError
+from indexer.jobs import UNFINISHED
 from indexer.models import Adapter as AdapterRow
-from indexer.models import Index, Item, item_removals
+from indexer.models import Index, Item, Job, item_removals
 
-__all__ = ["backfill", "catch_up", "staging_name", "switch_to_staging"]
+from .run import index_corpora
+
+__all__ = ["backfill", "backfill_corpora", "catch_up", "staging_name", "switch_to_staging"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,7 @@ def backfill(catalog: Catalog, name: str, encoder: Any, docs: DocSource, chunk_s
         shard_size = shards.shard_size(catalog.settings.index_dir / name / index.file, index.checksum)
         staged = s.scalar(select(Index).where(Index.name == stage))
         staged_fp = staged.model.fingerprint if staged is not None else None
+    _check_covered(catalog, name, docs)  # before hours of encoding, not at the switch
     built: dict[str, Any] = {}
     if staged_fp is None:
         built = build_index(catalog, stage, encoder, docs, factory=factory, metric=metric,
@@ -81,6 +88,40 @@ def backfill(catalog: Catalog, name: str, encoder: Any, docs: DocSource, chunk_s
     last = out.pop("caught_up")
     out["caught_up"] = {"added": caught["added"] + last["added"], "deleted": caught["deleted"] + last["deleted"]}
     return out
+
+
+def backfill_corpora(catalog: Catalog, name: str, given: Sequence[str] | None = None) -> Corpora:
+    """The files a backfill of index `name` reads: `given`, else those an unfinished backfill build began with
+    (so a rerun resumes it even if files were added to the index since: their texts are kept meanwhile,
+    `indexer.backfill_texts`), else every file the index's documents came from (`index_corpora`)."""
+    if not given:
+        with catalog.session() as s:
+            job = s.scalar(select(Job).where(Job.target == staging_name(name), Job.kind == "build",
+                                             Job.state.in_(UNFINISHED)).order_by(Job.id.desc()).limit(1))
+            pinned = (job.params or {}).get("corpus_paths") if job is not None else None
+        if pinned and all(Path(p).exists() for p in pinned):
+            return Corpora(pinned)
+    return index_corpora(catalog, name, given)
+
+
+def _check_covered(catalog: Catalog, name: str, docs: DocSource) -> None:
+    """Refuse, before any encoding, a backfill whose corpora lack documents that index `name` holds (as it holds
+    them): nothing could embed those with the new model, so its switch would be refused after the whole build."""
+    with catalog.session() as s:
+        wanted = _items(s, get_index(s, name).id)
+        stage = s.scalar(select(Index.id).where(Index.name == staging_name(name)))
+        staged = _items(s, stage) if stage is not None else {}  # embedded with the new model already
+    wanted = {k: h for k, h in wanted.items() if staged.get(k) != h}
+    for d in chain(docs, backfill_texts.read(catalog, name)) if wanted else ():
+        if wanted.get(d.id) == content_key(d.content):
+            del wanted[d.id]
+    if wanted:
+        some = ", ".join(repr(i) for i in sorted(wanted)[:3])
+        raise UserError(
+            f"index {name!r} holds {len(wanted)} documents (such as {some}) that {docs} does not have as the index "
+            "does (added over HTTP, or from a file since moved or changed), so they cannot be embedded with the new "
+            "model; give every file of the index's documents with --corpus (repeatable); nothing was changed"
+        )
 
 
 def catch_up(catalog: Catalog, name: str, encoder: Any, docs: DocSource) -> dict[str, int]:

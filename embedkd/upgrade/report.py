@@ -114,11 +114,10 @@ def compatibility_report(catalog, index_name: str, model: str, data: str, *, spl
     reindex would, and write the matrix as JSON and PNG under `out_dir`."""
     from indexer import shards, store
     from indexer.catalog import get_index, items_by_faiss_ids
-    from indexer.corpus import read_corpus
 
     from .fit import fit_from_pairs
     from .pairs import encode_pairs
-    from .run import default_sample_docs, find_corpus, labelled_queries, sample_index, stored_vectors
+    from .run import default_sample_docs, index_corpora, labelled_queries, sample_index, stored_vectors
     from .select import CANDIDATES
 
     out = output_folder(out_dir)  # both before the reindex-sized encoding, not after it
@@ -131,8 +130,8 @@ def compatibility_report(catalog, index_name: str, model: str, data: str, *, spl
         from embedkd.text_encoder import load_text_encoder as encoder_for
     v1 = encoder_for(index.model.source)
     v2 = encoder_for(model)
-    path = find_corpus(catalog, index_name, corpus)
-    sample, index = sample_index(catalog, index_name, path, sample_docs or default_sample_docs(index.count), seed)
+    corpora = index_corpora(catalog, index_name, corpus)
+    sample, index = sample_index(catalog, index_name, corpora, sample_docs or default_sample_docs(index.count), seed)
     faiss_index = shards.load(catalog.settings.index_dir / index.name / index.file, index.checksum)
     stored, as_indexed = stored_vectors(faiss_index, index.factory, sample.faiss_ids, seed=seed)
     pairs = encode_pairs(sample, getattr(v1, "encode_queries", v1), getattr(v2, "encode_queries", v2),
@@ -143,7 +142,7 @@ def compatibility_report(catalog, index_name: str, model: str, data: str, *, spl
         items = items_by_faiss_ids(s, index.id, faiss_ids.tolist())
         ext = {f: it.external_id for f, it in items.items()}
     doc_v1 = faiss_index.reconstruct(faiss_ids) if store.stores_exact_vectors(index.factory) else None
-    docs = {d.id: str(d.content) for d in read_corpus(path)}
+    docs = {d.id: str(d.content) for d in corpora}
     doc_ids = [ext[int(f)] for f in faiss_ids]
     if doc_v1 is None:
         doc_v1 = v1([docs[d] for d in doc_ids])

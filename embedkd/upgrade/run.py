@@ -1,7 +1,7 @@
 """`embedkd upgrade fit`: sample an index's content, encode with v1 and v2, fit, gate, register.
 
-The index's documents are read from the corpus it was built from (`--corpus`, or the path the build
-recorded; see `find_corpus`). Only documents that are in the index with the same content are used, so
+The index's documents are read from the corpora it was written from (`--corpus`, or the paths its build and
+adds recorded; see `index_corpora`). Only documents that are in the index with the same content are used, so
 their stored v1 vectors are the ones search compares against.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from embedkd.evaluation.compare import standard_error
 from indexer import shards, store
 from indexer.catalog import get_index, items_by_external_ids, items_by_faiss_ids
 from indexer.context import Catalog
-from indexer.corpus import read_corpus
+from indexer.corpus import Corpora, DocSource
 from indexer.errors import Conflict, UserError
 from indexer.hashing import sha256_text
 from indexer.models import Job
@@ -33,7 +33,7 @@ from .pairs import PairedVectors, Sample, encode_pairs, reservoir_sample
 from .register import register_adapter
 from .select import CANDIDATES, KINDS, Candidate
 
-__all__ = ["DEFAULT_SAMPLE_DOCS", "default_sample_docs", "distractor_ids", "find_corpus", "fit_upgrade",
+__all__ = ["DEFAULT_SAMPLE_DOCS", "default_sample_docs", "distractor_ids", "fit_upgrade", "index_corpora",
            "labelled_blend", "labelled_per_query", "sample_index", "stored_vectors"]
 
 log = logging.getLogger(__name__)
@@ -49,34 +49,32 @@ def default_sample_docs(index_count: int) -> int:
     return int(min(DEFAULT_SAMPLE_DOCS, max(250, index_count // 200)))
 
 
-def find_corpus(catalog: Catalog, index_name: str, corpus: str | None) -> Path:
-    """The corpus file the index was built from: the given path, or the one its build job recorded."""
-    if corpus:
-        return read_corpus(corpus).path
+def index_corpora(catalog: Catalog, index_name: str, given: str | Sequence[str] | None = None) -> Corpora:
+    """The files the index's documents were written from: the given paths, else every path its build and its
+    adds recorded that still exists, newest first (so a document is read as its latest file-based write has it)."""
+    if given:
+        return Corpora([given] if isinstance(given, str) else list(given))
     with catalog.session() as s:
-        jobs = s.scalars(select(Job).where(Job.target == index_name).order_by(Job.id.desc())).all()
-        recorded = [
-            str(j.params.get(key) or (j.checkpoint or {}).get(key) or "")
-            for j in jobs
-            for key in ("corpus_path", "source_path", "path")
-        ]
-    for path in recorded:
-        if path and Path(path).exists():
-            return read_corpus(path).path
-    raise UserError(
-        f"cannot find the documents of index {index_name!r} (the catalog keeps no path to its corpus); "
-        "pass the corpus it was built from with --corpus PATH"
-    )
+        jobs = s.scalars(select(Job).where(Job.target == index_name, Job.state == "done").order_by(Job.id.desc())).all()
+        recorded = [str(j.params.get(key) or (j.checkpoint or {}).get(key) or "")
+                    for j in jobs for key in ("corpus_path", "source_path", "path")]
+    found = list(dict.fromkeys(p for p in recorded if p and Path(p).exists()))
+    if not found:
+        raise UserError(
+            f"cannot find the documents of index {index_name!r} (the catalog keeps no path to its corpus); "
+            "pass the corpus it was built from with --corpus PATH"
+        )
+    return Corpora(found)
 
 
-def sample_index(catalog: Catalog, index_name: str, corpus: Path, size: int, seed: int = 0) -> tuple[Sample, Any]:
+def sample_index(catalog: Catalog, index_name: str, corpus: DocSource, size: int, seed: int = 0) -> tuple[Sample, Any]:
     """Sample up to `size` documents of the corpus that the index holds with the same content.
     Returns the sample and the index row."""
     with catalog.session() as s:
         index = get_index(s, index_name)
         _ = index.model
         s.expunge(index)
-    candidates = reservoir_sample(read_corpus(corpus), int(size * 1.25) + 10, seed)
+    candidates = reservoir_sample(corpus, int(size * 1.25) + 10, seed)
     with catalog.session() as s:
         items = items_by_external_ids(s, index.id, [d.id for d in candidates])
         known = {k: (v.faiss_id, v.content_hash) for k, v in items.items()}
@@ -174,7 +172,7 @@ def labelled_blend(outcome: FitOutcome, per_query: dict[str, np.ndarray],
     return chosen, decision
 
 
-def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto", *, corpus: str | None = None,
+def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto", *, corpus: str | Sequence[str] | None = None,
                 sample_docs: int | None = None, queries: str | None = None, eval_data: str | None = None,
                 eval_split: str = "test", seed: int = 0, activate: bool = True, encoder_for: Callable[[str], Any] | None = None,
                 v1_encoder: Any = None, v2_encoder: Any = None, blend: bool = True) -> dict[str, Any]:
@@ -204,7 +202,7 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
     v2 = v2_encoder or encoder_for(model)
     if v2.record.fingerprint == v1_fp:
         raise Conflict(f"index {index_name!r} was built with this model already; no upgrade or adapter is needed")
-    path = find_corpus(catalog, index_name, corpus)
+    path = index_corpora(catalog, index_name, corpus)
     sample_docs = sample_docs or default_sample_docs(n_index)
     sample, index = sample_index(catalog, index_name, path, sample_docs, seed)
     if len(sample.ids) < MIN_DOCS:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedkd.upgrade.backfill import backfill, staging_name
+from embedkd.upgrade.backfill import backfill, backfill_corpora, staging_name, switch_to_staging
 from indexer.build import add_documents, build_index, delete_items
 from indexer.catalog import get_index
 from indexer.corpus import Doc, ListSource, read_corpus
-from indexer.errors import Conflict
+from indexer.errors import Conflict, UserError
+from indexer.models import Index, Job
 from indexer.search import Searcher
 from tests.indexer.helpers import During
 
@@ -72,19 +73,87 @@ def test_backfill_keeps_the_shards(sqlite_catalog, tmp_path):
     assert len(hits[0]) == 40
 
 
-def test_switch_refuses_when_index_changed_meanwhile(catalog, tmp_path):
+def test_a_document_no_file_has_refuses_the_backfill_before_it_encodes(catalog, tmp_path):
+    """Added over HTTP before the backfill began: neither the index's files nor the texts kept while a backfill
+    runs have it, so nothing could embed it with v2. The backfill says so before encoding anything, and runs once
+    given a file that has it; the switch itself refuses too, should it get that far."""
     path = _corpus(tmp_path, 20)
-    v1 = HashEncoder(32, 1)
-    v2 = HashEncoder(32, 5, drift=np.eye(32, 48))
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
     build_index(catalog, "idx", v1, read_corpus(path), progress=False)
-    # added before the backfill began, from elsewhere: neither its corpus nor the texts kept while it runs have it
-    add_documents(catalog, "idx", v1, ListSource([Doc("late", "w1 w2 w3")]), progress=False)
-    build_index(catalog, staging_name("idx"), v2, read_corpus(path), progress=False)  # backfill's build done
-    with pytest.raises(Conflict, match=r"'idx' holds 1 documents that neither the backfill's corpus nor the texts "
-                                       r"written while it ran have.*--index idx.backfill"):
-        backfill(catalog, "idx", v2, read_corpus(path))
+    add_documents(catalog, "idx", v1, ListSource([Doc("late", "w1 w2 w3")]), progress=False)  # as the HTTP route does
+    counted = Flaky(v2, fail_at=-1)
+    with pytest.raises(UserError, match=r"'idx' holds 1 documents \(such as 'late'\) that .*corpus.jsonl does not "
+                                        r"have .*--corpus \(repeatable\); nothing was changed"):
+        backfill(catalog, "idx", counted, backfill_corpora(catalog, "idx"))
+    assert counted.calls == 0
     with catalog.session() as s:
         assert get_index(s, "idx").model.fingerprint == v1.record.fingerprint
+        assert s.query(Index).filter_by(name=staging_name("idx")).count() == 0
+
+    build_index(catalog, staging_name("idx"), v2, read_corpus(path), progress=False)  # as if the check were passed
+    with pytest.raises(Conflict, match=r"'idx' holds 1 documents that neither the backfill's corpus nor the texts "
+                                       r"written while it ran have.*--index idx.backfill"):
+        switch_to_staging(catalog, "idx")
+    extra = tmp_path / "late.jsonl"
+    extra.write_text('{"_id": "late", "text": "w1 w2 w3"}\n')
+    out = backfill(catalog, "idx", v2, backfill_corpora(catalog, "idx", [str(extra), str(path)]))
+    assert out["switched"] and out["count"] == 21 and out["caught_up"]["added"] == 1
+
+
+def test_backfill_reads_every_file_the_index_was_written_from(catalog, tmp_path):
+    """Built from one file, then added to from two more (one changing a text of the first): with no --corpus the
+    backfill reads all three, each document as its latest file has it, and switches."""
+    path = _corpus(tmp_path, 20)
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    build_index(catalog, "idx", v1, read_corpus(path), progress=False)
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text('{"_id": "a1", "text": "w1 w2 w3"}\n{"_id": "d3", "text": "w4 w5 w6"}\n')
+    second.write_text('{"_id": "a2", "text": "w7 w8 w9"}\n{"_id": "d3", "text": "w4 w5 w6 w7"}\n')
+    for extra in (first, second):
+        add_documents(catalog, "idx", v1, read_corpus(extra), progress=False)
+    corpora = backfill_corpora(catalog, "idx")
+    assert [p.name for p in corpora.paths] == ["second.jsonl", "first.jsonl", "corpus.jsonl"]
+    out = backfill(catalog, "idx", v2, corpora)
+    assert out["switched"] and out["count"] == 22 and out["built"]["count"] == 22  # each id once: unique for a build
+    searcher = Searcher(catalog)
+    for doc_id, text in (("a1", "w1 w2 w3"), ("a2", "w7 w8 w9"), ("d3", "w4 w5 w6 w7")):
+        hits = searcher.search_vectors("idx", v2([text]), k=1, source_fingerprint=v2.record.fingerprint)
+        assert hits[0][0].id == doc_id and hits[0][0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_resumed_backfill_reads_the_files_it_began_with(catalog, tmp_path):
+    """A file added to the index after a backfill was killed mid-build does not change what the rerun reads, so it
+    resumes instead of starting again; the added documents' texts were kept for its catch-up."""
+    path = _corpus(tmp_path, 40)
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    build_index(catalog, "idx", v1, read_corpus(path), progress=False)
+    with pytest.raises(RuntimeError):
+        backfill(catalog, "idx", Flaky(v2, 3), backfill_corpora(catalog, "idx"), chunk_size=10)
+    later = tmp_path / "later.jsonl"
+    later.write_text('{"_id": "n1", "text": "w1 w2 w3"}\n')
+    add_documents(catalog, "idx", v1, read_corpus(later), progress=False)
+    corpora = backfill_corpora(catalog, "idx")
+    assert [p.name for p in corpora.paths] == ["corpus.jsonl"]
+    out = backfill(catalog, "idx", v2, corpora, chunk_size=10)
+    assert out["built"]["resumed_from"] == 20 and out["count"] == 41 and out["caught_up"]["added"] == 1
+    assert [p.name for p in backfill_corpora(catalog, "idx").paths] == ["later.jsonl", "corpus.jsonl"]  # none pinned
+
+
+def test_the_files_of_an_index_outlive_pruned_jobs(catalog, tmp_path, monkeypatch):
+    """Only the newest ended jobs of an index are kept (one per HTTP write), but never a done one that names the
+    file its documents came from: an upgrade reads the index's documents there."""
+    from indexer import jobs
+
+    monkeypatch.setattr(jobs, "FINISHED_KEPT", 2)
+    path = _corpus(tmp_path, 10)
+    v1 = HashEncoder(32, 1)
+    build_index(catalog, "idx", v1, read_corpus(path), progress=False)
+    for i in range(5):
+        add_documents(catalog, "idx", v1, ListSource([Doc(f"h{i}", f"w{i} w9")]), progress=False)
+    with catalog.session() as s:
+        kept = s.query(Job).filter_by(target="idx").all()
+    assert sorted(j.kind for j in kept) == ["add", "add", "build"]
+    assert [p.name for p in backfill_corpora(catalog, "idx").paths] == ["corpus.jsonl"]
 
 
 def test_backfill_catches_up_with_writes_made_meanwhile(catalog, tmp_path):
