@@ -125,6 +125,33 @@ def test_an_output_path_that_is_a_file_is_one_line_before_any_work(home, beir_sm
     assert taken.read_text() == "keep me\n"
 
 
+def test_backfill_reads_every_file_of_the_index_and_refuses_a_document_none_has(tmp_path, beir_small):
+    """Built from one file, added to from another and from a third since deleted: `upgrade backfill` with no
+    --corpus names the one document no file has and changes nothing, in one line; given the files, it switches."""
+    rows = [json.loads(line) for line in (beir_small / "corpus.jsonl").read_text().splitlines()[:30]]
+    files = {name: tmp_path / f"{name}.jsonl" for name in ("built", "added", "gone")}
+    for name, part in (("built", rows[:20]), ("added", rows[20:]), ("gone", [{"_id": "gone-1", "text": "a lost text"}])):
+        files[name].write_text("".join(json.dumps(r) + "\n" for r in part))
+    home, m = tmp_path / "home", minilm_path()
+    run(home, "index", "build", "--index", "s", "--model", m, "--corpus", str(files["built"]))
+    for name in ("added", "gone"):
+        run(home, "index", "add", "--index", "s", "--corpus", str(files[name]))
+    kept = files["gone"].read_text()
+    files["gone"].unlink()
+    proc = run(home, "upgrade", "backfill", "--index", "s", "--model", f"prune:{m}:2", check=False)
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(lines) == 1 and "holds 1 document ('gone-1')" in lines[0], proc.stderr
+    assert str(files["added"]) in lines[0] and str(files["built"]) in lines[0]
+    assert [i["name"] for i in last_json(run(home, "index", "list", "--json"))["indexes"]] == ["s"]  # no staging
+    (tmp_path / "restored.jsonl").write_text(kept)
+    out = last_json(run(home, "upgrade", "backfill", "--index", "s", "--model", f"prune:{m}:2", "--json",
+                        "--corpus", str(tmp_path / "restored.jsonl"), "--corpus", str(files["added"]),
+                        "--corpus", str(files["built"])))
+    assert out["switched"] and out["count"] == 31
+    hit = last_json(run(home, "index", "search", "--index", "s", "--query", "a lost text", "-k", "1", "--json"))
+    assert hit["results"][0]["id"] == "gone-1"
+
+
 def test_serve_answers_over_http(home):
     """`embedkd serve` as a user starts it, with a token: the same results over HTTP as `index search`; without
     the token only the health check and metrics answer."""

@@ -136,11 +136,12 @@ def _add(args: argparse.Namespace) -> int:
 def _backfill(args: argparse.Namespace) -> int:
     import sys
 
-    from embedkd.upgrade.backfill import backfill, backfill_corpora
+    from embedkd.upgrade.backfill import backfill, backfill_corpora, check_covered
 
     catalog = catalog_from_env()
     require_text_index(catalog, args.index)
     docs = backfill_corpora(catalog, args.index, args.corpus)
+    check_covered(catalog, args.index, docs)  # before loading the model, too
     with job_encoder(args, args.model) as encoder:
         result = backfill(catalog, args.index, encoder, docs, chunk_size=args.chunk_size, progress=sys.stderr.isatty())
     emit(result, args.json)

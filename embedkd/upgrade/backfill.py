@@ -43,7 +43,7 @@ from indexer.models import Index, Item, Job, item_removals
 
 from .run import index_corpora
 
-__all__ = ["backfill", "backfill_corpora", "catch_up", "staging_name", "switch_to_staging"]
+__all__ = ["backfill", "backfill_corpora", "catch_up", "check_covered", "staging_name", "switch_to_staging"]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def backfill(catalog: Catalog, name: str, encoder: Any, docs: DocSource, chunk_s
         shard_size = shards.shard_size(catalog.settings.index_dir / name / index.file, index.checksum)
         staged = s.scalar(select(Index).where(Index.name == stage))
         staged_fp = staged.model.fingerprint if staged is not None else None
-    _check_covered(catalog, name, docs)  # before hours of encoding, not at the switch
+    check_covered(catalog, name, docs)  # before hours of encoding, not at the switch
     built: dict[str, Any] = {}
     if staged_fp is None:
         built = build_index(catalog, stage, encoder, docs, factory=factory, metric=metric,
@@ -104,7 +104,7 @@ def backfill_corpora(catalog: Catalog, name: str, given: Sequence[str] | None = 
     return index_corpora(catalog, name, given)
 
 
-def _check_covered(catalog: Catalog, name: str, docs: DocSource) -> None:
+def check_covered(catalog: Catalog, name: str, docs: DocSource) -> None:
     """Refuse, before any encoding, a backfill whose corpora lack documents that index `name` holds (as it holds
     them): nothing could embed those with the new model, so its switch would be refused after the whole build."""
     with catalog.session() as s:
@@ -116,11 +116,12 @@ def _check_covered(catalog: Catalog, name: str, docs: DocSource) -> None:
         if wanted.get(d.id) == content_key(d.content):
             del wanted[d.id]
     if wanted:
-        some = ", ".join(repr(i) for i in sorted(wanted)[:3])
+        n, some = len(wanted), ", ".join(repr(i) for i in sorted(wanted)[:3])
         raise UserError(
-            f"index {name!r} holds {len(wanted)} documents (such as {some}) that {docs} does not have as the index "
-            "does (added over HTTP, or from a file since moved or changed), so they cannot be embedded with the new "
-            "model; give every file of the index's documents with --corpus (repeatable); nothing was changed"
+            f"index {name!r} holds {n} document{'s' * (n != 1)} ({some}{', ...' * (n > 3)}) that none of its files "
+            f"({docs}) has as the index does (added over HTTP, or from a file since moved or changed), so the new "
+            "model cannot embed them; give every file of the index's documents with --corpus (repeatable); nothing "
+            "was changed"
         )
 
 

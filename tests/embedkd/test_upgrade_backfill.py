@@ -82,8 +82,8 @@ def test_a_document_no_file_has_refuses_the_backfill_before_it_encodes(catalog, 
     build_index(catalog, "idx", v1, read_corpus(path), progress=False)
     add_documents(catalog, "idx", v1, ListSource([Doc("late", "w1 w2 w3")]), progress=False)  # as the HTTP route does
     counted = Flaky(v2, fail_at=-1)
-    with pytest.raises(UserError, match=r"'idx' holds 1 documents \(such as 'late'\) that .*corpus.jsonl does not "
-                                        r"have .*--corpus \(repeatable\); nothing was changed"):
+    with pytest.raises(UserError, match=r"'idx' holds 1 document \('late'\) that none of its files \(.*corpus.jsonl\) "
+                                        r"has .*--corpus \(repeatable\); nothing was changed"):
         backfill(catalog, "idx", counted, backfill_corpora(catalog, "idx"))
     assert counted.calls == 0
     with catalog.session() as s:
