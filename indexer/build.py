@@ -28,7 +28,7 @@ import numpy as np
 from sqlalchemy import select, update
 from tqdm.auto import tqdm
 
-from . import backfill_texts, frozen, jobs, locks, shards, store
+from . import backfill_texts, frozen, jobs, locks, shards, store, text_log
 from .catalog import (
     KIND_COMMANDS,
     delete_items_by_faiss_ids,
@@ -605,8 +605,9 @@ def delete_items(catalog: Catalog, name: str, external_ids: list[str], purge: bo
         current = load_current(catalog, index)
         current.remove_ids(np.array(faiss_ids), index.factory, index.metric, purge=purge)
         out = switch_generation(catalog, index, current, lambda s, gen: delete_items_by_faiss_ids(s, index.id, faiss_ids, gen))
-        if purge:  # out of every file now: the texts an add kept for a running backfill too
+        if purge:  # out of every file now: the texts kept for a running backfill, or of HTTP writes, too
             backfill_texts.purge(catalog, name, external_ids)
+            text_log.purge(catalog, name, external_ids)
         out["deleted"] = len(faiss_ids)
         return out
 
@@ -620,4 +621,5 @@ def drop_index(catalog: Catalog, name: str) -> dict[str, Any]:
         jobs.supersede(catalog, name)  # unfinished adds to it can never resume
         # texts kept for a backfill of it, or of the index it was staging a backfill for
         backfill_texts.forget(catalog, name.removesuffix(backfill_texts.staging_name("")))
+        text_log.forget(catalog, name)
     return {"index": name, "dropped": True}

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import backfill_texts, frozen, jobs, locks
+from . import backfill_texts, frozen, jobs, locks, text_log
 from .compaction import staging_prefix
 from .context import Catalog
 from .errors import Conflict
@@ -42,6 +42,8 @@ def collect_garbage(catalog: Catalog, dry_run: bool = False) -> dict[str, Any]:
     found += [_remove(p, f"texts kept for a backfill of {p.name!r}, which is not in progress", dry_run)
               for p in backfill_texts.leftovers(catalog)]
     found += [_remove(p, "the frozen files of a compaction that is not running", dry_run) for p in frozen.leftovers(catalog)]
+    found += [_remove(p, f"texts kept for index {p.name!r}, which is not in the catalog", dry_run)
+              for p in text_log.leftovers(catalog)]
     return {"removed" if not dry_run else "would_remove": found,
             "bytes": sum(f["bytes"] for f in found), "skipped_being_written": busy}
 

@@ -17,7 +17,7 @@ from .errors import UserError
 from .hashing import sha256_file, sha256_text
 from .textfile import text_lines
 
-__all__ = ["Corpora", "Doc", "DocSource", "JsonlCorpus", "ListSource", "parse_record", "read_corpus"]
+__all__ = ["Corpora", "Doc", "DocSource", "JsonlCorpus", "ListSource", "every_version", "parse_record", "read_corpus"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,12 @@ class Corpora:
     def empty_ids(self) -> list[str]:
         return [i for c in self.sources for i in c.empty_ids]
 
+    def every_version(self) -> Iterator[Doc]:
+        """Every document of every file, an id as often as the files have it: where the one that matters is the
+        one the index holds, whichever file that is."""
+        for corpus in self.sources:
+            yield from corpus
+
     def __iter__(self) -> Iterator[Doc]:
         if len(self.sources) == 1:
             yield from self.sources[0]
@@ -147,6 +153,11 @@ class Corpora:
 
     def __str__(self) -> str:
         return ", ".join(map(str, self.paths))
+
+
+def every_version(docs: DocSource) -> Iterator[Doc]:
+    """`Corpora.every_version` for several files; any other source as it is."""
+    return docs.every_version() if isinstance(docs, Corpora) else iter(docs)
 
 
 def read_corpus(path: str | os.PathLike) -> JsonlCorpus:

@@ -192,6 +192,17 @@ def compaction_lock(catalog: Catalog, target: str) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def text_log_lock(catalog: Catalog, target: str, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold index `target`'s text-log lock while merging or purging its kept texts (`text_log.py`)."""
+    def refusal() -> str:
+        return f"the kept texts of index {target!r} are being merged by another process"
+
+    path = catalog.settings.home / "locks" / "texts" / f"{target}.lock"
+    with _lock(catalog, lock_key(target, "texts"), path, refusal, wait_s):
+        yield
+
+
 def _compaction_lock_path(catalog: Catalog, target: str) -> Path:
     return catalog.settings.home / "locks" / "compact" / f"{target}.lock"  # a folder: index names may end in ".compact"
 

@@ -11,12 +11,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from . import text_log
 from .auth import require_token
 from .auto_compact import AutoCompactor
 from .build import add_documents, delete_items
 from .catalog import get_index, get_item, list_indexes
 from .compaction import compaction_status
-from .corpus import ListSource, parse_record
+from .corpus import Doc, ListSource, parse_record
 from .errors import UserError
 from .jobs import count_by_state, list_jobs
 from .metrics import instrument
@@ -63,11 +64,20 @@ def _searcher(request: Request) -> Searcher:
 SearcherDep = Annotated[Searcher, Depends(_searcher)]
 
 
+def _add_keeping_texts(searcher: Searcher, index: str, docs: list[Doc], keep_texts: bool) -> dict[str, Any]:
+    out = add_documents(searcher.catalog, index, searcher.index_encoder(index), ListSource(docs),
+                        progress=False, lock_wait_s=1.0, keep_failed=False)
+    if keep_texts and (out.get("added") or out.get("updated")):  # once committed: a merge keeps only what is held
+        text_log.append(searcher.catalog, index, docs)
+    return out
+
+
 def create_app(searcher: Searcher, token: str | None = None, write_patience_s: float = 10.0,
-               compactor: AutoCompactor | None = None) -> FastAPI:
+               compactor: AutoCompactor | None = None, keep_texts: bool = True) -> FastAPI:
     """The search app; with `token`, requests need it as a bearer token (`indexer.auth`). A document write
     that finds its index held by another process is tried again for `write_patience_s` before a 409.
-    `compactor`: compacts the catalog's indexes in the background while the app runs."""
+    `compactor`: compacts the catalog's indexes in the background while the app runs. `keep_texts`: the
+    texts of documents written over HTTP are kept for an upgrade to read (`indexer.text_log`)."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -86,8 +96,7 @@ def create_app(searcher: Searcher, token: str | None = None, write_patience_s: f
     writes = WriteQueue(
         # the queue waits out a held index itself (patience_s), so its adds take the lock as deletes do; a
         # failed request's chunks go at once (its client resends it, perhaps merged with others)
-        lambda index, docs: add_documents(searcher.catalog, index, searcher.index_encoder(index), ListSource(docs),
-                                          progress=False, lock_wait_s=1.0, keep_failed=False),
+        lambda index, docs: _add_keeping_texts(searcher, index, docs, keep_texts),
         lambda index, ids, purge=False: delete_items(searcher.catalog, index, ids, purge=purge),
         patience_s=write_patience_s)
     if token:

@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "in the background: writes and searches go on (default 300; 0: never, run `index compact`)")
     p.add_argument("--compact-deleted", type=float, default=0.05, metavar="SHARE",
                    help="compact an index once this share of the vectors in its files is deleted (default 0.05)")
+    p.add_argument("--no-keep-texts", action="store_true",
+                   help="do not keep the texts of documents written over HTTP (EMBEDKD_HOME/texts/): a backfill to a "
+                        "new model then needs them from you with --corpus")
     add_encoder_options(p)
     p.set_defaults(handler=_serve)
 
@@ -57,7 +60,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise UserError(f"--compact-every must be 0 (never) or a positive number of seconds, got {args.compact_every}")
     app = build_app(catalog_from_env(), text_encoder_loader(args), preload=args.preload, use_gpu=args.gpu,
                     query_batch=args.query_batch, token=token, preload_fields=fields,
-                    compact_every_s=args.compact_every, compact_deleted=args.compact_deleted)
+                    compact_every_s=args.compact_every, compact_deleted=args.compact_deleted,
+                    keep_texts=not args.no_keep_texts)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -35,7 +35,7 @@ from indexer.backfill_texts import staging_name
 from indexer.build import add_documents, build_index, content_key, delete_items, index_stem
 from indexer.catalog import get_index, update_item_infos
 from indexer.context import Catalog
-from indexer.corpus import Corpora, Doc, DocSource, ListSource
+from indexer.corpus import Corpora, Doc, DocSource, ListSource, every_version
 from indexer.errors import Conflict, UserError
 from indexer.jobs import UNFINISHED
 from indexer.models import Adapter as AdapterRow
@@ -112,7 +112,7 @@ def check_covered(catalog: Catalog, name: str, docs: DocSource) -> None:
         stage = s.scalar(select(Index.id).where(Index.name == staging_name(name)))
         staged = _items(s, stage) if stage is not None else {}  # embedded with the new model already
     wanted = {k: h for k, h in wanted.items() if staged.get(k) != h}
-    for d in chain(docs, backfill_texts.read(catalog, name)) if wanted else ():
+    for d in chain(every_version(docs), backfill_texts.read(catalog, name)) if wanted else ():
         if wanted.get(d.id) == content_key(d.content):
             del wanted[d.id]
     if wanted:
@@ -136,7 +136,8 @@ def catch_up(catalog: Catalog, name: str, encoder: Any, docs: DocSource) -> dict
     wanted = {k: h for k, h in ours.items() if staged.get(k) != h}
     gone = [k for k in staged if k not in ours]
     by_id: dict[str, Doc] = {}
-    for d in chain(docs, backfill_texts.read(catalog, name)) if wanted else ():  # the corpus, then texts written since
+    # every version in the files (the one the index holds may be in any), then the texts written since
+    for d in chain(every_version(docs), backfill_texts.read(catalog, name)) if wanted else ():
         if d.id not in by_id and wanted.get(d.id) == content_key(d.content):
             by_id[d.id] = d
     found = list(by_id.values())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy import select
 from embedkd.distill.log_queries import read_log_queries
 from embedkd.evaluation.beir import check_judged_documents, load_labelled_queries, relevant_documents
 from embedkd.evaluation.compare import standard_error
-from indexer import shards, store
+from indexer import shards, store, text_log
 from indexer.catalog import get_index, items_by_external_ids, items_by_faiss_ids
 from indexer.context import Catalog
 from indexer.corpus import Corpora, DocSource
@@ -50,21 +51,28 @@ def default_sample_docs(index_count: int) -> int:
 
 
 def index_corpora(catalog: Catalog, index_name: str, given: str | Sequence[str] | None = None) -> Corpora:
-    """The files the index's documents were written from: the given paths, else every path its build and its
-    adds recorded that still exists, newest first (so a document is read as its latest file-based write has it)."""
+    """The files the index's documents were written from: the given paths, else, newest first (so a document is
+    read as its latest write has it), every path its build and its adds recorded that still exists and the
+    texts the service kept of those written over HTTP (`indexer.text_log`)."""
     if given:
         return Corpora([given] if isinstance(given, str) else list(given))
     with catalog.session() as s:
-        jobs = s.scalars(select(Job).where(Job.target == index_name, Job.state == "done").order_by(Job.id.desc())).all()
-        recorded = [str(j.params.get(key) or (j.checkpoint or {}).get(key) or "")
+        jobs = s.scalars(select(Job).where(Job.target == index_name, Job.state == "done")).all()
+        recorded = [(_ns(j.updated_at), str(j.params.get(key) or (j.checkpoint or {}).get(key) or ""))
                     for j in jobs for key in ("corpus_path", "source_path", "path")]
-    found = list(dict.fromkeys(p for p in recorded if p and Path(p).exists()))
+    recorded += [(text_log.stamp(p), str(p)) for p in text_log.files(catalog, index_name)]
+    found = list(dict.fromkeys(p for _, p in sorted(recorded, reverse=True) if p and Path(p).exists()))
     if not found:
         raise UserError(
             f"cannot find the documents of index {index_name!r} (the catalog keeps no path to its corpus); "
             "pass the corpus it was built from with --corpus PATH"
         )
     return Corpora(found)
+
+
+def _ns(when: datetime) -> int:
+    """A job's time in ns since the epoch (SQLite gives back UTC times without their zone)."""
+    return int((when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp() * 1e9)
 
 
 def sample_index(catalog: Catalog, index_name: str, corpus: DocSource, size: int, seed: int = 0) -> tuple[Sample, Any]:

@@ -283,3 +283,48 @@ def test_a_purge_takes_the_kept_text_out_and_gc_removes_texts_no_backfill_needs(
     out = collect_garbage(sqlite_catalog)
     assert [r["why"] for r in out["removed"]] == ["texts kept for a backfill of 'other', which is not in progress"]
     assert list(backfill_texts.read(sqlite_catalog, "other")) == [] and len(list(backfill_texts.read(sqlite_catalog, "idx"))) == 1
+
+
+def test_documents_written_over_http_before_a_backfill_are_read_from_the_texts_the_server_kept(sqlite_catalog, tmp_path):
+    """No file has them, but the server kept their texts (`indexer.text_log`, merged by levels meanwhile): a backfill
+    with no --corpus embeds each with v2 as last written, and switches."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from indexer import text_log
+    from indexer.service import create_app
+    from tests.indexer.helpers import free_port
+
+    path = _corpus(tmp_path, 20)
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    build_index(sqlite_catalog, "idx", v1, read_corpus(path), progress=False)
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(Searcher(sqlite_catalog, lambda _s: v1)), host="127.0.0.1",
+                                        port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    latest = {f"h{i}": f"w{i} w{i + 1} w{i + 2}" for i in range(10)} | {"h0": "w0 w5 w9", "d3": "w2 w4 w6 w8"}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            deadline = time.time() + 30
+            while not srv.started and time.time() < deadline:
+                time.sleep(0.05)
+            writes = [(f"h{i}", f"w{i} w{i + 1} w{i + 2}") for i in range(10)] + [("h0", latest["h0"]),
+                                                                                    ("d3", latest["d3"])]
+            for doc_id, text in writes:  # one request each: twelve log files, eight merged into one
+                r = c.post("/indexes/idx/documents", json={"documents": [{"_id": doc_id, "text": text}]})
+                assert r.status_code == 200, r.text
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=30)
+    assert text_log.idle()  # merged in the background
+    assert sorted(p.name.split("-")[0] for p in text_log.files(sqlite_catalog, "idx")) == ["0"] * 4 + ["1"]
+    out = backfill(sqlite_catalog, "idx", v2, backfill_corpora(sqlite_catalog, "idx"))
+    assert out["switched"] and out["count"] == 30
+    searcher = Searcher(sqlite_catalog)
+    for doc_id, text in latest.items():
+        hits = searcher.search_vectors("idx", v2([text]), k=1, source_fingerprint=v2.record.fingerprint)
+        assert hits[0][0].id == doc_id and hits[0][0].score == pytest.approx(1.0, abs=1e-5)

@@ -1,0 +1,207 @@
+"""Texts of the documents written to an index over HTTP, kept so that an upgrade can read them.
+
+The catalog keeps each document's content hash, not its text; documents added from a file are read again
+from that file (`embedkd.upgrade.run.index_corpora`). Documents that came over HTTP exist nowhere else, so
+without their texts a backfill could not embed them with a new model, nor `upgrade fit` sample them. The
+service writes each write's texts, once committed, to `EMBEDKD_HOME/texts/NAME/` as one small JSONL file.
+
+Like an LSM tree's levels: once `FANOUT` files of one level are there, they are merged into one file of the
+next level, keeping each id's newest text, and only where the index still holds that text (an update's old
+text and a deleted document's go). A log of n writes is O(log n) files and each text is rewritten O(log n)
+times. A text is appended only once its write has committed, so a merge that reads the index's items after
+listing its files never drops a text the index holds; merges run in the background of the process that
+appended (a level of a million texts takes a while, and writes go on), one at a time per index under its
+text-log lock, which a purge takes too. None runs while a backfill of the index does: it reads the files it
+started with.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from sqlalchemy import select
+
+from . import backfill_texts, locks
+from .catalog import get_index, items_by_external_ids
+from .context import Catalog
+from .corpus import Doc, read_corpus
+from .errors import Conflict
+from .hashing import sha256_text
+from .models import Index
+
+__all__ = ["FANOUT", "append", "files", "forget", "idle", "leftovers", "merge", "purge", "stamp"]
+
+log = logging.getLogger(__name__)
+
+FANOUT = 8
+
+
+def _folder(catalog: Catalog, name: str) -> Path:
+    return catalog.settings.home / "texts" / name
+
+
+def _parts(path: Path) -> tuple[int, int]:
+    """(level, time in ns of the newest text in it) from a log file's name."""
+    level, stamp, _ = path.name.split("-", 2)
+    return int(level), int(stamp)
+
+
+def files(catalog: Catalog, name: str) -> list[Path]:
+    """The index's text files, newest first."""
+    folder = _folder(catalog, name)
+    found = [p for p in folder.glob("*-*-*.jsonl")] if folder.is_dir() else []
+    return sorted(found, key=lambda p: _parts(p)[1], reverse=True)
+
+
+def stamp(path: Path) -> int:
+    """When the newest text in a log file was written (ns since the epoch): for ordering it among corpora."""
+    return _parts(path)[1]
+
+
+def append(catalog: Catalog, name: str, docs: Iterable[Doc], wait: bool = False) -> Path | None:
+    """Keep the texts of `docs` (text contents only; call once they are committed) as the index's newest log
+    file, then merge full levels: in the background, or before returning with `wait`."""
+    rows = [_row(d) for d in docs if isinstance(d.content, str)]
+    if not rows:
+        return None
+    path = _write(_folder(catalog, name), 0, time.time_ns(), rows)
+    merge(catalog, name) if wait else _merge_in_background(catalog, name)
+    return path
+
+
+_running: set[tuple[int, str]] = set()
+_guard = threading.Lock()
+
+
+def _merge_in_background(catalog: Catalog, name: str) -> None:
+    key = (id(catalog), name)
+    with _guard:
+        if key in _running:  # it merges every full level before it ends; a level filled as it ended waits a write
+            return
+        _running.add(key)
+
+    def run() -> None:
+        try:
+            merge(catalog, name)
+        except Exception:  # noqa: BLE001 - a background merge logs what it did not expect; the texts are all there
+            log.exception("merging the kept texts of index %r failed", name)
+        finally:
+            with _guard:
+                _running.discard(key)
+
+    threading.Thread(target=run, name=f"embedkd-texts-{name}", daemon=True).start()
+
+
+def idle(timeout_s: float = 60.0) -> bool:
+    """Wait until no background merge of this process runs (tests, shutdown); whether none does."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with _guard:
+            if not _running:
+                return True
+        time.sleep(0.01)
+    return False
+
+
+def _row(doc: Doc) -> dict:
+    meta = (doc.info or {}).get("metadata")
+    return {"_id": doc.id, "text": doc.content, **({"metadata": meta} if meta else {})}
+
+
+def _write(folder: Path, level: int, stamp_ns: int, rows: Iterable[dict], name: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (name or f"{level}-{stamp_ns:020d}-{uuid.uuid4().hex[:8]}.jsonl")
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.rename(path)
+    return path
+
+
+def merge(catalog: Catalog, name: str) -> int:
+    """Merge every level holding `FANOUT` files or more into one file of the next level; files merged. Skipped
+    (0) while another process merges or purges them, or a backfill of the index runs."""
+    if backfill_texts.in_progress(catalog, name):
+        return 0
+    merged = 0
+    try:
+        with locks.text_log_lock(catalog, name):
+            _remove_stale_tmp(_folder(catalog, name))
+            while True:
+                by_level: dict[int, list[Path]] = {}
+                for p in files(catalog, name):
+                    by_level.setdefault(_parts(p)[0], []).append(p)
+                full = next((lv for lv in sorted(by_level) if len(by_level[lv]) >= FANOUT), None)
+                if full is None:
+                    return merged
+                _merge_level(catalog, name, full, by_level[full])
+                merged += len(by_level[full])
+    except Conflict:  # another process merges them: the next append merges what is left
+        return merged
+
+
+def _remove_stale_tmp(folder: Path, age_s: float = 3600.0) -> None:
+    """Half-written files of a killed process: an append writes its file in moments, and no merge runs but this."""
+    for tmp in folder.glob("*.tmp") if folder.is_dir() else []:
+        if time.time() - tmp.stat().st_mtime > age_s:
+            tmp.unlink(missing_ok=True)
+
+
+def _merge_level(catalog: Catalog, name: str, level: int, paths: list[Path]) -> None:
+    newest: dict[str, dict] = {}
+    for path in paths:  # newest first: an id's first text is its latest
+        for doc in read_corpus(path):
+            if doc.id not in newest:
+                newest[doc.id] = _row(doc)
+    with catalog.session() as s:
+        held = items_by_external_ids(s, get_index(s, name).id, list(newest))
+        keep = [row for i, row in newest.items() if i in held and held[i].content_hash == sha256_text(row["text"])]
+    if keep:
+        _write(_folder(catalog, name), level + 1, stamp(paths[0]), keep)
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def purge(catalog: Catalog, name: str, ids: Iterable[str], wait_s: float = 600.0) -> None:
+    """Take the texts of `ids` out of the index's log now (`index delete --purge`), waiting for a merge under way
+    (which could carry them on). Each file holding one is written again without them, under its own name."""
+    gone = set(ids)
+    with locks.text_log_lock(catalog, name, wait_s=wait_s):
+        for path in files(catalog, name):
+            _drop_from(path, gone)
+
+
+def _drop_from(path: Path, gone: set[str]) -> None:
+    rows = [_row(d) for d in read_corpus(path)]
+    if any(r["_id"] in gone for r in rows):
+        kept = [r for r in rows if r["_id"] not in gone]
+        if kept:
+            _write(path.parent, *_parts(path), kept, name=path.name)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def forget(catalog: Catalog, name: str) -> None:
+    """Delete an index's texts (it was dropped)."""
+    shutil.rmtree(_folder(catalog, name), ignore_errors=True)
+
+
+def leftovers(catalog: Catalog) -> list[Path]:
+    """Text folders of indexes the catalog no longer has (a drop killed midway): `index gc` deletes them."""
+    root = catalog.settings.home / "texts"
+    if not root.is_dir():
+        return []
+    with catalog.session() as s:
+        names = set(s.scalars(select(Index.name)))
+    return [p for p in sorted(root.iterdir()) if p.is_dir() and p.name not in names]

@@ -1,0 +1,84 @@
+"""Texts of documents written over HTTP, kept for an upgrade (`indexer/text_log.py`): appended per write, merged
+by levels keeping each document's latest text the index still holds, forgotten with the index."""
+
+from __future__ import annotations
+
+from indexer import locks, text_log
+from indexer.backfill_texts import staging_name
+from indexer.build import add_documents, build_index, delete_items, drop_index
+from indexer.cleanup import collect_garbage
+from indexer.corpus import Doc, ListSource, read_corpus
+
+
+def _write(catalog, encoder, docs: list[Doc]) -> None:
+    """What the service does with an HTTP write: commit it, then keep its texts."""
+    add_documents(catalog, "t", encoder, ListSource(docs), progress=False)
+    text_log.append(catalog, "t", docs, wait=True)
+
+
+def _texts(catalog) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for path in text_log.files(catalog, "t"):
+        for doc in read_corpus(path):
+            out.setdefault(doc.id, []).append(doc.content)
+    return out
+
+
+def test_a_merge_keeps_each_documents_latest_text_the_index_holds(catalog, minilm):
+    build_index(catalog, "t", minilm, ListSource([Doc("seed", "a seed document")]), progress=False)
+    for i in range(6):
+        _write(catalog, minilm, [Doc(f"a{i}", f"first text of document {i}")])
+    assert len(text_log.files(catalog, "t")) == 6
+    _write(catalog, minilm, [Doc("a0", "second text of document 0")])
+    delete_items(catalog, "t", ["a1"])
+    _write(catalog, minilm, [Doc("a6", "first text of document 6", {"metadata": {"team": "red"}})])  # the 8th file
+    files = text_log.files(catalog, "t")
+    assert [p.name.split("-")[0] for p in files] == ["1"]  # eight level-0 files merged into one of level 1
+    assert _texts(catalog) == {"a0": ["second text of document 0"], "a2": ["first text of document 2"],
+                               "a3": ["first text of document 3"], "a4": ["first text of document 4"],
+                               "a5": ["first text of document 5"], "a6": ["first text of document 6"]}
+    assert next(iter(read_corpus(files[0]))).info == {"metadata": {"team": "red"}}  # newest first, metadata kept
+    _write(catalog, minilm, [Doc("a7", "first text of document 7")])
+    assert [p.name.split("-")[0] for p in text_log.files(catalog, "t")] == ["0", "1"]  # newest first
+
+
+def test_no_merge_while_another_runs_or_a_backfill_does(sqlite_catalog, minilm):
+    build_index(sqlite_catalog, "t", minilm, ListSource([Doc("seed", "a seed document")]), progress=False)
+    for i in range(text_log.FANOUT):
+        add_documents(sqlite_catalog, "t", minilm, ListSource([Doc(f"a{i}", f"text {i}")]), progress=False)
+        with locks.text_log_lock(sqlite_catalog, "t"):  # another process merges: this append merges nothing
+            text_log.append(sqlite_catalog, "t", [Doc(f"a{i}", f"text {i}")], wait=True)
+    assert len(text_log.files(sqlite_catalog, "t")) == text_log.FANOUT
+    # a backfill reads the files it started with: none merged away under it
+    build_index(sqlite_catalog, staging_name("t"), minilm, ListSource([Doc("seed", "a seed document")]), progress=False)
+    assert text_log.merge(sqlite_catalog, "t") == 0 and len(text_log.files(sqlite_catalog, "t")) == text_log.FANOUT
+    drop_index(sqlite_catalog, staging_name("t"))
+    assert text_log.merge(sqlite_catalog, "t") == text_log.FANOUT and len(text_log.files(sqlite_catalog, "t")) == 1
+
+
+def test_the_texts_go_with_their_index(sqlite_catalog, minilm):
+    build_index(sqlite_catalog, "t", minilm, ListSource([Doc("seed", "a seed document")]), progress=False)
+    _write(sqlite_catalog, minilm, [Doc("a0", "a text")])
+    folder = text_log.files(sqlite_catalog, "t")[0].parent
+    drop_index(sqlite_catalog, "t")
+    assert not folder.exists()
+    # a drop killed before it removed them: gc does
+    build_index(sqlite_catalog, "u", minilm, ListSource([Doc("seed", "a seed document")]), progress=False)
+    text_log.append(sqlite_catalog, "u", [Doc("a0", "a text")], wait=True)
+    kept = text_log.files(sqlite_catalog, "u")[0].parent
+    orphan = kept.parent / "gone"
+    kept.rename(orphan)
+    out = collect_garbage(sqlite_catalog)
+    assert [r["path"] for r in out["removed"]] == [str(orphan)] and not orphan.exists()
+
+
+def test_a_purge_takes_the_text_out_now(sqlite_catalog, minilm):
+    build_index(sqlite_catalog, "t", minilm, ListSource([Doc("seed", "a seed document")]), progress=False)
+    _write(sqlite_catalog, minilm, [Doc("a0", "a private text"), Doc("a1", "another text")])
+    _write(sqlite_catalog, minilm, [Doc("a2", "a third text")])
+    delete_items(sqlite_catalog, "t", ["a2"])  # listed, not purged: the text waits for a merge
+    assert set(_texts(sqlite_catalog)) == {"a0", "a1", "a2"}
+    delete_items(sqlite_catalog, "t", ["a0"], purge=True)
+    assert _texts(sqlite_catalog) == {"a1": ["another text"], "a2": ["a third text"]}
+    delete_items(sqlite_catalog, "t", ["a1"], purge=True)  # its file had nothing else: it goes
+    assert _texts(sqlite_catalog) == {"a2": ["a third text"]} and len(text_log.files(sqlite_catalog, "t")) == 1
