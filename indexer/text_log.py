@@ -73,7 +73,8 @@ def append(catalog: Catalog, name: str, docs: Iterable[Doc], wait: bool = False)
     if not rows:
         return None
     path = _write(_folder(catalog, name), 0, time.time_ns(), rows)
-    merge(catalog, name) if wait else _merge_in_background(catalog, name)
+    if _full_level(catalog, name) is not None:  # one listing of the folder; most writes fill no level
+        merge(catalog, name) if wait else _merge_in_background(catalog, name)
     return path
 
 
@@ -138,17 +139,20 @@ def merge(catalog: Catalog, name: str) -> int:
     try:
         with locks.text_log_lock(catalog, name):
             _remove_stale_tmp(_folder(catalog, name))
-            while True:
-                by_level: dict[int, list[Path]] = {}
-                for p in files(catalog, name):
-                    by_level.setdefault(_parts(p)[0], []).append(p)
-                full = next((lv for lv in sorted(by_level) if len(by_level[lv]) >= FANOUT), None)
-                if full is None:
-                    return merged
-                _merge_level(catalog, name, full, by_level[full])
-                merged += len(by_level[full])
+            while (full := _full_level(catalog, name)) is not None:
+                _merge_level(catalog, name, *full)
+                merged += len(full[1])
+            return merged
     except Conflict:  # another process merges them: the next append merges what is left
         return merged
+
+
+def _full_level(catalog: Catalog, name: str) -> tuple[int, list[Path]] | None:
+    """The lowest level holding `FANOUT` files or more, with its files (newest first); None when none does."""
+    by_level: dict[int, list[Path]] = {}
+    for p in files(catalog, name):
+        by_level.setdefault(_parts(p)[0], []).append(p)
+    return next(((lv, by_level[lv]) for lv in sorted(by_level) if len(by_level[lv]) >= FANOUT), None)
 
 
 def _remove_stale_tmp(folder: Path, age_s: float = 3600.0) -> None:
