@@ -23,7 +23,7 @@ from .corpus import Doc
 from .jobs import UNFINISHED
 from .models import Index, Job
 
-__all__ = ["staging_name", "in_progress", "keep", "read", "purge", "forget", "leftovers"]
+__all__ = ["staging_name", "pin_folder", "in_progress", "keep", "read", "purge", "forget", "leftovers"]
 
 
 def staging_name(name: str) -> str:
@@ -33,6 +33,12 @@ def staging_name(name: str) -> str:
 
 def _folder(catalog: Catalog, name: str) -> Path:
     return catalog.settings.home / "backfill" / name
+
+
+def pin_folder(catalog: Catalog, name: str) -> Path:
+    """Where a backfill of `name` keeps its links to the index's kept HTTP texts (`text_log.pinned`): a rerun
+    reads the same files; they go with the rest of this folder."""
+    return _folder(catalog, name) / "pins"
 
 
 def in_progress(catalog: Catalog, name: str) -> bool:

@@ -74,13 +74,16 @@ def _job_leftovers(catalog: Catalog, dry_run: bool) -> list[dict[str, Any]]:
 
 
 def _stale_pins(root: Path, dry_run: bool) -> list[dict[str, Any]]:
-    """The pinned files of exports killed on this machine (`transfer.pin_prefix`); another machine's are its own
-    to clean, as this one cannot tell whether their process runs."""
+    """The pinned files of exports and text readers killed on this machine (`transfer.pin_prefix`,
+    `text_log.pin_prefix`); another machine's are its own to clean, as this one cannot tell whether their
+    process runs."""
     out = []
-    for p in sorted(root.glob("export-*")) if root.is_dir() else []:
-        _, pid, _ = p.name.rsplit("-", 2)
-        if pid.isdigit() and p.name.startswith(pin_prefix(pid=int(pid))) and not _alive(int(pid)):
-            out.append(_remove(p, f"files pinned by export process {pid}, which is gone", dry_run))
+    for what, pattern, prefix in (("export", "export-*", pin_prefix),
+                                  ("upgrade reading kept texts", "texts-*", text_log.pin_prefix)):
+        for p in sorted(root.glob(pattern)) if root.is_dir() else []:
+            _, pid, _ = p.name.rsplit("-", 2)
+            if pid.isdigit() and p.name.startswith(prefix(pid=int(pid))) and not _alive(int(pid)):
+                out.append(_remove(p, f"files pinned by {what} process {pid}, which is gone", dry_run))
     return out
 
 

@@ -12,7 +12,8 @@ times. A text is appended only once its write has committed, so a merge that rea
 listing its files never drops a text the index holds; merges run in the background of the process that
 appended (a level of a million texts takes a while, and writes go on), one at a time per index under its
 text-log lock, which a purge takes too. None runs while a backfill of the index does: it reads the files it
-started with.
+started with. A reader (an upgrade, which may scan them for minutes) reads hard links of the files it listed
+(`pinned`), so a merge that deletes them meanwhile takes nothing from it.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import json
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import select
@@ -37,7 +40,7 @@ from .errors import Conflict
 from .hashing import sha256_text
 from .models import Index
 
-__all__ = ["FANOUT", "append", "files", "forget", "idle", "leftovers", "merge", "purge", "stamp"]
+__all__ = ["FANOUT", "append", "files", "forget", "idle", "leftovers", "merge", "pin_prefix", "pinned", "purge", "stamp"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,31 @@ def files(catalog: Catalog, name: str) -> list[Path]:
     folder = _folder(catalog, name)
     found = [p for p in folder.glob("*-*-*.jsonl")] if folder.is_dir() else []
     return sorted(found, key=lambda p: _parts(p)[1], reverse=True)
+
+
+@contextmanager
+def pinned(catalog: Catalog, name: str, into: Path | None = None) -> Iterator[list[Path]]:
+    """The index's text files as they are now (newest first), hard-linked into a folder of the reader's: a merge
+    that deletes one while the reader reads (a backfill scans its corpora for minutes) leaves the reader its
+    link. `into`: a folder the caller keeps (a backfill's, so that its rerun reads the same paths); by default a
+    private one, removed when the reader is done (`index gc` removes those of processes gone)."""
+    folder = into or catalog.settings.job_dir / f"{pin_prefix()}{uuid.uuid4().hex[:8]}"
+    try:
+        with locks.text_log_lock(catalog, name, wait_s=600.0):  # no merge deletes a file between list and link
+            current = files(catalog, name)
+            for path in current:
+                folder.mkdir(parents=True, exist_ok=True)
+                if not (folder / path.name).exists():  # a name is never reused: a kept link is this file
+                    os.link(path, folder / path.name)
+        yield [folder / p.name for p in current]
+    finally:
+        if into is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def pin_prefix(host: str | None = None, pid: int | None = None) -> str:
+    """How a reader's folder of pinned text files is named in the jobs folder."""
+    return f"texts-{host or socket.gethostname()}-{pid or os.getpid()}-"
 
 
 def stamp(path: Path) -> int:

@@ -140,9 +140,10 @@ def _backfill(args: argparse.Namespace) -> int:
 
     catalog = catalog_from_env()
     require_text_index(catalog, args.index)
-    docs = backfill_corpora(catalog, args.index, args.corpus)
-    check_covered(catalog, args.index, docs)  # before loading the model, too
-    with job_encoder(args, args.model) as encoder:
-        result = backfill(catalog, args.index, encoder, docs, chunk_size=args.chunk_size, progress=sys.stderr.isatty())
+    with backfill_corpora(catalog, args.index, args.corpus) as docs:
+        check_covered(catalog, args.index, docs)  # before loading the model, too
+        with job_encoder(args, args.model) as encoder:
+            result = backfill(catalog, args.index, encoder, docs, chunk_size=args.chunk_size,
+                              progress=sys.stderr.isatty())
     emit(result, args.json)
     return 0

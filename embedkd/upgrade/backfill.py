@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -90,18 +91,22 @@ def backfill(catalog: Catalog, name: str, encoder: Any, docs: DocSource, chunk_s
     return out
 
 
-def backfill_corpora(catalog: Catalog, name: str, given: Sequence[str] | None = None) -> Corpora:
-    """The files a backfill of index `name` reads: `given`, else those an unfinished backfill build began with
-    (so a rerun resumes it even if files were added to the index since: their texts are kept meanwhile,
-    `indexer.backfill_texts`), else every file the index's documents came from (`index_corpora`)."""
+@contextmanager
+def backfill_corpora(catalog: Catalog, name: str, given: Sequence[str] | None = None) -> Iterator[Corpora]:
+    """The files a backfill of index `name` reads, while it reads them: `given`, else those an unfinished backfill
+    build began with (so a rerun resumes it even if files were added to the index since: their texts are kept
+    meanwhile, `indexer.backfill_texts`), else every file the index's documents came from (`index_corpora`),
+    the kept HTTP texts pinned in the backfill's own folder so that a rerun finds the same files."""
     if not given:
         with catalog.session() as s:
             job = s.scalar(select(Job).where(Job.target == staging_name(name), Job.kind == "build",
                                              Job.state.in_(UNFINISHED)).order_by(Job.id.desc()).limit(1))
             pinned = (job.params or {}).get("corpus_paths") if job is not None else None
         if pinned and all(Path(p).exists() for p in pinned):
-            return Corpora(pinned)
-    return index_corpora(catalog, name, given)
+            yield Corpora(pinned)
+            return
+    with index_corpora(catalog, name, given, pin_into=backfill_texts.pin_folder(catalog, name)) as corpora:
+        yield corpora
 
 
 def check_covered(catalog: Catalog, name: str, docs: DocSource) -> None:

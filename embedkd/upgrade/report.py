@@ -130,8 +130,9 @@ def compatibility_report(catalog, index_name: str, model: str, data: str, *, spl
         from embedkd.text_encoder import load_text_encoder as encoder_for
     v1 = encoder_for(index.model.source)
     v2 = encoder_for(model)
-    corpora = index_corpora(catalog, index_name, corpus)
-    sample, index = sample_index(catalog, index_name, corpora, sample_docs or default_sample_docs(index.count), seed)
+    with index_corpora(catalog, index_name, corpus) as corpora:  # read twice while pinned: a sample, then all
+        sample, index = sample_index(catalog, index_name, corpora, sample_docs or default_sample_docs(index.count), seed)
+        docs = {d.id: str(d.content) for d in corpora}
     faiss_index = shards.load(catalog.settings.index_dir / index.name / index.file, index.checksum)
     stored, as_indexed = stored_vectors(faiss_index, index.factory, sample.faiss_ids, seed=seed)
     pairs = encode_pairs(sample, getattr(v1, "encode_queries", v1), getattr(v2, "encode_queries", v2),
@@ -142,7 +143,6 @@ def compatibility_report(catalog, index_name: str, model: str, data: str, *, spl
         items = items_by_faiss_ids(s, index.id, faiss_ids.tolist())
         ext = {f: it.external_id for f, it in items.items()}
     doc_v1 = faiss_index.reconstruct(faiss_ids) if store.stores_exact_vectors(index.factory) else None
-    docs = {d.id: str(d.content) for d in corpora}
     doc_ids = [ext[int(f)] for f in faiss_ids]
     if doc_v1 is None:
         doc_v1 = v1([docs[d] for d in doc_ids])

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -50,24 +51,29 @@ def default_sample_docs(index_count: int) -> int:
     return int(min(DEFAULT_SAMPLE_DOCS, max(250, index_count // 200)))
 
 
-def index_corpora(catalog: Catalog, index_name: str, given: str | Sequence[str] | None = None) -> Corpora:
-    """The files the index's documents were written from: the given paths, else, newest first (so a document is
-    read as its latest write has it), every path its build and its adds recorded that still exists and the
-    texts the service kept of those written over HTTP (`indexer.text_log`)."""
+@contextmanager
+def index_corpora(catalog: Catalog, index_name: str, given: str | Sequence[str] | None = None,
+                  pin_into: Path | None = None) -> Iterator[Corpora]:
+    """The files the index's documents were written from, while the caller reads them: the given paths, else,
+    newest first (so a document is read as its latest write has it), every path its build and its adds
+    recorded that still exists and the texts the service kept of those written over HTTP, pinned
+    (`indexer.text_log.pinned`; into `pin_into`, else a private folder removed after)."""
     if given:
-        return Corpora([given] if isinstance(given, str) else list(given))
+        yield Corpora([given] if isinstance(given, str) else list(given))
+        return
     with catalog.session() as s:
         jobs = s.scalars(select(Job).where(Job.target == index_name, Job.state == "done")).all()
         recorded = [(_ns(j.updated_at), str(j.params.get(key) or (j.checkpoint or {}).get(key) or ""))
                     for j in jobs for key in ("corpus_path", "source_path", "path")]
-    recorded += [(text_log.stamp(p), str(p)) for p in text_log.files(catalog, index_name)]
-    found = list(dict.fromkeys(p for _, p in sorted(recorded, reverse=True) if p and Path(p).exists()))
-    if not found:
-        raise UserError(
-            f"cannot find the documents of index {index_name!r} (the catalog keeps no path to its corpus); "
-            "pass the corpus it was built from with --corpus PATH"
-        )
-    return Corpora(found)
+    with text_log.pinned(catalog, index_name, pin_into) as kept:
+        recorded += [(text_log.stamp(p), str(p)) for p in kept]
+        found = list(dict.fromkeys(p for _, p in sorted(recorded, reverse=True) if p and Path(p).exists()))
+        if not found:
+            raise UserError(
+                f"cannot find the documents of index {index_name!r} (the catalog keeps no path to its corpus); "
+                "pass the corpus it was built from with --corpus PATH"
+            )
+        yield Corpora(found)
 
 
 def _ns(when: datetime) -> int:
@@ -210,9 +216,9 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
     v2 = v2_encoder or encoder_for(model)
     if v2.record.fingerprint == v1_fp:
         raise Conflict(f"index {index_name!r} was built with this model already; no upgrade or adapter is needed")
-    path = index_corpora(catalog, index_name, corpus)
     sample_docs = sample_docs or default_sample_docs(n_index)
-    sample, index = sample_index(catalog, index_name, path, sample_docs, seed)
+    with index_corpora(catalog, index_name, corpus) as path:
+        sample, index = sample_index(catalog, index_name, path, sample_docs, seed)
     if len(sample.ids) < MIN_DOCS:
         raise UserError(
             f"only {len(sample.ids)} documents of {path} are in index {index_name!r} with unchanged content; "

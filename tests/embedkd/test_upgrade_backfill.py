@@ -17,6 +17,17 @@ from tests.indexer.helpers import During
 from .test_upgrade_fit import HashEncoder, _corpus
 
 
+def _backfill_found(catalog, name, encoder, given=None, **kwargs):
+    """A backfill reading the files `backfill_corpora` finds (or `given`), as `embedkd upgrade backfill` does."""
+    with backfill_corpora(catalog, name, given) as docs:
+        return backfill(catalog, name, encoder, docs, **kwargs)
+
+
+def _found(catalog, name) -> list[str]:
+    with backfill_corpora(catalog, name) as docs:
+        return [p.name for p in docs.paths]
+
+
 class Flaky:
     """Wraps an encoder and fails on its n-th call (a killed job)."""
 
@@ -84,7 +95,7 @@ def test_a_document_no_file_has_refuses_the_backfill_before_it_encodes(catalog, 
     counted = Flaky(v2, fail_at=-1)
     with pytest.raises(UserError, match=r"'idx' holds 1 document \('late'\) that none of its files \(.*corpus.jsonl\) "
                                         r"has .*--corpus \(repeatable\); nothing was changed"):
-        backfill(catalog, "idx", counted, backfill_corpora(catalog, "idx"))
+        _backfill_found(catalog, "idx", counted)
     assert counted.calls == 0
     with catalog.session() as s:
         assert get_index(s, "idx").model.fingerprint == v1.record.fingerprint
@@ -96,7 +107,7 @@ def test_a_document_no_file_has_refuses_the_backfill_before_it_encodes(catalog, 
         switch_to_staging(catalog, "idx")
     extra = tmp_path / "late.jsonl"
     extra.write_text('{"_id": "late", "text": "w1 w2 w3"}\n')
-    out = backfill(catalog, "idx", v2, backfill_corpora(catalog, "idx", [str(extra), str(path)]))
+    out = _backfill_found(catalog, "idx", v2, [str(extra), str(path)])
     assert out["switched"] and out["count"] == 21 and out["caught_up"]["added"] == 1
 
 
@@ -111,9 +122,8 @@ def test_backfill_reads_every_file_the_index_was_written_from(catalog, tmp_path)
     second.write_text('{"_id": "a2", "text": "w7 w8 w9"}\n{"_id": "d3", "text": "w4 w5 w6 w7"}\n')
     for extra in (first, second):
         add_documents(catalog, "idx", v1, read_corpus(extra), progress=False)
-    corpora = backfill_corpora(catalog, "idx")
-    assert [p.name for p in corpora.paths] == ["second.jsonl", "first.jsonl", "corpus.jsonl"]
-    out = backfill(catalog, "idx", v2, corpora)
+    assert _found(catalog, "idx") == ["second.jsonl", "first.jsonl", "corpus.jsonl"]
+    out = _backfill_found(catalog, "idx", v2)
     assert out["switched"] and out["count"] == 22 and out["built"]["count"] == 22  # each id once: unique for a build
     searcher = Searcher(catalog)
     for doc_id, text in (("a1", "w1 w2 w3"), ("a2", "w7 w8 w9"), ("d3", "w4 w5 w6 w7")):
@@ -128,15 +138,14 @@ def test_a_resumed_backfill_reads_the_files_it_began_with(catalog, tmp_path):
     v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
     build_index(catalog, "idx", v1, read_corpus(path), progress=False)
     with pytest.raises(RuntimeError):
-        backfill(catalog, "idx", Flaky(v2, 3), backfill_corpora(catalog, "idx"), chunk_size=10)
+        _backfill_found(catalog, "idx", Flaky(v2, 3), chunk_size=10)
     later = tmp_path / "later.jsonl"
     later.write_text('{"_id": "n1", "text": "w1 w2 w3"}\n')
     add_documents(catalog, "idx", v1, read_corpus(later), progress=False)
-    corpora = backfill_corpora(catalog, "idx")
-    assert [p.name for p in corpora.paths] == ["corpus.jsonl"]
-    out = backfill(catalog, "idx", v2, corpora, chunk_size=10)
+    assert _found(catalog, "idx") == ["corpus.jsonl"]
+    out = _backfill_found(catalog, "idx", v2, chunk_size=10)
     assert out["built"]["resumed_from"] == 20 and out["count"] == 41 and out["caught_up"]["added"] == 1
-    assert [p.name for p in backfill_corpora(catalog, "idx").paths] == ["later.jsonl", "corpus.jsonl"]  # none pinned
+    assert _found(catalog, "idx") == ["later.jsonl", "corpus.jsonl"]  # none pinned
 
 
 def test_the_files_of_an_index_outlive_pruned_jobs(catalog, tmp_path, monkeypatch):
@@ -153,7 +162,7 @@ def test_the_files_of_an_index_outlive_pruned_jobs(catalog, tmp_path, monkeypatc
     with catalog.session() as s:
         kept = s.query(Job).filter_by(target="idx").all()
     assert sorted(j.kind for j in kept) == ["add", "add", "build"]
-    assert [p.name for p in backfill_corpora(catalog, "idx").paths] == ["corpus.jsonl"]
+    assert _found(catalog, "idx") == ["corpus.jsonl"]
 
 
 def test_backfill_catches_up_with_writes_made_meanwhile(catalog, tmp_path):
@@ -294,7 +303,7 @@ def test_documents_written_over_http_before_a_backfill_are_read_from_the_texts_t
     import httpx
     import uvicorn
 
-    from indexer import text_log
+    from indexer import backfill_texts, text_log
     from indexer.service import create_app
     from tests.indexer.helpers import free_port
 
@@ -322,8 +331,9 @@ def test_documents_written_over_http_before_a_backfill_are_read_from_the_texts_t
         thread.join(timeout=30)
     assert text_log.idle()  # merged in the background
     assert sorted(p.name.split("-")[0] for p in text_log.files(sqlite_catalog, "idx")) == ["0"] * 4 + ["1"]
-    out = backfill(sqlite_catalog, "idx", v2, backfill_corpora(sqlite_catalog, "idx"))
+    out = _backfill_found(sqlite_catalog, "idx", v2)
     assert out["switched"] and out["count"] == 30
+    assert not backfill_texts.pin_folder(sqlite_catalog, "idx").exists()  # its links to the kept texts went with it
     searcher = Searcher(sqlite_catalog)
     for doc_id, text in latest.items():
         hits = searcher.search_vectors("idx", v2([text]), k=1, source_fingerprint=v2.record.fingerprint)

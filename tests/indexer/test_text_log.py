@@ -82,3 +82,26 @@ def test_a_purge_takes_the_text_out_now(sqlite_catalog, minilm):
     assert _texts(sqlite_catalog) == {"a1": ["another text"], "a2": ["a third text"]}
     delete_items(sqlite_catalog, "t", ["a1"], purge=True)  # its file had nothing else: it goes
     assert _texts(sqlite_catalog) == {"a2": ["a third text"]} and len(text_log.files(sqlite_catalog, "t")) == 1
+
+
+def test_a_reader_keeps_its_files_through_a_merge(sqlite_catalog, minilm):
+    """A backfill scans its corpora for minutes while writes go on: the merge that deletes the files it listed
+    leaves it its links, which go when it is done; those of a reader killed on this machine, with `index gc`."""
+    import os
+
+    build_index(sqlite_catalog, "t", minilm, ListSource([Doc("seed", "a seed document")]), progress=False)
+    for i in range(text_log.FANOUT - 1):
+        _write(sqlite_catalog, minilm, [Doc(f"a{i}", f"text {i}")])
+    listed = text_log.files(sqlite_catalog, "t")
+    with text_log.pinned(sqlite_catalog, "t") as paths:
+        _write(sqlite_catalog, minilm, [Doc("b", "one more")])  # the eighth file: all eight merged, the listed gone
+        assert len(text_log.files(sqlite_catalog, "t")) == 1 and not any(p.exists() for p in listed)
+        assert sorted(d.id for p in paths for d in read_corpus(p)) == [f"a{i}" for i in range(text_log.FANOUT - 1)]
+        folder = paths[0].parent
+    assert not folder.exists()
+    dead = sqlite_catalog.settings.job_dir / f"{text_log.pin_prefix(pid=2**22 + 12345)}abcd1234"
+    dead.mkdir(parents=True)
+    mine = sqlite_catalog.settings.job_dir / f"{text_log.pin_prefix(pid=os.getpid())}abcd1234"
+    mine.mkdir()
+    removed = [r["path"] for r in collect_garbage(sqlite_catalog)["removed"]]
+    assert str(dead) in removed and str(mine) not in removed and mine.exists()
