@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from .locks import job_lock, job_lock_path, job_writer
 from .models import Job
 
 __all__ = ["params_hash", "start_or_resume", "update_progress", "finish", "fail", "job_dir",
-           "supersede", "list_jobs", "count_by_state", "cancel", "disk_bytes", "STATES", "UNFINISHED"]
+           "supersede", "list_jobs", "count_by_state", "cancel", "disk_bytes", "sources", "sources_job", "STATES",
+           "UNFINISHED"]
 
 # as stored, plus "interrupted": stored as running, but no process holds its index's write lock (killed; `locks`)
 STATES = ("running", "interrupted", "failed", "done", "superseded", "cancelled")
@@ -91,6 +93,28 @@ def _forget(catalog: Catalog, job_id: int) -> None:
     job_lock_path(catalog, job_id).unlink(missing_ok=True)
 
 
+def sources(catalog: Catalog, target: str) -> list[tuple[int, str]]:
+    """Where index `target`'s documents came from, as the done jobs that wrote them recorded it: (when, in ns
+    since the epoch; path) for each build or add from a file (`corpus_path`) and each path an import carried
+    (`sources`), whether or not the file is still there."""
+    with catalog.session() as s:
+        done = s.scalars(select(Job).where(Job.target == target, Job.state == "done")).all()
+    out = [(_ns(j.updated_at), str(j.params["corpus_path"])) for j in done if (j.params or {}).get("corpus_path")]
+    return out + [(int(at), str(path)) for j in done for at, path in (j.params or {}).get("sources", [])]
+
+
+def sources_job(target: str, found: list[tuple[int, str]], origin: str) -> Job:
+    """A done job of kind "import" recording that index `target`'s documents came from `found` ((ns, path), as
+    `sources` gives them) too: an imported index keeps where its documents live. Added in the import's session."""
+    params = {"from": origin, "sources": [[at, path] for at, path in found]}
+    return Job(kind="import", target=target, state="done", params_hash=params_hash(params), params=params, checkpoint={})
+
+
+def _ns(when: datetime) -> int:
+    """A job's time in ns since the epoch (SQLite gives back UTC times without their zone)."""
+    return int((when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp() * 1e9)
+
+
 def _prune(catalog: Catalog, target: str) -> None:
     """Keep the newest `FINISHED_KEPT` ended jobs of a target (an index fed by HTTP writes ends a job per request),
     and every done job that recorded the file its documents came from: an upgrade reads the index's documents
@@ -98,7 +122,7 @@ def _prune(catalog: Catalog, target: str) -> None:
     with catalog.session() as s:
         ended = select(Job).where(Job.target == target, Job.state.notin_(UNFINISHED)).order_by(Job.id.desc())
         old = [j.id for j in s.scalars(ended.offset(FINISHED_KEPT))
-               if not (j.state == "done" and (j.params or {}).get("corpus_path"))]
+               if not (j.state == "done" and ((j.params or {}).get("corpus_path") or (j.params or {}).get("sources")))]
         for start in range(0, len(old), 500):
             s.execute(delete(Job).where(Job.id.in_(old[start : start + 500])))
 

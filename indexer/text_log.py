@@ -40,14 +40,16 @@ from .errors import Conflict
 from .hashing import sha256_text
 from .models import Index
 
-__all__ = ["FANOUT", "append", "files", "forget", "idle", "leftovers", "merge", "pin_prefix", "pinned", "purge", "stamp"]
+__all__ = ["FANOUT", "append", "files", "forget", "idle", "leftovers", "log_folder", "merge", "pin_prefix", "pinned",
+           "purge", "stamp"]
 
 log = logging.getLogger(__name__)
 
 FANOUT = 8
 
 
-def _folder(catalog: Catalog, name: str) -> Path:
+def log_folder(catalog: Catalog, name: str) -> Path:
+    """Where index `name`'s kept texts are."""
     return catalog.settings.home / "texts" / name
 
 
@@ -59,8 +61,8 @@ def _parts(path: Path) -> tuple[int, int]:
 
 def files(catalog: Catalog, name: str) -> list[Path]:
     """The index's text files, newest first."""
-    folder = _folder(catalog, name)
-    found = [p for p in folder.glob("*-*-*.jsonl")] if folder.is_dir() else []
+    here = log_folder(catalog, name)
+    found = [p for p in here.glob("*-*-*.jsonl")] if here.is_dir() else []
     return sorted(found, key=lambda p: _parts(p)[1], reverse=True)
 
 
@@ -100,7 +102,7 @@ def append(catalog: Catalog, name: str, docs: Iterable[Doc], wait: bool = False)
     rows = [_row(d) for d in docs if isinstance(d.content, str)]
     if not rows:
         return None
-    path = _write(_folder(catalog, name), 0, time.time_ns(), rows)
+    path = _write(log_folder(catalog, name), 0, time.time_ns(), rows)
     if _full_level(catalog, name) is not None:  # one listing of the folder; most writes fill no level
         merge(catalog, name) if wait else _merge_in_background(catalog, name)
     return path
@@ -166,7 +168,7 @@ def merge(catalog: Catalog, name: str) -> int:
     merged = 0
     try:
         with locks.text_log_lock(catalog, name):
-            _remove_stale_tmp(_folder(catalog, name))
+            _remove_stale_tmp(log_folder(catalog, name))
             while (full := _full_level(catalog, name)) is not None:
                 _merge_level(catalog, name, *full)
                 merged += len(full[1])
@@ -200,7 +202,7 @@ def _merge_level(catalog: Catalog, name: str, level: int, paths: list[Path]) -> 
         held = items_by_external_ids(s, get_index(s, name).id, list(newest))
         keep = [row for i, row in newest.items() if i in held and held[i].content_hash == sha256_text(row["text"])]
     if keep:
-        _write(_folder(catalog, name), level + 1, stamp(paths[0]), keep)
+        _write(log_folder(catalog, name), level + 1, stamp(paths[0]), keep)
     for path in paths:
         path.unlink(missing_ok=True)
 
@@ -226,7 +228,7 @@ def _drop_from(path: Path, gone: set[str]) -> None:
 
 def forget(catalog: Catalog, name: str) -> None:
     """Delete an index's texts (it was dropped)."""
-    shutil.rmtree(_folder(catalog, name), ignore_errors=True)
+    shutil.rmtree(log_folder(catalog, name), ignore_errors=True)
 
 
 def leftovers(catalog: Catalog) -> list[Path]:

@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import jobs, locks
+from . import jobs, locks, text_log
 from .adapters import adapter_path
 from .build import check_index_name
 from .catalog import ensure_model, get_index, insert_items
@@ -90,6 +90,8 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike, attached: 
                     if attached is not None and (rel := _relative(info, attached)) is not None:
                         inside.append(rel)
         files = [{"name": file, "sha256": sha256_file(tmp / "files" / file)} for file in names]
+        record["sources"] = {"paths": [[at, path] for at, path in jobs.sources(catalog, name)],
+                             "texts": _export_texts(catalog, name, tmp / "texts")}
         if attached is not None:
             record["attached"] = {"folder": str(attached), "files": _export_attached(attached, inside, tmp / "attached")}
         if adapters:
@@ -107,6 +109,18 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike, attached: 
     return {"index": name, "out": str(out), "count": record["index"]["count"], "files": len(files),
             "adapters": len(adapters), "attached_files": len(record.get("attached", {}).get("files", [])),
             "bytes": jobs.disk_bytes(out)}
+
+
+def _export_texts(catalog: Catalog, name: str, dest: Path) -> list[dict[str, str]]:
+    """Copy the texts kept of the index's HTTP writes (`text_log`) to `dest`; their entries. With the paths of
+    the files its other documents came from, they let the imported index be upgraded to a new model."""
+    out = []
+    with text_log.pinned(catalog, name) as paths:
+        for path in paths:
+            dest.mkdir(exist_ok=True)
+            _copy(path, dest / path.name)
+            out.append({"name": path.name, "sha256": sha256_file(dest / path.name)})
+    return out
 
 
 def _relative(info: Any, folder: Path) -> str | None:
@@ -140,13 +154,15 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
     src = Path(src)
     record = _read_manifest(src)
     attached = record.get("attached")
+    sources = record.get("sources", {})  # absent from exports made before sources were carried
     if attached and attach_to is None:
         raise UserError(f"{src} holds files its items point to (a gallery's crops); import it with "
                         "`embedkd index import`, which places them; nothing was imported")
     for part, sha in [(Path("files") / f["name"], f["sha256"]) for f in record["files"]] + [
             (Path("items.jsonl"), record["items_sha256"])] + [(Path("adapters") / a["file"], a["checksum"])
                                                               for a in record["adapters"]] + [
-            (Path("attached") / f["name"], f["sha256"]) for f in (attached or {}).get("files", [])]:
+            (Path("attached") / f["name"], f["sha256"]) for f in (attached or {}).get("files", [])] + [
+            (Path("texts") / f["name"], f["sha256"]) for f in sources.get("texts", [])]:
         path = src / part
         if not path.is_file() or sha256_file(path) != sha:
             raise UserError(f"{path} is missing or does not match the export's checksum; export the index again; "
@@ -170,6 +186,11 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
                 adapter_folder.mkdir(parents=True, exist_ok=True)
                 copied.append(adapter_folder / a["file"])
                 _copy(src / "adapters" / a["file"], adapter_folder / a["file"], _NOTHING_IMPORTED)
+            texts = text_log.log_folder(catalog, name)
+            for f in sources.get("texts", []):
+                texts.mkdir(parents=True, exist_ok=True)
+                copied.append(texts / f["name"])
+                _copy(src / "texts" / f["name"], texts / f["name"], _NOTHING_IMPORTED)
             relocate = None
             if attached:
                 assert attach_to is not None
@@ -186,6 +207,9 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
                 s.add(row)
                 s.flush()
                 _insert_items(s, row.id, src / "items.jsonl", gen, relocate)
+                found = [(int(at), path) for at, path in sources.get("paths", [])]
+                if found:  # where its documents live, for an upgrade of the imported index
+                    s.add(jobs.sources_job(name, found, origin=str(src)))
                 for a in record["adapters"]:
                     source = ensure_model(s, ModelRecord(**a["source_model"]))
                     s.add(Adapter(index_id=row.id, source_model_id=source.id, target_model_id=model.id,
@@ -196,7 +220,9 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
                 path.unlink(missing_ok=True)
             raise
     return {"index": name, "count": meta["count"], "generation": meta["generation"], "model": record["model"]["name"],
-            "adapters": len(record["adapters"]), "attached_files": len((attached or {}).get("files", [])), "imported": True}
+            "adapters": len(record["adapters"]), "attached_files": len((attached or {}).get("files", [])),
+            "kept_text_files": len(sources.get("texts", [])), "source_paths": len(sources.get("paths", [])),
+            "imported": True}
 
 
 def _import_attached(src: Path, files: list[dict[str, str]], target: Path) -> list[Path]:

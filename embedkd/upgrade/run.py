@@ -11,23 +11,20 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 
 from embedkd.distill.log_queries import read_log_queries
 from embedkd.evaluation.beir import check_judged_documents, load_labelled_queries, relevant_documents
 from embedkd.evaluation.compare import standard_error
-from indexer import shards, store, text_log
+from indexer import jobs, shards, store, text_log
 from indexer.catalog import get_index, items_by_external_ids, items_by_faiss_ids
 from indexer.context import Catalog
 from indexer.corpus import Corpora, DocSource
 from indexer.errors import Conflict, UserError
 from indexer.hashing import sha256_text
-from indexer.models import Job
 
 from .fit import MIN_DOCS, FitOutcome, blend_candidates, choose_by_labels, fit_from_pairs, selection_score
 from .gate import GateDecision
@@ -61,10 +58,7 @@ def index_corpora(catalog: Catalog, index_name: str, given: str | Sequence[str] 
     if given:
         yield Corpora([given] if isinstance(given, str) else list(given))
         return
-    with catalog.session() as s:
-        jobs = s.scalars(select(Job).where(Job.target == index_name, Job.state == "done")).all()
-        recorded = [(_ns(j.updated_at), str(j.params.get(key) or (j.checkpoint or {}).get(key) or ""))
-                    for j in jobs for key in ("corpus_path", "source_path", "path")]
+    recorded = jobs.sources(catalog, index_name)
     with text_log.pinned(catalog, index_name, pin_into) as kept:
         recorded += [(text_log.stamp(p), str(p)) for p in kept]
         found = list(dict.fromkeys(p for _, p in sorted(recorded, reverse=True) if p and Path(p).exists()))
@@ -74,11 +68,6 @@ def index_corpora(catalog: Catalog, index_name: str, given: str | Sequence[str] 
                 "pass the corpus it was built from with --corpus PATH"
             )
         yield Corpora(found)
-
-
-def _ns(when: datetime) -> int:
-    """A job's time in ns since the epoch (SQLite gives back UTC times without their zone)."""
-    return int((when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp() * 1e9)
 
 
 def sample_index(catalog: Catalog, index_name: str, corpus: DocSource, size: int, seed: int = 0) -> tuple[Sample, Any]:

@@ -338,3 +338,34 @@ def test_documents_written_over_http_before_a_backfill_are_read_from_the_texts_t
     for doc_id, text in latest.items():
         hits = searcher.search_vectors("idx", v2([text]), k=1, source_fingerprint=v2.record.fingerprint)
         assert hits[0][0].id == doc_id and hits[0][0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_an_imported_index_keeps_where_its_documents_live(sqlite_catalog, tmp_path):
+    """Exported with the paths of the files its documents came from and the texts kept of its HTTP writes, an
+    index imported into another catalog backfills there with no --corpus."""
+    from indexer import text_log
+    from indexer.context import open_catalog
+    from indexer.settings import load_settings
+    from indexer.transfer import export_index, import_index
+
+    path = _corpus(tmp_path, 20)
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    build_index(sqlite_catalog, "idx", v1, read_corpus(path), progress=False)
+    added = tmp_path / "added.jsonl"
+    added.write_text('{"_id": "a1", "text": "w1 w2 w3"}\n')
+    add_documents(sqlite_catalog, "idx", v1, read_corpus(added), progress=False)
+    web = [Doc("h1", "w4 w5 w6")]
+    add_documents(sqlite_catalog, "idx", v1, ListSource(web), progress=False)  # as the HTTP route does, then:
+    text_log.append(sqlite_catalog, "idx", web, wait=True)
+    export_index(sqlite_catalog, "idx", tmp_path / "export")
+
+    other = open_catalog(load_settings(home=tmp_path / "other"))
+    got = import_index(other, tmp_path / "export", name="moved")
+    assert (got["kept_text_files"], got["source_paths"]) == (1, 2)
+    assert _found(other, "moved")[1:] == ["added.jsonl", "corpus.jsonl"]  # the kept texts (pinned) first: newest
+    out = _backfill_found(other, "moved", v2)
+    assert out["switched"] and out["count"] == 22
+    for doc_id, text in (("h1", "w4 w5 w6"), ("a1", "w1 w2 w3")):
+        hits = Searcher(other).search_vectors("moved", v2([text]), k=1, source_fingerprint=v2.record.fingerprint)
+        assert hits[0][0].id == doc_id
+    other.close()
