@@ -138,15 +138,21 @@ def test_backfill_reads_every_file_of_the_index_and_refuses_a_document_none_has(
         run(home, "index", "add", "--index", "s", "--corpus", str(files[name]))
     kept = files["gone"].read_text()
     files["gone"].unlink()
+    dry = run(home, "upgrade", "backfill", "--index", "s", "--model", f"prune:{m}:2", "--dry-run", "--json", check=False)
+    assert dry.returncode != 0 and "holds 1 document ('gone-1')" in dry.stderr
+    assert {k: last_json(dry)[k] for k in ("documents", "staged", "found", "missing", "missing_ids")} == {
+        "documents": 31, "staged": 0, "found": 30, "missing": 1, "missing_ids": ["gone-1"]}
     proc = run(home, "upgrade", "backfill", "--index", "s", "--model", f"prune:{m}:2", check=False)
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert proc.returncode != 0 and len(lines) == 1 and "holds 1 document ('gone-1')" in lines[0], proc.stderr
     assert str(files["added"]) in lines[0] and str(files["built"]) in lines[0]
     assert [i["name"] for i in last_json(run(home, "index", "list", "--json"))["indexes"]] == ["s"]  # no staging
     (tmp_path / "restored.jsonl").write_text(kept)
-    out = last_json(run(home, "upgrade", "backfill", "--index", "s", "--model", f"prune:{m}:2", "--json",
-                        "--corpus", str(tmp_path / "restored.jsonl"), "--corpus", str(files["added"]),
-                        "--corpus", str(files["built"])))
+    given = ["--corpus", str(tmp_path / "restored.jsonl"), "--corpus", str(files["added"]), "--corpus", str(files["built"])]
+    dry = last_json(run(home, "upgrade", "backfill", "--index", "s", "--model", f"prune:{m}:2", "--dry-run", "--json",
+                        *given))
+    assert (dry["found"], dry["missing"]) == (31, 0)
+    out = last_json(run(home, "upgrade", "backfill", "--index", "s", "--model", f"prune:{m}:2", "--json", *given))
     assert out["switched"] and out["count"] == 31
     hit = last_json(run(home, "index", "search", "--index", "s", "--query", "a lost text", "-k", "1", "--json"))
     assert hit["results"][0]["id"] == "gone-1"

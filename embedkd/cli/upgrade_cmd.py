@@ -5,7 +5,7 @@
                         [--no-blend] [--json]
     embedkd upgrade report --index NAME --model MODEL --data BEIR_DIR [--out DIR] [--json]
     embedkd upgrade add --index NAME --model MODEL --corpus PATH [--json]   (new docs into v1's space)
-    embedkd upgrade backfill --index NAME --model MODEL [--corpus PATH ...] [--json]
+    embedkd upgrade backfill --index NAME --model MODEL [--corpus PATH ...] [--dry-run] [--json]
 
 `fit` prints the held-out figures and registers the adapter as the index's active one for MODEL; it
 exits 2 with a one-line reason (and registers nothing) when the safety gate refuses. With `--eval-data`
@@ -81,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a file of the index's documents, repeatable, newest first (default: every file its build "
                         "and adds read)")
     b.add_argument("--chunk-size", type=int, default=4096, help="documents per checkpoint")
+    b.add_argument("--dry-run", action="store_true",
+                   help="read the index's files and say whether every document can be re-embedded; encode nothing "
+                        "(exit 1, naming them, when some cannot)")
     add_encoder_options(b)
     add_ray_options(b)
     b.add_argument("--json", action="store_true")
@@ -136,11 +139,17 @@ def _add(args: argparse.Namespace) -> int:
 def _backfill(args: argparse.Namespace) -> int:
     import sys
 
-    from embedkd.upgrade.backfill import backfill, backfill_corpora, check_covered
+    from embedkd.upgrade.backfill import backfill, backfill_corpora, check_covered, coverage, not_covered
 
     catalog = catalog_from_env()
     require_text_index(catalog, args.index)
     with backfill_corpora(catalog, args.index, args.corpus) as docs:
+        if args.dry_run:
+            found = coverage(catalog, args.index, docs)
+            emit({**found, "missing_ids": found["missing_ids"][:100]}, args.json)
+            if found["missing"]:
+                raise not_covered(found, docs)
+            return 0
         check_covered(catalog, args.index, docs)  # before loading the model, too
         with job_encoder(args, args.model) as encoder:
             result = backfill(catalog, args.index, encoder, docs, chunk_size=args.chunk_size,

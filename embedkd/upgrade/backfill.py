@@ -44,7 +44,8 @@ from indexer.models import Index, Item, Job, item_removals
 
 from .run import index_corpora
 
-__all__ = ["backfill", "backfill_corpora", "catch_up", "check_covered", "staging_name", "switch_to_staging"]
+__all__ = ["backfill", "backfill_corpora", "catch_up", "check_covered", "coverage", "not_covered", "staging_name",
+           "switch_to_staging"]
 
 log = logging.getLogger(__name__)
 
@@ -109,25 +110,42 @@ def backfill_corpora(catalog: Catalog, name: str, given: Sequence[str] | None = 
         yield corpora
 
 
-def check_covered(catalog: Catalog, name: str, docs: DocSource) -> None:
-    """Refuse, before any encoding, a backfill whose corpora lack documents that index `name` holds (as it holds
-    them): nothing could embed those with the new model, so its switch would be refused after the whole build."""
+def coverage(catalog: Catalog, name: str, docs: DocSource) -> dict[str, Any]:
+    """What a backfill of index `name` from `docs` could embed, read without encoding: the index's documents,
+    those already in a staging index, those found in `docs` (or in the texts kept while a backfill runs) as the
+    index holds them, and the ids of those missing (`missing_ids`, sorted)."""
     with catalog.session() as s:
         wanted = _items(s, get_index(s, name).id)
         stage = s.scalar(select(Index.id).where(Index.name == staging_name(name)))
         staged = _items(s, stage) if stage is not None else {}  # embedded with the new model already
+    total = len(wanted)
     wanted = {k: h for k, h in wanted.items() if staged.get(k) != h}
+    to_find = len(wanted)
     for d in chain(every_version(docs), backfill_texts.read(catalog, name)) if wanted else ():
         if wanted.get(d.id) == content_key(d.content):
             del wanted[d.id]
-    if wanted:
-        n, some = len(wanted), ", ".join(repr(i) for i in sorted(wanted)[:3])
-        raise UserError(
-            f"index {name!r} holds {n} document{'s' * (n != 1)} ({some}{', ...' * (n > 3)}) that none of its files "
-            f"({docs}) has as the index does (added over HTTP, or from a file since moved or changed), so the new "
-            "model cannot embed them; give every file of the index's documents with --corpus (repeatable); nothing "
-            "was changed"
-        )
+    return {"index": name, "documents": total, "staged": total - to_find, "found": to_find - len(wanted),
+            "missing": len(wanted), "missing_ids": sorted(wanted), "files": [str(p) for p in getattr(docs, "paths", [])]}
+
+
+def check_covered(catalog: Catalog, name: str, docs: DocSource) -> dict[str, Any]:
+    """`coverage`, refused when documents are missing: nothing could embed those with the new model, so a
+    backfill's switch would be refused after the whole build. Call it before any encoding."""
+    found = coverage(catalog, name, docs)
+    if found["missing"]:
+        raise not_covered(found, docs)
+    return found
+
+
+def not_covered(found: dict[str, Any], docs: DocSource) -> UserError:
+    """The one-line refusal for a `coverage` with documents missing."""
+    n, some = found["missing"], ", ".join(repr(i) for i in found["missing_ids"][:3])
+    return UserError(
+        f"index {found['index']!r} holds {n} document{'s' * (n != 1)} ({some}{', ...' * (n > 3)}) that none of its "
+        f"files ({docs}) has as the index does (from a file since moved or changed, or written over HTTP to a server "
+        "run with --no-keep-texts), so the new model cannot embed them; give every file of the index's documents "
+        "with --corpus (repeatable); nothing was changed"
+    )
 
 
 def catch_up(catalog: Catalog, name: str, encoder: Any, docs: DocSource) -> dict[str, int]:
