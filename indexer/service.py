@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ from .write_queue import WriteQueue
 
 __all__ = ["create_app", "SearchRequest", "MAX_DOCUMENTS"]
 
+log = logging.getLogger(__name__)
 MAX_DOCUMENTS = 10_000  # documents a request may add: larger loads are indexing jobs (`embedkd index add`)
 
 
@@ -68,7 +70,11 @@ def _add_keeping_texts(searcher: Searcher, index: str, docs: list[Doc], keep_tex
     out = add_documents(searcher.catalog, index, searcher.index_encoder(index), ListSource(docs),
                         progress=False, lock_wait_s=1.0, keep_failed=False)
     if keep_texts and (out.get("added") or out.get("updated")):  # once committed: a merge keeps only what is held
-        text_log.append(searcher.catalog, index, docs)
+        try:
+            text_log.append(searcher.catalog, index, docs)
+        except OSError as err:  # the write is committed: say so; a later backfill names the texts it lacks
+            log.warning("index %r: could not keep the texts of %d documents written over HTTP: %s", index, len(docs),
+                        err)
     return out
 
 
