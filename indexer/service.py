@@ -125,13 +125,14 @@ def create_app(searcher: Searcher, token: str | None = None, write_patience_s: f
     @app.get("/indexes")
     def indexes(s: SearcherDep) -> dict[str, Any]:
         """Every index, with what its files hold: shards, deleted vectors still in them, why it needs compacting
-        (null when it does not) and who compacts it now, as `embedkd index list` shows."""
+        (null when it does not), who compacts it now, and the texts kept of its HTTP writes (files, bytes), as
+        `embedkd index list` shows."""
         with s.catalog.session() as session:
             rows = [{"name": i.name, "model": i.model.name, "model_fingerprint": i.model.fingerprint,
                      "dimension": i.dimension, "factory": i.factory, "metric": i.metric, "count": i.count,
                      "state": i.state, "generation": i.generation} for i in list_indexes(session)]
         for row in rows:
-            row.update(compaction_status(s.catalog, row["name"]))
+            row.update(compaction_status(s.catalog, row["name"]), kept_texts=text_log.usage(s.catalog, row["name"]))
         return {"indexes": rows}
 
     def _run(s: Searcher, req: SearchRequest) -> SearchResponse:

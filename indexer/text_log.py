@@ -41,7 +41,7 @@ from .hashing import sha256_text
 from .models import Index
 
 __all__ = ["FANOUT", "append", "files", "forget", "idle", "leftovers", "log_folder", "merge", "pin_prefix", "pinned",
-           "purge", "stamp"]
+           "purge", "stamp", "usage"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,17 @@ def pinned(catalog: Catalog, name: str, into: Path | None = None) -> Iterator[li
 def pin_prefix(host: str | None = None, pid: int | None = None) -> str:
     """How a reader's folder of pinned text files is named in the jobs folder."""
     return f"texts-{host or socket.gethostname()}-{pid or os.getpid()}-"
+
+
+def usage(catalog: Catalog, name: str) -> dict[str, int]:
+    """What the index's kept texts take: files and bytes (`index list`, `GET /indexes`)."""
+    sizes = []
+    for path in files(catalog, name):
+        try:
+            sizes.append(path.stat().st_size)
+        except FileNotFoundError:  # merged away since listed
+            continue
+    return {"files": len(sizes), "bytes": sum(sizes)}
 
 
 def stamp(path: Path) -> int:

@@ -239,6 +239,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from indexer import text_log
     from indexer.catalog import list_indexes
     from indexer.compaction import compaction_status
 
@@ -246,8 +247,8 @@ def _list(args: argparse.Namespace) -> int:
     with catalog.session() as s:
         rows = [{"name": i.name, "model": i.model.name, "dimension": i.dimension, "factory": i.factory,
                  "count": i.count, "state": i.state, "generation": i.generation} for i in list_indexes(s)]
-    for r in rows:  # its files: shards, deleted vectors still in them, whether to compact
-        r.update(compaction_status(catalog, r["name"]))
+    for r in rows:  # its files: shards, deleted vectors still in them, whether to compact; texts kept of HTTP writes
+        r.update(compaction_status(catalog, r["name"]), kept_texts=text_log.usage(catalog, r["name"]))
     if args.json:
         emit({"indexes": rows}, True)
     else:
@@ -255,6 +256,8 @@ def _list(args: argparse.Namespace) -> int:
             files = f"{r['shards']} shards, {r['deleted_listed']} deleted in files"
             files += f", compacting ({r['compacting']})" if r["compacting"] else (
                 f", compact: {r['compaction_need']}" if r["compaction_need"] else "")
+            if r["kept_texts"]["files"]:
+                files += f", texts kept of HTTP writes: {r['kept_texts']['bytes'] / 1e6:.1f} MB"
             sys.stdout.write(f"{r['name']}\t{r['count']}\t{r['factory']}\t{r['dimension']}d\t{r['model']}\t{files}\n")
     return 0
 

@@ -326,6 +326,9 @@ def test_documents_written_over_http_before_a_backfill_are_read_from_the_texts_t
             for doc_id, text in writes:  # one request each: twelve log files, eight merged into one
                 r = c.post("/indexes/idx/documents", json={"documents": [{"_id": doc_id, "text": text}]})
                 assert r.status_code == 200, r.text
+            assert text_log.idle()
+            listed = c.get("/indexes").json()["indexes"][0]["kept_texts"]
+            assert listed == text_log.usage(sqlite_catalog, "idx") and listed["files"] == 5 and listed["bytes"] > 0
     finally:
         srv.should_exit = True
         thread.join(timeout=30)
