@@ -12,7 +12,7 @@ import pytest
 
 from embedkd.upgrade.run import fit_upgrade
 from indexer.adapters import load_registered
-from indexer.build import build_index
+from indexer.build import add_documents, build_index
 from indexer.context import open_catalog
 from indexer.corpus import read_corpus
 from indexer.encoder import ModelRecord
@@ -419,3 +419,21 @@ def test_paired_vectors_subset_keeps_documents_and_renumbers_their_pieces() -> N
     # the pieces of documents 1 and 3 only (the logged query belongs to no document), renumbered 0 and 1
     assert [(p.text, p.doc) for p in sub.pieces] == [("p10", 0), ("p11", 0), ("p30", 1), ("p31", 1)]
     assert sub.piece_v1[:, 0].tolist() == [10, 11, 30, 31] and sub.piece_v2[:, 0].tolist() == [-10, -11, -30, -31]
+
+
+def test_fit_samples_an_index_written_over_http(sqlite_catalog, tmp_path):
+    """No file has its documents: `upgrade fit` samples the texts the server kept of them (`indexer.text_log`)."""
+    from indexer import text_log
+    from indexer.corpus import ListSource
+
+    docs = list(read_corpus(_corpus(tmp_path, 80)))
+    v1 = HashEncoder(32, 1)
+    build_index(sqlite_catalog, "idx", v1, ListSource(docs[:1]), progress=False)  # built in memory: no path
+    for start in range(1, 80, 10):  # as the HTTP route does: commit, then keep the texts
+        add_documents(sqlite_catalog, "idx", v1, ListSource(docs[start:start + 10]), progress=False)
+        text_log.append(sqlite_catalog, "idx", docs[start:start + 10], wait=True)
+    drift = np.linalg.qr(np.random.default_rng(3).normal(size=(48, 48)))[0][:32]
+    res = fit_upgrade(sqlite_catalog, "idx", "v2", "procrustes", sample_docs=60, v1_encoder=v1,
+                      v2_encoder=HashEncoder(32, 1, drift=drift))
+    assert res["accepted"], res["reason"]
+    assert res["counts"]["distractors"] == 20  # 60 sampled of the 79 kept texts: the other 20 vectors (the seed too)
