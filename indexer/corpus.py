@@ -118,8 +118,8 @@ class Corpora:
     """Several corpus files read as one: the documents an index was written from by its build and its adds.
 
     Give them newest first: a document id in more than one file is read from the first that has it, so each
-    document comes as its latest file-based write has it (what the index holds, unless a later write came over
-    HTTP). Its ids are then unique, as a build needs; one file is read as it is.
+    document comes as its latest write has it (what the index holds, as a rule; `every_version` where it must
+    be found whichever file has it). Its ids are then unique, as a build needs; one file is read as it is.
     """
 
     def __init__(self, paths: list[str | os.PathLike]) -> None:

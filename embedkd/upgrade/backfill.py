@@ -14,9 +14,10 @@ deleted. That happens once without NAME's write lock (the bulk), then again hold
 what was written meanwhile), so a live index, written to throughout, still switches. Documents written while
 the backfill runs that its corpus lacks (over HTTP, or from another file) are read from the texts every add
 keeps meanwhile (`indexer.backfill_texts`). The corpus is every file the index's build and adds read
-(`embedkd.upgrade.run.index_corpora`), or those the user names. A document that NAME holds and none of them
-has (added over HTTP before the backfill began, or from a file since moved) cannot be embedded with v2 here:
-the backfill is refused before it encodes anything, saying how many and how to give them.
+and the texts the server kept of its HTTP writes (`embedkd.upgrade.run.index_corpora`), or those the user names.
+A document that NAME holds and none of them has (from a file since moved or changed, or written over HTTP to a
+server that kept no texts) cannot be embedded with v2 here: the backfill is refused before it encodes
+anything, saying how many and how to give them (`coverage`; `--dry-run` reports it).
 """
 
 from __future__ import annotations
