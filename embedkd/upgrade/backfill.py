@@ -107,8 +107,13 @@ def backfill_corpora(catalog: Catalog, name: str, given: Sequence[str] | None = 
         if pinned and all(Path(p).exists() for p in pinned):
             yield Corpora(pinned)
             return
-    with index_corpora(catalog, name, given, pin_into=backfill_texts.pin_folder(catalog, name)) as corpora:
-        yield corpora
+    pins = backfill_texts.pin_folder(catalog, name)
+    try:
+        with index_corpora(catalog, name, given, pin_into=pins) as corpora:
+            yield corpora
+    finally:
+        if not backfill_texts.in_progress(catalog, name):  # none began (a dry run, a refusal), or it switched
+            shutil.rmtree(pins, ignore_errors=True)
 
 
 def coverage(catalog: Catalog, name: str, docs: DocSource) -> dict[str, Any]:
