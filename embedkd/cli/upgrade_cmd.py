@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--model", required=True, help="the new query model (sentence-transformers name or path)")
     f.add_argument("--kind", default="auto", choices=_KINDS, help="adapter kind; auto keeps the best held-out")
     f.add_argument("--corpus", action="append", metavar="PATH",
-                   help="a file of the index's documents, repeatable (default: every file its build and adds read)")
+                   help="a file of the index's documents, repeatable (default: every file its build and adds read; the "
+                        "texts the server kept of HTTP writes are read either way)")
     f.add_argument("--sample-docs", type=int, default=None,
                    help="documents sampled for fitting (default: 0.5%% of the index, at least 250, at most 2000)")
     f.add_argument("--queries", metavar="FILE",
@@ -79,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--model", required=True)
     b.add_argument("--corpus", action="append", metavar="PATH",
                    help="a file of the index's documents, repeatable, newest first (default: every file its build "
-                        "and adds read)")
+                        "and adds read; the texts the server kept of HTTP writes are read either way)")
     b.add_argument("--chunk-size", type=int, default=4096, help="documents per checkpoint")
     b.add_argument("--dry-run", action="store_true",
                    help="read the index's files and say whether every document can be re-embedded; encode nothing "

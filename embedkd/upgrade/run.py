@@ -51,23 +51,21 @@ def default_sample_docs(index_count: int) -> int:
 @contextmanager
 def index_corpora(catalog: Catalog, index_name: str, given: str | Sequence[str] | None = None,
                   pin_into: Path | None = None) -> Iterator[Corpora]:
-    """The files the index's documents were written from, while the caller reads them: the given paths, else,
-    newest first (so a document is read as its latest write has it), every path its build and its adds
-    recorded that still exists and the texts the service kept of those written over HTTP, pinned
-    (`indexer.text_log.pinned`; into `pin_into`, else a private folder removed after)."""
-    if given:
-        yield Corpora([given] if isinstance(given, str) else list(given))
-        return
-    recorded = jobs.sources(catalog, index_name)
+    """The files the index's documents were written from, while the caller reads them, newest first (so a
+    document is read as its latest write has it): the texts the service kept of those written over HTTP, pinned
+    (`indexer.text_log.pinned`; into `pin_into`, else a private folder removed after), and the given paths,
+    else every path its build and its adds recorded that still exists."""
+    given = [given] if isinstance(given, str) else list(given or [])
+    recorded = [] if given else jobs.sources(catalog, index_name)
     with text_log.pinned(catalog, index_name, pin_into) as kept:
         recorded += [(text_log.stamp(p), str(p)) for p in kept]
-        found = list(dict.fromkeys(p for _, p in sorted(recorded, reverse=True) if p and Path(p).exists()))
+        found = [p for _, p in sorted(recorded, reverse=True) if Path(p).exists()] + given
         if not found:
             raise UserError(
                 f"cannot find the documents of index {index_name!r} (the catalog keeps no path to its corpus); "
                 "pass the corpus it was built from with --corpus PATH"
             )
-        yield Corpora(found)
+        yield Corpora(list(dict.fromkeys(found)))
 
 
 def sample_index(catalog: Catalog, index_name: str, corpus: DocSource, size: int, seed: int = 0) -> tuple[Sample, Any]:

@@ -334,8 +334,9 @@ def test_documents_written_over_http_before_a_backfill_are_read_from_the_texts_t
         thread.join(timeout=30)
     assert text_log.idle()  # merged in the background
     assert sorted(p.name.split("-")[0] for p in text_log.files(sqlite_catalog, "idx")) == ["0"] * 4 + ["1"]
-    with backfill_corpora(sqlite_catalog, "idx") as docs:  # as `--dry-run` does: reads, pins, encodes nothing
-        assert (coverage(sqlite_catalog, "idx", docs)["missing"], len(docs.paths)) == (0, 6)  # 5 kept + the build's
+    # as `--dry-run --corpus FILE` does: reads, pins, encodes nothing; the kept texts are read beside given files
+    with backfill_corpora(sqlite_catalog, "idx", [str(path)]) as docs:
+        assert (coverage(sqlite_catalog, "idx", docs)["missing"], len(docs.paths)) == (0, 6)  # 5 kept + the given
     assert not backfill_texts.pin_folder(sqlite_catalog, "idx").exists()  # no backfill began: its links went
     out = _backfill_found(sqlite_catalog, "idx", v2)
     assert out["switched"] and out["count"] == 30
