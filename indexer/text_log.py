@@ -46,6 +46,7 @@ __all__ = ["FANOUT", "append", "files", "forget", "idle", "leftovers", "log_fold
 log = logging.getLogger(__name__)
 
 FANOUT = 8
+_BATCH = 5000  # texts judged against the catalog at a time while merging
 
 
 def log_folder(catalog: Catalog, name: str) -> Path:
@@ -204,16 +205,39 @@ def _remove_stale_tmp(folder: Path, age_s: float = 3600.0) -> None:
 
 
 def _merge_level(catalog: Catalog, name: str, level: int, paths: list[Path]) -> None:
-    newest: dict[str, dict] = {}
-    for path in paths:  # newest first: an id's first text is its latest
-        for doc in read_corpus(path):
-            if doc.id not in newest:
-                newest[doc.id] = _row(doc)
+    """Merge `paths` (newest first) into one file of the next level, streamed: a batch of texts at a time is
+    judged against the index and written, so a merge holds the ids it has seen, not a level's texts."""
     with catalog.session() as s:
-        held = items_by_external_ids(s, get_index(s, name).id, list(newest))
-        keep = [row for i, row in newest.items() if i in held and held[i].content_hash == sha256_text(row["text"])]
-    if keep:
-        _write(log_folder(catalog, name), level + 1, stamp(paths[0]), keep)
+        index_id = get_index(s, name).id
+    seen: set[str] = set()
+    written = [0]
+
+    def latest() -> Iterator[dict]:
+        for path in paths:  # newest first: an id's first text is its latest
+            for doc in read_corpus(path):
+                if doc.id not in seen:
+                    seen.add(doc.id)
+                    yield _row(doc)
+
+    def held(rows: list[dict]) -> list[dict]:
+        with catalog.session() as s:
+            items = items_by_external_ids(s, index_id, [r["_id"] for r in rows])
+        keep = [r for r in rows if r["_id"] in items and items[r["_id"]].content_hash == sha256_text(r["text"])]
+        written[0] += len(keep)
+        return keep
+
+    def kept() -> Iterator[dict]:
+        batch: list[dict] = []
+        for row in latest():
+            batch.append(row)
+            if len(batch) == _BATCH:
+                yield from held(batch)
+                batch = []
+        yield from held(batch)
+
+    out = _write(log_folder(catalog, name), level + 1, stamp(paths[0]), kept())
+    if not written[0]:  # nothing of these texts is held any more
+        out.unlink(missing_ok=True)
     for path in paths:
         path.unlink(missing_ok=True)
 

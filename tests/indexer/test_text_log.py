@@ -24,7 +24,8 @@ def _texts(catalog) -> dict[str, list[str]]:
     return out
 
 
-def test_a_merge_keeps_each_documents_latest_text_the_index_holds(catalog, minilm):
+def test_a_merge_keeps_each_documents_latest_text_the_index_holds(catalog, minilm, monkeypatch):
+    monkeypatch.setattr(text_log, "_BATCH", 3)  # judged against the catalog three texts at a time
     build_index(catalog, "t", minilm, ListSource([Doc("seed", "a seed document")]), progress=False)
     for i in range(6):
         _write(catalog, minilm, [Doc(f"a{i}", f"first text of document {i}")])
@@ -105,3 +106,12 @@ def test_a_reader_keeps_its_files_through_a_merge(sqlite_catalog, minilm):
     mine.mkdir()
     removed = [r["path"] for r in collect_garbage(sqlite_catalog)["removed"]]
     assert str(dead) in removed and str(mine) not in removed and mine.exists()
+
+
+def test_a_merge_of_texts_no_longer_held_leaves_no_file(sqlite_catalog, minilm):
+    build_index(sqlite_catalog, "t", minilm, ListSource([Doc("seed", "a seed document")]), progress=False)
+    with locks.text_log_lock(sqlite_catalog, "t"):  # another process merges meanwhile: these appends merge nothing
+        for i in range(text_log.FANOUT):
+            _write(sqlite_catalog, minilm, [Doc(f"a{i}", f"text {i}")])
+    delete_items(sqlite_catalog, "t", [f"a{i}" for i in range(text_log.FANOUT)])
+    assert text_log.merge(sqlite_catalog, "t") == text_log.FANOUT and text_log.files(sqlite_catalog, "t") == []
