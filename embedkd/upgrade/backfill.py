@@ -126,12 +126,20 @@ def coverage(catalog: Catalog, name: str, docs: DocSource) -> dict[str, Any]:
         staged = _items(s, stage) if stage is not None else {}  # embedded with the new model already
     total = len(wanted)
     wanted = {k: h for k, h in wanted.items() if staged.get(k) != h}
-    to_find = len(wanted)
+    missing = set(wanted).difference(d.id for d in _found(catalog, name, docs, wanted))
+    return {"index": name, "documents": total, "staged": total - len(wanted), "found": len(wanted) - len(missing),
+            "missing": len(missing), "missing_ids": sorted(missing), "files": [str(p) for p in getattr(docs, "paths", [])]}
+
+
+def _found(catalog: Catalog, name: str, docs: DocSource, wanted: dict[str, str]) -> Iterator[Doc]:
+    """Each document of `wanted` (id -> content hash) that can be read as index `name` holds it, once: from every
+    version in `docs` (the one the index holds may be in any file), then from the texts kept while a backfill of
+    it runs (`indexer.backfill_texts`)."""
+    seen: set[str] = set()
     for d in chain(every_version(docs), backfill_texts.read(catalog, name)) if wanted else ():
-        if wanted.get(d.id) == content_key(d.content):
-            del wanted[d.id]
-    return {"index": name, "documents": total, "staged": total - to_find, "found": to_find - len(wanted),
-            "missing": len(wanted), "missing_ids": sorted(wanted), "files": [str(p) for p in getattr(docs, "paths", [])]}
+        if d.id not in seen and wanted.get(d.id) == content_key(d.content):
+            seen.add(d.id)
+            yield d
 
 
 def check_covered(catalog: Catalog, name: str, docs: DocSource) -> dict[str, Any]:
@@ -164,12 +172,7 @@ def catch_up(catalog: Catalog, name: str, encoder: Any, docs: DocSource) -> dict
         ours, staged = _items(s, get_index(s, name).id), _items(s, get_index(s, stage).id)
     wanted = {k: h for k, h in ours.items() if staged.get(k) != h}
     gone = [k for k in staged if k not in ours]
-    by_id: dict[str, Doc] = {}
-    # every version in the files (the one the index holds may be in any), then the texts written since
-    for d in chain(every_version(docs), backfill_texts.read(catalog, name)) if wanted else ():
-        if d.id not in by_id and wanted.get(d.id) == content_key(d.content):
-            by_id[d.id] = d
-    found = list(by_id.values())
+    found = list(_found(catalog, name, docs, wanted))
     if found:
         add_documents(catalog, stage, encoder, ListSource(found), progress=False)
     if gone:
