@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 
 from .context import Catalog
 from .errors import Conflict, NotFound, UserError
@@ -98,8 +98,8 @@ def sources(catalog: Catalog, target: str) -> list[tuple[int, str]]:
     since the epoch; path) for each build or add from a file (`corpus_path`) and each path an import carried
     (`sources`), whether or not the file is still there."""
     with catalog.session() as s:
-        done = s.scalars(select(Job).where(Job.target == target, Job.state == "done")).all()
-    out = [(_ns(j.updated_at), str(j.params["corpus_path"])) for j in done if (j.params or {}).get("corpus_path")]
+        done = s.scalars(select(Job).where(Job.target == target, _names_files())).all()
+    out = [(_ns(j.updated_at), str(j.params["corpus_path"])) for j in done if j.params.get("corpus_path")]
     return out + [(int(at), str(path)) for j in done for at, path in (j.params or {}).get("sources", [])]
 
 
@@ -120,11 +120,15 @@ def _prune(catalog: Catalog, target: str) -> None:
     and every done job that recorded the file its documents came from: an upgrade reads the index's documents
     from those files (`embedkd.upgrade.run.index_corpora`)."""
     with catalog.session() as s:
-        ended = select(Job).where(Job.target == target, Job.state.notin_(UNFINISHED)).order_by(Job.id.desc())
-        old = [j.id for j in s.scalars(ended.offset(FINISHED_KEPT))
-               if not (j.state == "done" and ((j.params or {}).get("corpus_path") or (j.params or {}).get("sources")))]
-        for start in range(0, len(old), 500):
-            s.execute(delete(Job).where(Job.id.in_(old[start : start + 500])))
+        ended = select(Job.id).where(Job.target == target, Job.state.notin_(UNFINISHED)).order_by(Job.id.desc())
+        # in the database: a write's commit loads none of the rows, however many files the index was fed from
+        s.execute(delete(Job).where(Job.id.in_(ended.offset(FINISHED_KEPT)), ~_names_files()))
+
+
+def _names_files() -> ColumnElement[bool]:
+    """A done job that recorded where its index's documents came from (`sources`)."""
+    return and_(Job.state == "done", or_(Job.params["corpus_path"].as_string().is_not(None),
+                                         Job.params["sources"].as_string().is_not(None)))
 
 
 def supersede(catalog: Catalog, target: str, kind: str | None = None) -> list[int]:
