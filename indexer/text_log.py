@@ -64,7 +64,7 @@ def files(catalog: Catalog, name: str) -> list[Path]:
     """The index's text files, newest first."""
     here = log_folder(catalog, name)
     found = [p for p in here.glob("*-*-*.jsonl")] if here.is_dir() else []
-    return sorted(found, key=lambda p: _parts(p)[1], reverse=True)
+    return sorted(found, key=stamp, reverse=True)
 
 
 @contextmanager
@@ -77,8 +77,9 @@ def pinned(catalog: Catalog, name: str, into: Path | None = None) -> Iterator[li
     try:
         with locks.text_log_lock(catalog, name, wait_s=600.0):  # no merge deletes a file between list and link
             current = files(catalog, name)
-            for path in current:
+            if current:  # none: no folder made
                 folder.mkdir(parents=True, exist_ok=True)
+            for path in current:
                 if not (folder / path.name).exists():  # a name is never reused: a kept link is this file
                     os.link(path, folder / path.name)
         yield [folder / p.name for p in current]
