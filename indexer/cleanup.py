@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import select
 
 from . import backfill_texts, frozen, jobs, locks, text_log
-from .compaction import staging_prefix
 from .context import Catalog
 from .errors import Conflict
 from .models import Index, Job
 from .shards import manifest_files
+from .staging import staging_prefix
 from .transfer import pin_prefix
 
 __all__ = ["collect_garbage"]
@@ -58,9 +58,16 @@ def _index_leftovers(catalog: Catalog, folder: Path, dry_run: bool) -> list[dict
         return []
     keep = set(manifest_files(folder / current))
     # shards a running compaction has written and not yet committed (those of one killed go once none runs)
-    staging = staging_prefix(folder.name, "") if locks.compactor(catalog, folder.name) else None
-    return [_remove(p, "not named by the index's current generation", dry_run)
-            for p in sorted(folder.iterdir()) if p.name not in keep and not (staging and p.name.startswith(staging))]
+    staging = staging_prefix(folder.name, "")
+    running = locks.compactor(catalog, folder.name) is not None
+
+    def why(p: Path) -> str:
+        if p.name.startswith(staging):
+            return "made by a compaction that stopped before its commit (the next `index compact` reuses what is valid)"
+        return "not named by the index's current generation"
+
+    return [_remove(p, why(p), dry_run) for p in sorted(folder.iterdir())
+            if p.name not in keep and not (running and p.name.startswith(staging))]
 
 
 def _job_leftovers(catalog: Catalog, dry_run: bool) -> list[dict[str, Any]]:

@@ -7,14 +7,16 @@ freeze the files it rewrites (`frozen.py`), and to commit. Meanwhile writes go o
 with the rewritten shards (`shards.rebase`) and every shard written meanwhile is kept. A write that rewrote a
 frozen shard anyway (`delete --purge`, a backfill's switch) makes the compaction start again from the index as
 it is then; after `TRIES` such restarts it compacts holding the lock throughout, as it once always did.
+A compaction killed or failed midway leaves the shards it had made; the next one reuses those whose sources are
+unchanged (`staging.py`), so an HNSW index's rebuilt shards are not rebuilt again.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -25,18 +27,13 @@ from .build import COMMIT_WAIT_S, index_row, index_stem, load_current, switch_ge
 from .context import Catalog
 from .errors import NotFound, UserError
 from .models import Index
+from .staging import Leftovers, record, record_path, staging_prefix
 
-__all__ = ["compact_index", "compaction_need", "compaction_status", "TRIES", "staging_prefix"]
+__all__ = ["compact_index", "compaction_need", "compaction_status", "TRIES"]
 
 log = logging.getLogger(__name__)
 
 TRIES = 3  # compactions without the lock before one holding it
-
-
-def staging_prefix(name: str, process: str | None = None) -> str:
-    """How the shards a compaction has written but not committed are named, in the index's folder (`process`:
-    which one's, by default this one; "" for any)."""
-    return f"{name}.compacting-" + (f"{socket.gethostname()}-{os.getpid()}" if process is None else process)
 
 
 def compaction_need(index: shards.ShardedIndex, deleted_share: float = 0.05, folds: int = 12) -> str | None:
@@ -112,34 +109,61 @@ def _compact(catalog: Catalog, name: str, lock: Callable[[], AbstractContextMana
         if freeze:
             frozen.freeze(catalog, name, inputs)
     folder = catalog.settings.index_dir / name
+    stem = f"{staging_prefix(name)}-{uuid.uuid4().hex[:6]}"  # an attempt's own: a rerun here may reuse the last's
     staged: list[str] = []
+    resumed: list[int] = []
+    left = Leftovers(folder, name)
 
-    def stage(position: int, shard: shards.Shard) -> None:  # written as soon as made, then out of memory
-        staged.append(f"{staging_prefix(name)}.s{position}.faiss")
+    def stage(position: int, shard: shards.Shard, source: list[shards.Shard]) -> None:  # written as soon as made
+        staged.append(f"{stem}.s{position}.faiss")
         shard.checksum, shard.file = store.write_index(shard.index, folder / staged[-1]), staged[-1]
-        shard.count, shard.index = int(shard.index.ntotal), None
+        shard.count, shard.index = int(shard.index.ntotal), None  # then out of memory
+        record(folder / staged[-1], shard, source)
 
+    def reuse(position: int, source: list[shards.Shard]) -> shards.Shard | None:
+        shard = left.take(source, folder / f"{stem}.s{position}.faiss")
+        if shard is not None:
+            staged.append(shard.file)
+            resumed.append(position)
+        return shard
+
+    # what becomes of the staged shards: deleted once committed (the others' sources are gone then) or once the
+    # index is gone; kept for the next attempt to reuse where a write rewrote some of their sources, or on failure
+    keep = True
     try:
         try:
-            sources = base.compact(index.factory, index.metric, write=stage)
+            sources = base.compact(index.factory, index.metric, write=stage, reuse=reuse)
         except Exception:  # its files gone mid-rewrite: say why, if the index was dropped meanwhile
             _row_unless_dropped(catalog, name)
             raise
         with lock():
             now = _row_unless_dropped(catalog, name)
             if now.id != index.id:  # dropped and built again meanwhile
+                keep = False
                 return None
             final = base if now.generation == index.generation else shards.rebase(base, sources, load_current(catalog, now))
             if final is None:
                 return None
             placed = _place(final, set(staged), folder, index_stem(name, now.generation + 1))
             out = switch_generation(catalog, now, final, lambda _s, _gen: None)
-        return {**out, **before, "deleted_meanwhile": sum(len(final.shards[pos].deleted) for pos in placed), "changed": True}
+        keep = False
+        left.discard()
+        return {**out, **before, "deleted_meanwhile": sum(len(final.shards[pos].deleted) for pos in placed),
+                "resumed": len(resumed), "changed": True}
+    except NotFound:
+        keep = False
+        raise
+    except BaseException:
+        if staged:
+            log.warning("index %r: the compaction failed; its %d staged shards are kept for the next one to reuse "
+                        "(`embedkd index gc` deletes them)", name, len(staged))
+        raise
     finally:
         if freeze:
             frozen.thaw(catalog, name)
-        for file in staged:  # those not committed
+        for file in staged if not keep else []:  # the shards not committed (placed ones were renamed) and the records
             (folder / file).unlink(missing_ok=True)
+            record_path(folder / file).unlink(missing_ok=True)
 
 
 def _row_unless_dropped(catalog: Catalog, name: str) -> Index:

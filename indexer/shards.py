@@ -219,22 +219,28 @@ class ShardedIndex:
         return {self.shards[p].file for g in self.compaction_groups() if self._rewrites(g) for p in g
                 if self.shards[p].file is not None}
 
-    def compact(self, factory: str, metric: str,
-                write: Callable[[int, Shard], None] | None = None) -> list[list[Shard] | None]:
+    def compact(self, factory: str, metric: str, write: Callable[[int, Shard, list[Shard]], None] | None = None,
+                reuse: Callable[[int, list[Shard]], Shard | None] | None = None) -> list[list[Shard] | None]:
         """Rewrite every shard that lists deleted ids without them, and merge neighbouring shards while the merged
         one fits `shard_size` (`embedkd index compact`: after many small writes, fewer shards to search).
         Returns, per shard of the result, None where it was kept as it was, else the shards it was made of as
         they were (file, checksum, the deleted ids it listed and no longer holds), which `rebase` needs.
-        `write(position, shard)`: called with each rewritten shard as soon as it is made; it writes it (its
+        `write(position, shard, source)`: called with each rewritten shard as soon as it is made; it writes it (its
         `file` and `checksum` set) and may let its vectors go (`index` None, `count` set), so that the
         compaction holds one shard's worth of vectors at a time, not the index's. Without it the rewritten
-        shards stay in memory, dirty."""
+        shards stay in memory, dirty. `reuse(position, source)`: a shard already made from `source` (written, with
+        the ids deleted since listed), or None to make it: a killed compaction's work, not done again."""
+        assert reuse is None or write is not None, "reused shards are written ones"
         groups = self.compaction_groups()
         sources = [[Shard(s.first_id, None, s.file, s.checksum, s.count, s.deleted) for s in map(self.shards.__getitem__, g)]
                    if self._rewrites(g) else None for g in groups]
         made: list[Shard] = []
         for group, source in zip(groups, sources):
             first = self.shards[group[0]]
+            done = reuse(len(made), source) if source is not None and reuse is not None else None
+            if done is not None:
+                made.append(done)
+                continue
             if source is not None:
                 for pos in group:
                     if len(self.shards[pos].deleted):
@@ -245,7 +251,7 @@ class ShardedIndex:
                     self.shards[pos].index = None  # its vectors are in `first` now
             made.append(first)
             if source is not None and write is not None:
-                write(len(made) - 1, first)
+                write(len(made) - 1, first, source)
         self.shards = made
         self.dirty = {j for j, source in enumerate(sources) if source is not None} if write is None else set()
         return sources
@@ -286,7 +292,7 @@ def rebase(compacted: ShardedIndex, sources: list[list[Shard] | None], now: Shar
         if any((s.file, s.checksum) not in at for s in source):
             return None
         since = [np.setdiff1d(at[s.file, s.checksum].deleted, s.deleted) for s in source]
-        compacted.shards[j].deleted = np.unique(np.concatenate(since)).astype(np.int64)
+        compacted.shards[j].deleted = np.unique(np.concatenate([compacted.shards[j].deleted, *since])).astype(np.int64)
         made_from.update({s.file: j for s in source})
     out: list[Shard] = []
     for shard in now.shards:

@@ -188,11 +188,11 @@ def test_a_compaction_holds_one_shard_at_a_time(sqlite_catalog, minilm, beir_sma
     loaded: list[int] = []
     real = shards.ShardedIndex.compact
 
-    def compact(self, factory, metric, write=None):
-        def watched(position, shard):
+    def compact(self, factory, metric, write=None, reuse=None):
+        def watched(position, shard, source):
             loaded.append(sum(s.index is not None for s in self.shards))
-            write(position, shard)
-        return real(self, factory, metric, write=watched)
+            write(position, shard, source)
+        return real(self, factory, metric, write=watched, reuse=reuse)
 
     monkeypatch.setattr(shards.ShardedIndex, "compact", compact)
     out = compact_index(sqlite_catalog, "k")
