@@ -115,3 +115,22 @@ def test_a_merge_of_texts_no_longer_held_leaves_no_file(sqlite_catalog, minilm):
             _write(sqlite_catalog, minilm, [Doc(f"a{i}", f"text {i}")])
     delete_items(sqlite_catalog, "t", [f"a{i}" for i in range(text_log.FANOUT)])
     assert text_log.merge(sqlite_catalog, "t") == text_log.FANOUT and text_log.files(sqlite_catalog, "t") == []
+
+
+def test_merged_texts_are_gzipped_and_a_purge_keeps_them_so(sqlite_catalog, minilm):
+    """A write's own file is plain JSONL; merged ones are gzipped, and stay so when a purge rewrites them. A plain
+    merged file (as versions before gzip wrote them) is read as before."""
+    build_index(sqlite_catalog, "t", minilm, ListSource([Doc("seed", "a seed document")]), progress=False)
+    _write(sqlite_catalog, minilm, [Doc("a0", "text 0")])
+    assert text_log.files(sqlite_catalog, "t")[0].read_bytes().startswith(b'{"_id": "a0"')
+    for i in range(1, text_log.FANOUT):
+        _write(sqlite_catalog, minilm, [Doc(f"a{i}", f"text {i}")])
+    (merged,) = text_log.files(sqlite_catalog, "t")
+    assert merged.name.endswith(".jsonl.gz") and merged.read_bytes()[:2] == b"\x1f\x8b"
+    delete_items(sqlite_catalog, "t", ["a0"], purge=True)
+    assert text_log.files(sqlite_catalog, "t") == [merged] and merged.read_bytes()[:2] == b"\x1f\x8b"
+    assert _texts(sqlite_catalog) == {f"a{i}": [f"text {i}"] for i in range(1, text_log.FANOUT)}
+    plain = merged.with_name("1-00000000000000000001-0000abcd.jsonl")
+    plain.write_text('{"_id": "old", "text": "kept by an earlier version"}\n')
+    assert text_log.files(sqlite_catalog, "t") == [merged, plain]
+    assert _texts(sqlite_catalog)["old"] == ["kept by an earlier version"]
