@@ -103,22 +103,24 @@ def _compact(catalog: Catalog, name: str, lock: Callable[[], AbstractContextMana
         base = load_current(catalog, index)
         before = {"shards_before": len(base.shards), "deleted_before": base.deleted_listed}
         inputs = base.compaction_inputs()
-        if not inputs:
+        folder = catalog.settings.index_dir / name
+        left = Leftovers(folder, name)
+        if not inputs:  # nothing to rewrite: nothing staged earlier is of use
+            left.discard()
             return {"index": name, "count": index.count, "generation": index.generation, "shards": len(base.shards),
                     **before, "changed": False}
         if freeze:
             frozen.freeze(catalog, name, inputs)
-    folder = catalog.settings.index_dir / name
     stem = f"{staging_prefix(name)}-{uuid.uuid4().hex[:6]}"  # an attempt's own: a rerun here may reuse the last's
     staged: list[str] = []
     resumed: list[int] = []
-    left = Leftovers(folder, name)
 
     def stage(position: int, shard: shards.Shard, source: list[shards.Shard]) -> None:  # written as soon as made
-        staged.append(f"{stem}.s{position}.faiss")
-        shard.checksum, shard.file = store.write_index(shard.index, folder / staged[-1]), staged[-1]
+        file = f"{stem}.s{position}.faiss"
+        shard.checksum, shard.file = store.write_index(shard.index, folder / file), file
+        staged.append(file)
         shard.count, shard.index = int(shard.index.ntotal), None  # then out of memory
-        record(folder / staged[-1], shard, source)
+        record(folder / file, shard, source)
 
     def reuse(position: int, source: list[shards.Shard]) -> shards.Shard | None:
         shard = left.take(source, folder / f"{stem}.s{position}.faiss")
@@ -155,7 +157,7 @@ def _compact(catalog: Catalog, name: str, lock: Callable[[], AbstractContextMana
         raise
     except BaseException:
         if staged:
-            log.warning("index %r: the compaction failed; its %d staged shards are kept for the next one to reuse "
+            log.warning("index %r: the compaction failed; its %d staged shard(s) kept for the next one to reuse "
                         "(`embedkd index gc` deletes them)", name, len(staged))
         raise
     finally:

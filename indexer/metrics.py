@@ -20,9 +20,9 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 class _Held(Collector):
     """The searcher's state and the catalog's job counts, at scrape time (`Searcher.held`, `jobs.count_by_state`)."""
 
-    def __init__(self, held, job_counts, write_counts, compaction_counts) -> None:
+    def __init__(self, held, job_counts, write_counts, compaction_counts, kept_texts) -> None:
         self.held, self.job_counts, self.write_counts = held, job_counts, write_counts
-        self.compaction_counts = compaction_counts
+        self.compaction_counts, self.kept_texts = compaction_counts, kept_texts
 
     def collect(self):
         jobs = GaugeMetricFamily("embedkd_jobs", "build and add jobs by state (alert on failed, interrupted)",
@@ -75,16 +75,29 @@ class _Held(Collector):
         for outcome in ("done", "busy", "failed"):
             compactions.add_metric([outcome], done.get(outcome, 0))
         yield compactions
+        texts = self.kept_texts()
+        kept = GaugeMetricFamily("embedkd_kept_text_bytes", "bytes on disk of the texts kept of each index's HTTP "
+                                 "writes, for upgrades (`serve --no-keep-texts`: none)", labels=["index"])
+        for name, row in sorted(texts["usage"].items()):
+            kept.add_metric([name], row["bytes"])
+        yield kept
+        merges = CounterMetricFamily("embedkd_kept_text_merges", "background merges of kept texts by outcome: done, "
+                                     "failed (see the log; the texts are all still there, in more files)",
+                                     labels=["outcome"])
+        for outcome in ("done", "failed"):
+            merges.add_metric([outcome], texts["merges"].get(outcome, 0))
+        yield merges
 
 
-def instrument(app: FastAPI, held, job_counts, write_counts, compaction_counts) -> None:
+def instrument(app: FastAPI, held, job_counts, write_counts, compaction_counts, kept_texts) -> None:
     """Count and time every request of `app` and serve them at /metrics with `held()`'s state,
-    `job_counts()`, `write_counts()` (`WriteQueue.counts`) and `compaction_counts()` (`AutoCompactor.counts`)."""
+    `job_counts()`, `write_counts()` (`WriteQueue.counts`), `compaction_counts()` (`AutoCompactor.counts`) and
+    `kept_texts()` ({"usage": bytes and files by index, "merges": outcomes}, `text_log`)."""
     registry = CollectorRegistry()
     requests = Counter("embedkd_http_requests", "HTTP requests", ["route", "method", "status"], registry=registry)
     seconds = Histogram("embedkd_http_request_seconds", "HTTP request latency", ["route", "method"],
                         buckets=_BUCKETS, registry=registry)
-    registry.register(_Held(held, job_counts, write_counts, compaction_counts))
+    registry.register(_Held(held, job_counts, write_counts, compaction_counts, kept_texts))
 
     @app.middleware("http")
     async def measure(request: Request, call_next):

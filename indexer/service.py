@@ -110,7 +110,8 @@ def create_app(searcher: Searcher, token: str | None = None, write_patience_s: f
     # added last, so it runs first: refused requests are counted too
     instrument(app, searcher.held, lambda: count_by_state(searcher.catalog),
                lambda: {**writes.counts, "waiting": writes.waiting()},
-               lambda: dict(compactor.counts) if compactor is not None else {})
+               lambda: dict(compactor.counts) if compactor is not None else {},
+               lambda: {"usage": text_log.every_usage(searcher.catalog), "merges": text_log.merge_counts()})
 
     @app.exception_handler(UserError)
     async def _user_error(_request: Request, err: UserError) -> JSONResponse:

@@ -29,6 +29,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -43,8 +44,8 @@ from .errors import Conflict
 from .hashing import sha256_text
 from .models import Index
 
-__all__ = ["FANOUT", "append", "files", "forget", "idle", "leftovers", "log_folder", "merge", "pin_prefix", "pinned",
-           "purge", "stamp", "usage"]
+__all__ = ["FANOUT", "append", "every_usage", "files", "forget", "idle", "leftovers", "log_folder", "merge",
+           "merge_counts", "pin_prefix", "pinned", "purge", "stamp", "usage"]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,12 @@ def usage(catalog: Catalog, name: str) -> dict[str, int]:
     return {"files": len(sizes), "bytes": sum(sizes)}
 
 
+def every_usage(catalog: Catalog) -> dict[str, dict[str, int]]:
+    """`usage` of every index with kept texts (`/metrics`): a listing of their folders, no catalog read."""
+    root = catalog.settings.home / "texts"
+    return {p.name: usage(catalog, p.name) for p in sorted(root.iterdir()) if p.is_dir()} if root.is_dir() else {}
+
+
 def stamp(path: Path) -> int:
     """When the newest text in a log file was written (ns since the epoch): for ordering it among corpora."""
     return _parts(path)[1]
@@ -127,6 +134,13 @@ def append(catalog: Catalog, name: str, docs: Iterable[Doc], wait: bool = False)
 
 _running: set[tuple[int, str]] = set()
 _guard = threading.Lock()
+_outcomes: Counter[str] = Counter()  # background merges of this process: done, failed
+
+
+def merge_counts() -> dict[str, int]:
+    """This process's background merges by outcome (`/metrics`: a failed one is otherwise only in the log)."""
+    with _guard:
+        return dict(_outcomes)
 
 
 def _merge_in_background(catalog: Catalog, name: str) -> None:
@@ -137,11 +151,15 @@ def _merge_in_background(catalog: Catalog, name: str) -> None:
         _running.add(key)
 
     def run() -> None:
+        outcome = "failed"
         try:
             merge(catalog, name)
+            outcome = "done"
         except Exception:  # noqa: BLE001 - a background merge logs what it did not expect; the texts are all there
             log.exception("merging the kept texts of index %r failed", name)
         finally:
+            with _guard:
+                _outcomes[outcome] += 1
             with _guard:
                 _running.discard(key)
 

@@ -329,6 +329,10 @@ def test_documents_written_over_http_before_a_backfill_are_read_from_the_texts_t
             assert text_log.idle()
             listed = c.get("/indexes").json()["indexes"][0]["kept_texts"]
             assert listed == text_log.usage(sqlite_catalog, "idx") and listed["files"] == 5 and listed["bytes"] > 0
+            metrics = c.get("/metrics").text  # the same bytes, and the merge that made the level-1 file, scraped
+            assert f'embedkd_kept_text_bytes{{index="idx"}} {float(listed["bytes"])}' in metrics
+            assert 'embedkd_kept_text_merges_total{outcome="done"}' in metrics
+            assert 'embedkd_kept_text_merges_total{outcome="failed"}' in metrics
     finally:
         srv.should_exit = True
         thread.join(timeout=30)

@@ -134,3 +134,20 @@ def test_merged_texts_are_gzipped_and_a_purge_keeps_them_so(sqlite_catalog, mini
     plain.write_text('{"_id": "old", "text": "kept by an earlier version"}\n')
     assert text_log.files(sqlite_catalog, "t") == [merged, plain]
     assert _texts(sqlite_catalog)["old"] == ["kept by an earlier version"]
+
+
+def test_a_failed_background_merge_is_counted_and_loses_nothing(sqlite_catalog, minilm, monkeypatch):
+    """A background merge that fails is only logged, so it is counted for /metrics; its files stay as they were."""
+    failed = text_log.merge_counts().get("failed", 0)
+
+    def broken(*_args):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(text_log, "merge", broken)
+    build_index(sqlite_catalog, "t", minilm, ListSource([Doc("seed", "a seed document")]), progress=False)
+    for i in range(text_log.FANOUT):
+        add_documents(sqlite_catalog, "t", minilm, ListSource([Doc(f"a{i}", f"text {i}")]), progress=False)
+        text_log.append(sqlite_catalog, "t", [Doc(f"a{i}", f"text {i}")])  # the eighth merges in the background
+    assert text_log.idle()
+    assert text_log.merge_counts()["failed"] == failed + 1
+    assert len(text_log.files(sqlite_catalog, "t")) == text_log.FANOUT and len(_texts(sqlite_catalog)) == text_log.FANOUT
