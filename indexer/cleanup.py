@@ -20,8 +20,8 @@ from . import backfill_texts, frozen, jobs, locks, text_log
 from .context import Catalog
 from .errors import Conflict
 from .models import Index, Job
-from .shards import manifest_files
-from .staging import staging_prefix
+from .shards import manifest_files, manifest_shards
+from .staging import reusable, staging_prefix
 from .transfer import pin_prefix
 
 __all__ = ["collect_garbage"]
@@ -57,17 +57,20 @@ def _index_leftovers(catalog: Catalog, folder: Path, dry_run: bool) -> list[dict
     if not current:  # a row that names no file yet: nothing here can be told apart from its files
         return []
     keep = set(manifest_files(folder / current))
-    # shards a running compaction has written and not yet committed (those of one killed go once none runs)
+    # shards a running compaction has written and not yet committed; of one that stopped, those made from shards
+    # the index still has, which the next compaction reuses (`staging.py`)
     staging = staging_prefix(folder.name, "")
-    running = locks.compactor(catalog, folder.name) is not None
+    if locks.compactor(catalog, folder.name) is None:
+        keep |= reusable(folder, folder.name, manifest_shards(folder / current))
+    else:
+        keep |= {p.name for p in folder.iterdir() if p.name.startswith(staging)}
 
     def why(p: Path) -> str:
         if p.name.startswith(staging):
-            return "made by a compaction that stopped before its commit (the next `index compact` reuses what is valid)"
+            return "made by a compaction that stopped before its commit, from shards that have changed since"
         return "not named by the index's current generation"
 
-    return [_remove(p, why(p), dry_run) for p in sorted(folder.iterdir())
-            if p.name not in keep and not (running and p.name.startswith(staging))]
+    return [_remove(p, why(p), dry_run) for p in sorted(folder.iterdir()) if p.name not in keep]
 
 
 def _job_leftovers(catalog: Catalog, dry_run: bool) -> list[dict[str, Any]]:

@@ -43,7 +43,7 @@ from .errors import UserError
 from .hashing import sha256_file
 
 __all__ = ["DEFAULT_SHARD_SIZE", "MANIFEST_SUFFIX", "MAX_DELETED", "Shard", "ShardedIndex", "check_shard_size", "link", "load",
-           "manifest_files", "rebase", "replacing", "shard_size", "write"]
+           "manifest_files", "manifest_shards", "rebase", "replacing", "shard_size", "write"]
 
 # At 384-d float32 a full shard is 1.5 GB: large enough that Flat/IVF searches stay one pass over few
 # files, small enough that a delete (which rewrites its shard) in a 10M-vector index rewrites a tenth of it.
@@ -436,6 +436,13 @@ def replacing(folder: Path, old: str | None, new: Path) -> Iterator[None]:
 def _remove(folder: Path, names: set[str]) -> None:
     for name in names:
         (folder / name).unlink(missing_ok=True)
+
+
+def manifest_shards(path: Path) -> set[tuple[str, str]]:
+    """(file, checksum) of each shard an index's manifest names; none when it is gone or is a single file."""
+    if not path.name.endswith(MANIFEST_SUFFIX) or not path.is_file():
+        return set()
+    return {(e["file"], e["checksum"]) for e in json.loads(path.read_text())["shards"]}
 
 
 def manifest_files(path: Path) -> list[str]:

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ import numpy as np
 from .hashing import sha256_file
 from .shards import Shard
 
-__all__ = ["Leftovers", "record", "record_path", "staging_prefix"]
+__all__ = ["Leftovers", "record", "record_path", "reusable", "staging_prefix"]
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,8 @@ class Leftovers:
 
     def __init__(self, folder: Path, name: str) -> None:
         self.found: dict[tuple[tuple[str, str], ...], tuple[Path, dict]] = {}
-        for path in sorted(folder.glob(f"{staging_prefix(name, '')}*.json")) if folder.is_dir() else []:
-            try:
-                body = json.loads(path.read_text())
-                key = tuple((f, c) for f, c, _ in body["sources"])
-            except (OSError, ValueError, KeyError, TypeError):  # not a record written whole: nothing to reuse
-                continue
+        for path, body in _records(folder, name):
+            key = tuple((f, c) for f, c, _ in body["sources"])
             if key in self.found:  # the same shard made twice (two attempts killed): one is enough
                 _delete(*self.found[key][:1])
             self.found[key] = (path, body)
@@ -91,6 +88,30 @@ class Leftovers:
             _delete(path)
         count, self.found = len(self.found), {}
         return count
+
+
+def reusable(folder: Path, name: str, current: set[tuple[str, str]]) -> set[str]:
+    """The names of the staged files (shards and their records) a next compaction of index `name` could reuse:
+    those whose sources are all among `current`, the (file, checksum) of the index's shards now (`index gc` keeps
+    them; the compaction checks the rest)."""
+    out = set()
+    for path, body in _records(folder, name):
+        shard_file = path.with_suffix(".faiss")
+        if shard_file.is_file() and all((f, c) in current for f, c, _ in body["sources"]):
+            out |= {path.name, shard_file.name}
+    return out
+
+
+def _records(folder: Path, name: str) -> Iterator[tuple[Path, dict]]:
+    """Each staged shard's record in `folder` that was written whole, read."""
+    for path in sorted(folder.glob(f"{staging_prefix(name, '')}*.json")) if folder.is_dir() else []:
+        try:
+            body = json.loads(path.read_text())
+        except (OSError, ValueError):  # not a record written whole: nothing to reuse
+            continue
+        sources = body.get("sources") if isinstance(body, dict) else None
+        if isinstance(sources, list) and all(isinstance(s, list) and len(s) == 3 for s in sources):
+            yield path, body
 
 
 def _delete(record_file: Path) -> None:

@@ -3,6 +3,8 @@ by levels keeping each document's latest text the index still holds, forgotten w
 
 from __future__ import annotations
 
+import pytest
+
 from indexer import locks, text_log
 from indexer.backfill_texts import staging_name
 from indexer.build import add_documents, build_index, delete_items, drop_index
@@ -151,3 +153,38 @@ def test_a_failed_background_merge_is_counted_and_loses_nothing(sqlite_catalog, 
     assert text_log.idle()
     assert text_log.merge_counts()["failed"] == failed + 1
     assert len(text_log.files(sqlite_catalog, "t")) == text_log.FANOUT and len(_texts(sqlite_catalog)) == text_log.FANOUT
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_writes_leave_each_documents_latest_text_first(sqlite_catalog, minilm, monkeypatch, seed):
+    """Random adds, updates, listed deletes and purges over a few ids, merged by levels of 3: after every step,
+    the files read newest first give each held document its latest text, and a purged text is in no file."""
+    import numpy as np
+
+    from indexer.corpus import Corpora
+
+    monkeypatch.setattr(text_log, "FANOUT", 3)
+    rng = np.random.default_rng(seed)
+    build_index(sqlite_catalog, "t", minilm, ListSource([Doc("seed", "a seed document")]), progress=False)
+    held: dict[str, str] = {}
+    purged: set[str] = set()
+    for step in range(40):
+        kind = int(rng.integers(5))
+        if kind <= 2 or not held:
+            ids = sorted({f"d{i}" for i in rng.integers(0, 12, int(rng.integers(1, 4)))})
+            docs = [Doc(i, f"text {i} at step {step}") for i in ids]
+            _write(sqlite_catalog, minilm, docs)
+            held.update({d.id: d.content for d in docs})
+            purged -= set(ids)
+        else:
+            gone = str(rng.choice(sorted(held)))
+            delete_items(sqlite_catalog, "t", [gone], purge=kind == 4)
+            del held[gone]
+            if kind == 4:
+                purged.add(gone)
+        files = text_log.files(sqlite_catalog, "t")
+        latest = {d.id: d.content for d in Corpora(files)} if files else {}
+        assert {i: latest.get(i) for i in held} == held, step
+        assert not purged & {d.id for d in Corpora(files).every_version()} if files else True, step
+        levels = [p.name.split("-")[0] for p in files]
+        assert all(levels.count(lv) < 3 for lv in set(levels)), levels  # every full level merged
