@@ -20,6 +20,7 @@ from .catalog import list_indexes
 from .compaction import compact_index, compaction_status
 from .context import Catalog
 from .errors import Conflict, UserError
+from .periodic import Periodic
 
 __all__ = ["AutoCompactor", "compact_where_needed"]
 
@@ -64,30 +65,19 @@ class AutoCompactor:
             raise UserError(f"--compact-deleted is a share of an index's vectors in (0, 1], got {deleted_share}")
         self.catalog, self.every_s, self.deleted_share, self.folds = catalog, every_s, deleted_share, folds
         self.counts: Counter[str] = Counter()  # compactions by outcome: done, busy, failed (`GET /metrics`)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic("embedkd-compact", every_s, lambda _stop: self.round(),
+                              on_error=lambda: self.counts.update(failed=1))
 
     def round(self) -> list[dict[str, Any]]:
         """Compact every index that needs it, now; what each compaction returned."""
-        out = compact_where_needed(self.catalog, self.deleted_share, self.folds, self._stop)
+        out = compact_where_needed(self.catalog, self.deleted_share, self.folds, self._loop.stopping)
         self.counts += Counter(done=len(out["compacted"]), busy=len(out["busy"]), failed=len(out["failed"]))
         return out["compacted"]
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="embedkd-compact", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
-            try:
-                self.round()
-            except Exception:  # noqa: BLE001 - a server's background task logs what it did not expect, and goes on
-                self.counts["failed"] += 1
-                log.exception("a compaction round failed")
+        self._loop.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop after the compaction under way, if any (waiting up to `timeout_s`: one killed midway leaves
-        nothing but files `index gc` removes)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        """Stop after the compaction under way, if any (waiting up to `timeout_s`: one killed midway leaves its
+        staged shards, which the next compaction reuses)."""
+        self._loop.stop(timeout_s)

@@ -20,9 +20,9 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 class _Held(Collector):
     """The searcher's state and the catalog's job counts, at scrape time (`Searcher.held`, `jobs.count_by_state`)."""
 
-    def __init__(self, held, job_counts, write_counts, compaction_counts, kept_texts) -> None:
+    def __init__(self, held, job_counts, write_counts, background_counts, kept_texts) -> None:
         self.held, self.job_counts, self.write_counts = held, job_counts, write_counts
-        self.compaction_counts, self.kept_texts = compaction_counts, kept_texts
+        self.background_counts, self.kept_texts = background_counts, kept_texts
 
     def collect(self):
         jobs = GaugeMetricFamily("embedkd_jobs", "build and add jobs by state (alert on failed, interrupted)",
@@ -71,10 +71,20 @@ class _Held(Collector):
         compactions = CounterMetricFamily("embedkd_auto_compactions", "background compactions (`serve --compact-every`) "
                                           "by outcome: done, busy (another process held the index: next round), "
                                           "failed (see the log)", labels=["outcome"])
-        done = self.compaction_counts()
+        background = self.background_counts()
         for outcome in ("done", "busy", "failed"):
-            compactions.add_metric([outcome], done.get(outcome, 0))
+            compactions.add_metric([outcome], background["compactions"].get(outcome, 0))
         yield compactions
+        gc = background["gc"]
+        rounds = CounterMetricFamily("embedkd_gc_rounds", "background `index gc` rounds (`serve --gc-every`) by "
+                                     "outcome: done, failed (see the log)", labels=["outcome"])
+        for outcome in ("done", "failed"):
+            rounds.add_metric([outcome], gc.get(outcome, 0))
+        yield rounds
+        yield CounterMetricFamily("embedkd_gc_removed_files", "files and folders background gc deleted (left by "
+                                  "killed processes; each is in the log)", value=gc.get("removed_files", 0))
+        yield CounterMetricFamily("embedkd_gc_removed_bytes", "bytes background gc deleted",
+                                  value=gc.get("removed_bytes", 0))
         texts = self.kept_texts()
         kept = GaugeMetricFamily("embedkd_kept_text_bytes", "bytes on disk of the texts kept of each index's HTTP "
                                  "writes, for upgrades (`serve --no-keep-texts`: none)", labels=["index"])
@@ -89,15 +99,16 @@ class _Held(Collector):
         yield merges
 
 
-def instrument(app: FastAPI, held, job_counts, write_counts, compaction_counts, kept_texts) -> None:
+def instrument(app: FastAPI, held, job_counts, write_counts, background_counts, kept_texts) -> None:
     """Count and time every request of `app` and serve them at /metrics with `held()`'s state,
-    `job_counts()`, `write_counts()` (`WriteQueue.counts`), `compaction_counts()` (`AutoCompactor.counts`) and
+    `job_counts()`, `write_counts()` (`WriteQueue.counts`), `background_counts()` ({"compactions":
+    `AutoCompactor.counts`, "gc": `AutoCollector.counts`}) and
     `kept_texts()` ({"usage": bytes and files by index, "merges": outcomes}, `text_log`)."""
     registry = CollectorRegistry()
     requests = Counter("embedkd_http_requests", "HTTP requests", ["route", "method", "status"], registry=registry)
     seconds = Histogram("embedkd_http_request_seconds", "HTTP request latency", ["route", "method"],
                         buckets=_BUCKETS, registry=registry)
-    registry.register(_Held(held, job_counts, write_counts, compaction_counts, kept_texts))
+    registry.register(_Held(held, job_counts, write_counts, background_counts, kept_texts))
 
     @app.middleware("http")
     async def measure(request: Request, call_next):

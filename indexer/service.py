@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from . import text_log
 from .auth import require_token
 from .auto_compact import AutoCompactor
+from .auto_gc import AutoCollector
 from .build import add_documents, delete_items
 from .catalog import get_index, get_item, list_indexes
 from .compaction import compaction_status
@@ -79,21 +80,24 @@ def _add_keeping_texts(searcher: Searcher, index: str, docs: list[Doc], keep_tex
 
 
 def create_app(searcher: Searcher, token: str | None = None, write_patience_s: float = 10.0,
-               compactor: AutoCompactor | None = None, keep_texts: bool = True) -> FastAPI:
+               compactor: AutoCompactor | None = None, keep_texts: bool = True,
+               collector: AutoCollector | None = None) -> FastAPI:
     """The search app; with `token`, requests need it as a bearer token (`indexer.auth`). A document write
     that finds its index held by another process is tried again for `write_patience_s` before a 409.
-    `compactor`: compacts the catalog's indexes in the background while the app runs. `keep_texts`: the
-    texts of documents written over HTTP are kept for an upgrade to read (`indexer.text_log`)."""
+    `compactor`: compacts the catalog's indexes in the background while the app runs; `collector`: deletes what
+    killed processes left (`index gc`), likewise. `keep_texts`: the texts of documents written over HTTP are kept
+    for an upgrade to read (`indexer.text_log`)."""
+    background = [task for task in (compactor, collector) if task is not None]
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if compactor is not None:
-            compactor.start()
+        for task in background:
+            task.start()
         try:
             yield
         finally:
-            if compactor is not None:
-                await run_in_threadpool(compactor.stop)
+            for task in background:
+                await run_in_threadpool(task.stop)
 
     app = FastAPI(title="embedkd search", version="0.1.0", lifespan=lifespan,
                   description="Search FAISS indexes of the embedkd catalog.")
@@ -110,7 +114,8 @@ def create_app(searcher: Searcher, token: str | None = None, write_patience_s: f
     # added last, so it runs first: refused requests are counted too
     instrument(app, searcher.held, lambda: count_by_state(searcher.catalog),
                lambda: {**writes.counts, "waiting": writes.waiting()},
-               lambda: dict(compactor.counts) if compactor is not None else {},
+               lambda: {"compactions": dict(compactor.counts) if compactor is not None else {},
+                        "gc": dict(collector.counts) if collector is not None else {}},
                lambda: {"usage": text_log.every_usage(searcher.catalog), "merges": text_log.merge_counts()})
 
     @app.exception_handler(UserError)

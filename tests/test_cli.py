@@ -82,6 +82,7 @@ def test_eval_runs_and_paired_compare(home, beir_small, tmp_path):
         (["eval", "retrieval", "--data", "/tmp", "--index", "sf"], "not a BEIR folder"),
         (["index", "frobnicate"], "invalid choice"),
         (["serve", "--query-batch", "-1"], "--query-batch must be 0"),
+        (["serve", "--gc-every", "-1"], "--gc-every must be 0 (never) or a positive number of seconds, got -1"),
         (["serve", "--token-file", "/no/such/token"], "--token-file /no/such/token: No such file"),
         (["serve", "--preload-field", "sf"], "--preload-field 'sf' is not INDEX:FIELD"),
     ],

@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "in the background: writes and searches go on (default 300; 0: never, run `index compact`)")
     p.add_argument("--compact-deleted", type=float, default=0.05, metavar="SHARE",
                    help="compact an index once this share of the vectors in its files is deleted (default 0.05)")
+    p.add_argument("--gc-every", type=float, default=3600.0, metavar="SECONDS",
+                   help="delete what killed processes left (as `index gc`, each file in the log) this often, in the "
+                        "background (default 3600; 0: never, run `index gc`)")
     p.add_argument("--no-keep-texts", action="store_true",
                    help="do not keep the texts of documents written over HTTP (EMBEDKD_HOME/texts/): a backfill to a "
                         "new model then needs them from you with --corpus")
@@ -56,12 +59,13 @@ def _serve(args: argparse.Namespace) -> int:
     if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         sys.stderr.write(f"warning: serving on {args.host} without a token: anyone who can reach it can search, "
                          "and add and delete documents and gallery crops; set EMBEDKD_API_TOKEN or --token-file\n")
-    if args.compact_every < 0:
-        raise UserError(f"--compact-every must be 0 (never) or a positive number of seconds, got {args.compact_every}")
+    for option, value in (("--compact-every", args.compact_every), ("--gc-every", args.gc_every)):
+        if value < 0:
+            raise UserError(f"{option} must be 0 (never) or a positive number of seconds, got {value}")
     app = build_app(catalog_from_env(), text_encoder_loader(args), preload=args.preload, use_gpu=args.gpu,
                     query_batch=args.query_batch, token=token, preload_fields=fields,
                     compact_every_s=args.compact_every, compact_deleted=args.compact_deleted,
-                    keep_texts=not args.no_keep_texts)
+                    keep_texts=not args.no_keep_texts, gc_every_s=args.gc_every)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

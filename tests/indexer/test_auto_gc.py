@@ -1,0 +1,65 @@
+"""Background gc in the server (`indexer/auto_gc.py`, `embedkd serve --gc-every`): what killed processes left is
+deleted on the next round, what can still be used is kept, and /metrics says what went."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+
+from indexer.auto_gc import AutoCollector
+from indexer.build import build_index
+from indexer.corpus import ListSource, read_corpus
+from indexer.errors import UserError
+from indexer.search import Searcher
+from indexer.service import create_app
+from indexer.transfer import pin_prefix
+
+from .helpers import free_port
+
+
+def test_the_server_deletes_what_killed_processes_left(sqlite_catalog, minilm, beir_small):
+    """A file the index's generation does not name (a write killed after its commit) and the pins of an export
+    whose process is gone go in the next round; the index, a pin of a live process and a job that can resume stay."""
+    docs = list(read_corpus(beir_small))[:10]
+    build_index(sqlite_catalog, "web", minilm, ListSource(docs), progress=False)
+    folder = sqlite_catalog.settings.index_dir / "web"
+    orphan = folder / "web.g0.s0.faiss"  # as an older generation's file a killed write did not delete
+    orphan.write_bytes(b"x" * 5000)
+    jobs = sqlite_catalog.settings.job_dir
+    dead = jobs / f"{pin_prefix(pid=2**22 + 4321)}abcd1234"
+    live = jobs / f"{pin_prefix(pid=os.getpid())}abcd1234"
+    for pins in (dead, live):
+        pins.mkdir(parents=True)
+        (pins / "items.jsonl").write_text("{}\n")
+    collector = AutoCollector(sqlite_catalog, every_s=0.3)
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(Searcher(sqlite_catalog, lambda _s: minilm), collector=collector),
+                                        host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            deadline = time.time() + 60
+            while (orphan.exists() or dead.exists()) and time.time() < deadline:
+                time.sleep(0.1)
+            assert not orphan.exists() and not dead.exists() and live.exists()
+            hits = c.post("/search", json={"index": "web", "query": docs[3].content, "k": 1}).json()["results"]
+            assert hits[0]["id"] == docs[3].id
+            metrics = c.get("/metrics").text
+            assert collector.counts["done"] >= 1 and collector.counts["removed_files"] == 2
+            assert f"embedkd_gc_removed_bytes_total {float(collector.counts['removed_bytes'])}" in metrics
+            assert collector.counts["removed_bytes"] >= 5000 and 'embedkd_gc_rounds_total{outcome="failed"} 0.0' in metrics
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+def test_bad_gc_intervals_are_refused():
+    with pytest.raises(UserError, match="positive number of seconds"):
+        AutoCollector(None, every_s=0)
