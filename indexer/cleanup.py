@@ -9,20 +9,18 @@ index is skipped and reported); a job's folder is kept while the job can resume 
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from . import backfill_texts, frozen, jobs, locks, text_log
+from . import backfill_texts, frozen, jobs, locks, pins, text_log
 from .context import Catalog
 from .errors import Conflict
 from .models import Index, Job
 from .shards import manifest_files, manifest_shards
 from .staging import reusable, staging_prefix
-from .transfer import pin_prefix
 
 __all__ = ["collect_garbage"]
 
@@ -84,27 +82,9 @@ def _job_leftovers(catalog: Catalog, dry_run: bool) -> list[dict[str, Any]]:
 
 
 def _stale_pins(root: Path, dry_run: bool) -> list[dict[str, Any]]:
-    """The pinned files of exports and text readers killed on this machine (`transfer.pin_prefix`,
-    `text_log.pin_prefix`); another machine's are its own to clean, as this one cannot tell whether their
-    process runs."""
-    out = []
-    for what, pattern, prefix in (("export", "export-*", pin_prefix),
-                                  ("upgrade reading kept texts", "texts-*", text_log.pin_prefix)):
-        for p in sorted(root.glob(pattern)) if root.is_dir() else []:
-            _, pid, _ = p.name.rsplit("-", 2)
-            if pid.isdigit() and p.name.startswith(prefix(pid=int(pid))) and not _alive(int(pid)):
-                out.append(_remove(p, f"files pinned by {what} process {pid}, which is gone", dry_run))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+    """The pinned files of exports and kept-text readers killed on this machine (`pins.py`)."""
+    return [_remove(path, f"files pinned by {what} (process {pid}), which is gone", dry_run)
+            for path, what, pid in pins.stale(root)]
 
 
 def _remove(path: Path, why: str, dry_run: bool) -> dict[str, Any]:

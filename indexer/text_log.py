@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import threading
 import time
 import uuid
@@ -36,7 +35,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from . import backfill_texts, locks
+from . import backfill_texts, locks, pins
 from .catalog import get_index, items_by_external_ids
 from .context import Catalog
 from .corpus import Doc, read_corpus
@@ -45,7 +44,7 @@ from .hashing import sha256_text
 from .models import Index
 
 __all__ = ["FANOUT", "append", "every_usage", "files", "forget", "idle", "leftovers", "log_folder", "merge",
-           "merge_counts", "pin_prefix", "pinned", "purge", "stamp", "usage"]
+           "merge_counts", "pinned", "purge", "stamp", "usage"]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ def pinned(catalog: Catalog, name: str, into: Path | None = None) -> Iterator[li
     that deletes one while the reader reads (a backfill scans its corpora for minutes) leaves the reader its
     link. `into`: a folder the caller keeps (a backfill's, so that its rerun reads the same paths); by default a
     private one, removed when the reader is done (`index gc` removes those of processes gone)."""
-    folder = into or catalog.settings.job_dir / f"{pin_prefix()}{uuid.uuid4().hex[:8]}"
+    folder = into or pins.folder(catalog.settings.job_dir, "texts")
     try:
         with locks.text_log_lock(catalog, name, wait_s=600.0):  # no merge deletes a file between list and link
             current = files(catalog, name)
@@ -91,11 +90,6 @@ def pinned(catalog: Catalog, name: str, into: Path | None = None) -> Iterator[li
     finally:
         if into is None:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def pin_prefix(host: str | None = None, pid: int | None = None) -> str:
-    """How a reader's folder of pinned text files is named in the jobs folder."""
-    return f"texts-{host or socket.gethostname()}-{pid or os.getpid()}-"
 
 
 def usage(catalog: Catalog, name: str) -> dict[str, int]:

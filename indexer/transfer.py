@@ -4,7 +4,7 @@ catalog, e.g. from the embedded SQLite catalog to a PostgreSQL server, or from a
 
 An export is one generation, taken holding the index's write lock for moments: it reads the index's row,
 starts the one statement that reads its items (which then sees the items as they were, however long it
-streams), and hard-links the generation's files into a private folder beside the jobs' (`pin_prefix`). Index
+streams), and hard-links the generation's files into a private folder beside the jobs' (`pins.py`). Index
 files are never written in place (a write makes new ones and deletes the old names after its commit), so the
 links keep that generation's bytes whatever is written next; the copies and the items are written after the
 lock is released, so a large index is not held from its writers for minutes. Where the files cannot be linked
@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import uuid
 from collections.abc import Callable
 from itertools import chain, islice
 from pathlib import Path
@@ -28,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import jobs, locks, text_log
+from . import jobs, locks, pins, text_log
 from .adapters import adapter_path
 from .build import check_index_name
 from .catalog import ensure_model, get_index, insert_items
@@ -39,7 +37,7 @@ from .hashing import sha256_file
 from .models import Adapter, EmbeddingModel, Index, Item
 from .shards import manifest_files
 
-__all__ = ["export_index", "import_index", "pin_prefix", "FORMAT"]
+__all__ = ["export_index", "import_index", "FORMAT"]
 
 FORMAT = "embedkd-index-export/1"
 _MANIFEST = "embedkd-index.json"
@@ -57,8 +55,8 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike, attached: 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "files").mkdir(parents=True)
-    pins = catalog.settings.job_dir / f"{pin_prefix()}{uuid.uuid4().hex[:8]}"
-    pins.mkdir(parents=True)
+    pinned = pins.folder(catalog.settings.job_dir, "export")
+    pinned.mkdir(parents=True)
     try:
         with catalog.session() as s:
             with locks.target_lock(catalog, name):  # one generation: its rows, and its files pinned or copied
@@ -78,11 +76,11 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike, attached: 
                 folder = catalog.settings.index_dir / name
                 names = manifest_files(folder / index.file)
                 for file in names:
-                    if not _link(folder / file, pins / file):  # another file system: copied now
+                    if not _link(folder / file, pinned / file):  # another file system: copied now
                         _copy(folder / file, tmp / "files" / file)
             for file in names:
-                if (pins / file).is_file():
-                    _copy(pins / file, tmp / "files" / file)
+                if (pinned / file).is_file():
+                    _copy(pinned / file, tmp / "files" / file)
             inside: list[str] = []  # paths of the items' files in `attached`, relative to it
             with open(tmp / "items.jsonl", "w", encoding="utf-8") as fh:
                 for e, f, h, info in chain(first, rows):
@@ -105,7 +103,7 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike, attached: 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
-        shutil.rmtree(pins, ignore_errors=True)
+        shutil.rmtree(pinned, ignore_errors=True)
     return {"index": name, "out": str(out), "count": record["index"]["count"], "files": len(files),
             "adapters": len(adapters), "attached_files": len(record.get("attached", {}).get("files", [])),
             "bytes": jobs.disk_bytes(out)}
@@ -241,12 +239,6 @@ def _import_attached(src: Path, files: list[dict[str, str]], target: Path) -> li
         written.append(target / f["name"])
         _copy(src / f["name"], target / f["name"], _NOTHING_IMPORTED)
     return written
-
-
-def pin_prefix(host: str | None = None, pid: int | None = None) -> str:
-    """How a running export's folder of pinned files is named in the jobs folder (`index gc` deletes those of
-    processes on this machine that are gone)."""
-    return f"export-{host or socket.gethostname()}-{pid or os.getpid()}-"
 
 
 def _link(src: Path, dst: Path) -> bool:

@@ -11,13 +11,13 @@ import httpx
 import pytest
 import uvicorn
 
+from indexer import pins
 from indexer.auto_gc import AutoCollector
 from indexer.build import build_index
 from indexer.corpus import ListSource, read_corpus
 from indexer.errors import UserError
 from indexer.search import Searcher
 from indexer.service import create_app
-from indexer.transfer import pin_prefix
 
 from .helpers import free_port
 
@@ -31,11 +31,11 @@ def test_the_server_deletes_what_killed_processes_left(sqlite_catalog, minilm, b
     orphan = folder / "web.g0.s0.faiss"  # as an older generation's file a killed write did not delete
     orphan.write_bytes(b"x" * 5000)
     jobs = sqlite_catalog.settings.job_dir
-    dead = jobs / f"{pin_prefix(pid=2**22 + 4321)}abcd1234"
-    live = jobs / f"{pin_prefix(pid=os.getpid())}abcd1234"
-    for pins in (dead, live):
-        pins.mkdir(parents=True)
-        (pins / "items.jsonl").write_text("{}\n")
+    dead = jobs / f"{pins.prefix('export', pid=2**22 + 4321)}abcd1234"
+    live = jobs / f"{pins.prefix('export', pid=os.getpid())}abcd1234"
+    for pinned in (dead, live):
+        pinned.mkdir(parents=True)
+        (pinned / "items.jsonl").write_text("{}\n")
     collector = AutoCollector(sqlite_catalog, every_s=0.3)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(Searcher(sqlite_catalog, lambda _s: minilm), collector=collector),

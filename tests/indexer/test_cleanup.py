@@ -90,17 +90,17 @@ def test_gc_removes_the_pinned_files_of_a_killed_export_only(sqlite_catalog):
     import subprocess
     import sys
 
-    from indexer.transfer import pin_prefix
+    from indexer import pins
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     root = sqlite_catalog.settings.job_dir
-    stale, running = root / f"{pin_prefix(pid=gone.pid)}aaaa", root / f"{pin_prefix()}bbbb"
-    elsewhere = root / f"{pin_prefix(host='other-machine', pid=gone.pid)}cccc"  # its own machine cleans it
+    stale, running = root / f"{pins.prefix('export', pid=gone.pid)}aaaa", root / f"{pins.prefix('export')}bbbb"
+    elsewhere = root / f"{pins.prefix('export', host='other-machine', pid=gone.pid)}cccc"  # its own machine cleans it
     for folder in (stale, running, elsewhere):
         folder.mkdir(parents=True)
         (folder / "x.s0.faiss").write_bytes(b"0" * 100)
     out = collect_garbage(sqlite_catalog)
     assert [r["path"] for r in out["removed"]] == [str(stale)] and out["bytes"] == 100
-    assert f"export process {gone.pid}" in out["removed"][0]["why"]
+    assert f"an export (process {gone.pid})" in out["removed"][0]["why"]
     assert running.is_dir() and elsewhere.is_dir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from indexer import locks, text_log
+from indexer import locks, pins, text_log
 from indexer.backfill_texts import staging_name
 from indexer.build import add_documents, build_index, delete_items, drop_index
 from indexer.cleanup import collect_garbage
@@ -102,9 +102,9 @@ def test_a_reader_keeps_its_files_through_a_merge(sqlite_catalog, minilm):
         assert sorted(d.id for p in paths for d in read_corpus(p)) == [f"a{i}" for i in range(text_log.FANOUT - 1)]
         folder = paths[0].parent
     assert not folder.exists()
-    dead = sqlite_catalog.settings.job_dir / f"{text_log.pin_prefix(pid=2**22 + 12345)}abcd1234"
+    dead = sqlite_catalog.settings.job_dir / f"{pins.prefix('texts', pid=2**22 + 12345)}abcd1234"
     dead.mkdir(parents=True)
-    mine = sqlite_catalog.settings.job_dir / f"{text_log.pin_prefix(pid=os.getpid())}abcd1234"
+    mine = sqlite_catalog.settings.job_dir / f"{pins.prefix('texts', pid=os.getpid())}abcd1234"
     mine.mkdir()
     removed = [r["path"] for r in collect_garbage(sqlite_catalog)["removed"]]
     assert str(dead) in removed and str(mine) not in removed and mine.exists()
