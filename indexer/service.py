@@ -18,11 +18,11 @@ from .auto_compact import AutoCompactor
 from .auto_gc import AutoCollector
 from .build import add_documents, delete_items
 from .catalog import get_index, get_item, list_indexes
-from .compaction import compaction_status
 from .corpus import Doc, ListSource, parse_record
 from .errors import UserError
 from .jobs import count_by_state, list_jobs
 from .metrics import instrument
+from .overview import index_overview
 from .search import MAX_K, Searcher
 from .where import parse_where
 from .write_queue import WriteQueue
@@ -133,13 +133,7 @@ def create_app(searcher: Searcher, token: str | None = None, write_patience_s: f
         """Every index, with what its files hold: shards, deleted vectors still in them, why it needs compacting
         (null when it does not), who compacts it now, and the texts kept of its HTTP writes (files, bytes), as
         `embedkd index list` shows."""
-        with s.catalog.session() as session:
-            rows = [{"name": i.name, "model": i.model.name, "model_fingerprint": i.model.fingerprint,
-                     "dimension": i.dimension, "factory": i.factory, "metric": i.metric, "count": i.count,
-                     "state": i.state, "generation": i.generation} for i in list_indexes(session)]
-        for row in rows:
-            row.update(compaction_status(s.catalog, row["name"]), kept_texts=text_log.usage(s.catalog, row["name"]))
-        return {"indexes": rows}
+        return {"indexes": index_overview(s.catalog)}
 
     def _run(s: Searcher, req: SearchRequest) -> SearchResponse:
         hits = s.search(req.index, [req.query], k=req.k, query_model=req.query_model, where=req.where)[0]

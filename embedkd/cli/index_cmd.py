@@ -239,16 +239,9 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from indexer import text_log
-    from indexer.catalog import list_indexes
-    from indexer.compaction import compaction_status
+    from indexer.overview import index_overview
 
-    catalog = catalog_from_env()
-    with catalog.session() as s:
-        rows = [{"name": i.name, "model": i.model.name, "dimension": i.dimension, "factory": i.factory,
-                 "count": i.count, "state": i.state, "generation": i.generation} for i in list_indexes(s)]
-    for r in rows:  # its files: shards, deleted vectors still in them, whether to compact; texts kept of HTTP writes
-        r.update(compaction_status(catalog, r["name"]), kept_texts=text_log.usage(catalog, r["name"]))
+    rows = index_overview(catalog_from_env())
     if args.json:
         emit({"indexes": rows}, True)
     else:
