@@ -151,9 +151,9 @@ def _backfill(args: argparse.Namespace) -> int:
             if found["missing"]:
                 raise not_covered(found, docs)
             return 0
-        check_covered(catalog, args.index, docs)  # before loading the model, too
+        check_covered(catalog, args.index, docs)  # before loading the model
         with job_encoder(args, args.model) as encoder:
             result = backfill(catalog, args.index, encoder, docs, chunk_size=args.chunk_size,
-                              progress=sys.stderr.isatty())
+                              progress=sys.stderr.isatty(), checked=True)
     emit(result, args.json)
     return 0

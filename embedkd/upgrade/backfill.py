@@ -64,8 +64,9 @@ def _keep_metadata(session, index_id: int, staging_id: int, generation: int) -> 
 
 
 def backfill(catalog: Catalog, name: str, encoder: Any, docs: DocSource, chunk_size: int = 4096,
-             progress: bool = False) -> dict[str, Any]:
-    """Re-embed index `name` with `encoder` (v2) from `docs` and switch to it when complete."""
+             progress: bool = False, checked: bool = False) -> dict[str, Any]:
+    """Re-embed index `name` with `encoder` (v2) from `docs` and switch to it when complete. `checked`: the caller
+    ran `check_covered` on `docs` (the CLI does, before loading the model), so they are not read for it again."""
     stage = staging_name(name)
     with catalog.session() as s:
         index = get_index(s, name)
@@ -75,7 +76,8 @@ def backfill(catalog: Catalog, name: str, encoder: Any, docs: DocSource, chunk_s
         shard_size = shards.shard_size(catalog.settings.index_dir / name / index.file, index.checksum)
         staged = s.scalar(select(Index).where(Index.name == stage))
         staged_fp = staged.model.fingerprint if staged is not None else None
-    check_covered(catalog, name, docs)  # before hours of encoding, not at the switch
+    if not checked:
+        check_covered(catalog, name, docs)  # before hours of encoding, not at the switch
     built: dict[str, Any] = {}
     if staged_fp is None:
         built = build_index(catalog, stage, encoder, docs, factory=factory, metric=metric,
