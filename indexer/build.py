@@ -28,7 +28,7 @@ import numpy as np
 from sqlalchemy import select, update
 from tqdm.auto import tqdm
 
-from . import backfill_texts, frozen, jobs, locks, shards, store, text_log
+from . import backfill_texts, carried, frozen, jobs, locks, shards, store, text_log
 from .catalog import (
     KIND_COMMANDS,
     delete_items_by_faiss_ids,
@@ -622,4 +622,5 @@ def drop_index(catalog: Catalog, name: str) -> dict[str, Any]:
         # texts kept for a backfill of it, or of the index it was staging a backfill for
         backfill_texts.forget(catalog, name.removesuffix(backfill_texts.staging_name("")))
         text_log.forget(catalog, name)
+        carried.forget(catalog, name)
     return {"index": name, "dropped": True}

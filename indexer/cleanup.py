@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import backfill_texts, frozen, jobs, locks, pins, text_log
+from . import backfill_texts, carried, frozen, jobs, locks, pins, text_log
 from .context import Catalog
 from .errors import Conflict
 from .models import Index, Job
@@ -42,6 +42,8 @@ def collect_garbage(catalog: Catalog, dry_run: bool = False) -> dict[str, Any]:
     found += [_remove(p, "the frozen files of a compaction that is not running", dry_run) for p in frozen.leftovers(catalog)]
     found += [_remove(p, f"texts kept for index {p.name!r}, which is not in the catalog", dry_run)
               for p in text_log.leftovers(catalog)]
+    found += [_remove(p, f"corpus files carried for index {p.name!r}, which is not in the catalog", dry_run)
+              for p in carried.leftovers(catalog)]
     return {"removed" if not dry_run else "would_remove": found,
             "bytes": sum(f["bytes"] for f in found), "skipped_being_written": busy}
 

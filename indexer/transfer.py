@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import jobs, locks, pins, text_log
+from . import carried, jobs, locks, pins, text_log
 from .adapters import adapter_path
 from .build import check_index_name
 from .catalog import ensure_model, get_index, insert_items
@@ -45,10 +45,12 @@ _BATCH = 5000
 _NOTHING_IMPORTED = "free space or fix permissions there, then import again; nothing was imported"
 
 
-def export_index(catalog: Catalog, name: str, out: str | os.PathLike, attached: Path | None = None) -> dict[str, Any]:
+def export_index(catalog: Catalog, name: str, out: str | os.PathLike, attached: Path | None = None,
+                 with_corpora: bool = False) -> dict[str, Any]:
     """Write index `name` to the new folder `out` (written beside it, renamed into place when complete).
     `attached`: a folder of EMBEDKD_HOME that holds files the items point to (`info["path"]`; a gallery's
-    uploaded crops): the files of the exported items in it are exported too (`import_index` places them)."""
+    uploaded crops): the files of the exported items in it are exported too (`import_index` places them).
+    `with_corpora`: the files its documents came from are copied too (`carried.py`)."""
     out = Path(out)
     if out.exists():
         raise UserError(f"{out} exists; export into a new folder")
@@ -88,8 +90,11 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike, attached: 
                     if attached is not None and (rel := _relative(info, attached)) is not None:
                         inside.append(rel)
         files = [{"name": file, "sha256": sha256_file(tmp / "files" / file)} for file in names]
-        record["sources"] = {"paths": [[at, path] for at, path in jobs.sources(catalog, name)],
+        found = jobs.sources(catalog, name)
+        record["sources"] = {"paths": [[at, path] for at, path in found],
                              "texts": _export_texts(catalog, name, tmp / "texts")}
+        if with_corpora:
+            record["sources"]["corpora"] = carried.export(found, tmp / "corpora")
         if attached is not None:
             record["attached"] = {"folder": str(attached), "files": _export_attached(attached, inside, tmp / "attached")}
         if adapters:
@@ -106,7 +111,7 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike, attached: 
         shutil.rmtree(pinned, ignore_errors=True)
     return {"index": name, "out": str(out), "count": record["index"]["count"], "files": len(files),
             "adapters": len(adapters), "attached_files": len(record.get("attached", {}).get("files", [])),
-            "bytes": jobs.disk_bytes(out)}
+            "corpora": len(record["sources"].get("corpora", [])), "bytes": jobs.disk_bytes(out)}
 
 
 def _export_texts(catalog: Catalog, name: str, dest: Path) -> list[dict[str, str]]:
@@ -160,7 +165,8 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
             (Path("items.jsonl"), record["items_sha256"])] + [(Path("adapters") / a["file"], a["checksum"])
                                                               for a in record["adapters"]] + [
             (Path("attached") / f["name"], f["sha256"]) for f in (attached or {}).get("files", [])] + [
-            (Path("texts") / f["name"], f["sha256"]) for f in sources.get("texts", [])]:
+            (Path("texts") / f["name"], f["sha256"]) for f in sources.get("texts", [])] + [
+            (Path("corpora") / f["name"], f["sha256"]) for f in sources.get("corpora", [])]:
         path = src / part
         if not path.is_file() or sha256_file(path) != sha:
             raise UserError(f"{path} is missing or does not match the export's checksum; export the index again; "
@@ -189,6 +195,8 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
                 texts.mkdir(parents=True, exist_ok=True)
                 copied.append(texts / f["name"])
                 _copy(src / "texts" / f["name"], texts / f["name"], _NOTHING_IMPORTED)
+            placed, moved = carried.place(src / "corpora", sources.get("corpora", []), carried.folder(catalog, name))
+            copied += placed
             relocate = None
             if attached:
                 assert attach_to is not None
@@ -205,7 +213,7 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
                 s.add(row)
                 s.flush()
                 _insert_items(s, row.id, src / "items.jsonl", gen, relocate)
-                found = [(int(at), path) for at, path in sources.get("paths", [])]
+                found = [(int(at), moved.get(path, path)) for at, path in sources.get("paths", [])]
                 if found:  # where its documents live, for an upgrade of the imported index
                     s.add(jobs.sources_job(name, found, origin=str(src)))
                 for a in record["adapters"]:
@@ -220,6 +228,7 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
     return {"index": name, "count": meta["count"], "generation": meta["generation"], "model": record["model"]["name"],
             "adapters": len(record["adapters"]), "attached_files": len((attached or {}).get("files", [])),
             "kept_text_files": len(sources.get("texts", [])), "source_paths": len(sources.get("paths", [])),
+            "corpora": len(sources.get("corpora", [])),
             "imported": True}
 
 

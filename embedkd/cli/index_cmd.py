@@ -121,6 +121,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "folder: a backup, or a move")
     x.add_argument("--index", required=True)
     x.add_argument("--out", required=True, help="a new folder")
+    x.add_argument("--with-corpora", action="store_true",
+                   help="copy the files its documents came from too, so that it can be upgraded (backfilled) where "
+                        "those files are not (another machine)")
     x.add_argument("--json", action="store_true")
     x.set_defaults(handler=_export)
 
@@ -335,7 +338,8 @@ def _export(args: argparse.Namespace) -> int:
 
     catalog = catalog_from_env()
     # a gallery's crops uploaded over HTTP live in EMBEDKD_HOME, not in the user's folders: they go with it
-    emit(export_index(catalog, args.index, args.out, attached=upload_dir(catalog, args.index)), args.json)
+    emit(export_index(catalog, args.index, args.out, attached=upload_dir(catalog, args.index),
+                      with_corpora=args.with_corpora), args.json)
     return 0
 
 

@@ -380,3 +380,51 @@ def test_an_imported_index_keeps_where_its_documents_live(sqlite_catalog, tmp_pa
         hits = Searcher(other).search_vectors("moved", v2([text]), k=1, source_fingerprint=v2.record.fingerprint)
         assert hits[0][0].id == doc_id
     other.close()
+
+
+def test_an_index_exported_with_its_corpora_backfills_where_its_files_are_not(sqlite_catalog, tmp_path):
+    """`index export --with-corpora` copies the files its documents came from: imported where those paths do not
+    exist (here: moved away), it backfills with no --corpus, reading the copies; dropping it deletes them. Without
+    them, the backfill is refused before encoding; a file gone at export time refuses the export."""
+    import shutil
+
+    from indexer import carried
+    from indexer.build import drop_index
+    from indexer.context import open_catalog
+    from indexer.errors import UserError
+    from indexer.settings import load_settings
+    from indexer.transfer import export_index, import_index
+
+    src = tmp_path / "here"
+    src.mkdir()
+    path = _corpus(src, 20)
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    build_index(sqlite_catalog, "idx", v1, read_corpus(path), progress=False)
+    added = src / "added.jsonl"
+    added.write_text('{"_id": "a1", "text": "w1 w2 w3"}\n{"_id": "d3", "text": "w7 w8"}\n')
+    add_documents(sqlite_catalog, "idx", v1, read_corpus(added), progress=False)
+    assert export_index(sqlite_catalog, "idx", tmp_path / "with", with_corpora=True)["corpora"] == 2
+    export_index(sqlite_catalog, "idx", tmp_path / "without")
+    shutil.move(src, tmp_path / "elsewhere")  # the other machine has no such paths
+
+    other = open_catalog(load_settings(home=tmp_path / "other"))
+    import_index(other, tmp_path / "without", name="bare")
+    with pytest.raises(UserError, match=r"the files they came from are not here \(.*added.jsonl, .*corpus.jsonl: "
+                                        r"moved, or another machine\); pass them with --corpus"):
+        _backfill_found(other, "bare", v2)
+    got = import_index(other, tmp_path / "with", name="moved")
+    assert got["corpora"] == 2 and _found(other, "moved") == ["1-added.jsonl", "0-corpus.jsonl"]  # newest first
+    out = _backfill_found(other, "moved", v2)
+    assert out["switched"] and out["count"] == 21
+    for doc_id, text in (("a1", "w1 w2 w3"), ("d3", "w7 w8")):  # d3 as the later file changed it
+        hits = Searcher(other).search_vectors("moved", v2([text]), k=1, source_fingerprint=v2.record.fingerprint)
+        assert hits[0][0].id == doc_id
+    drop_index(other, "moved")
+    assert not carried.folder(other, "moved").exists()
+    other.close()
+
+    (tmp_path / "elsewhere" / "added.jsonl").unlink()
+    shutil.move(tmp_path / "elsewhere", src)
+    with pytest.raises(UserError, match="added.jsonl, a file this index's documents came from, is gone"):
+        export_index(sqlite_catalog, "idx", tmp_path / "again", with_corpora=True)
+    assert not (tmp_path / "again").exists() and not (tmp_path / "again.tmp").exists()

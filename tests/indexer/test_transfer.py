@@ -92,12 +92,15 @@ def test_cli_export_import(tmp_path, monkeypatch, capsys, minilm, beir_small):
     from embedkd.cli.main import main
 
     monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "a"))
-    build_index(open_catalog(load_settings()), "t", minilm, ListSource(_tagged(beir_small)[:10]), progress=False)
-    assert main(["index", "export", "--index", "t", "--out", str(tmp_path / "x"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["count"] == 10
+    build_index(open_catalog(load_settings()), "t", minilm, read_corpus(beir_small), progress=False)
+    assert main(["index", "export", "--index", "t", "--out", str(tmp_path / "x"), "--with-corpora", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (out["count"], out["corpora"]) == (60, 1)  # the corpus file it was built from, carried
     monkeypatch.setenv("EMBEDKD_HOME", str(tmp_path / "b"))
     assert main(["index", "import", "--from", str(tmp_path / "x"), "--index", "moved", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["index"] == "moved"
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (out["index"], out["corpora"]) == ("moved", 1)
+    assert (tmp_path / "b" / "corpora" / "moved" / "0-corpus.jsonl").read_bytes() == (beir_small / "corpus.jsonl").read_bytes()
     assert main(["index", "verify", "--index", "moved"]) == 0
     assert main(["index", "import", "--from", str(tmp_path / "x"), "--index", "bad name"]) == 2
     assert "is not allowed" in capsys.readouterr().err
