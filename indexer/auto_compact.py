@@ -65,7 +65,7 @@ class AutoCompactor:
             raise UserError(f"--compact-deleted is a share of an index's vectors in (0, 1], got {deleted_share}")
         self.catalog, self.every_s, self.deleted_share, self.folds = catalog, every_s, deleted_share, folds
         self.counts: Counter[str] = Counter()  # compactions by outcome: done, busy, failed (`GET /metrics`)
-        self._loop = Periodic("embedkd-compact", every_s, lambda _stop: self.round(),
+        self._loop = Periodic("embedkd-compact", every_s, self.round,
                               on_error=lambda: self.counts.update(failed=1))
 
     def round(self) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ class AutoCollector:
             raise UserError(f"gc interval must be a positive number of seconds, got {every_s}")
         self.catalog, self.every_s = catalog, every_s
         self.counts: Counter[str] = Counter()  # rounds (done, failed) and what they removed (`GET /metrics`)
-        self._loop = Periodic("embedkd-gc", every_s, lambda _stop: self.round(), on_error=lambda: self.counts.update(failed=1))
+        self._loop = Periodic("embedkd-gc", every_s, self.round, on_error=lambda: self.counts.update(failed=1))
 
     def round(self) -> dict[str, Any]:
         """`index gc` now; what it removed."""

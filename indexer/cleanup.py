@@ -40,12 +40,20 @@ def collect_garbage(catalog: Catalog, dry_run: bool = False) -> dict[str, Any]:
     found += [_remove(p, f"texts kept for a backfill of {p.name!r}, which is not in progress", dry_run)
               for p in backfill_texts.leftovers(catalog)]
     found += [_remove(p, "the frozen files of a compaction that is not running", dry_run) for p in frozen.leftovers(catalog)]
-    found += [_remove(p, f"texts kept for index {p.name!r}, which is not in the catalog", dry_run)
-              for p in text_log.leftovers(catalog)]
-    found += [_remove(p, f"corpus files carried for index {p.name!r}, which is not in the catalog", dry_run)
-              for p in carried.leftovers(catalog)]
+    for what, root in (("texts kept", text_log.root(catalog)), ("corpus files carried", carried.root(catalog))):
+        found += [_remove(p, f"{what} for index {p.name!r}, which is not in the catalog", dry_run)
+                  for p in _of_no_index(catalog, root)]
     return {"removed" if not dry_run else "would_remove": found,
             "bytes": sum(f["bytes"] for f in found), "skipped_being_written": busy}
+
+
+def _of_no_index(catalog: Catalog, root: Path) -> list[Path]:
+    """The folders of `root` named for indexes the catalog does not have (a drop killed midway)."""
+    if not root.is_dir():
+        return []
+    with catalog.session() as s:
+        names = set(s.scalars(select(Index.name)))
+    return [p for p in sorted(root.iterdir()) if p.is_dir() and p.name not in names]
 
 
 def _index_leftovers(catalog: Catalog, folder: Path, dry_run: bool) -> list[dict[str, Any]]:

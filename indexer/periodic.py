@@ -12,11 +12,11 @@ log = logging.getLogger(__name__)
 
 
 class Periodic:
-    """Calls `task(stop)` every `every_s` seconds (the first after `every_s`) on a daemon thread; `stop` is set when
+    """Calls `task()` every `every_s` seconds (the first after `every_s`) on a daemon thread; `stopping` is set when
     the server stops, for a long task to end early. An exception is logged and `on_error` called; the next round
     runs as planned (a server's background task must not end on one bad round)."""
 
-    def __init__(self, name: str, every_s: float, task: Callable[[threading.Event], object],
+    def __init__(self, name: str, every_s: float, task: Callable[[], object],
                  on_error: Callable[[], None] = lambda: None) -> None:
         self.name, self.every_s, self.task, self.on_error = name, every_s, task, on_error
         self._stop = threading.Event()
@@ -33,7 +33,7 @@ class Periodic:
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
             try:
-                self.task(self._stop)
+                self.task()
             except Exception:  # noqa: BLE001 - logged with its traceback; the server goes on
                 self.on_error()
                 log.exception("background task %s failed", self.name)

@@ -33,17 +33,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from sqlalchemy import select
-
 from . import backfill_texts, locks, pins
 from .catalog import get_index, items_by_external_ids
 from .context import Catalog
 from .corpus import Doc, read_corpus
 from .errors import Conflict
 from .hashing import sha256_text
-from .models import Index
 
-__all__ = ["FANOUT", "append", "every_usage", "files", "forget", "idle", "leftovers", "log_folder", "merge",
+__all__ = ["FANOUT", "append", "every_usage", "files", "forget", "idle", "log_folder", "merge",
            "merge_counts", "pinned", "purge", "stamp", "usage"]
 
 log = logging.getLogger(__name__)
@@ -53,9 +50,14 @@ _BATCH = 5000  # texts judged against the catalog at a time while merging
 _GZIP_LEVEL = 1  # merged files: most of level 9's saving on prose, several times faster
 
 
+def root(catalog: Catalog) -> Path:
+    """Where every index's kept texts are, a folder each."""
+    return catalog.settings.home / "texts"
+
+
 def log_folder(catalog: Catalog, name: str) -> Path:
     """Where index `name`'s kept texts are."""
-    return catalog.settings.home / "texts" / name
+    return root(catalog) / name
 
 
 def _parts(path: Path) -> tuple[int, int]:
@@ -105,8 +107,8 @@ def usage(catalog: Catalog, name: str) -> dict[str, int]:
 
 def every_usage(catalog: Catalog) -> dict[str, dict[str, int]]:
     """`usage` of every index with kept texts (`/metrics`): a listing of their folders, no catalog read."""
-    root = catalog.settings.home / "texts"
-    return {p.name: usage(catalog, p.name) for p in sorted(root.iterdir()) if p.is_dir()} if root.is_dir() else {}
+    here = root(catalog)
+    return {p.name: usage(catalog, p.name) for p in sorted(here.iterdir()) if p.is_dir()} if here.is_dir() else {}
 
 
 def stamp(path: Path) -> int:
@@ -285,13 +287,3 @@ def _drop_from(path: Path, gone: set[str]) -> None:
 def forget(catalog: Catalog, name: str) -> None:
     """Delete an index's texts (it was dropped)."""
     shutil.rmtree(log_folder(catalog, name), ignore_errors=True)
-
-
-def leftovers(catalog: Catalog) -> list[Path]:
-    """Text folders of indexes the catalog no longer has (a drop killed midway): `index gc` deletes them."""
-    root = catalog.settings.home / "texts"
-    if not root.is_dir():
-        return []
-    with catalog.session() as s:
-        names = set(s.scalars(select(Index.name)))
-    return [p for p in sorted(root.iterdir()) if p.is_dir() and p.name not in names]

@@ -94,7 +94,11 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike, attached: 
         record["sources"] = {"paths": [[at, path] for at, path in found],
                              "texts": _export_texts(catalog, name, tmp / "texts")}
         if with_corpora:
-            record["sources"]["corpora"] = carried.export(found, tmp / "corpora")
+            record["sources"]["corpora"] = carried.entries(found)
+            for f in record["sources"]["corpora"]:
+                (tmp / "corpora").mkdir(exist_ok=True)
+                _copy(Path(f["path"]), tmp / "corpora" / f["name"], "nothing was exported")
+                f["sha256"] = sha256_file(tmp / "corpora" / f["name"])
         if attached is not None:
             record["attached"] = {"folder": str(attached), "files": _export_attached(attached, inside, tmp / "attached")}
         if adapters:
@@ -183,20 +187,12 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
         copied: list[Path] = []
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            for f in record["files"]:
-                copied.append(folder / f["name"])
-                _copy(src / "files" / f["name"], folder / f["name"], _NOTHING_IMPORTED)
-            for a in record["adapters"]:
-                adapter_folder.mkdir(parents=True, exist_ok=True)
-                copied.append(adapter_folder / a["file"])
-                _copy(src / "adapters" / a["file"], adapter_folder / a["file"], _NOTHING_IMPORTED)
-            texts = text_log.log_folder(catalog, name)
-            for f in sources.get("texts", []):
-                texts.mkdir(parents=True, exist_ok=True)
-                copied.append(texts / f["name"])
-                _copy(src / "texts" / f["name"], texts / f["name"], _NOTHING_IMPORTED)
-            placed, moved = carried.place(src / "corpora", sources.get("corpora", []), carried.folder(catalog, name))
-            copied += placed
+            _place(src / "files", [f["name"] for f in record["files"]], folder, copied)
+            _place(src / "adapters", [a["file"] for a in record["adapters"]], adapter_folder, copied)
+            _place(src / "texts", [f["name"] for f in sources.get("texts", [])], text_log.log_folder(catalog, name), copied)
+            corpora = sources.get("corpora", [])
+            _place(src / "corpora", [f["name"] for f in corpora], carried.folder(catalog, name), copied)
+            moved = {f["path"]: str((carried.folder(catalog, name) / f["name"]).resolve()) for f in corpora}
             relocate = None
             if attached:
                 assert attach_to is not None
@@ -257,6 +253,15 @@ def _link(src: Path, dst: Path) -> bool:
         return True
     except OSError:
         return False
+
+
+def _place(src: Path, names: list[str], dest: Path, copied: list[Path]) -> None:
+    """Copy the files `names` of the export's folder `src` into `dest`, each added to `copied` before it is
+    written (an import that fails removes them)."""
+    for name in names:
+        dest.mkdir(parents=True, exist_ok=True)
+        copied.append(dest / name)
+        _copy(src / name, dest / name, _NOTHING_IMPORTED)
 
 
 def _copy(src: Path, dst: Path, advice: str = "check the index with `embedkd index verify`; nothing was exported") -> None:

@@ -59,13 +59,13 @@ def index_corpora(catalog: Catalog, index_name: str, given: str | Sequence[str] 
     recorded = [] if given else jobs.sources(catalog, index_name)
     with text_log.pinned(catalog, index_name, pin_into) as kept:
         recorded += [(text_log.stamp(p), str(p)) for p in kept]
-        found = [p for _, p in sorted(recorded, reverse=True) if Path(p).exists()] + given
-        if not found and recorded:
-            gone = list(dict.fromkeys(p for _, p in sorted(recorded, reverse=True)))
+        newest_first = list(dict.fromkeys(p for _, p in sorted(recorded, reverse=True)))
+        found = [p for p in newest_first if Path(p).exists()] + given
+        if not found and newest_first:
             raise UserError(
                 f"cannot find the documents of index {index_name!r}: the files they came from are not here ("
-                f"{', '.join(gone[:3])}{', ...' * (len(gone) > 3)}: moved, or another machine); pass them with --corpus "
-                "PATH (repeatable), or export the index with --with-corpora where they are"
+                f"{', '.join(newest_first[:3])}{', ...' * (len(newest_first) > 3)}: moved, or another machine); pass "
+                "them with --corpus PATH (repeatable), or export the index with --with-corpora where they are"
             )
         if not found:
             raise UserError(

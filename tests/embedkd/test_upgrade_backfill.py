@@ -351,6 +351,16 @@ def test_documents_written_over_http_before_a_backfill_are_read_from_the_texts_t
         assert hits[0][0].id == doc_id and hits[0][0].score == pytest.approx(1.0, abs=1e-5)
 
 
+def _from_two_files(catalog, folder, added: str) -> tuple:
+    """Index 'idx' built with v1 from 20 documents in `folder`, then `added` (JSONL) added from a second file
+    there; (v1, v2)."""
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    build_index(catalog, "idx", v1, read_corpus(_corpus(folder, 20)), progress=False)
+    (folder / "added.jsonl").write_text(added)
+    add_documents(catalog, "idx", v1, read_corpus(folder / "added.jsonl"), progress=False)
+    return v1, v2
+
+
 def test_an_imported_index_keeps_where_its_documents_live(sqlite_catalog, tmp_path):
     """Exported with the paths of the files its documents came from and the texts kept of its HTTP writes, an
     index imported into another catalog backfills there with no --corpus."""
@@ -359,12 +369,7 @@ def test_an_imported_index_keeps_where_its_documents_live(sqlite_catalog, tmp_pa
     from indexer.settings import load_settings
     from indexer.transfer import export_index, import_index
 
-    path = _corpus(tmp_path, 20)
-    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
-    build_index(sqlite_catalog, "idx", v1, read_corpus(path), progress=False)
-    added = tmp_path / "added.jsonl"
-    added.write_text('{"_id": "a1", "text": "w1 w2 w3"}\n')
-    add_documents(sqlite_catalog, "idx", v1, read_corpus(added), progress=False)
+    v1, v2 = _from_two_files(sqlite_catalog, tmp_path, '{"_id": "a1", "text": "w1 w2 w3"}\n')
     web = [Doc("h1", "w4 w5 w6")]
     add_documents(sqlite_catalog, "idx", v1, ListSource(web), progress=False)  # as the HTTP route does, then:
     text_log.append(sqlite_catalog, "idx", web, wait=True)
@@ -397,12 +402,7 @@ def test_an_index_exported_with_its_corpora_backfills_where_its_files_are_not(sq
 
     src = tmp_path / "here"
     src.mkdir()
-    path = _corpus(src, 20)
-    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
-    build_index(sqlite_catalog, "idx", v1, read_corpus(path), progress=False)
-    added = src / "added.jsonl"
-    added.write_text('{"_id": "a1", "text": "w1 w2 w3"}\n{"_id": "d3", "text": "w7 w8"}\n')
-    add_documents(sqlite_catalog, "idx", v1, read_corpus(added), progress=False)
+    _, v2 = _from_two_files(sqlite_catalog, src, '{"_id": "a1", "text": "w1 w2 w3"}\n{"_id": "d3", "text": "w7 w8"}\n')
     assert export_index(sqlite_catalog, "idx", tmp_path / "with", with_corpora=True)["corpora"] == 2
     export_index(sqlite_catalog, "idx", tmp_path / "without")
     shutil.move(src, tmp_path / "elsewhere")  # the other machine has no such paths
