@@ -26,7 +26,7 @@ def text_mode_lines(path: Path):
 
 
 def main() -> None:
-    from indexer.corpus import _parse_line
+    from indexer.corpus import parse_line
     from indexer.textfile import text_lines
 
     ap = argparse.ArgumentParser()
@@ -46,7 +46,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, lines in readers.items():
                 t0 = time.perf_counter()
-                n = sum(1 for lineno, line in lines(path) if _parse_line(line, lineno, path).content)
+                n = sum(1 for lineno, line in lines(path) if parse_line(line, lineno, path).content)
                 seconds[name].append(time.perf_counter() - t0)
         size = path.stat().st_size
     med = {name: statistics.median(v) for name, v in seconds.items()}

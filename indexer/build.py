@@ -42,11 +42,11 @@ from .context import Catalog
 from .corpus import Doc, DocSource
 from .encoder import Encoder, check_embeddings
 from .errors import Conflict, UserError
-from .hashing import sha256_text
+from .hashing import content_key
 from .models import Index, Item, Job, item_removals
 
 __all__ = ["build_index", "add_documents", "delete_items", "drop_index", "index_row", "load_current", "switch_generation",
-           "index_stem", "check_encoder_fits", "check_index_name", "content_key"]
+           "index_stem", "check_encoder_fits", "check_index_name"]
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,6 @@ def check_index_name(name: str) -> str:
 def index_stem(name: str, generation: int) -> str:
     """What a generation's files are named by: `{stem}.shards.json` and its shards `{stem}.s{N}.faiss`."""
     return f"{name}.g{generation}"
-
-
-def content_key(content: Any) -> str:
-    """What an item stores as its content hash (a changed document is re-embedded, an unchanged one skipped)."""
-    return sha256_text(content if isinstance(content, str) else str(content))
 
 
 def _scan(docs: Iterable[Doc]) -> _Scan:
@@ -605,9 +600,10 @@ def delete_items(catalog: Catalog, name: str, external_ids: list[str], purge: bo
         current = load_current(catalog, index)
         current.remove_ids(np.array(faiss_ids), index.factory, index.metric, purge=purge)
         out = switch_generation(catalog, index, current, lambda s, gen: delete_items_by_faiss_ids(s, index.id, faiss_ids, gen))
-        if purge:  # out of every file now: the texts kept for a running backfill, or of HTTP writes, too
+        if purge:  # out of every file now: the texts kept for a running backfill, of HTTP writes, and carried, too
             backfill_texts.purge(catalog, name, external_ids)
             text_log.purge(catalog, name, external_ids)
+            carried.purge(catalog, name, external_ids)
         out["deleted"] = len(faiss_ids)
         return out
 

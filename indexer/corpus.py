@@ -17,7 +17,8 @@ from .errors import UserError
 from .hashing import sha256_file, sha256_text
 from .textfile import text_lines
 
-__all__ = ["Corpora", "Doc", "DocSource", "JsonlCorpus", "ListSource", "every_version", "parse_record", "read_corpus"]
+__all__ = ["Corpora", "Doc", "DocSource", "JsonlCorpus", "ListSource", "every_version", "parse_line", "parse_record",
+           "read_corpus"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class JsonlCorpus:
         for lineno, line in text_lines(self.path):
             if not line.strip():
                 continue
-            doc = _parse_line(line, lineno, self.path)
+            doc = parse_line(line, lineno, self.path)
             if doc.content:
                 yield doc
             else:
@@ -67,7 +68,7 @@ class JsonlCorpus:
         self.empty_ids = empty
 
 
-def _parse_line(line: str, lineno: int, path: Path) -> Doc:
+def parse_line(line: str, lineno: int, path: Path) -> Doc:
     """One document; its content is "" when it has neither title nor text (the caller skips it)."""
     where = f"{path.name} line {lineno}"
     try:

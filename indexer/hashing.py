@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
-__all__ = ["sha256_file", "sha256_text", "fsync_write"]
+__all__ = ["content_key", "sha256_file", "sha256_text", "fsync_write"]
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -19,6 +20,11 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def content_key(content: Any) -> str:
+    """What an item stores as its content hash (a changed document is re-embedded, an unchanged one skipped)."""
+    return sha256_text(content if isinstance(content, str) else str(content))
 
 
 def fsync_write(path: Path, data: bytes) -> None:

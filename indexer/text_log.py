@@ -68,9 +68,11 @@ def _parts(path: Path) -> tuple[int, int]:
 
 def files(catalog: Catalog, name: str) -> list[Path]:
     """The index's text files, newest first."""
-    here = log_folder(catalog, name)
-    found = [p for p in here.glob("*-*-*.jsonl*") if p.suffix in (".jsonl", ".gz")] if here.is_dir() else []
-    return sorted(found, key=stamp, reverse=True)
+    return sorted(_log_files(log_folder(catalog, name)), key=stamp, reverse=True)
+
+
+def _log_files(folder: Path) -> list[Path]:
+    return [p for p in folder.glob("*-*-*.jsonl*") if p.suffix in (".jsonl", ".gz")] if folder.is_dir() else []
 
 
 @contextmanager
@@ -267,10 +269,11 @@ def _merge_level(catalog: Catalog, name: str, level: int, paths: list[Path]) -> 
 
 def purge(catalog: Catalog, name: str, ids: Iterable[str], wait_s: float = 600.0) -> None:
     """Take the texts of `ids` out of the index's log now (`index delete --purge`), waiting for a merge under way
-    (which could carry them on). Each file holding one is written again without them, under its own name."""
+    (which could carry them on). Each file holding one is written again without them, under its own name; so is
+    a running backfill's link to it (`pinned`), which kept the old file."""
     gone = set(ids)
     with locks.text_log_lock(catalog, name, wait_s=wait_s):
-        for path in files(catalog, name):
+        for path in files(catalog, name) + _log_files(backfill_texts.pin_folder(catalog, name)):
             _drop_from(path, gone)
 
 

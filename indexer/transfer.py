@@ -19,11 +19,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from array import array
 from collections.abc import Callable
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 
 from . import carried, jobs, locks, pins, text_log
@@ -84,9 +86,12 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike, attached: 
                 if (pinned / file).is_file():
                     _copy(pinned / file, tmp / "files" / file)
             inside: list[str] = []  # paths of the items' files in `attached`, relative to it
+            held = array("q")  # the documents as the index holds them: what a carried corpus keeps
             with open(tmp / "items.jsonl", "w", encoding="utf-8") as fh:
                 for e, f, h, info in chain(first, rows):
                     fh.write(json.dumps({"id": e, "faiss_id": f, "hash": h, "info": info}) + "\n")
+                    if with_corpora:
+                        held.append(carried.held_key(e, h))
                     if attached is not None and (rel := _relative(info, attached)) is not None:
                         inside.append(rel)
         files = [{"name": file, "sha256": sha256_file(tmp / "files" / file)} for file in names]
@@ -95,9 +100,13 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike, attached: 
                              "texts": _export_texts(catalog, name, tmp / "texts")}
         if with_corpora:
             record["sources"]["corpora"] = carried.entries(found)
+            keys = np.unique(np.frombuffer(held, dtype=np.int64))
             for f in record["sources"]["corpora"]:
                 (tmp / "corpora").mkdir(exist_ok=True)
-                _copy(Path(f["path"]), tmp / "corpora" / f["name"], "nothing was exported")
+                try:
+                    f["documents"] = carried.copy_held(Path(f["path"]), tmp / "corpora" / f["name"], keys)
+                except OSError as err:
+                    raise UserError(f"cannot copy {f['path']}: {err.strerror or err}; nothing was exported") from None
                 f["sha256"] = sha256_file(tmp / "corpora" / f["name"])
         if attached is not None:
             record["attached"] = {"folder": str(attached), "files": _export_attached(attached, inside, tmp / "attached")}

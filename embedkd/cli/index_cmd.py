@@ -122,8 +122,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--index", required=True)
     x.add_argument("--out", required=True, help="a new folder")
     x.add_argument("--with-corpora", action="store_true",
-                   help="copy the files its documents came from too, so that it can be upgraded (backfilled) where "
-                        "those files are not (another machine)")
+                   help="copy the files its documents came from too (only the lines of the documents it holds), so "
+                        "that it can be upgraded (backfilled) where those files are not (another machine)")
     x.add_argument("--json", action="store_true")
     x.set_defaults(handler=_export)
 

@@ -34,11 +34,12 @@ from sqlalchemy import delete, select, update
 
 from indexer import backfill_texts, locks, shards
 from indexer.backfill_texts import staging_name
-from indexer.build import add_documents, build_index, content_key, delete_items, index_stem
+from indexer.build import add_documents, build_index, delete_items, index_stem
 from indexer.catalog import get_index, update_item_infos
 from indexer.context import Catalog
 from indexer.corpus import Corpora, Doc, DocSource, ListSource, every_version
 from indexer.errors import Conflict, UserError
+from indexer.hashing import content_key
 from indexer.jobs import UNFINISHED
 from indexer.models import Adapter as AdapterRow
 from indexer.models import Index, Item, Job, item_removals

@@ -297,30 +297,18 @@ def test_a_purge_takes_the_kept_text_out_and_gc_removes_texts_no_backfill_needs(
 def test_documents_written_over_http_before_a_backfill_are_read_from_the_texts_the_server_kept(sqlite_catalog, tmp_path):
     """No file has them, but the server kept their texts (`indexer.text_log`, merged by levels meanwhile): a backfill
     with no --corpus embeds each with v2 as last written, and switches."""
-    import threading
-    import time
-
     import httpx
-    import uvicorn
 
     from indexer import backfill_texts, text_log
     from indexer.service import create_app
-    from tests.indexer.helpers import free_port
+    from tests.indexer.helpers import serving
 
     path = _corpus(tmp_path, 20)
     v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
     build_index(sqlite_catalog, "idx", v1, read_corpus(path), progress=False)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(Searcher(sqlite_catalog, lambda _s: v1)), host="127.0.0.1",
-                                        port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
     latest = {f"h{i}": f"w{i} w{i + 1} w{i + 2}" for i in range(10)} | {"h0": "w0 w5 w9", "d3": "w2 w4 w6 w8"}
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
-            deadline = time.time() + 30
-            while not srv.started and time.time() < deadline:
-                time.sleep(0.05)
+    with serving(create_app(Searcher(sqlite_catalog, lambda _s: v1))) as url:
+        with httpx.Client(base_url=url, timeout=30) as c:
             writes = [(f"h{i}", f"w{i} w{i + 1} w{i + 2}") for i in range(10)] + [("h0", latest["h0"]),
                                                                                     ("d3", latest["d3"])]
             for doc_id, text in writes:  # one request each: twelve log files, eight merged into one
@@ -333,9 +321,6 @@ def test_documents_written_over_http_before_a_backfill_are_read_from_the_texts_t
             assert f'embedkd_kept_text_bytes{{index="idx"}} {float(listed["bytes"])}' in metrics
             assert 'embedkd_kept_text_merges_total{outcome="done"}' in metrics
             assert 'embedkd_kept_text_merges_total{outcome="failed"}' in metrics
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=30)
     assert text_log.idle()  # merged in the background
     assert sorted(p.name.split("-")[0] for p in text_log.files(sqlite_catalog, "idx")) == ["0"] * 4 + ["1"]
     # as `--dry-run --corpus FILE` does: reads, pins, encodes nothing; the kept texts are read beside given files
@@ -428,3 +413,58 @@ def test_an_index_exported_with_its_corpora_backfills_where_its_files_are_not(sq
     with pytest.raises(UserError, match="added.jsonl, a file this index's documents came from, is gone"):
         export_index(sqlite_catalog, "idx", tmp_path / "again", with_corpora=True)
     assert not (tmp_path / "again").exists() and not (tmp_path / "again.tmp").exists()
+
+
+def test_what_an_index_no_longer_holds_is_not_carried_and_a_purge_takes_it_out_of_the_copies(sqlite_catalog, tmp_path):
+    """The carried copies hold each document as the index holds it, its line verbatim: a deleted (d1), a purged (d2)
+    and a superseded line (d3's first text) stay behind. A purge of the imported index takes its document out of the
+    copies, which still backfill it."""
+    import json
+
+    from indexer.context import open_catalog
+    from indexer.settings import load_settings
+    from indexer.transfer import export_index, import_index
+
+    src = tmp_path / "here"
+    src.mkdir()
+    _, v2 = _from_two_files(sqlite_catalog, src, '{"_id": "d3", "text": "w7 w8"}\n')
+    delete_items(sqlite_catalog, "idx", ["d1"])
+    delete_items(sqlite_catalog, "idx", ["d2"], purge=True)
+    out = export_index(sqlite_catalog, "idx", tmp_path / "out", with_corpora=True)
+    copies = tmp_path / "out" / "corpora"
+    original = (src / "corpus.jsonl").read_text().splitlines(keepends=True)
+    assert (copies / "0-corpus.jsonl").read_text() == "".join(original[:1] + original[4:])  # d0, then d4..d19
+    assert (copies / "1-added.jsonl").read_text() == '{"_id": "d3", "text": "w7 w8"}\n'
+    manifest = json.loads((tmp_path / "out" / "embedkd-index.json").read_text())
+    assert [f["documents"] for f in manifest["sources"]["corpora"]] == [17, 1] and out["corpora"] == 2
+
+    other = open_catalog(load_settings(home=tmp_path / "other"))
+    import_index(other, tmp_path / "out", name="moved")
+    carried_copy = other.settings.home / "corpora" / "moved" / "0-corpus.jsonl"
+    assert '"d0"' in carried_copy.read_text()
+    delete_items(other, "moved", ["d0"], purge=True)
+    assert carried_copy.read_text() == "".join(original[4:])
+    got = _backfill_found(other, "moved", v2)
+    assert got["switched"] and got["count"] == 17
+    other.close()
+
+
+def test_a_purge_during_a_backfill_takes_the_text_out_of_the_backfills_links_to_the_kept_texts(sqlite_catalog, tmp_path):
+    """A killed backfill keeps links to the kept HTTP texts, to read the same files when rerun; a purge then rewrites
+    the kept file and the link alike, and the rerun switches without the purged document."""
+    from indexer import backfill_texts, text_log
+
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    build_index(sqlite_catalog, "idx", v1, read_corpus(_corpus(tmp_path, 12)), progress=False)
+    web = [Doc("h1", "w1 w2 private"), Doc("h2", "w3 w4 public")]
+    add_documents(sqlite_catalog, "idx", v1, ListSource(web), progress=False)  # as the HTTP route does, then:
+    text_log.append(sqlite_catalog, "idx", web, wait=True)
+    with pytest.raises(RuntimeError, match="killed"):
+        _backfill_found(sqlite_catalog, "idx", Flaky(v2, 2), chunk_size=4)
+    links = backfill_texts.pin_folder(sqlite_catalog, "idx")
+    assert "private" in "".join(p.read_text() for p in links.iterdir())
+    delete_items(sqlite_catalog, "idx", ["h1"], purge=True)
+    texts = "".join(p.read_text() for p in links.iterdir())
+    assert "private" not in texts and "public" in texts
+    out = _backfill_found(sqlite_catalog, "idx", v2, chunk_size=4)
+    assert out["switched"] and out["count"] == 13

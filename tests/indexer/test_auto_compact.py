@@ -3,14 +3,12 @@ that need it are compacted, the others left as they are, a busy one skipped unti
 
 from __future__ import annotations
 
-import threading
 import time
 
 import faiss
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from indexer import locks, shards
 from indexer.auto_compact import AutoCompactor
@@ -22,7 +20,7 @@ from indexer.errors import UserError
 from indexer.search import Searcher
 from indexer.service import create_app
 
-from .helpers import free_port, load_index
+from .helpers import load_index, serving
 
 
 def _sharded(counts: list[int], deleted: list[list[int]], size: int = 100) -> shards.ShardedIndex:
@@ -90,16 +88,8 @@ def test_the_server_compacts_in_the_background(sqlite_catalog, minilm, beir_smal
     build_index(sqlite_catalog, "web", minilm, ListSource(docs), progress=False)
     searcher = Searcher(sqlite_catalog, lambda _s: minilm)
     compactor = AutoCompactor(sqlite_catalog, every_s=0.3)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(searcher, compactor=compactor), host="127.0.0.1", port=port,
-                                        log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
-            deadline = time.time() + 30
-            while not srv.started and time.time() < deadline:
-                time.sleep(0.05)
+    with serving(create_app(searcher, compactor=compactor)) as url:
+        with httpx.Client(base_url=url, timeout=30) as c:
             for doc in docs[:2]:
                 assert c.delete(f"/indexes/web/items/{doc.id}").status_code == 200
             deadline = time.time() + 60
@@ -111,10 +101,6 @@ def test_the_server_compacts_in_the_background(sqlite_catalog, minilm, beir_smal
             hits = c.post("/search", json={"index": "web", "query": docs[0].content, "k": 20}).json()["results"]
             assert len(hits) == 18 and docs[0].id not in {h["id"] for h in hits}
             assert 'embedkd_auto_compactions_total{outcome="done"} 1.0' in c.get("/metrics").text
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=30)
-    assert not thread.is_alive()
     index = load_index(sqlite_catalog, "web")
     assert [len(s.deleted) for s in index.shards] == [0] and index.ntotal == 18
 

@@ -4,12 +4,10 @@ deleted on the next round, what can still be used is kept, and /metrics says wha
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
 
 from indexer import pins
 from indexer.auto_gc import AutoCollector
@@ -19,7 +17,7 @@ from indexer.errors import UserError
 from indexer.search import Searcher
 from indexer.service import create_app
 
-from .helpers import free_port
+from .helpers import serving
 
 
 def test_the_server_deletes_what_killed_processes_left(sqlite_catalog, minilm, beir_small):
@@ -37,13 +35,8 @@ def test_the_server_deletes_what_killed_processes_left(sqlite_catalog, minilm, b
         pinned.mkdir(parents=True)
         (pinned / "items.jsonl").write_text("{}\n")
     collector = AutoCollector(sqlite_catalog, every_s=0.3)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(Searcher(sqlite_catalog, lambda _s: minilm), collector=collector),
-                                        host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+    with serving(create_app(Searcher(sqlite_catalog, lambda _s: minilm), collector=collector)) as url:
+        with httpx.Client(base_url=url, timeout=30) as c:
             deadline = time.time() + 60
             while (orphan.exists() or dead.exists()) and time.time() < deadline:
                 time.sleep(0.1)
@@ -54,10 +47,6 @@ def test_the_server_deletes_what_killed_processes_left(sqlite_catalog, minilm, b
             assert collector.counts["done"] >= 1 and collector.counts["removed_files"] == 2
             assert f"embedkd_gc_removed_bytes_total {float(collector.counts['removed_bytes'])}" in metrics
             assert collector.counts["removed_bytes"] >= 5000 and 'embedkd_gc_rounds_total{outcome="failed"} 0.0' in metrics
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=30)
-    assert not thread.is_alive()
 
 
 def test_bad_gc_intervals_are_refused():

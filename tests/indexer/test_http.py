@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import httpx
 import pytest
-import uvicorn
 
 from indexer.build import build_index
 from indexer.corpus import ListSource, read_corpus
 from indexer.search import Searcher
 from indexer.service import create_app
 
-from .helpers import free_port, run_concurrently
+from .helpers import run_concurrently, serving
 
 
 @pytest.fixture
@@ -23,16 +19,8 @@ def server(sqlite_catalog, minilm, beir_small):
     build_index(sqlite_catalog, "web", minilm, ListSource(docs), progress=False)
     # as `embedkd serve` does: concurrent requests share query encodings
     searcher = Searcher(sqlite_catalog, lambda _s: minilm, query_batch=16)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(searcher), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", searcher, docs
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(searcher)) as url:
+        yield url, searcher, docs
 
 
 def test_concurrent_requests_get_their_own_results(server, minilm):

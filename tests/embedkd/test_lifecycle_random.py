@@ -1,0 +1,224 @@
+"""Random lifecycles of an index, end to end, against a plain model of what the writes say: HTTP writes over a real
+socket (their texts kept), adds from files, deletes and purges, compactions (some failing midway), gc, a move to
+another name by export and import (the files carried, the originals gone), and backfills to another model and back
+(some killed midway and resumed after more writes). After every step: the index holds exactly the documents the
+writes left, each as the current model embeds its latest text; its files verify; a backfill could find every
+document; a document's text is its own top hit over HTTP; and no purged text is left in any file of EMBEDKD_HOME."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from embedkd.upgrade.backfill import backfill, backfill_corpora, coverage
+from indexer import store, text_log
+from indexer.build import add_documents, build_index, drop_index
+from indexer.cleanup import collect_garbage
+from indexer.compaction import compact_index
+from indexer.corpus import Doc, read_corpus
+from indexer.search import Searcher
+from indexer.service import create_app
+from indexer.transfer import export_index, import_index
+from indexer.verify import verify_index
+from tests.indexer.helpers import index_vectors, serving
+
+from .test_upgrade_backfill import Flaky
+from .test_upgrade_fit import WORDS, HashEncoder
+
+
+class Life:
+    """One index's life: the writes made to it, and what they say it holds (`truth`: id -> latest text; `group`:
+    id -> its latest metadata field `group`, which filtered searches select by)."""
+
+    def __init__(self, catalog, tmp_path: Path, rng: np.random.Generator, url: str, models: tuple) -> None:
+        self.catalog, self.tmp, self.rng, self.url, self.models = catalog, tmp_path, rng, url, models
+        self.name, self.model, self.generation = "k0", models[0], 0
+        self.truth: dict[str, str] = {}
+        self.group: dict[str, int] = {}
+        self.purged: set[str] = set()  # the unique token of every text of a purged document
+        self.texts_of: dict[str, list[str]] = {}  # every text each document had, for the purge check
+        self.serial = 0
+        self.files = 0
+
+    def _text(self, doc_id: str) -> str:
+        self.serial += 1
+        text = f"{' '.join(self.rng.choice(WORDS, 6))} tok{self.serial:05d}x"  # the token: unique, no prefix of another
+        self.texts_of.setdefault(doc_id, []).append(text)
+        return text
+
+    def _doc(self, doc_id: str) -> Doc:
+        return Doc(doc_id, self._text(doc_id), {"metadata": {"group": int(self.rng.integers(3))}})
+
+    def _written(self, docs: list[Doc]) -> None:
+        self.truth.update({d.id: d.content for d in docs})
+        self.group.update({d.id: d.info["metadata"]["group"] for d in docs})
+
+    def _new_ids(self, n: int) -> list[str]:
+        return [f"d{self.serial + i}" for i in range(n)]
+
+    def _some(self, n: int) -> list[str]:
+        present = sorted(self.truth)
+        return [str(i) for i in self.rng.choice(present, min(n, len(present)), replace=False)] if present else []
+
+    def build(self, n: int) -> None:
+        docs = [self._doc(i) for i in self._new_ids(n)]
+        build_index(self.catalog, self.name, self.model, read_corpus(self._user_file(docs)), shard_size=8,
+                    progress=False)
+        self._written(docs)
+
+    def _user_file(self, docs: list[Doc]) -> Path:
+        self.files += 1
+        path = self.tmp / "user" / f"corpus{self.files}.jsonl"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("".join(json.dumps(_record(d)) + "\n" for d in docs))
+        return path
+
+    # the steps ------------------------------------------------------------------------------------------
+    def http_write(self) -> None:
+        """New documents and new texts of present ones, in one request."""
+        docs = [self._doc(i) for i in self._new_ids(int(self.rng.integers(1, 5)))]
+        docs += [self._doc(i) for i in self._some(int(self.rng.integers(0, 3)))]
+        r = httpx.post(f"{self.url}/indexes/{self.name}/documents", timeout=60,
+                       json={"documents": [_record(d) for d in docs]})
+        assert r.status_code == 200, r.text
+        self._written(docs)
+
+    def http_delete(self) -> None:
+        for doc_id in self._some(1):
+            purge = bool(self.rng.integers(2))
+            r = httpx.delete(f"{self.url}/indexes/{self.name}/items/{doc_id}", params={"purge": purge}, timeout=60)
+            assert r.status_code == 200, r.text
+            del self.truth[doc_id], self.group[doc_id]
+            if purge:
+                self.purged.update(t.split()[-1] for t in self.texts_of[doc_id])
+
+    def file_add(self) -> None:
+        """`index add` from a new file of the user's: new documents and new texts of present ones."""
+        docs = [self._doc(i) for i in self._new_ids(int(self.rng.integers(2, 7)))]
+        docs += [self._doc(i) for i in self._some(int(self.rng.integers(0, 3)))]
+        add_documents(self.catalog, self.name, self.model, read_corpus(self._user_file(docs)), progress=False)
+        self._written(docs)
+
+    def compact(self, monkeypatch) -> None:
+        if self.rng.integers(3) == 0:  # fails as it stages its second shard: the next one resumes
+            real = store.write_index
+
+            def failing(index, path):
+                if ".compacting-" in path.name and list(path.parent.glob(f"{self.name}.compacting-*.faiss")):
+                    raise OSError("no space left on device (simulated)")
+                return real(index, path)
+
+            monkeypatch.setattr(store, "write_index", failing)
+            try:
+                compact_index(self.catalog, self.name)
+            except OSError:
+                pass
+            finally:
+                monkeypatch.setattr(store, "write_index", real)
+        else:
+            compact_index(self.catalog, self.name)
+
+    def gc(self) -> None:
+        collect_garbage(self.catalog)
+
+    def move(self) -> None:
+        """Export with the corpora, import under a new name, drop the old one; the user's files are then gone (the
+        index lives on another machine now), so a backfill must read the carried copies."""
+        self.generation += 1
+        out = self.tmp / f"export{self.generation}"
+        old, self.name = self.name, f"k{self.generation}"
+        export_index(self.catalog, old, out, with_corpora=True)
+        import_index(self.catalog, out, name=self.name)
+        drop_index(self.catalog, old)
+        gone = self.tmp / f"gone{self.generation}"
+        if (self.tmp / "user").exists():
+            (self.tmp / "user").rename(gone)
+
+    def backfill(self, killed: bool) -> bool:
+        """Re-embed with the other model; `killed`: the encoder fails on its second call. Whether it switched."""
+        other = self.models[1] if self.model is self.models[0] else self.models[0]
+        try:
+            with backfill_corpora(self.catalog, self.name) as docs:
+                backfill(self.catalog, self.name, Flaky(other, 2) if killed else other, docs, chunk_size=4)
+        except RuntimeError:
+            return False
+        self.model = other
+        return True
+
+    # the checks -----------------------------------------------------------------------------------------
+    def check(self, step: str) -> None:
+        assert text_log.idle(), "a background merge of kept texts did not finish"
+        ids, stored = index_vectors(self.catalog, self.name)
+        assert ids == sorted(self.truth), step
+        np.testing.assert_allclose(stored, self.model([self.truth[i] for i in ids]), atol=1e-5, err_msg=step)
+        assert verify_index(self.catalog, self.name)["ok"], step
+        with backfill_corpora(self.catalog, self.name) as docs:
+            found = coverage(self.catalog, self.name, docs)
+        assert found["missing_ids"] == [], step
+        for doc_id in self._some(2):
+            r = httpx.get(f"{self.url}/search", params={"index": self.name, "q": self.truth[doc_id], "k": 1}, timeout=60)
+            assert r.status_code == 200 and r.json()["results"][0]["id"] == doc_id, (step, r.text)
+            group = self.group[doc_id]  # and among the documents of its group alone, as they are now
+            r = httpx.post(f"{self.url}/search", timeout=60, json={"index": self.name, "query": self.truth[doc_id],
+                                                                   "k": 5, "where": {"metadata.group": [group]}})
+            hits = [h["id"] for h in r.json()["results"]]
+            assert hits[0] == doc_id and {self.group[h] for h in hits} == {group}, (step, hits)
+            assert len(hits) == min(5, sum(g == group for g in self.group.values())), (step, hits)
+        kept = _tokens_in(self.catalog.settings.home)
+        assert not kept.keys() & self.purged, f"{step}: purged texts kept: {[(t, kept[t]) for t in self.purged if t in kept]}"
+
+
+def _record(doc: Doc) -> dict:
+    return {"_id": doc.id, "text": doc.content, **doc.info}
+
+
+def _tokens_in(home: Path) -> dict[str, str]:
+    """Each text token (tokNNNNNx) in the files of EMBEDKD_HOME (gzipped ones read), index files aside: a file of it."""
+    found: dict[str, str] = {}
+    for path in home.rglob("*"):
+        if not path.is_file() or path.suffix == ".faiss":
+            continue
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        found.update((t.decode(), str(path.relative_to(home))) for t in _TOKEN.findall(raw))
+    return found
+
+
+_TOKEN = re.compile(rb"tok\d{5}x")
+STEPS = ("http_write", "http_write", "http_delete", "file_add", "compact", "gc", "move", "backfill", "killed_backfill")
+
+
+@pytest.mark.parametrize("seed", range(int(__import__("os").environ.get("SEEDS", "4"))))
+def test_a_random_life_of_an_index(catalog, tmp_path, monkeypatch, seed):
+    rng = np.random.default_rng(seed)
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    by_source = {m.record.source: m for m in (v1, v2)}
+    searcher = Searcher(catalog, lambda source: by_source[source])
+    with serving(create_app(searcher)) as url:
+        life = Life(catalog, tmp_path, rng, url, (v1, v2))
+        life.build(20)
+        life.check("build")
+        done: list[str] = []
+        for _ in range(24):
+            step = str(rng.choice(STEPS))
+            if step == "backfill" or step == "killed_backfill":
+                life.backfill(killed=step == "killed_backfill")
+            elif step == "compact":
+                life.compact(monkeypatch)
+            else:
+                getattr(life, step)()
+            done.append(step)
+            life.check(" > ".join(done))
+        switched = life.backfill(killed=False)  # whatever the life left, a backfill ends it on the other model
+        life.compact(monkeypatch)
+        life.gc()
+        life.check(" > ".join(done + ["backfill", "compact", "gc"]))
+    assert switched
+
