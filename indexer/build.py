@@ -17,7 +17,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import islice
@@ -463,10 +463,12 @@ def index_row(catalog: Catalog, name: str) -> Index:
 
 def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, chunk_size: int = DEFAULT_CHUNK,
                   progress: bool = True, delete_missing: bool = False, max_delete: float = 0.1,
-                  lock_wait_s: float = COMMIT_WAIT_S, keep_failed: bool = True) -> dict[str, Any]:
+                  lock_wait_s: float = COMMIT_WAIT_S, keep_failed: bool = True,
+                  on_commit: Callable[[Iterator[Doc]], None] | None = None) -> dict[str, Any]:
     """Add new documents; a known id with changed content is re-embedded, an unchanged one skipped. With
     `delete_missing` the corpus is a full snapshot: items it lacks are deleted in the same new generation
-    (refused when they are more than `max_delete` of the index).
+    (refused when they are more than `max_delete` of the index). `on_commit` gets the documents added or changed,
+    once they are committed and before the index's write lock is let go (the service keeps their texts then).
 
     The documents are encoded without the index's write lock, so that a long add leaves the index to other
     writes; the add takes the lock to commit (waiting up to `lock_wait_s` for it), and if another write
@@ -503,8 +505,11 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
                 gen = _retag_only(catalog, now, final.retagged) if final.retagged else now.generation
                 return {"index": name, "count": now.count, "generation": gen, "added": 0, "updated": 0,
                         "unchanged": final.skipped, "metadata_updated": len(final.retagged), "deleted": 0}
-            return _commit_add(catalog, now, scan, final, _vectors_for(final.positions, encoded, vectors, encoder,
-                                                                       docs, scan))
+            out = _commit_add(catalog, now, scan, final, _vectors_for(final.positions, encoded, vectors, encoder,
+                                                                      docs, scan))
+            if on_commit is not None:
+                on_commit(_docs_again(docs, scan, final.positions))
+            return out
 
     if not plan.positions:
         return {**commit([], ChunkVectors([], encoder.record.dimension)), **_skipped(docs)}
@@ -516,7 +521,7 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
 def _docs_again(docs: DocSource, scan: _Scan, positions: Sequence[int] | None = None) -> Iterator[Doc]:
     """The documents at `positions` (default: every one) read again, as the scan read them (`_contents`)."""
     positions = range(len(scan.ids)) if positions is None else positions
-    return (Doc(scan.ids[p], c) for p, c in zip(positions, _contents(docs, scan, positions)))
+    return (Doc(scan.ids[p], c, scan.infos[p]) for p, c in zip(positions, _contents(docs, scan, positions)))
 
 
 def _commit_add(catalog: Catalog, index: Index, scan: _Scan, plan: _Plan, vectors) -> dict[str, Any]:

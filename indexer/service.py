@@ -68,15 +68,16 @@ SearcherDep = Annotated[Searcher, Depends(_searcher)]
 
 
 def _add_keeping_texts(searcher: Searcher, index: str, docs: list[Doc], keep_texts: bool) -> dict[str, Any]:
-    out = add_documents(searcher.catalog, index, searcher.index_encoder(index), ListSource(docs),
-                        progress=False, lock_wait_s=1.0, keep_failed=False)
-    if keep_texts and (out.get("added") or out.get("updated")):  # once committed: a merge keeps only what is held
+    def keep(written) -> None:  # committed, the index still held: a backfill that reads the index sees them kept
+        written = list(written)
         try:
-            text_log.append(searcher.catalog, index, docs)
+            text_log.append(searcher.catalog, index, written)
         except OSError as err:  # the write is committed: say so; a later backfill names the texts it lacks
-            log.warning("index %r: could not keep the texts of %d documents written over HTTP: %s", index, len(docs),
+            log.warning("index %r: could not keep the texts of %d documents written over HTTP: %s", index, len(written),
                         err)
-    return out
+
+    return add_documents(searcher.catalog, index, searcher.index_encoder(index), ListSource(docs), progress=False,
+                         lock_wait_s=1.0, keep_failed=False, on_commit=keep if keep_texts else None)
 
 
 def create_app(searcher: Searcher, token: str | None = None, write_patience_s: float = 10.0,

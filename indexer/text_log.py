@@ -273,15 +273,17 @@ def purge(catalog: Catalog, name: str, ids: Iterable[str], wait_s: float = 600.0
     a running backfill's link to it (`pinned`), which kept the old file."""
     gone = set(ids)
     with locks.text_log_lock(catalog, name, wait_s=wait_s):
-        for path in files(catalog, name) + _log_files(backfill_texts.pin_folder(catalog, name)):
+        for path in files(catalog, name):
             _drop_from(path, gone)
+        for path in _log_files(backfill_texts.pin_folder(catalog, name)):
+            _drop_from(path, gone, keep_empty=True)  # the backfill reads every path it pinned
 
 
-def _drop_from(path: Path, gone: set[str]) -> None:
+def _drop_from(path: Path, gone: set[str], keep_empty: bool = False) -> None:
     rows = [_row(d) for d in read_corpus(path)]
     if any(r["_id"] in gone for r in rows):
         kept = [r for r in rows if r["_id"] not in gone]
-        if kept:
+        if kept or keep_empty:
             _write(path.parent, *_parts(path), kept, name=path.name)
         else:
             path.unlink(missing_ok=True)

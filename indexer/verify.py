@@ -20,22 +20,35 @@ from .models import Item
 __all__ = ["verify_index"]
 
 
-def verify_index(catalog: Catalog, name: str) -> dict[str, Any]:
-    """{"index", "ok", "vectors", "items", "shards", "problems": [one line each]}."""
+def verify_index(catalog: Catalog, name: str, attempts: int = 3) -> dict[str, Any]:
+    """{"index", "ok", "vectors", "items", "shards", "problems": [one line each]}. A check that finds problems
+    while a write moved the index to a new generation (deleting files of the one checked) is made again on it, up
+    to `attempts` times: an index being written is not reported broken."""
+    for _ in range(attempts):
+        out, generation = _check(catalog, name)
+        with catalog.session() as s:
+            if out["ok"] or get_index(s, name).generation == generation:
+                break
+    return out
+
+
+def _check(catalog: Catalog, name: str) -> tuple[dict[str, Any], int]:
+    """`verify_index`'s figures for the index's current generation, and that generation."""
     with catalog.session() as s:
         index = get_index(s, name)
         file, checksum, count, dim, next_id = index.file, index.checksum, index.count, index.dimension, index.next_id
+        generation = index.generation
         items = np.array(s.scalars(select(Item.faiss_id).where(Item.index_id == index.id)).all(), np.int64)
     problems: list[str] = []
     out = {"index": name, "ok": False, "vectors": None, "items": len(items), "shards": 0, "problems": problems}
     if file is None:
         problems.append("the catalog names no index file")
-        return out
+        return out, generation
     try:
         loaded = shards.load(catalog.settings.index_dir / name / file, checksum, lazy=True)
     except UserError as err:
         problems.append(str(err))
-        return out
+        return out, generation
     out["shards"] = len(loaded.shards)
     if loaded.template is not None:  # what adds copy a new shard from
         try:
@@ -68,7 +81,7 @@ def verify_index(catalog: Catalog, name: str) -> dict[str, Any]:
         stored.append(ids)
         shard.index = None  # one shard in memory at a time
     if len(stored) < len(loaded.shards):
-        return out
+        return out, generation
     ids = np.sort(np.concatenate(stored)) if stored else np.zeros(0, np.int64)
     out["vectors"] = len(ids)
     repeated = ids[1:][ids[1:] == ids[:-1]]
@@ -83,7 +96,7 @@ def verify_index(catalog: Catalog, name: str) -> dict[str, Any]:
     if len(ids) and ids[-1] >= next_id:
         problems.append(f"FAISS id {int(ids[-1])} is not below the catalog's next id {next_id}: a new item would reuse it")
     out["ok"] = not problems
-    return out
+    return out, generation
 
 
 def _ivf_misnumbered(index) -> bool:

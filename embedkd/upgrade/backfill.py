@@ -13,8 +13,10 @@ corpus (where the corpus has them as NAME does) and added with v2, and the ones 
 deleted. That happens once without NAME's write lock (the bulk), then again holding it with the switch (only
 what was written meanwhile), so a live index, written to throughout, still switches. Documents written while
 the backfill runs that its corpus lacks (over HTTP, or from another file) are read from the texts every add
-keeps meanwhile (`indexer.backfill_texts`). The corpus is every file the index's build and adds read
-and the texts the server kept of its HTTP writes (`embedkd.upgrade.run.index_corpora`), or those the user names.
+keeps meanwhile (`indexer.backfill_texts`), and those written over HTTP after its files were listed and before it
+began keeping texts, from the texts the server keeps of them now (it keeps them before it lets the index go).
+The corpus is every file the index's build and adds read and the texts the server kept of its HTTP writes
+(`embedkd.upgrade.run.index_corpora`), or those the user names.
 A document that NAME holds and none of them has (from a file since moved or changed, or written over HTTP to a
 server that kept no texts) cannot be embedded with v2 here: the backfill is refused before it encodes
 anything, saying how many and how to give them (`coverage`; `--dry-run` reports it).
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
@@ -32,12 +34,12 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from indexer import backfill_texts, locks, shards
+from indexer import backfill_texts, locks, shards, text_log
 from indexer.backfill_texts import staging_name
-from indexer.build import add_documents, build_index, delete_items, index_stem
-from indexer.catalog import get_index, update_item_infos
+from indexer.build import COMMIT_WAIT_S, add_documents, build_index, delete_items, index_stem
+from indexer.catalog import get_index, items_by_external_ids, update_item_infos
 from indexer.context import Catalog
-from indexer.corpus import Corpora, Doc, DocSource, ListSource, every_version
+from indexer.corpus import Corpora, Doc, DocSource, ListSource, every_version, read_corpus
 from indexer.errors import Conflict, UserError
 from indexer.hashing import content_key
 from indexer.jobs import UNFINISHED
@@ -69,7 +71,8 @@ def backfill(catalog: Catalog, name: str, encoder: Any, docs: DocSource, chunk_s
     """Re-embed index `name` with `encoder` (v2) from `docs` and switch to it when complete. `checked`: the caller
     ran `check_covered` on `docs` (the CLI does, before loading the model), so they are not read for it again."""
     stage = staging_name(name)
-    with catalog.session() as s:
+    # held for a moment: a write committing meanwhile deletes the generation whose manifest this reads
+    with locks.target_lock(catalog, name, wait_s=COMMIT_WAIT_S), catalog.session() as s:
         index = get_index(s, name)
         if index.model.fingerprint == encoder.record.fingerprint:
             raise Conflict(f"index {name!r} already holds vectors of this model; there is nothing to backfill")
@@ -129,20 +132,42 @@ def coverage(catalog: Catalog, name: str, docs: DocSource) -> dict[str, Any]:
         staged = _items(s, stage) if stage is not None else {}  # embedded with the new model already
     total = len(wanted)
     wanted = {k: h for k, h in wanted.items() if staged.get(k) != h}
-    missing = set(wanted).difference(d.id for d in _found(catalog, name, docs, wanted))
+    missing = set(wanted).difference(d.id for d in _found(catalog, name, docs, wanted, held=False))
+    missing = set(_holds(catalog, name, missing)) if missing else missing  # not those deleted since
     return {"index": name, "documents": total, "staged": total - len(wanted), "found": len(wanted) - len(missing),
             "missing": len(missing), "missing_ids": sorted(missing), "files": [str(p) for p in getattr(docs, "paths", [])]}
 
 
-def _found(catalog: Catalog, name: str, docs: DocSource, wanted: dict[str, str]) -> Iterator[Doc]:
+def _found(catalog: Catalog, name: str, docs: DocSource, wanted: dict[str, str], held: bool) -> Iterator[Doc]:
     """Each document of `wanted` (id -> content hash) that can be read as index `name` holds it, once: from every
     version in `docs` (the one the index holds may be in any file), then from the texts kept while a backfill of
-    it runs (`indexer.backfill_texts`)."""
+    it runs (`indexer.backfill_texts`), then from the texts of HTTP writes kept now (`indexer.text_log`): those
+    committed after `docs` pinned them and before the backfill kept texts itself. `held`: the caller holds the
+    index's write lock; else those still missing are taken as the index holds them now (written again, or gone),
+    and the writes committed by then are waited out (an HTTP write keeps its texts before it lets the lock go)."""
     seen: set[str] = set()
     for d in chain(every_version(docs), backfill_texts.read(catalog, name)) if wanted else ():
         if d.id not in seen and wanted.get(d.id) == content_key(d.content):
             seen.add(d.id)
             yield d
+    rest = {k: h for k, h in wanted.items() if k not in seen}
+    if not rest:
+        return
+    if not held:
+        rest = _holds(catalog, name, rest)
+        with locks.target_lock(catalog, name, wait_s=COMMIT_WAIT_S):
+            pass
+    with text_log.pinned(catalog, name) as paths:
+        for d in chain.from_iterable(read_corpus(p) for p in paths):
+            if d.id not in seen and rest.get(d.id) == content_key(d.content):
+                seen.add(d.id)
+                yield d
+
+
+def _holds(catalog: Catalog, name: str, ids: Iterable[str]) -> dict[str, str]:
+    """Which of `ids` index `name` holds now, with their content hashes."""
+    with catalog.session() as s:
+        return {k: it.content_hash for k, it in items_by_external_ids(s, get_index(s, name).id, ids).items()}
 
 
 def check_covered(catalog: Catalog, name: str, docs: DocSource) -> dict[str, Any]:
@@ -165,7 +190,7 @@ def not_covered(found: dict[str, Any], docs: DocSource) -> UserError:
     )
 
 
-def catch_up(catalog: Catalog, name: str, encoder: Any, docs: DocSource) -> dict[str, int]:
+def catch_up(catalog: Catalog, name: str, encoder: Any, docs: DocSource, held: bool = False) -> dict[str, int]:
     """Bring the staging index to index `name`'s documents: add (with `encoder`, v2) those `name` holds and
     the staging index lacks or holds otherwise, where `docs` has them as `name` does; delete those `name` no
     longer holds. Counts of added, deleted, and of documents `docs` lacks (left out). Texts written to `name`
@@ -175,7 +200,7 @@ def catch_up(catalog: Catalog, name: str, encoder: Any, docs: DocSource) -> dict
         ours, staged = _items(s, get_index(s, name).id), _items(s, get_index(s, stage).id)
     wanted = {k: h for k, h in ours.items() if staged.get(k) != h}
     gone = [k for k in staged if k not in ours]
-    found = list(_found(catalog, name, docs, wanted))
+    found = list(_found(catalog, name, docs, wanted, held))
     if found:
         add_documents(catalog, stage, encoder, ListSource(found), progress=False)
     if gone:
@@ -191,7 +216,7 @@ def switch_to_staging(catalog: Catalog, name: str, encoder: Any = None, docs: Do
     `docs`, first catch up (`catch_up`) with what was written to `name` since, holding its write lock."""
     stage = staging_name(name)
     with locks.target_lock(catalog, name):
-        caught = (catch_up(catalog, name, encoder, docs) if encoder is not None and docs is not None
+        caught = (catch_up(catalog, name, encoder, docs, held=True) if encoder is not None and docs is not None
                   else {"added": 0, "deleted": 0, "not_in_corpus": 0})
         out = _switch_locked(catalog, name, stage)
     shutil.rmtree(catalog.settings.index_dir / stage, ignore_errors=True)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
+import threading
 from pathlib import Path
 
 import httpx
@@ -22,11 +24,12 @@ from indexer.build import add_documents, build_index, drop_index
 from indexer.cleanup import collect_garbage
 from indexer.compaction import compact_index
 from indexer.corpus import Doc, read_corpus
+from indexer.errors import Conflict
 from indexer.search import Searcher
 from indexer.service import create_app
 from indexer.transfer import export_index, import_index
 from indexer.verify import verify_index
-from tests.indexer.helpers import index_vectors, serving
+from tests.indexer.helpers import index_vectors, run_concurrently, serving
 
 from .test_upgrade_backfill import Flaky
 from .test_upgrade_fit import WORDS, HashEncoder
@@ -195,7 +198,7 @@ _TOKEN = re.compile(rb"tok\d{5}x")
 STEPS = ("http_write", "http_write", "http_delete", "file_add", "compact", "gc", "move", "backfill", "killed_backfill")
 
 
-@pytest.mark.parametrize("seed", range(int(__import__("os").environ.get("SEEDS", "4"))))
+@pytest.mark.parametrize("seed", range(int(os.environ.get("LIFE_SEEDS", "4"))))  # more: LIFE_SEEDS=40
 def test_a_random_life_of_an_index(catalog, tmp_path, monkeypatch, seed):
     rng = np.random.default_rng(seed)
     v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
@@ -222,3 +225,67 @@ def test_a_random_life_of_an_index(catalog, tmp_path, monkeypatch, seed):
         life.check(" > ".join(done + ["backfill", "compact", "gc"]))
     assert switched
 
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("LIFE_SEEDS", "2"))))
+def test_writes_over_http_go_on_through_compaction_gc_a_move_and_a_backfill(catalog, tmp_path, seed):
+    """Three clients write their own documents over HTTP (adds, new texts, deletes, purges) while another thread
+    verifies, compacts, collects garbage, exports the index with its corpora and imports the copy, and backfills the
+    index to another model. At the end every acknowledged write is in the index, embedded by the model it switched to; its
+    files verify; a backfill could find every document; no purged text is left in EMBEDKD_HOME."""
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    by_source = {m.record.source: m for m in (v1, v2)}
+    base = Life(catalog, tmp_path, np.random.default_rng(seed), "", (v1, v2))
+    base.build(30)
+    upkept = threading.Event()
+
+    def client(t: int) -> Life:
+        life = Life(catalog, tmp_path, np.random.default_rng([seed, t]), url, (v1, v2))
+        life.serial = 10_000 * (t + 1)  # ids and text tokens of its own
+        writes = 0
+        while writes < 40 and (writes < 8 or not upkept.is_set()):
+            if life.rng.integers(4) == 0 and life.truth:
+                life.http_delete()
+            else:
+                life.http_write()
+            writes += 1
+        return life
+
+    def upkeep() -> list[str]:
+        done = []
+        try:
+            for step in ("verify", "compact", "gc", "move", "verify", "backfill", "compact", "gc", "verify"):
+                if step == "compact":
+                    try:
+                        compact_index(catalog, "k0")
+                    except Conflict:  # held by writes for longer than it waits: not this test's point
+                        step = "compact (busy)"
+                elif step == "gc":
+                    collect_garbage(catalog)
+                elif step == "verify":  # while the clients write
+                    assert verify_index(catalog, "k0")["problems"] == []
+                elif step == "move":
+                    export_index(catalog, "k0", tmp_path / "export", with_corpora=True)
+                    import_index(catalog, tmp_path / "export", name="copy")
+                    assert verify_index(catalog, "copy")["ok"]
+                    drop_index(catalog, "copy")
+                else:
+                    with backfill_corpora(catalog, "k0") as docs:
+                        assert backfill(catalog, "k0", v2, docs, chunk_size=8)["switched"]
+                done.append(step)
+        finally:
+            upkept.set()
+        return done
+
+    with serving(create_app(Searcher(catalog, lambda source: by_source[source]))) as url:
+        *clients, steps = run_concurrently(lambda i: upkeep() if i == 3 else client(i), [0, 1, 2, 3])
+        for got in (*clients, steps):
+            if isinstance(got, BaseException):
+                raise got
+        assert "backfill" in steps
+        base.model, base.url = v2, url
+        for life in clients:  # the documents are the clients' own: what each acknowledged is what the index holds
+            base.truth.update(life.truth)
+            base.group.update(life.group)
+            base.purged |= life.purged
+        base.check(" > ".join(steps))

@@ -468,3 +468,24 @@ def test_a_purge_during_a_backfill_takes_the_text_out_of_the_backfills_links_to_
     assert "private" not in texts and "public" in texts
     out = _backfill_found(sqlite_catalog, "idx", v2, chunk_size=4)
     assert out["switched"] and out["count"] == 13
+
+
+def test_a_document_written_over_http_after_the_backfill_listed_its_files_is_found(sqlite_catalog, tmp_path):
+    """An HTTP write that commits after a backfill pinned the kept texts, before the backfill keeps texts itself, is
+    read from the texts the server keeps now: the coverage check passes and the switched index holds it."""
+    import httpx
+
+    from indexer.service import create_app
+    from tests.indexer.helpers import serving
+
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    build_index(sqlite_catalog, "idx", v1, read_corpus(_corpus(tmp_path, 12)), progress=False)
+    with serving(create_app(Searcher(sqlite_catalog, lambda _s: v1))) as url:
+        with backfill_corpora(sqlite_catalog, "idx") as docs:
+            r = httpx.post(f"{url}/indexes/idx/documents", json={"documents": [{"_id": "h1", "text": "w1 w2 w3"}]})
+            assert r.status_code == 200, r.text
+            assert coverage(sqlite_catalog, "idx", docs)["missing_ids"] == []
+            out = backfill(sqlite_catalog, "idx", v2, docs)
+    assert out["switched"] and out["count"] == 13
+    hits = Searcher(sqlite_catalog).search_vectors("idx", v2(["w1 w2 w3"]), k=1, source_fingerprint=v2.record.fingerprint)
+    assert hits[0][0].id == "h1"

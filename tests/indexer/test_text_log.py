@@ -188,3 +188,14 @@ def test_random_writes_leave_each_documents_latest_text_first(sqlite_catalog, mi
         assert not purged & {d.id for d in Corpora(files).every_version()} if files else True, step
         levels = [p.name.split("-")[0] for p in files]
         assert all(levels.count(lv) < 3 for lv in set(levels)), levels  # every full level merged
+
+
+def test_an_add_hands_what_it_committed_to_on_commit_before_it_lets_the_index_go(sqlite_catalog, minilm):
+    """The service keeps the texts of an HTTP write there: a reader that waits for the index's lock after seeing the
+    documents in the catalog finds their texts kept."""
+    build_index(sqlite_catalog, "t", minilm, ListSource([Doc("a", "first"), Doc("b", "second")]), progress=False)
+    got = []
+    add_documents(sqlite_catalog, "t", minilm, progress=False,
+                  docs=ListSource([Doc("a", "first"), Doc("b", "changed", {"metadata": {"k": 1}}), Doc("c", "new")]),
+                  on_commit=lambda docs: got.append((list(docs), locks.is_writing(sqlite_catalog, "t"))))
+    assert got == [([Doc("b", "changed", {"metadata": {"k": 1}}), Doc("c", "new")], True)]  # unchanged "a" left out
