@@ -45,7 +45,8 @@ from .errors import Conflict, UserError
 from .hashing import content_key
 from .models import Index, Item, Job, item_removals
 
-__all__ = ["build_index", "add_documents", "delete_items", "drop_index", "index_row", "load_current", "switch_generation",
+__all__ = ["build_index", "add_documents", "delete_items", "drop_index", "index_row", "load_current", "load_latest",
+           "switch_generation",
            "index_stem", "check_encoder_fits", "check_index_name"]
 
 log = logging.getLogger(__name__)
@@ -437,6 +438,19 @@ def load_current(catalog: Catalog, index: Index) -> shards.ShardedIndex:
     current = shards.load(catalog.settings.index_dir / index.name / index.file, index.checksum, lazy=True)
     current.frozen = frozen.files(catalog, index.name)
     return current
+
+
+def load_latest(catalog: Catalog, name: str, attempts: int = 3) -> tuple[Index, shards.ShardedIndex]:
+    """Index `name`'s row and files as they are now, read without its write lock: a write that commits meanwhile
+    deletes files of the generation being read, which is then read again at its successor."""
+    for _ in range(attempts):
+        index = index_row(catalog, name)
+        try:
+            return index, shards.load(catalog.settings.index_dir / name / index.file, index.checksum)
+        except UserError:
+            if index_row(catalog, name).generation == index.generation:  # not a write: the files are damaged
+                raise
+    raise Conflict(f"index {name!r} changed {attempts} times while it was read; try again")
 
 
 def switch_generation(catalog: Catalog, index: Index, new: shards.ShardedIndex, apply_rows) -> dict[str, Any]:

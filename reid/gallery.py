@@ -230,7 +230,7 @@ def upgrade_gallery(catalog: Catalog, name: str, model_dir: str | Path, sample: 
     from embedkd.upgrade.linear import fit_affine, fit_mean_shift, fit_procrustes, mean_cosine
     from embedkd.upgrade.register import register_adapter
     from embedkd.upgrade.run import distractor_ids, stored_vectors
-    from indexer import shards
+    from indexer.build import load_latest
     from indexer.models import Item
 
     from .metrics import evaluate_rank
@@ -245,7 +245,10 @@ def upgrade_gallery(catalog: Catalog, name: str, model_dir: str | Path, sample: 
         index = get_index(s, name)
         rows = s.query(Item).filter(Item.index_id == index.id).order_by(Item.faiss_id).all()
         items = [(r.external_id, r.faiss_id, dict(r.info or {})) for r in rows]
-        factory, file, checksum = index.factory, index.file, index.checksum
+    # as the gallery is now (a crop added or removed meanwhile replaced the generation read above)
+    row, faiss_index = load_latest(catalog, name)
+    factory, stored = row.factory, set(faiss_index.stored_ids().tolist())
+    items = [it for it in items if it[1] in stored]
     known = {fid: (info.get("pid", -1), info.get("camid", -1)) for _, fid, info in items}
     items = [it for it in items if "pid" in it[2] and "path" in it[2]]
     rng = np.random.default_rng(seed)
@@ -259,7 +262,6 @@ def upgrade_gallery(catalog: Catalog, name: str, model_dir: str | Path, sample: 
                         "check needs Market-style names (PID_cCAM...) of at least 10 persons")
     paths = [it[2]["path"] for it in items]
     sample_ids = np.array([it[1] for it in items])
-    faiss_index = shards.load(catalog.settings.index_dir / name / file, checksum)
     # the gate's queries search the gallery as search does: the sample plus up to 20,000 other stored
     # crops (quantized as stored for PQ/SQ); among a sample alone an imprecise adapter still finds its match
     others = distractor_ids(faiss_index, sample_ids, seed=seed)

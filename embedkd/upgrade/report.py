@@ -112,12 +112,12 @@ def compatibility_report(catalog, index_name: str, model: str, data: str, *, spl
                          seed: int = 0, encoder_for=None) -> dict[str, Any]:
     """Fit every adapter kind for the index (nothing registered), encode the whole corpus with v2 as a
     reindex would, and write the matrix as JSON and PNG under `out_dir`."""
-    from indexer import shards, store
+    from indexer import store
     from indexer.catalog import get_index, items_by_faiss_ids
 
     from .fit import fit_from_pairs
     from .pairs import encode_pairs
-    from .run import default_sample_docs, index_corpora, labelled_queries, sample_index, stored_vectors
+    from .run import default_sample_docs, index_corpora, labelled_queries, load_sampled, sample_index, stored_vectors
     from .select import CANDIDATES
 
     out = output_folder(out_dir)  # both before the reindex-sized encoding, not after it
@@ -133,7 +133,7 @@ def compatibility_report(catalog, index_name: str, model: str, data: str, *, spl
     with index_corpora(catalog, index_name, corpus) as corpora:  # read twice while pinned: a sample, then all
         sample, index = sample_index(catalog, index_name, corpora, sample_docs or default_sample_docs(index.count), seed)
         docs = {d.id: str(d.content) for d in corpora}
-    faiss_index = shards.load(catalog.settings.index_dir / index.name / index.file, index.checksum)
+    sample, index, faiss_index = load_sampled(catalog, index_name, sample)
     stored, as_indexed = stored_vectors(faiss_index, index.factory, sample.faiss_ids, seed=seed)
     pairs = encode_pairs(sample, getattr(v1, "encode_queries", v1), getattr(v2, "encode_queries", v2),
                          stored, v1_docs=v1, v2_docs=v2, seed=seed)

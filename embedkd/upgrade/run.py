@@ -19,7 +19,8 @@ import numpy as np
 from embedkd.distill.log_queries import read_log_queries
 from embedkd.evaluation.beir import check_judged_documents, load_labelled_queries, relevant_documents
 from embedkd.evaluation.compare import standard_error
-from indexer import jobs, shards, store, text_log
+from indexer import jobs, store, text_log
+from indexer.build import load_latest
 from indexer.catalog import get_index, items_by_external_ids, items_by_faiss_ids
 from indexer.context import Catalog
 from indexer.corpus import Corpora, DocSource
@@ -91,6 +92,18 @@ def sample_index(catalog: Catalog, index_name: str, corpus: DocSource, size: int
     sample = Sample([d.id for d in docs], [str(d.content) for d in docs], titles,
                     np.array([known[d.id][0] for d in docs], dtype=np.int64))
     return sample, index
+
+
+def load_sampled(catalog: Catalog, index_name: str, sample: Sample) -> tuple[Sample, Any, Any]:
+    """The index's row and files as they are now, and `sample` cut to the documents it still holds as sampled: a
+    write that committed while `sample_index` read the corpus (minutes, for a large one) replaced the generation
+    it saw, and deleted its files."""
+    index, faiss_index = load_latest(catalog, index_name)
+    held = np.isin(sample.faiss_ids, faiss_index.stored_ids())
+    if not held.all():
+        sample = Sample([i for i, h in zip(sample.ids, held) if h], [t for t, h in zip(sample.texts, held) if h],
+                        [t for t, h in zip(sample.titles, held) if h], sample.faiss_ids[held])
+    return sample, index, faiss_index
 
 
 def distractor_ids(faiss_index: Any, faiss_ids: np.ndarray, distractors: int = MAX_DISTRACTORS,
@@ -212,7 +225,9 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
         raise Conflict(f"index {index_name!r} was built with this model already; no upgrade or adapter is needed")
     sample_docs = sample_docs or default_sample_docs(n_index)
     with index_corpora(catalog, index_name, corpus) as path:
-        sample, index = sample_index(catalog, index_name, path, sample_docs, seed)
+        sample, _ = sample_index(catalog, index_name, path, sample_docs, seed)
+    # read (and checksummed) once: the gate's vectors and the labelled check both come from it
+    sample, index, faiss_index = load_sampled(catalog, index_name, sample)
     if len(sample.ids) < MIN_DOCS:
         raise UserError(
             f"only {len(sample.ids)} documents of {path} are in index {index_name!r} with unchanged content; "
@@ -224,8 +239,6 @@ def fit_upgrade(catalog: Catalog, index_name: str, model: str, kind: str = "auto
             f"the index's model at {v1_source} no longer has the weights the index was built with; "
             "an adapter needs that model to encode query-like pieces"
         )
-    # read (and checksummed) once: the gate's vectors and the labelled check both come from it
-    faiss_index = shards.load(catalog.settings.index_dir / index.name / index.file, index.checksum)
     stored, as_indexed = stored_vectors(faiss_index, index.factory, sample.faiss_ids, seed=seed)
     if not eval_data:
         faiss_index = None  # not held through the encoding when the labelled check will not search it

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from embedkd.upgrade.backfill import backfill, backfill_corpora, coverage
+from embedkd.upgrade.run import fit_upgrade
 from indexer import store, text_log
 from indexer.build import add_documents, build_index, drop_index
 from indexer.cleanup import collect_garbage
@@ -230,13 +231,15 @@ def test_a_random_life_of_an_index(catalog, tmp_path, monkeypatch, seed):
 @pytest.mark.parametrize("seed", range(int(os.environ.get("LIFE_SEEDS", "2"))))
 def test_writes_over_http_go_on_through_compaction_gc_a_move_and_a_backfill(catalog, tmp_path, seed):
     """Three clients write their own documents over HTTP (adds, new texts, deletes, purges) while another thread
-    verifies, compacts, collects garbage, exports the index with its corpora and imports the copy, and backfills the
-    index to another model. At the end every acknowledged write is in the index, embedded by the model it switched to; its
-    files verify; a backfill could find every document; no purged text is left in EMBEDKD_HOME."""
-    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 5, drift=np.eye(32, 48))
+    verifies, fits an adapter to another model, compacts, collects garbage, exports the index with its corpora and
+    imports the copy, and backfills the index to that model. At the end every acknowledged write is in the index,
+    embedded by the model it switched to; its files verify; a backfill could find every document; no purged text is
+    left in EMBEDKD_HOME."""
+    rotation = np.linalg.qr(np.random.default_rng(3).normal(size=(48, 48)))[0][:32]
+    v1, v2 = HashEncoder(32, 1), HashEncoder(32, 1, drift=rotation)  # v2: v1's space rotated, so an adapter fits
     by_source = {m.record.source: m for m in (v1, v2)}
     base = Life(catalog, tmp_path, np.random.default_rng(seed), "", (v1, v2))
-    base.build(30)
+    base.build(60)  # enough for an adapter's sample
     upkept = threading.Event()
 
     def client(t: int) -> Life:
@@ -254,7 +257,7 @@ def test_writes_over_http_go_on_through_compaction_gc_a_move_and_a_backfill(cata
     def upkeep() -> list[str]:
         done = []
         try:
-            for step in ("verify", "compact", "gc", "move", "verify", "backfill", "compact", "gc", "verify"):
+            for step in ("verify", "fit", "compact", "gc", "move", "verify", "backfill", "compact", "gc", "verify"):
                 if step == "compact":
                     try:
                         compact_index(catalog, "k0")
@@ -262,6 +265,9 @@ def test_writes_over_http_go_on_through_compaction_gc_a_move_and_a_backfill(cata
                         step = "compact (busy)"
                 elif step == "gc":
                     collect_garbage(catalog)
+                elif step == "fit":  # an adapter v2 -> v1, fitted from the index's own documents as they change
+                    fitted = fit_upgrade(catalog, "k0", v2.record.source, "procrustes", v1_encoder=v1, v2_encoder=v2)
+                    assert fitted["accepted"], fitted
                 elif step == "verify":  # while the clients write
                     assert verify_index(catalog, "k0")["problems"] == []
                 elif step == "move":

@@ -14,7 +14,7 @@ from embedkd.upgrade.run import fit_upgrade
 from indexer.adapters import load_registered
 from indexer.build import add_documents, build_index
 from indexer.context import open_catalog
-from indexer.corpus import read_corpus
+from indexer.corpus import Doc, ListSource, read_corpus
 from indexer.encoder import ModelRecord
 from indexer.errors import Conflict, UserError
 from indexer.models import Adapter as AdapterRow
@@ -437,3 +437,27 @@ def test_fit_samples_an_index_written_over_http(sqlite_catalog, tmp_path):
                       v2_encoder=HashEncoder(32, 1, drift=drift))
     assert res["accepted"], res["reason"]
     assert res["counts"]["distractors"] == 20  # 60 sampled of the 79 kept texts: the other 20 vectors (the seed too)
+
+
+def test_writes_while_the_fit_reads_the_corpus_leave_it_to_fit_the_index_as_it_is(catalog, tmp_path, monkeypatch):
+    """A live index is written while `upgrade fit` reads its corpus (minutes, for a large one): the generation the
+    fit began with is gone, so it reads the index as it is then, leaving out sampled documents since rewritten
+    or deleted. Before, it failed saying the index file was missing and the index should be rebuilt."""
+    from embedkd.upgrade import run
+    from indexer.build import delete_items
+
+    path, v1 = _build(catalog, tmp_path)
+    drift = np.linalg.qr(np.random.default_rng(3).normal(size=(48, 48)))[0][:32]
+    v2 = HashEncoder(32, 1, drift=drift)
+    real = run.reservoir_sample
+
+    def sample_while_writing(corpus, size, seed):
+        out = real(corpus, size, seed)
+        add_documents(catalog, "idx", v1, ListSource([Doc("d3", "w1 w2 w3 rewritten")]), progress=False)
+        delete_items(catalog, "idx", ["d5"])
+        return out
+
+    monkeypatch.setattr(run, "reservoir_sample", sample_while_writing)
+    res = fit_upgrade(catalog, "idx", "v2", "procrustes", corpus=str(path), sample_docs=80, v1_encoder=v1, v2_encoder=v2)
+    assert res["accepted"], res["reason"]
+    assert res["counts"]["documents"] == 78  # of 80 sampled: d3 rewritten and d5 deleted meanwhile
