@@ -1,9 +1,11 @@
 """Random lifecycles of an index, end to end, against a plain model of what the writes say: HTTP writes over a real
 socket (their texts kept), adds from files, deletes and purges, compactions (some failing midway), gc, a move to
 another name by export and import (the files carried, the originals gone), and backfills to another model and back
-(some killed midway and resumed after more writes). After every step: the index holds exactly the documents the
-writes left, each as the current model embeds its latest text; its files verify; a backfill could find every
-document; a document's text is its own top hit over HTTP; and no purged text is left in any file of EMBEDKD_HOME."""
+(some killed midway and resumed after more writes); then the same kinds of writes from concurrent clients while
+another thread verifies, fits an adapter, compacts, collects garbage, moves and backfills. After every step: the
+index holds exactly the documents the writes left, each as the current model embeds its latest text; its files
+verify; a backfill could find every document; a document's text is its own top hit over HTTP, among all and among
+its metadata group; and no purged text is left in any file of EMBEDKD_HOME. `LIFE_SEEDS=40` runs more lives."""
 
 from __future__ import annotations
 
