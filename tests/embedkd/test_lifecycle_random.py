@@ -14,6 +14,7 @@ import json
 import os
 import re
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -90,15 +91,14 @@ class Life:
         """New documents and new texts of present ones, in one request."""
         docs = [self._doc(i) for i in self._new_ids(int(self.rng.integers(1, 5)))]
         docs += [self._doc(i) for i in self._some(int(self.rng.integers(0, 3)))]
-        r = httpx.post(f"{self.url}/indexes/{self.name}/documents", timeout=60,
-                       json={"documents": [_record(d) for d in docs]})
+        r = _sent(httpx.post, f"{self.url}/indexes/{self.name}/documents", json={"documents": [_record(d) for d in docs]})
         assert r.status_code == 200, r.text
         self._written(docs)
 
     def http_delete(self) -> None:
         for doc_id in self._some(1):
             purge = bool(self.rng.integers(2))
-            r = httpx.delete(f"{self.url}/indexes/{self.name}/items/{doc_id}", params={"purge": purge}, timeout=60)
+            r = _sent(httpx.delete, f"{self.url}/indexes/{self.name}/items/{doc_id}", params={"purge": purge})
             assert r.status_code == 200, r.text
             del self.truth[doc_id], self.group[doc_id]
             if purge:
@@ -178,6 +178,16 @@ class Life:
             assert len(hits) == min(5, sum(g == group for g in self.group.values())), (step, hits)
         kept = _tokens_in(self.catalog.settings.home)
         assert not kept.keys() & self.purged, f"{step}: purged texts kept: {[(t, kept[t]) for t in self.purged if t in kept]}"
+
+
+def _sent(method, url: str, **kwargs) -> httpx.Response:
+    """A write request as a client sends it: again after a 409 (the index held by a long job), as the answer says."""
+    for _ in range(10):
+        r = method(url, timeout=60, **kwargs)
+        if r.status_code != 409:
+            return r
+        time.sleep(0.5)
+    return r
 
 
 def _record(doc: Doc) -> dict:
