@@ -9,6 +9,9 @@ frozen shard anyway (`delete --purge`, a backfill's switch) makes the compaction
 it is then; after `TRIES` such restarts it compacts holding the lock throughout, as it once always did.
 A compaction killed or failed midway leaves the shards it had made; the next one reuses those whose sources are
 unchanged (`staging.py`), so an HNSW index's rebuilt shards are not rebuilt again.
+A compaction with something to rewrite is a row of the jobs table (kind "compact"; `embedkd index jobs`, `GET
+/jobs`): vectors rewritten so far against those to rewrite, its error when it failed (the next one resumes that
+row), "interrupted" when its process was killed.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from . import frozen, locks, shards, store
+from . import frozen, jobs, locks, shards, store
 from .build import COMMIT_WAIT_S, index_row, index_stem, load_current, switch_generation
 from .context import Catalog
 from .errors import NotFound, UserError
@@ -67,6 +70,34 @@ def compaction_status(catalog: Catalog, name: str, deleted_share: float = 0.05, 
             "compaction_need": compaction_need(current, deleted_share, folds), "compacting": locks.compactor(catalog, name)}
 
 
+class _JobRow:
+    """The compaction's row in the jobs table, made when it first finds something to rewrite (a failed one's row,
+    resumed), its lock held while it runs; progress in vectors rewritten (or reused) of those to rewrite."""
+
+    def __init__(self, catalog: Catalog, name: str, stack: ExitStack) -> None:
+        self.catalog, self.name, self.stack, self.id = catalog, name, stack, None
+        self.progress, self.t0 = 0, time.perf_counter()
+
+    def begin(self, total: int) -> None:
+        if self.id is None:
+            job = jobs.start_or_resume(self.catalog, "compact", self.name, {}, total)
+            self.stack.enter_context(locks.job_lock(self.catalog, job.id, f"compaction of index {self.name!r}"))
+            self.id = job.id
+        self.progress = 0  # an attempt made again after a write starts over
+        jobs.update_progress(self.catalog, self.id, 0, {}, time.perf_counter() - self.t0, total=total)
+
+    def add(self, vectors: int) -> None:
+        self.progress += vectors
+        jobs.update_progress(self.catalog, self.id, self.progress, {}, time.perf_counter() - self.t0)
+
+    def end(self, error: BaseException | None) -> None:
+        if self.id is not None:
+            if error is None:
+                jobs.finish(self.catalog, self.id)
+            else:
+                jobs.fail(self.catalog, self.id, f"{type(error).__name__}: {error}")
+
+
 def compact_index(catalog: Catalog, name: str, lock_wait_s: float = COMMIT_WAIT_S) -> dict[str, Any]:
     """Rewrite an index's shards without their listed deleted ids, neighbours merged up to the shard size: what
     many small writes and deletes leave (small shards, skipped vectors) folded away. A new generation; the items
@@ -83,20 +114,27 @@ def compact_index(catalog: Catalog, name: str, lock_wait_s: float = COMMIT_WAIT_
             finally:
                 held[0] += time.perf_counter() - start
 
-    with locks.compaction_lock(catalog, name):
-        for attempt in range(1, TRIES + 2):
-            if attempt <= TRIES:
-                out = _compact(catalog, name, lock, freeze=True)
-            else:  # the last resort: holding the lock throughout, nothing comes between
-                with lock():
-                    out = _compact(catalog, name, nullcontext, freeze=False)
-            if out is not None:
-                return {**out, "attempts": attempt, "lock_held_s": round(held[0], 3)}
-            log.warning("index %r: a write rewrote shards this compaction was rewriting; compacting again", name)
+    with locks.compaction_lock(catalog, name), ExitStack() as stack:
+        row = _JobRow(catalog, name, stack)
+        try:
+            for attempt in range(1, TRIES + 2):
+                if attempt <= TRIES:
+                    out = _compact(catalog, name, lock, row, freeze=True)
+                else:  # the last resort: holding the lock throughout, nothing comes between
+                    with lock():
+                        out = _compact(catalog, name, nullcontext, row, freeze=False)
+                if out is not None:
+                    row.end(None)
+                    return {**out, "attempts": attempt, "lock_held_s": round(held[0], 3)}
+                log.warning("index %r: a write rewrote shards this compaction was rewriting; compacting again", name)
+        except BaseException as err:
+            row.end(err)
+            raise
     raise AssertionError("unreachable: the last attempt holds the lock throughout")
 
 
-def _compact(catalog: Catalog, name: str, lock: Callable[[], AbstractContextManager], freeze: bool) -> dict[str, Any] | None:
+def _compact(catalog: Catalog, name: str, lock: Callable[[], AbstractContextManager], row: _JobRow,
+             freeze: bool) -> dict[str, Any] | None:
     """One compaction, taking `lock` to start and to commit; None when a write rewrote what it rewrote meanwhile."""
     with lock():
         index = index_row(catalog, name)
@@ -111,6 +149,7 @@ def _compact(catalog: Catalog, name: str, lock: Callable[[], AbstractContextMana
                     **before, "changed": False}
         if freeze:
             frozen.freeze(catalog, name, inputs)
+        row.begin(sum(sh.count for sh in base.shards if sh.file in inputs))
     stem = f"{staging_prefix(name)}-{uuid.uuid4().hex[:6]}"  # an attempt's own: a rerun here may reuse the last's
     staged: list[str] = []
     resumed: list[int] = []
@@ -121,12 +160,14 @@ def _compact(catalog: Catalog, name: str, lock: Callable[[], AbstractContextMana
         staged.append(file)
         shard.count, shard.index = int(shard.index.ntotal), None  # then out of memory
         record(folder / file, shard, source)
+        row.add(sum(sh.count for sh in source))
 
     def reuse(position: int, source: list[shards.Shard]) -> shards.Shard | None:
         shard = left.take(source, folder / f"{stem}.s{position}.faiss")
         if shard is not None:
             staged.append(shard.file)
             resumed.append(position)
+            row.add(sum(sh.count for sh in source))
         return shard
 
     # what becomes of the staged shards: deleted once committed (the others' sources are gone then) or once the

@@ -66,10 +66,13 @@ def start_or_resume(catalog: Catalog, kind: str, target: str, params: dict[str, 
     return job
 
 
-def update_progress(catalog: Catalog, job_id: int, progress: int, checkpoint: dict[str, Any], seconds: float) -> None:
+def update_progress(catalog: Catalog, job_id: int, progress: int, checkpoint: dict[str, Any], seconds: float,
+                    total: int | None = None) -> None:
     with catalog.session() as s:
         job = s.get(Job, job_id)
         job.progress = progress
+        if total is not None:  # a resumed job whose work changed since (a compaction's shards to rewrite)
+            job.total = total
         job.checkpoint = checkpoint
         job.seconds = seconds
 

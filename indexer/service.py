@@ -165,7 +165,8 @@ def create_app(searcher: Searcher, token: str | None = None, write_patience_s: f
     @app.get("/jobs")
     def job_list(s: SearcherDep, index: str | None = None, state: str | None = None,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
-        """Build and add jobs, newest first: state, progress, errors, bytes of encoded chunks kept for resuming."""
+        """Build, add and compaction jobs, newest first: state, progress, errors, bytes of encoded chunks kept for
+        resuming."""
         return {"jobs": list_jobs(s.catalog, target=index, state=state, limit=limit)}
 
     @app.post("/search", response_model=SearchResponse, response_model_exclude_none=True)

@@ -95,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(handler=_list)
 
-    j = isub.add_parser("jobs", help="list build and add jobs: progress, failures, chunks kept for resuming")
+    j = isub.add_parser("jobs", help="list build, add and compaction jobs: progress, failures, chunks kept for resuming")
     j.add_argument("--index", default=None, help="only this index's jobs")
     j.add_argument("--state", default=None, help="running, interrupted, failed, done, superseded or cancelled")
     j.add_argument("--limit", type=int, default=20, help="newest jobs shown (default 20)")

@@ -101,6 +101,8 @@ def test_the_server_compacts_in_the_background(sqlite_catalog, minilm, beir_smal
             hits = c.post("/search", json={"index": "web", "query": docs[0].content, "k": 20}).json()["results"]
             assert len(hits) == 18 and docs[0].id not in {h["id"] for h in hits}
             assert 'embedkd_auto_compactions_total{outcome="done"} 1.0' in c.get("/metrics").text
+            ran = [j for j in c.get("/jobs", params={"index": "web"}).json()["jobs"] if j["kind"] == "compact"]
+            assert [(j["state"], j["progress"], j["total"]) for j in ran] == [("done", 20, 20)]  # shown as a job
     index = load_index(sqlite_catalog, "web")
     assert [len(s.deleted) for s in index.shards] == [0] and index.ntotal == 18
 

@@ -18,6 +18,7 @@ from indexer.build import add_documents, build_index, delete_items
 from indexer.cleanup import collect_garbage
 from indexer.compaction import compact_index
 from indexer.corpus import Doc, ListSource, read_corpus
+from indexer.jobs import list_jobs
 from indexer.search import Searcher
 from indexer.verify import verify_index
 
@@ -56,6 +57,10 @@ def _hits(catalog, encoder) -> list[list[str]]:
     return [[h.id for h in row] for row in Searcher(catalog, lambda _s: encoder).search("k", QUERIES, k=10)]
 
 
+def _compactions(catalog) -> list[dict]:
+    return [j for j in list_jobs(catalog, target="k") if j["kind"] == "compact"]
+
+
 def _staged(catalog) -> list[str]:
     return sorted(p.name for p in (catalog.settings.index_dir / "k").iterdir() if ".compacting-" in p.name)
 
@@ -73,6 +78,8 @@ def test_a_killed_compaction_is_resumed(sqlite_catalog, minilm, beir_small, afte
     staged = _staged(sqlite_catalog)
     assert len([s for s in staged if s.endswith(".faiss")]) == 2 and len([s for s in staged if s.endswith(".json")]) == 2
     assert frozen.files(sqlite_catalog, "k") == set()  # the killed one froze nothing
+    killed = _compactions(sqlite_catalog)  # `index jobs` shows it killed, two shards of its three rewritten
+    assert [(j["state"], j["progress"], j["total"]) for j in killed] == [("interrupted", 40, 60)]
 
     if after_kill == "delete":
         delete_items(sqlite_catalog, "k", [docs[5].id])
@@ -95,6 +102,9 @@ def test_a_killed_compaction_is_resumed(sqlite_catalog, minilm, beir_small, afte
     assert listed == ([[5]] if after_kill == "delete" else [None]) + [None] * 2  # a delete since: listed, not lost
     assert verify_index(sqlite_catalog, "k")["ok"]
     assert _staged(sqlite_catalog) == []  # reused ones committed, the stale one deleted
+    rows = _compactions(sqlite_catalog)  # the killed one's row, resumed and done
+    assert [(j["id"], j["state"], j["error"]) for j in rows] == [(killed[0]["id"], "done", None)]
+    assert rows[0]["progress"] == rows[0]["total"]
 
 
 def test_a_failed_compaction_keeps_its_shards_for_the_next(sqlite_catalog, minilm, beir_small, monkeypatch, caplog):
@@ -114,6 +124,8 @@ def test_a_failed_compaction_keeps_its_shards_for_the_next(sqlite_catalog, minil
     with caplog.at_level(logging.WARNING, logger="indexer.compaction"), pytest.raises(MemoryError):
         compact_index(sqlite_catalog, "k")
     assert "its 2 staged shard(s) kept for the next one to reuse" in caplog.text
+    [failed] = _compactions(sqlite_catalog)
+    assert (failed["state"], failed["error"], failed["progress"]) == ("failed", "MemoryError: out of memory (simulated)", 40)
     assert len(_staged(sqlite_catalog)) == 4  # two shards, two records
     assert collect_garbage(sqlite_catalog)["removed"] == []  # what the next compaction reuses is not garbage
 
@@ -125,6 +137,9 @@ def test_a_failed_compaction_keeps_its_shards_for_the_next(sqlite_catalog, minil
     _, found = index.search(index.reconstruct(ids), 1)
     assert found[:, 0].tolist() == ids.tolist()  # each stored vector finds itself in the rebuilt graphs
     assert verify_index(sqlite_catalog, "k")["ok"] and _staged(sqlite_catalog) == []
+    assert [(j["id"], j["state"], j["error"], j["progress"]) for j in _compactions(sqlite_catalog)] == [
+        (failed["id"], "done", None, 60)]
+    assert not compact_index(sqlite_catalog, "k")["changed"] and len(_compactions(sqlite_catalog)) == 1  # no row
 
 
 def test_a_staged_shard_that_is_not_whole_is_made_again(sqlite_catalog, minilm, beir_small):
