@@ -14,7 +14,7 @@ from sqlalchemy import select
 from . import shards, store
 from .catalog import get_index
 from .context import Catalog
-from .errors import UserError
+from .errors import Conflict, UserError
 from .models import Item
 
 __all__ = ["verify_index"]
@@ -23,13 +23,14 @@ __all__ = ["verify_index"]
 def verify_index(catalog: Catalog, name: str, attempts: int = 3) -> dict[str, Any]:
     """{"index", "ok", "vectors", "items", "shards", "problems": [one line each]}. A check that finds problems
     while a write moved the index to a new generation (deleting files of the one checked) is made again on it, up
-    to `attempts` times: an index being written is not reported broken."""
+    to `attempts` times: an index being written is not reported broken (`Conflict` if it moved every time)."""
     for _ in range(attempts):
         out, generation = _check(catalog, name)
         with catalog.session() as s:
             if out["ok"] or get_index(s, name).generation == generation:
-                break
-    return out
+                return out
+    raise Conflict(f"index {name!r} was written {attempts} times while it was being verified; verify it again "
+                   "when writes pause")
 
 
 def _check(catalog: Catalog, name: str) -> tuple[dict[str, Any], int]:

@@ -281,7 +281,10 @@ def test_writes_over_http_go_on_through_compaction_gc_a_move_and_a_backfill(cata
                     fitted = fit_upgrade(catalog, "k0", v2.record.source, "procrustes", v1_encoder=v1, v2_encoder=v2)
                     assert fitted["accepted"], fitted
                 elif step == "verify":  # while the clients write
-                    assert verify_index(catalog, "k0")["problems"] == []
+                    try:
+                        assert verify_index(catalog, "k0")["problems"] == []
+                    except Conflict:  # written at every one of its attempts: says so, reports no false problem
+                        step = "verify (busy)"
                 elif step == "move":
                     export_index(catalog, "k0", tmp_path / "export", with_corpora=True)
                     import_index(catalog, tmp_path / "export", name="copy")

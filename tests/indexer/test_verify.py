@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import sqlalchemy as sa
 
+from indexer import verify
 from indexer.build import add_documents, build_index, delete_items
 from indexer.catalog import get_index
-from indexer.corpus import ListSource, read_corpus
+from indexer.corpus import Doc, ListSource, read_corpus
+from indexer.errors import Conflict
 from indexer.models import Index, Item
 from indexer.verify import verify_index
 
@@ -130,3 +133,27 @@ def test_a_damaged_template_is_named(catalog, minilm, beir_small):
         f.write(b"\0")
     problems = verify_index(catalog, "t")["problems"]
     assert len(problems) == 1 and problems[0].startswith("template: index file") and "checksum" in problems[0]
+
+
+def test_an_index_being_written_is_checked_again_not_reported_broken(sqlite_catalog, minilm, beir_small, monkeypatch):
+    """A write that commits while verify reads deletes files of the generation it reads (seen as missing): verify
+    checks the new generation instead; written at every attempt, it says so (a Conflict), not that files are gone."""
+    docs = list(read_corpus(beir_small))[:10]
+    _build(sqlite_catalog, minilm, docs, "v")
+    real, writes = verify._check, []
+
+    def racing(catalog, name):
+        out, generation = real(catalog, name)
+        if len(writes) < budget:  # a write commits as this attempt reads
+            writes.append(add_documents(catalog, name, minilm, ListSource([Doc(f"new{len(writes)}", "a new text")]),
+                                        progress=False))
+            out = {**out, "ok": False, "problems": ["index file ... is missing"]}
+        return out, generation
+
+    monkeypatch.setattr(verify, "_check", racing)
+    budget = 1
+    out = verify_index(sqlite_catalog, "v")
+    assert out["ok"] and out["items"] == 11 and len(writes) == 1
+    budget = 4
+    with pytest.raises(Conflict, match="written 3 times while it was being verified"):
+        verify_index(sqlite_catalog, "v")
