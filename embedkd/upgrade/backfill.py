@@ -146,10 +146,16 @@ def _found(catalog: Catalog, name: str, docs: DocSource, wanted: dict[str, str],
     index's write lock; else those still missing are taken as the index holds them now (written again, or gone),
     and the writes committed by then are waited out (an HTTP write keeps its texts before it lets the lock go)."""
     seen: set[str] = set()
-    for d in chain(every_version(docs), backfill_texts.read(catalog, name)) if wanted else ():
-        if d.id not in seen and wanted.get(d.id) == content_key(d.content):
-            seen.add(d.id)
-            yield d
+
+    def matching(found: Iterable[Doc], hashes: dict[str, str]) -> Iterator[Doc]:
+        for d in found:
+            if d.id not in seen and hashes.get(d.id) == content_key(d.content):
+                seen.add(d.id)
+                yield d
+
+    if not wanted:
+        return
+    yield from matching(chain(every_version(docs), backfill_texts.read(catalog, name)), wanted)
     rest = {k: h for k, h in wanted.items() if k not in seen}
     if not rest:
         return
@@ -158,10 +164,7 @@ def _found(catalog: Catalog, name: str, docs: DocSource, wanted: dict[str, str],
         with locks.target_lock(catalog, name, wait_s=COMMIT_WAIT_S):
             pass
     with text_log.pinned(catalog, name) as paths:
-        for d in chain.from_iterable(read_corpus(p) for p in paths):
-            if d.id not in seen and rest.get(d.id) == content_key(d.content):
-                seen.add(d.id)
-                yield d
+        yield from matching(chain.from_iterable(read_corpus(p) for p in paths), rest)
 
 
 def _holds(catalog: Catalog, name: str, ids: Iterable[str]) -> dict[str, str]:
