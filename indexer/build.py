@@ -28,7 +28,7 @@ import numpy as np
 from sqlalchemy import select, update
 from tqdm.auto import tqdm
 
-from . import backfill_texts, carried, frozen, jobs, locks, shards, store, text_log
+from . import backfill_texts, carried, frozen, jobs, locks, purges, shards, store, text_log
 from .catalog import (
     KIND_COMMANDS,
     delete_items_by_faiss_ids,
@@ -338,6 +338,7 @@ def build_index(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, 
             s.add(row)
             s.flush()
             insert_items(s, row.id, scan.ids, faiss_ids, scan.keys, scan.infos, generation=1)
+            jobs.mark_done(s, job.id)
         return {"index": name, "model": encoder.record.name, "factory": factory, "count": len(scan.ids),
                 "shards": len(index.shards), "file": str(path), "checksum": checksum}
 
@@ -478,11 +479,12 @@ def index_row(catalog: Catalog, name: str) -> Index:
 def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource, chunk_size: int = DEFAULT_CHUNK,
                   progress: bool = True, delete_missing: bool = False, max_delete: float = 0.1,
                   lock_wait_s: float = COMMIT_WAIT_S, keep_failed: bool = True,
-                  on_commit: Callable[[Iterator[Doc]], None] | None = None) -> dict[str, Any]:
+                  before_commit: Callable[[Iterator[Doc]], None] | None = None) -> dict[str, Any]:
     """Add new documents; a known id with changed content is re-embedded, an unchanged one skipped. With
     `delete_missing` the corpus is a full snapshot: items it lacks are deleted in the same new generation
-    (refused when they are more than `max_delete` of the index). `on_commit` gets the documents added or changed,
-    once they are committed and before the index's write lock is let go (the service keeps their texts then).
+    (refused when they are more than `max_delete` of the index). `before_commit` gets the documents to add or
+    change, holding the index's write lock, just before they commit; if it raises, nothing is committed (the
+    service keeps their texts then: kept before the commit, a write is never in the index with its text lost).
 
     The documents are encoded without the index's write lock, so that a long add leaves the index to other
     writes; the add takes the lock to commit (waiting up to `lock_wait_s` for it), and if another write
@@ -504,7 +506,7 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
     if delete_missing:
         params["delete_missing"] = max_delete
 
-    def commit(encoded: Sequence[int], vectors: ChunkVectors) -> dict[str, Any]:
+    def commit(encoded: Sequence[int], vectors: ChunkVectors, job_id: int | None = None) -> dict[str, Any]:
         with locks.target_lock(catalog, name, wait_s=lock_wait_s):
             now = index_row(catalog, name)
             check_encoder_fits(now, encoder)  # an upgrade may have switched the index to another model meanwhile
@@ -519,16 +521,15 @@ def add_documents(catalog: Catalog, name: str, encoder: Encoder, docs: DocSource
                 gen = _retag_only(catalog, now, final.retagged) if final.retagged else now.generation
                 return {"index": name, "count": now.count, "generation": gen, "added": 0, "updated": 0,
                         "unchanged": final.skipped, "metadata_updated": len(final.retagged), "deleted": 0}
-            out = _commit_add(catalog, now, scan, final, _vectors_for(final.positions, encoded, vectors, encoder,
-                                                                      docs, scan))
-            if on_commit is not None:
-                on_commit(_docs_again(docs, scan, final.positions))
-            return out
+            if before_commit is not None:
+                before_commit(_docs_again(docs, scan, final.positions))
+            return _commit_add(catalog, now, scan, final, _vectors_for(final.positions, encoded, vectors, encoder,
+                                                                       docs, scan), job_id)
 
     if not plan.positions:
         return {**commit([], ChunkVectors([], encoder.record.dimension)), **_skipped(docs)}
     out = _run_job(catalog, "add", name, params, encoder, docs, scan, plan.positions, chunk_size, progress,
-                   lambda _job, vectors, positions: commit(positions, vectors), keep_failed)
+                   lambda job, vectors, positions: commit(positions, vectors, job.id), keep_failed)
     return {**out, **_skipped(docs)}
 
 
@@ -538,9 +539,10 @@ def _docs_again(docs: DocSource, scan: _Scan, positions: Sequence[int] | None = 
     return (Doc(scan.ids[p], c, scan.infos[p]) for p, c in zip(positions, _contents(docs, scan, positions)))
 
 
-def _commit_add(catalog: Catalog, index: Index, scan: _Scan, plan: _Plan, vectors) -> dict[str, Any]:
+def _commit_add(catalog: Catalog, index: Index, scan: _Scan, plan: _Plan, vectors, job_id: int | None) -> dict[str, Any]:
     """Write the plan as the index's next generation (call holding its write lock): old vectors of changed and
-    missing documents out, `vectors` (of `plan.positions`, in order) in under new FAISS ids."""
+    missing documents out, `vectors` (of `plan.positions`, in order) in under new FAISS ids; job `job_id` done
+    with it."""
     removed = plan.replaced_faiss_ids + plan.missing_faiss_ids
     current = load_current(catalog, index)
     if removed:
@@ -556,6 +558,8 @@ def _commit_add(catalog: Catalog, index: Index, scan: _Scan, plan: _Plan, vector
         insert_items(s, index.id, [scan.ids[p] for p in plan.positions], new_ids,
                      [scan.keys[p] for p in plan.positions], [scan.infos[p] for p in plan.positions], gen)
         s.execute(update(Index).where(Index.id == index.id).values(next_id=index.next_id + len(new_ids)))
+        if job_id is not None:
+            jobs.mark_done(s, job_id)
 
     out = switch_generation(catalog, index, current, rows)
     out.update(added=len(plan.positions) - len(plan.replaced_faiss_ids), updated=len(plan.replaced_faiss_ids),
@@ -611,18 +615,29 @@ def delete_items(catalog: Catalog, name: str, external_ids: list[str], purge: bo
             index = get_index(s, name)
             found = items_by_external_ids(s, index.id, external_ids)
             s.expunge(index)
-        missing = [e for e in dict.fromkeys(external_ids) if e not in found]
+        unfinished = purges.pending(catalog, name) if purge else {}
+        purging = {i for ids in unfinished.values() for i in ids}
+        missing = [e for e in dict.fromkeys(external_ids) if e not in found and e not in purging]
         if missing:
             shown = ", ".join(repr(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise UserError(f"index {name!r} has no item with id {shown}; nothing was deleted")
-        faiss_ids = [found[e].faiss_id for e in dict.fromkeys(external_ids)]
+        purges.finish(catalog, name)  # a failed purge of some of these ids: its files rewritten now
+        present = [e for e in dict.fromkeys(external_ids) if e in found]
+        if not present:
+            return {"index": name, "count": index.count, "generation": index.generation, "deleted": 0}
+        faiss_ids = [found[e].faiss_id for e in present]
         current = load_current(catalog, index)
         current.remove_ids(np.array(faiss_ids), index.factory, index.metric, purge=purge)
-        out = switch_generation(catalog, index, current, lambda s, gen: delete_items_by_faiss_ids(s, index.id, faiss_ids, gen))
+        job_id: list[int] = []
+
+        def rows(s, gen: int) -> None:
+            delete_items_by_faiss_ids(s, index.id, faiss_ids, gen)
+            if purge:  # committed with the deletion: the texts' removal is then owed until done (`purges`)
+                job_id.append(purges.record(s, name, present))
+
+        out = switch_generation(catalog, index, current, rows)
         if purge:  # out of every file now: the texts kept for a running backfill, of HTTP writes, and carried, too
-            backfill_texts.purge(catalog, name, external_ids)
-            text_log.purge(catalog, name, external_ids)
-            carried.purge(catalog, name, external_ids)
+            purges.run(catalog, name, job_id[0], present)
         out["deleted"] = len(faiss_ids)
         return out
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import backfill_texts, carried, frozen, jobs, locks, pins, text_log
+from . import backfill_texts, carried, frozen, jobs, locks, pins, purges, text_log
 from .context import Catalog
 from .errors import Conflict
 from .models import Index, Job
@@ -33,6 +33,7 @@ def collect_garbage(catalog: Catalog, dry_run: bool = False) -> dict[str, Any]:
     for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         try:
             with locks.target_lock(catalog, folder.name):
+                found += purges.finish(catalog, folder.name, dry_run)
                 found += _index_leftovers(catalog, folder, dry_run)
         except Conflict:
             busy.append(folder.name)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select
+from sqlalchemy.orm import Session
 
 from .context import Catalog
 from .errors import Conflict, NotFound, UserError
@@ -75,6 +76,13 @@ def update_progress(catalog: Catalog, job_id: int, progress: int, checkpoint: di
             job.total = total
         job.checkpoint = checkpoint
         job.seconds = seconds
+
+
+def mark_done(s: Session, job_id: int) -> None:
+    """Mark the job done in the session that commits its work: the two commit together, so a job whose work
+    committed is never left failed or running (a build's or add's row names the file its documents came from)."""
+    job = s.get(Job, job_id)
+    job.state, job.error = "done", None
 
 
 def finish(catalog: Catalog, job_id: int) -> None:
@@ -164,9 +172,11 @@ def fail(catalog: Catalog, job_id: int, error: str, keep: bool = True) -> None:
     (the job is then cancelled: an HTTP write's, whose client resends a request that may be merged otherwise)."""
     with catalog.session() as s:
         job = s.get(Job, job_id)
-        job.state = "failed" if keep else "cancelled"
-        job.error = error[:2000]
-    if not keep:
+        done = job.state == "done"  # its work committed: what failed after it (cleaning up) is not the job's failure
+        if not done:
+            job.state = "failed" if keep else "cancelled"
+            job.error = error[:2000]
+    if done or not keep:
         _forget(catalog, job_id)
 
 

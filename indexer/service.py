@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -68,16 +70,20 @@ SearcherDep = Annotated[Searcher, Depends(_searcher)]
 
 
 def _add_keeping_texts(searcher: Searcher, index: str, docs: list[Doc], keep_texts: bool) -> dict[str, Any]:
-    def keep(written) -> None:  # committed, the index still held: a backfill that reads the index sees them kept
-        written = list(written)
-        try:
-            text_log.append(searcher.catalog, index, written)
-        except OSError as err:  # the write is committed: say so; a later backfill names the texts it lacks
-            log.warning("index %r: could not keep the texts of %d documents written over HTTP: %s", index, len(written),
-                        err)
+    kept: list[Path] = []
 
-    return add_documents(searcher.catalog, index, searcher.index_encoder(index), ListSource(docs), progress=False,
-                         lock_wait_s=1.0, keep_failed=False, on_commit=keep if keep_texts else None)
+    def keep(written) -> None:
+        # before the commit, the index held: a write is in the index only with its texts kept (a backfill reads
+        # them), and a failure to keep them fails the write, which the client sends again. Texts of a write
+        # whose commit then fails are not used: a backfill takes a text only where the index holds its hash
+        path = text_log.append(searcher.catalog, index, written, pending=True)
+        kept.extend([path] if path is not None else [])
+
+    out = add_documents(searcher.catalog, index, searcher.index_encoder(index), ListSource(docs), progress=False,
+                        lock_wait_s=1.0, keep_failed=False, before_commit=keep if keep_texts else None)
+    for path in kept:
+        text_log.settle(searcher.catalog, index, path)
+    return out
 
 
 def create_app(searcher: Searcher, token: str | None = None, write_patience_s: float = 10.0,
@@ -122,6 +128,15 @@ def create_app(searcher: Searcher, token: str | None = None, write_patience_s: f
     @app.exception_handler(UserError)
     async def _user_error(_request: Request, err: UserError) -> JSONResponse:
         return JSONResponse(status_code=err.status_code, content={"detail": " ".join(str(err).split())})
+
+    @app.exception_handler(OSError)
+    async def _os_error(_request: Request, err: OSError) -> JSONResponse:
+        # a write fails whole (an add commits with its texts kept or not at all; a purge's files are owed until
+        # done), so the client can send it again; 507 says why when the disk is full
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+        return JSONResponse(status_code=507 if full else 500, content={
+            "detail": f"the server could not write its files: {err}; send the request again"
+                      + (" once it has free disk space" if full else "")})
 
     @app.get("/health")
     def health(s: SearcherDep) -> dict[str, Any]:

@@ -10,8 +10,12 @@ the texts take less disk than the vectors of a 384-d model; a write's own file i
 Like an LSM tree's levels: once `FANOUT` files of one level are there, they are merged into one file of the
 next level, keeping each id's newest text, and only where the index still holds that text (an update's old
 text and a deleted document's go). A log of n writes is O(log n) files and each text is rewritten O(log n)
-times. A text is appended only once its write has committed, so a merge that reads the index's items after
-listing its files never drops a text the index holds; merges run in the background of the process that
+times. The service keeps a write's texts just before it commits it, holding the index (`append(pending=True)`),
+so no write is in the index without its texts: in a pending file, which readers read and merges do not, settled
+among the others once the commit is done (or by the next write's keep, which holds the index and so knows that
+no commit is under way). So a merge, which reads the index's items after listing its files, never drops a text
+the index holds; texts of a write whose commit failed go at a merge, as the index does not hold them. Merges
+run in the background of the process that
 appended (a level of a million texts takes a while, and writes go on), one at a time per index under its
 text-log lock, which a purge takes too. None runs while a backfill of the index does: it reads the files it
 started with. A reader (an upgrade, which may scan them for minutes) reads hard links of the files it listed
@@ -66,9 +70,14 @@ def _parts(path: Path) -> tuple[int, int]:
     return int(level), int(stamp)
 
 
+def _pending_folder(catalog: Catalog, name: str) -> Path:
+    return log_folder(catalog, name) / "pending"
+
+
 def files(catalog: Catalog, name: str) -> list[Path]:
-    """The index's text files, newest first."""
-    return sorted(_log_files(log_folder(catalog, name)), key=stamp, reverse=True)
+    """The index's text files, pending ones too, newest first."""
+    every = _log_files(log_folder(catalog, name)) + _log_files(_pending_folder(catalog, name))
+    return sorted(every, key=stamp, reverse=True)
 
 
 def _log_files(folder: Path) -> list[Path]:
@@ -118,16 +127,42 @@ def stamp(path: Path) -> int:
     return _parts(path)[1]
 
 
-def append(catalog: Catalog, name: str, docs: Iterable[Doc], wait: bool = False) -> Path | None:
-    """Keep the texts of `docs` (text contents only; call once they are committed) as the index's newest log
-    file, then merge full levels: in the background, or before returning with `wait`."""
+def append(catalog: Catalog, name: str, docs: Iterable[Doc], wait: bool = False, pending: bool = False) -> Path | None:
+    """Keep the texts of `docs` (text contents only) as the index's newest log file, then merge full levels: in
+    the background, or before returning with `wait`. With `pending` (call holding the index's write lock, just
+    before the commit), the file is pending until `settle`: merges leave it alone."""
     rows = [_row(d) for d in docs if isinstance(d.content, str)]
     if not rows:
         return None
+    if pending:
+        for left in _log_files(_pending_folder(catalog, name)):  # the index held: no commit of theirs is under way
+            _settle(left)
+        return _write(_pending_folder(catalog, name), 0, time.time_ns(), rows)
     path = _write(log_folder(catalog, name), 0, time.time_ns(), rows)
+    _merge_if_full(catalog, name, wait)
+    return path
+
+
+def settle(catalog: Catalog, name: str, path: Path) -> None:
+    """A pending file among the others, its write committed; then merge full levels in the background. A failure
+    is only logged: the write is committed and its texts are kept (the next write's keep settles the file)."""
+    try:
+        _settle(path)
+        _merge_if_full(catalog, name, wait=False)
+    except OSError as err:
+        log.warning("index %r: the texts of a write stay pending until the next write: %s", name, err)
+
+
+def _settle(path: Path) -> None:
+    try:
+        path.rename(path.parent.parent / path.name)
+    except FileNotFoundError:  # settled by the next write's keep meanwhile, or purged empty
+        pass
+
+
+def _merge_if_full(catalog: Catalog, name: str, wait: bool) -> None:
     if _full_level(catalog, name) is not None:  # one listing of the folder; most writes fill no level
         merge(catalog, name) if wait else _merge_in_background(catalog, name)
-    return path
 
 
 _running: set[tuple[int, str]] = set()
@@ -206,6 +241,7 @@ def merge(catalog: Catalog, name: str) -> int:
     try:
         with locks.text_log_lock(catalog, name):
             _remove_stale_tmp(log_folder(catalog, name))
+            _remove_stale_tmp(_pending_folder(catalog, name))
             while (full := _full_level(catalog, name)) is not None:
                 _merge_level(catalog, name, *full)
                 merged += len(full[1])
@@ -217,7 +253,7 @@ def merge(catalog: Catalog, name: str) -> int:
 def _full_level(catalog: Catalog, name: str) -> tuple[int, list[Path]] | None:
     """The lowest level holding `FANOUT` files or more, with its files (newest first); None when none does."""
     by_level: dict[int, list[Path]] = {}
-    for p in files(catalog, name):
+    for p in sorted(_log_files(log_folder(catalog, name)), key=stamp, reverse=True):  # pending ones aside
         by_level.setdefault(_parts(p)[0], []).append(p)
     return next(((lv, by_level[lv]) for lv in sorted(by_level) if len(by_level[lv]) >= FANOUT), None)
 

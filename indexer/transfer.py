@@ -17,6 +17,7 @@ rows last, in one transaction; a failure removes the copied files, so the target
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from array import array
@@ -40,6 +41,8 @@ from .models import Adapter, EmbeddingModel, Index, Item
 from .shards import manifest_files
 
 __all__ = ["export_index", "import_index", "FORMAT"]
+
+log = logging.getLogger(__name__)
 
 FORMAT = "embedkd-index-export/1"
 _MANIFEST = "embedkd-index.json"
@@ -191,8 +194,13 @@ def import_index(catalog: Catalog, src: str | os.PathLike, name: str | None = No
         with catalog.session() as s:
             if s.scalar(select(Index.id).where(Index.name == name)) is not None:
                 raise Conflict(f"index {name!r} already exists; import under another name with --index NEW_NAME")
-        if folder.exists() and any(folder.iterdir()):
-            raise Conflict(f"{folder} holds files of no index; remove them with `embedkd index gc`, then import")
+        # what an import killed midway left (or a dropped index's files): no row names them, and the lock held
+        # keeps any other writer of this name out, so a rerun of the import clears them and goes on
+        for leftover in (folder, adapter_folder, text_log.log_folder(catalog, name), carried.folder(catalog, name)):
+            if leftover.exists():
+                log.warning("index %r: removing %s, which no index holds (an import or a build stopped midway)",
+                            name, leftover)
+                shutil.rmtree(leftover)
         copied: list[Path] = []
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -274,9 +282,14 @@ def _place(src: Path, names: list[str], dest: Path, copied: list[Path]) -> None:
 
 
 def _copy(src: Path, dst: Path, advice: str = "check the index with `embedkd index verify`; nothing was exported") -> None:
+    """Copy whole or not at all: a process killed midway leaves no part of a file under its name (a rerun would find
+    it there with other bytes), only a hidden temporary file."""
+    tmp = dst.with_name(f".{dst.name}.copying")
     try:
-        shutil.copy2(src, dst)
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
     except OSError as err:
+        tmp.unlink(missing_ok=True)
         raise UserError(f"cannot copy {src} to {dst.parent}: {err.strerror}; {advice}") from None
 
 

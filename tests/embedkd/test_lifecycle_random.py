@@ -81,10 +81,7 @@ class Life:
 
     def _user_file(self, docs: list[Doc]) -> Path:
         self.files += 1
-        path = self.tmp / "user" / f"corpus{self.files}.jsonl"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text("".join(json.dumps(_record(d)) + "\n" for d in docs))
-        return path
+        return user_file(self.tmp / "user" / f"corpus{self.files}.jsonl", docs)
 
     # the steps ------------------------------------------------------------------------------------------
     def http_write(self) -> None:
@@ -192,6 +189,13 @@ def _sent(method, url: str, **kwargs) -> httpx.Response:
 
 def _record(doc: Doc) -> dict:
     return {"_id": doc.id, "text": doc.content, **doc.info}
+
+
+def user_file(path: Path, docs: list[Doc]) -> Path:
+    """A corpus file of the user's holding `docs`."""
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("".join(json.dumps(_record(d)) + "\n" for d in docs))
+    return path
 
 
 def _tokens_in(home: Path) -> dict[str, str]:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from indexer.build import build_index
-from indexer.corpus import ListSource, read_corpus
+from indexer.corpus import Corpora, ListSource, read_corpus
 from indexer.search import Searcher
 from indexer.service import create_app
 
@@ -191,3 +191,28 @@ def test_documents_are_added_and_deleted_over_http(server):
         from indexer.catalog import get_index
 
         assert get_index(s, "web").count == 24
+
+
+def test_a_write_on_a_full_disk_is_507_and_changes_nothing_until_sent_again(server, monkeypatch):
+    """The server keeps an HTTP write's texts before it commits it: when they cannot be written, nothing is, and
+    the client learns why and that it may send the request again."""
+    from indexer import text_log
+    from tests.indexer.helpers import snapshot
+
+    base, searcher, docs = server
+    real = text_log._write
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    before = snapshot(searcher.catalog)
+    monkeypatch.setattr(text_log, "_write", full)
+    new = {"_id": "n1", "text": "Statins lower cholesterol and heart attack risk."}
+    with httpx.Client(base_url=base, timeout=120) as c:
+        r = c.post("/indexes/web/documents", json={"documents": [new]})
+        assert r.status_code == 507, r.text
+        assert "No space left on device; send the request again once it has free disk space" in r.json()["detail"]
+        assert snapshot(searcher.catalog) == before
+        monkeypatch.setattr(text_log, "_write", real)
+        assert c.post("/indexes/web/documents", json={"documents": [new]}).json()["added"] == 1
+    assert [d.id for d in Corpora(text_log.files(searcher.catalog, "web"))] == ["n1"]

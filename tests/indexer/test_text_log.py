@@ -4,16 +4,20 @@ by levels keeping each document's latest text the index still holds, forgotten w
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from indexer import locks, pins, text_log
 from indexer.backfill_texts import staging_name
 from indexer.build import add_documents, build_index, delete_items, drop_index
 from indexer.cleanup import collect_garbage
-from indexer.corpus import Doc, ListSource, read_corpus
+from indexer.corpus import Corpora, Doc, ListSource, read_corpus
+from indexer.hashing import content_key
+from indexer.models import Item
+from tests.indexer.helpers import snapshot
 
 
 def _write(catalog, encoder, docs: list[Doc]) -> None:
-    """What the service does with an HTTP write: commit it, then keep its texts."""
+    """An HTTP write's texts kept (the service keeps them just before the commit)."""
     add_documents(catalog, "t", encoder, ListSource(docs), progress=False)
     text_log.append(catalog, "t", docs, wait=True)
 
@@ -190,12 +194,50 @@ def test_random_writes_leave_each_documents_latest_text_first(sqlite_catalog, mi
         assert all(levels.count(lv) < 3 for lv in set(levels)), levels  # every full level merged
 
 
-def test_an_add_hands_what_it_committed_to_on_commit_before_it_lets_the_index_go(sqlite_catalog, minilm):
+def test_an_add_hands_what_it_commits_to_before_commit_holding_the_index(sqlite_catalog, minilm):
     """The service keeps the texts of an HTTP write there: a reader that waits for the index's lock after seeing the
-    documents in the catalog finds their texts kept."""
+    documents in the catalog finds their texts kept; and a write whose texts cannot be kept is not committed."""
     build_index(sqlite_catalog, "t", minilm, ListSource([Doc("a", "first"), Doc("b", "second")]), progress=False)
     got = []
-    add_documents(sqlite_catalog, "t", minilm, progress=False,
-                  docs=ListSource([Doc("a", "first"), Doc("b", "changed", {"metadata": {"k": 1}}), Doc("c", "new")]),
-                  on_commit=lambda docs: got.append((list(docs), locks.is_writing(sqlite_catalog, "t"))))
-    assert got == [([Doc("b", "changed", {"metadata": {"k": 1}}), Doc("c", "new")], True)]  # unchanged "a" left out
+
+    def keep(docs):
+        with sqlite_catalog.session() as s:  # not yet in the catalog
+            held = {i.external_id: i.content_hash for i in s.scalars(select(Item))}
+        got.append((list(docs), locks.is_writing(sqlite_catalog, "t"), held == {"a": content_key("first"),
+                                                                              "b": content_key("second")}))
+
+    docs = ListSource([Doc("a", "first"), Doc("b", "changed", {"metadata": {"k": 1}}), Doc("c", "new")])
+    before = snapshot(sqlite_catalog)
+
+    def full(_docs):
+        raise OSError(28, "no space left on device")
+
+    with pytest.raises(OSError, match="no space"):
+        add_documents(sqlite_catalog, "t", minilm, docs, progress=False, keep_failed=False, before_commit=full)
+    assert snapshot(sqlite_catalog) == before
+    add_documents(sqlite_catalog, "t", minilm, docs, progress=False, before_commit=keep)
+    assert got == [([Doc("b", "changed", {"metadata": {"k": 1}}), Doc("c", "new")], True, True)]  # unchanged "a" out
+
+
+def test_a_merge_while_a_write_commits_keeps_its_pending_texts(sqlite_catalog, minilm):
+    """The service keeps a write's texts just before its commit. A merge that ran between the two would find the
+    index not yet holding them and drop them, unless they wait in a pending file, which merges leave alone."""
+    build_index(sqlite_catalog, "t", minilm, ListSource([Doc("a", "first"), Doc("b", "second")]), progress=False)
+    for _ in range(text_log.FANOUT - 1):
+        text_log.append(sqlite_catalog, "t", [Doc("a", "first")], wait=True)
+    pending = []
+
+    def keep_then_merge(docs):
+        pending.append(text_log.append(sqlite_catalog, "t", docs, pending=True))
+        text_log.append(sqlite_catalog, "t", [Doc("b", "second")], wait=True)  # a level full: merged now
+
+    add_documents(sqlite_catalog, "t", minilm, ListSource([Doc("c", "new")]), progress=False,
+                  before_commit=keep_then_merge)
+    assert sorted(p.name.split("-")[0] for p in text_log.files(sqlite_catalog, "t")) == ["0", "1"]  # merged; pending
+    text_log.settle(sqlite_catalog, "t", pending[0])
+    assert not pending[0].exists()
+    files = text_log.files(sqlite_catalog, "t")
+    assert {d.id: d.content for d in Corpora(files)} == {"a": "first", "b": "second", "c": "new"}
+    for _ in range(text_log.FANOUT):  # once settled, a merge takes it like any other
+        text_log.append(sqlite_catalog, "t", [Doc("a", "first")], wait=True)
+    assert {d.id: d.content for d in Corpora(text_log.files(sqlite_catalog, "t"))}["c"] == "new"
