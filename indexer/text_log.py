@@ -3,7 +3,7 @@
 The catalog keeps each document's content hash, not its text; documents added from a file are read again
 from that file (`embedkd.upgrade.run.index_corpora`). Documents that came over HTTP exist nowhere else, so
 without their texts a backfill could not embed them with a new model, nor `upgrade fit` sample them. The
-service writes each write's texts, once committed, to `EMBEDKD_HOME/texts/NAME/` as one small JSONL file.
+service writes each write's texts to `EMBEDKD_HOME/texts/NAME/` as one small JSONL file.
 Merged files are gzipped (level 1: about 2.4x smaller on SciFact's abstracts, at ~100 MB/s of one core), so
 the texts take less disk than the vectors of a 384-d model; a write's own file is not, to keep its write short.
 
@@ -15,11 +15,10 @@ so no write is in the index without its texts: in a pending file, which readers 
 among the others once the commit is done (or by the next write's keep, which holds the index and so knows that
 no commit is under way). So a merge, which reads the index's items after listing its files, never drops a text
 the index holds; texts of a write whose commit failed go at a merge, as the index does not hold them. Merges
-run in the background of the process that
-appended (a level of a million texts takes a while, and writes go on), one at a time per index under its
-text-log lock, which a purge takes too. None runs while a backfill of the index does: it reads the files it
-started with. A reader (an upgrade, which may scan them for minutes) reads hard links of the files it listed
-(`pinned`), so a merge that deletes them meanwhile takes nothing from it.
+run in the background of the process that appended (a level of a million texts takes a while, and writes go
+on), one at a time per index under its text-log lock, which a purge takes too. None runs while a backfill of
+the index does: it reads the files it started with. A reader (an upgrade, which may scan them for minutes) reads
+hard links of the files it listed (`pinned`), so a merge that deletes them meanwhile takes nothing from it.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from . import carried, jobs, locks, pins, text_log
+from . import carried, jobs, locks, pins, purges, text_log
 from .adapters import adapter_path
 from .build import check_index_name
 from .catalog import ensure_model, get_index, insert_items
@@ -68,6 +68,7 @@ def export_index(catalog: Catalog, name: str, out: str | os.PathLike, attached: 
         with catalog.session() as s:
             with locks.target_lock(catalog, name):  # one generation: its rows, and its files pinned or copied
                 index = get_index(s, name)
+                purges.finish(catalog, name)  # a purge that failed midway: its texts must not travel
                 record = {"index": {c: getattr(index, c) for c in ("name", "factory", "metric", "dimension", "count",
                                                                      "file", "checksum", "generation", "next_id")},
                           "model": _model(index.model), "format": FORMAT}

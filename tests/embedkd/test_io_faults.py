@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import errno
 import io
+import json
 import os
 import threading
 from pathlib import Path
@@ -31,7 +32,7 @@ from indexer.compaction import compact_index
 from indexer.context import open_catalog
 from indexer.corpus import Doc, read_corpus
 from indexer.errors import NotFound
-from indexer.models import Adapter, Base
+from indexer.models import Adapter, Base, Item
 from indexer.search import Searcher
 from indexer.settings import load_settings
 from indexer.transfer import export_index, import_index
@@ -39,6 +40,7 @@ from indexer.verify import verify_index
 from tests.indexer.helpers import index_vectors
 
 from .test_lifecycle_random import _tokens_in, user_file
+from .test_upgrade_backfill import Flaky
 from .test_upgrade_fit import WORDS, HashEncoder
 
 V1, V2 = HashEncoder(16, 1), HashEncoder(16, 1, drift=np.linalg.qr(np.random.default_rng(3).normal(size=(24, 24)))[0][:16])
@@ -175,9 +177,12 @@ def state(world: World, name: str = "k"):
     except NotFound:
         return None
     with world.catalog.session() as s:
-        model = get_index(s, name).model.source
+        index = get_index(s, name)
+        model = index.model.source
         adapters = sorted((a.active,) for a in s.scalars(select(Adapter)))
-    return model, ids, np.round(vectors, 5).tobytes(), adapters
+        infos = sorted((i.external_id, json.dumps(i.info, sort_keys=True))
+                       for i in s.scalars(select(Item).where(Item.index_id == index.id)))
+    return model, ids, np.round(vectors, 5).tobytes(), adapters, infos
 
 
 # the operations: each (world) -> what the index should then hold, checked by `promise` ----------------------------
@@ -234,9 +239,23 @@ def op_fit(w: World, ctx: dict) -> None:
     assert fitted["accepted"], fitted
 
 
+def op_merge(w: World, ctx: dict) -> None:
+    """A write's texts kept as the level's last file: the level merged (the texts the index still holds)."""
+    text_log.append(w.catalog, "k", [Doc("d3", w.truth["d3"])], wait=True)
+
+
+def finish_backfill(w: World) -> None:
+    with backfill_corpora(w.catalog, "k") as docs:
+        backfill(w.catalog, "k", V2, docs, chunk_size=4)
+
+
 OPS = {"build": (op_build, "n"), "add": (op_add, "k"), "write": (op_write, "k"), "delete": (op_delete, "k"),
        "purge": (op_purge, "k"), "compact": (op_compact, "k"), "backfill": (op_backfill, "k"), "gc": (op_gc, "k"),
-       "export": (op_export, "k"), "import": (op_import, "copy"), "drop": (op_drop, "k"), "fit": (op_fit, "k")}
+       "export": (op_export, "k"), "import": (op_import, "copy"), "drop": (op_drop, "k"), "fit": (op_fit, "k"),
+       "merge": (op_merge, "k"),
+       # while a backfill is stopped midway: what they write is kept for its catch-up, which must then find it
+       "add_mid_backfill": (op_add, "k"), "write_mid_backfill": (op_write, "k"), "purge_mid_backfill": (op_purge, "k")}
+UNCHANGED = ("gc", "export", "fit", "compact", "merge")  # the index's vectors stay as they were
 
 
 def _prepare(root: Path, op: str, faults: Faults, database_url: str | None) -> tuple[World, dict]:
@@ -244,6 +263,13 @@ def _prepare(root: Path, op: str, faults: Faults, database_url: str | None) -> t
     w.setup()
     if op == "import":
         op_export(w, {})
+    elif op == "merge":
+        for _ in range(text_log.FANOUT - 2):  # a level one file short of full
+            w.http_write("k", w.docs(1, 1))
+        assert text_log.idle() and len(text_log.files(w.catalog, "k")) == text_log.FANOUT - 1
+    elif op.endswith("_mid_backfill"):
+        with pytest.raises(RuntimeError, match="killed"), backfill_corpora(w.catalog, "k") as docs:
+            backfill(w.catalog, "k", Flaky(V2, 2), docs, chunk_size=4)
     faults.roots = [str(root)]
     return w, {}
 
@@ -314,9 +340,13 @@ def _every_point(op: str, tmp_path: Path, monkeypatch, kill: bool, database_url:
         count = faults.count
         faults.arm(None)
         after = state(w, name)
-        assert after != before or op in ("gc", "export", "fit", "compact"), "the operation changes nothing to check"
+        assert after != before or op in UNCHANGED, "the operation changes nothing to check"
         purged = {t.split()[-1] for i in w.gone for t in w.texts_of[i]} if op == "purge" else set()
         _promised(w, name, op, purged)
+        if op.endswith("_mid_backfill"):
+            finish_backfill(w)
+            final = state(w, name)
+            assert final[0] == V2.record.source
         w.close()
         failures = []
         for n in _trials(count, op, kill):
@@ -340,6 +370,10 @@ def _every_point(op: str, tmp_path: Path, monkeypatch, kill: bool, database_url:
                 collect_garbage(w.catalog)  # without a rerun, where the index is done: gc finishes what is owed
                 assert state(w, name) == after, f"{where}: gc changed the index"
                 _promised(w, name, op, purged)
+                if op.endswith("_mid_backfill"):  # its catch-up finds what the operation wrote, as it left it
+                    finish_backfill(w)
+                    assert state(w, name) == final, f"{where}: the backfill then ends with other vectors"
+                    _promised(w, name, op, purged)
             except AssertionError as err:
                 message = str(err).splitlines()[0]
                 failures.append(message if message.startswith(op) else f"{where}: {message}")
@@ -362,3 +396,25 @@ def test_a_write_failing_at_any_point_leaves_the_index_as_it_was_or_done(op, tmp
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_a_process_killed_at_any_write_leaves_the_index_as_it_was_or_done(op, tmp_path, monkeypatch, database_url):
     _every_point(op, tmp_path, monkeypatch, True, database_url)
+
+
+def test_an_export_after_a_purge_failed_midway_carries_none_of_its_texts(tmp_path, monkeypatch):
+    """A purge whose file rewrites failed is owed (`indexer.purges`); an export made before anyone reran it or
+    ran gc finishes it first, so the purged texts do not travel to another catalog."""
+    w = World(tmp_path)
+    w.setup()
+    real = text_log.purge
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(text_log, "purge", full)
+    with pytest.raises(OSError, match="No space"):
+        op_purge(w, {})
+    monkeypatch.setattr(text_log, "purge", real)
+    purged = {t.split()[-1] for i in w.gone for t in w.texts_of[i]}
+    assert _tokens_in(w.catalog.settings.home).keys() & purged  # left by the failed purge
+    op_export(w, {})
+    assert not _tokens_in(tmp_path / "export").keys() & purged
+    assert not _tokens_in(w.catalog.settings.home).keys() & purged
+    w.close()
