@@ -621,7 +621,8 @@ def delete_items(catalog: Catalog, name: str, external_ids: list[str], purge: bo
         if missing:
             shown = ", ".join(repr(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise UserError(f"index {name!r} has no item with id {shown}; nothing was deleted")
-        purges.finish(catalog, name)  # a failed purge of some of these ids: its files rewritten now
+        if unfinished:  # a failed purge, of some of these ids perhaps: its files rewritten now
+            purges.finish(catalog, name)
         present = [e for e in dict.fromkeys(external_ids) if e in found]
         if not present:
             return {"index": name, "count": index.count, "generation": index.generation, "deleted": 0}

@@ -19,7 +19,7 @@ from . import backfill_texts, carried, jobs, locks, text_log
 from .context import Catalog
 from .models import Job
 
-__all__ = ["finish", "pending", "record", "rewrite_files"]
+__all__ = ["finish", "pending", "record", "rewrite_files", "run"]
 
 
 def record(s: Session, name: str, ids: list[str]) -> int:

@@ -134,8 +134,7 @@ def append(catalog: Catalog, name: str, docs: Iterable[Doc], wait: bool = False,
     if not rows:
         return None
     if pending:
-        for left in _log_files(_pending_folder(catalog, name)):  # the index held: no commit of theirs is under way
-            _settle(left)
+        _settle_pending(catalog, name)
         return _write(_pending_folder(catalog, name), 0, time.time_ns(), rows)
     path = _write(log_folder(catalog, name), 0, time.time_ns(), rows)
     _merge_if_full(catalog, name, wait)
@@ -150,6 +149,13 @@ def settle(catalog: Catalog, name: str, path: Path) -> None:
         _merge_if_full(catalog, name, wait=False)
     except OSError as err:
         log.warning("index %r: the texts of a write stay pending until the next write: %s", name, err)
+
+
+def _settle_pending(catalog: Catalog, name: str) -> None:
+    """Settle every pending file: call holding the index's write lock, so that no commit of theirs is under way
+    (each committed or failed; a failed one's texts go at a merge)."""
+    for path in _log_files(_pending_folder(catalog, name)):
+        _settle(path)
 
 
 def _settle(path: Path) -> None:
@@ -303,11 +309,14 @@ def _merge_level(catalog: Catalog, name: str, level: int, paths: list[Path]) -> 
 
 
 def purge(catalog: Catalog, name: str, ids: Iterable[str], wait_s: float = 600.0) -> None:
-    """Take the texts of `ids` out of the index's log now (`index delete --purge`), waiting for a merge under way
-    (which could carry them on). Each file holding one is written again without them, under its own name; so is
-    a running backfill's link to it (`pinned`), which kept the old file."""
+    """Take the texts of `ids` out of the index's log now (`index delete --purge`; call holding the index's write
+    lock), waiting for a merge under way (which could carry them on). Each file holding one is written again
+    without them, under its own name; so is a running backfill's link to it (`pinned`), which kept the old file."""
     gone = set(ids)
     with locks.text_log_lock(catalog, name, wait_s=wait_s):
+        # settled first (the caller holds the index: no commit of theirs is under way), or the settling of one
+        # after its write's commit could put back, under the settled name, the text this rewrites away
+        _settle_pending(catalog, name)
         for path in files(catalog, name):
             _drop_from(path, gone)
         for path in _log_files(backfill_texts.pin_folder(catalog, name)):

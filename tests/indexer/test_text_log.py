@@ -241,3 +241,23 @@ def test_a_merge_while_a_write_commits_keeps_its_pending_texts(sqlite_catalog, m
     for _ in range(text_log.FANOUT):  # once settled, a merge takes it like any other
         text_log.append(sqlite_catalog, "t", [Doc("a", "first")], wait=True)
     assert {d.id: d.content for d in Corpora(text_log.files(sqlite_catalog, "t"))}["c"] == "new"
+
+
+def test_a_purge_racing_the_settling_of_a_pending_file_leaves_none_of_its_text(sqlite_catalog, minilm, monkeypatch):
+    """A write's thread settles its pending file after the commit, without the text-log lock; a purge of one of its
+    documents in that moment must not rewrite the pending file while the settling moves the old one into place."""
+    build_index(sqlite_catalog, "t", minilm, ListSource([Doc("a", "first")]), progress=False)
+    pending = []
+    add_documents(sqlite_catalog, "t", minilm, ListSource([Doc("c", "secret words")]), progress=False,
+                  before_commit=lambda docs: pending.append(text_log.append(sqlite_catalog, "t", docs, pending=True)))
+    real = text_log.read_corpus
+
+    def read_then_settle(path):  # the write's thread settles just as the purge has read the file
+        yield from real(path)
+        text_log.settle(sqlite_catalog, "t", pending[0])
+
+    monkeypatch.setattr(text_log, "read_corpus", read_then_settle)
+    delete_items(sqlite_catalog, "t", ["c"], purge=True)
+    monkeypatch.setattr(text_log, "read_corpus", real)
+    kept = [p for p in text_log.root(sqlite_catalog).rglob("*") if p.is_file() and b"secret" in p.read_bytes()]
+    assert kept == []
