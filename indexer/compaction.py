@@ -90,6 +90,11 @@ class _JobRow:
         self.progress += vectors
         jobs.update_progress(self.catalog, self.id, self.progress, {}, time.perf_counter() - self.t0)
 
+    def done(self, s) -> None:
+        """Done in the transaction that commits the compaction: a failure after it leaves no failed row behind."""
+        if self.id is not None:
+            jobs.mark_done(s, self.id)
+
     def end(self, error: BaseException | None) -> None:
         if self.id is not None:
             if error is None:
@@ -188,7 +193,7 @@ def _compact(catalog: Catalog, name: str, lock: Callable[[], AbstractContextMana
             if final is None:
                 return None
             placed = _place(final, set(staged), folder, index_stem(name, now.generation + 1))
-            out = switch_generation(catalog, now, final, lambda _s, _gen: None)
+            out = switch_generation(catalog, now, final, lambda s, _gen: row.done(s))
         keep = False
         left.discard()
         return {**out, **before, "deleted_meanwhile": sum(len(final.shards[pos].deleted) for pos in placed),

@@ -34,7 +34,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from indexer import backfill_texts, locks, shards, text_log
+from indexer import backfill_texts, jobs, locks, shards, text_log
 from indexer.backfill_texts import staging_name
 from indexer.build import COMMIT_WAIT_S, add_documents, build_index, delete_items, index_stem
 from indexer.catalog import get_index, items_by_external_ids, update_item_infos
@@ -224,6 +224,7 @@ def switch_to_staging(catalog: Catalog, name: str, encoder: Any = None, docs: Do
         out = _switch_locked(catalog, name, stage)
     shutil.rmtree(catalog.settings.index_dir / stage, ignore_errors=True)
     backfill_texts.forget(catalog, name)
+    jobs.supersede(catalog, stage)  # the staging index is gone: a job of it left unfinished (killed) never resumes
     return {**out, "caught_up": caught}
 
 
