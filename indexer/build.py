@@ -605,9 +605,13 @@ def _vectors_for(wanted: list[int], encoded: Sequence[int], vectors: ChunkVector
     return _Picked(list(wanted), encoded, vectors, extra_positions, extra)
 
 
-def delete_items(catalog: Catalog, name: str, external_ids: list[str], purge: bool = False) -> dict[str, Any]:
+def delete_items(catalog: Catalog, name: str, external_ids: list[str], purge: bool = False,
+                 files: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Delete items by their external ids; unknown ids are an error and nothing is deleted. Their vectors stay
-    in their shards' files, skipped, until a shard holds too many (`shards.py`); `purge` removes them now."""
+    in their shards' files, skipped, until a shard holds too many (`shards.py`); `purge` removes them now, and
+    their texts from every file embedkd keeps, and deletes `files` (a gallery's uploaded crops of them), all owed
+    until done however the process ends (`purges.py`)."""
+    owned = [str(f) for f in files]
     if not external_ids:
         raise UserError("no ids to delete; pass one or more item ids")
     with locks.target_lock(catalog, name):
@@ -616,7 +620,7 @@ def delete_items(catalog: Catalog, name: str, external_ids: list[str], purge: bo
             found = items_by_external_ids(s, index.id, external_ids)
             s.expunge(index)
         unfinished = purges.pending(catalog, name) if purge else {}
-        purging = {i for ids in unfinished.values() for i in ids}
+        purging = {i for params in unfinished.values() for i in params["ids"]}
         missing = [e for e in dict.fromkeys(external_ids) if e not in found and e not in purging]
         if missing:
             shown = ", ".join(repr(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -634,11 +638,11 @@ def delete_items(catalog: Catalog, name: str, external_ids: list[str], purge: bo
         def rows(s, gen: int) -> None:
             delete_items_by_faiss_ids(s, index.id, faiss_ids, gen)
             if purge:  # committed with the deletion: the texts' removal is then owed until done (`purges`)
-                job_id.append(purges.record(s, name, present))
+                job_id.append(purges.record(s, name, present, owned))
 
         out = switch_generation(catalog, index, current, rows)
         if purge:  # out of every file now: the texts kept for a running backfill, of HTTP writes, and carried, too
-            purges.run(catalog, name, job_id[0], present)
+            purges.run(catalog, name, job_id[0], {"ids": present, "files": owned})
         out["deleted"] = len(faiss_ids)
         return out
 

@@ -3,13 +3,15 @@
 A purge commits the deletion of its items (their vectors out of the new generation's shards), then rewrites the
 files that keep their texts: those kept for a running backfill, of HTTP writes, and carried by an import. A failure
 between the two (a full disk, a killed process) would leave texts that no rerun could reach, since the ids are no
-longer in the index. So the deletion commits with a row of the jobs table (kind `purge`, the ids in its params),
-marked done once the files are rewritten: `embedkd index jobs` shows an unfinished one, a rerun of the same purge
-finishes it, and so does `index gc` (and the server's collector). Call holding the index's write lock."""
+longer in the index. So the deletion commits with a row of the jobs table (kind `purge`, the ids in its params,
+and the files to delete with them: a gallery's uploaded crops), marked done once the files are rewritten:
+`embedkd index jobs` shows an unfinished one, a rerun of the same purge finishes it, and so does `index gc` (and
+the server's collector). Call holding the index's write lock."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -22,9 +24,10 @@ from .models import Job
 __all__ = ["finish", "pending", "record", "rewrite_files", "run"]
 
 
-def record(s: Session, name: str, ids: list[str]) -> int:
-    """A purge of `ids` from index `name`, in the session that commits their deletion; its job id."""
-    params = {"ids": ids}
+def record(s: Session, name: str, ids: list[str], files: list[str]) -> int:
+    """A purge of `ids` from index `name` (and of `files`), in the session that commits their deletion; its job
+    id."""
+    params = {"ids": ids, "files": files}
     job = Job(kind="purge", target=name, state="running", params_hash=jobs.params_hash(params), params=params,
               total=len(ids), progress=0, checkpoint={})
     s.add(job)
@@ -40,33 +43,36 @@ def rewrite_files(catalog: Catalog, name: str, ids: Iterable[str]) -> None:
     carried.purge(catalog, name, ids)
 
 
-def run(catalog: Catalog, name: str, job_id: int, ids: list[str]) -> None:
-    """Rewrite the files of a recorded purge, then mark it done; a failure is kept in its row, for a rerun."""
+def run(catalog: Catalog, name: str, job_id: int, params: dict[str, Any]) -> None:
+    """Rewrite the files of a recorded purge and delete its own, then mark it done; a failure is kept in its row,
+    for a rerun."""
     with locks.job_lock(catalog, job_id, f"purge of index {name!r}"):
         try:
-            rewrite_files(catalog, name, ids)
+            rewrite_files(catalog, name, params["ids"])
+            for path in params.get("files", []):
+                Path(path).unlink(missing_ok=True)
         except BaseException as err:
             jobs.fail(catalog, job_id, f"{type(err).__name__}: {err}")
             raise
         jobs.finish(catalog, job_id)
 
 
-def pending(catalog: Catalog, name: str) -> dict[int, list[str]]:
+def pending(catalog: Catalog, name: str) -> dict[int, dict[str, Any]]:
     """Index `name`'s recorded purges whose files are not yet rewritten (failed, or their process killed): job id
-    -> ids."""
+    -> its params (`ids`, `files`)."""
     with catalog.session() as s:
         rows = s.execute(select(Job.id, Job.params).where(Job.kind == "purge", Job.target == name,
                                                           Job.state.in_(jobs.UNFINISHED))).all()
-    return {job_id: list(params["ids"]) for job_id, params in rows}
+    return dict(rows)
 
 
 def finish(catalog: Catalog, name: str, dry_run: bool = False) -> list[dict[str, Any]]:
     """Finish index `name`'s unfinished purges (with `dry_run`, only list them)."""
     out = []
-    for job_id, ids in pending(catalog, name).items():
+    for job_id, params in pending(catalog, name).items():
         if not dry_run:
-            run(catalog, name, job_id, ids)
+            run(catalog, name, job_id, params)
         out.append({"path": f"job {job_id}", "bytes": 0,
-                    "why": f"an unfinished purge of {len(ids)} documents of index {name!r}: their kept texts "
-                           + ("would be" if dry_run else "were") + " removed"})
+                    "why": f"an unfinished purge of {len(params['ids'])} documents of index {name!r}: their kept "
+                           "texts " + ("would be" if dry_run else "were") + " removed"})
     return out

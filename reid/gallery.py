@@ -143,13 +143,11 @@ def remove_from_gallery(catalog: Catalog, name: str, ids: Sequence[str]) -> dict
     from indexer.build import delete_items
 
     require_gallery(catalog, name)
-    out = delete_items(catalog, name, list(ids), purge=True)
     folder = upload_dir(catalog, name)
-    for crop_id in ids:
-        for path in folder.glob(f"{safe_name(crop_id)}.*"):
-            if path.stem == crop_id and path.suffix.lower() in IMAGE_SUFFIXES:
-                path.unlink(missing_ok=True)
-    return out
+    uploaded = [path for crop_id in ids for path in folder.glob(f"{safe_name(crop_id)}.*")
+                if path.stem == crop_id and path.suffix.lower() in IMAGE_SUFFIXES]
+    # the files go with the purge, owed until done: a removal killed after its commit deletes them when rerun
+    return delete_items(catalog, name, list(ids), purge=True, files=uploaded)
 
 
 def drop_gallery(catalog: Catalog, name: str) -> dict[str, Any]:

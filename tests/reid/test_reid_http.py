@@ -150,3 +150,32 @@ def test_a_gallery_moves_with_its_uploaded_crops(served, market_slice, tmp_path,
             get_item(s, "again", ups[1].stem)
     finally:
         other.close()
+
+
+def test_a_crop_removal_that_fails_after_its_commit_deletes_the_image_when_rerun(served, market_slice, monkeypatch):
+    """A removed crop's uploaded image (a person's) goes with the purge, owed until done: a removal that fails
+    after the index let the crop go (a full disk as the kept texts are rewritten, a killed process) leaves a purge
+    job, and the rerun, or `index gc`, deletes the image. Before, the rerun answered "no item" and the image stayed."""
+    from indexer import text_log
+    from indexer.cleanup import collect_garbage
+
+    catalog, client = served
+    q = sorted((market_slice / "query").iterdir())[0]
+    assert client.post("/reid/galleries/people/crops", files=[("images", (q.name, q.read_bytes(), "image/jpeg"))]
+                       ).status_code == 200
+    real = text_log.purge
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(text_log, "purge", full)
+    r = client.delete(f"/reid/galleries/people/crops/{q.stem}")
+    assert r.status_code == 507 and "free disk space" in r.json()["detail"]
+    assert (upload_dir(catalog, "people") / q.name).is_file()  # owed: the purge job holds it
+    monkeypatch.setattr(text_log, "purge", real)
+    jobs = client.get("/jobs").json()["jobs"]
+    assert [(j["kind"], j["state"]) for j in jobs if j["kind"] == "purge"] == [("purge", "failed")]
+    assert client.delete(f"/reid/galleries/people/crops/{q.stem}").json()["deleted"] == 0  # the rerun finishes it
+    assert not (upload_dir(catalog, "people") / q.name).exists()
+    assert client.get(f"/items/{q.stem}", params={"index": "people"}).status_code == 404
+    assert collect_garbage(catalog)["removed"] == []
