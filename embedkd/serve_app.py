@@ -12,6 +12,7 @@ from indexer.context import Catalog
 from indexer.encoder import Encoder
 from indexer.search import Searcher
 from indexer.service import create_app
+from reid.uploads import collect_uploads
 
 __all__ = ["build_app"]
 
@@ -27,7 +28,7 @@ def build_app(catalog: Catalog, encoder_for: Callable[[str], Encoder], preload: 
     texts written over HTTP are kept for an upgrade (`indexer.text_log`); `gc_every_s`: what killed processes left
     is deleted this often (0: never; `indexer.auto_gc`)."""
     compactor = AutoCompactor(catalog, compact_every_s, compact_deleted) if compact_every_s else None
-    collector = AutoCollector(catalog, gc_every_s) if gc_every_s else None
+    collector = AutoCollector(catalog, gc_every_s, also=[collect_uploads]) if gc_every_s else None
     searcher = Searcher(catalog, encoder_for, use_gpu=use_gpu, query_batch=query_batch, kind="text",
                         registered_query_models_only=True)
     for name in preload or []:

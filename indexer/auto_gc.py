@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .cleanup import collect_garbage
@@ -25,16 +26,18 @@ log = logging.getLogger(__name__)
 
 
 class AutoCollector:
-    def __init__(self, catalog: Catalog, every_s: float) -> None:
+    def __init__(self, catalog: Catalog, every_s: float,
+                 also: Sequence[Callable[[Catalog, bool], list[dict[str, Any]]]] = ()) -> None:
+        """`also`: more collectors, as `collect_garbage` takes them."""
         if every_s <= 0:
             raise UserError(f"gc interval must be a positive number of seconds, got {every_s}")
-        self.catalog, self.every_s = catalog, every_s
+        self.catalog, self.every_s, self.also = catalog, every_s, also
         self.counts: Counter[str] = Counter()  # rounds (done, failed) and what they removed (`GET /metrics`)
         self._loop = Periodic("embedkd-gc", every_s, self.round, on_error=lambda: self.counts.update(failed=1))
 
     def round(self) -> dict[str, Any]:
         """`index gc` now; what it removed."""
-        out = collect_garbage(self.catalog)
+        out = collect_garbage(self.catalog, also=self.also)
         for removed in out["removed"]:
             log.warning("gc: deleted %s (%d bytes): %s", removed["path"], removed["bytes"], removed["why"])
         self.counts.update(done=1, removed_files=len(out["removed"]), removed_bytes=out["bytes"])

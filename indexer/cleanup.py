@@ -10,6 +10,7 @@ index is skipped and reported); a job's folder is kept while the job can resume 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,13 @@ from .models import Index, Job
 from .shards import manifest_files, manifest_shards
 from .staging import reusable, staging_prefix
 
-__all__ = ["collect_garbage"]
+__all__ = ["collect_garbage", "remove"]
 
 
-def collect_garbage(catalog: Catalog, dry_run: bool = False) -> dict[str, Any]:
-    """Delete (with `dry_run`, only list) the files and folders no catalog row needs."""
+def collect_garbage(catalog: Catalog, dry_run: bool = False,
+                    also: Sequence[Callable[[Catalog, bool], list[dict[str, Any]]]] = ()) -> dict[str, Any]:
+    """Delete (with `dry_run`, only list) the files and folders no catalog row needs; `also`: more collectors
+    of the product's own folders (`reid.uploads.collect_uploads`), each `(catalog, dry_run) -> what it found`."""
     found: list[dict[str, Any]] = []
     busy: list[str] = []
     root = catalog.settings.index_dir
@@ -38,12 +41,14 @@ def collect_garbage(catalog: Catalog, dry_run: bool = False) -> dict[str, Any]:
         except Conflict:
             busy.append(folder.name)
     found += _job_leftovers(catalog, dry_run)
-    found += [_remove(p, f"texts kept for a backfill of {p.name!r}, which is not in progress", dry_run)
+    found += [remove(p, f"texts kept for a backfill of {p.name!r}, which is not in progress", dry_run)
               for p in backfill_texts.leftovers(catalog)]
-    found += [_remove(p, "the frozen files of a compaction that is not running", dry_run) for p in frozen.leftovers(catalog)]
+    found += [remove(p, "the frozen files of a compaction that is not running", dry_run) for p in frozen.leftovers(catalog)]
     for what, root in (("texts kept", text_log.root(catalog)), ("corpus files carried", carried.root(catalog))):
-        found += [_remove(p, f"{what} for index {p.name!r}, which is not in the catalog", dry_run)
+        found += [remove(p, f"{what} for index {p.name!r}, which is not in the catalog", dry_run)
                   for p in _of_no_index(catalog, root)]
+    for collect in also:
+        found += collect(catalog, dry_run)
     return {"removed" if not dry_run else "would_remove": found,
             "bytes": sum(f["bytes"] for f in found), "skipped_being_written": busy}
 
@@ -62,7 +67,7 @@ def _index_leftovers(catalog: Catalog, folder: Path, dry_run: bool) -> list[dict
         current = s.scalar(select(Index.file).where(Index.name == folder.name))
         exists = s.scalar(select(Index.id).where(Index.name == folder.name)) is not None
     if not exists:  # a dropped index whose files outlived it, or a build killed before its commit
-        return [_remove(folder, "no index of this name in the catalog", dry_run)]
+        return [remove(folder, "no index of this name in the catalog", dry_run)]
     if not current:  # a row that names no file yet: nothing here can be told apart from its files
         return []
     keep = set(manifest_files(folder / current))
@@ -79,7 +84,7 @@ def _index_leftovers(catalog: Catalog, folder: Path, dry_run: bool) -> list[dict
             return "made by a compaction that stopped before its commit, from shards that have changed since"
         return "not named by the index's current generation"
 
-    return [_remove(p, why(p), dry_run) for p in sorted(folder.iterdir()) if p.name not in keep]
+    return [remove(p, why(p), dry_run) for p in sorted(folder.iterdir()) if p.name not in keep]
 
 
 def _job_leftovers(catalog: Catalog, dry_run: bool) -> list[dict[str, Any]]:
@@ -88,17 +93,18 @@ def _job_leftovers(catalog: Catalog, dry_run: bool) -> list[dict[str, Any]]:
     # rows read after the folders were listed: a job's row is committed before its folder is made
     with catalog.session() as s:
         states = dict(s.execute(select(Job.id, Job.state).where(Job.id.in_([int(p.name) for p in folders]))).all())
-    return [_remove(p, f"job {p.name} is {states.get(int(p.name), 'not in the catalog')}", dry_run)
+    return [remove(p, f"job {p.name} is {states.get(int(p.name), 'not in the catalog')}", dry_run)
             for p in folders if states.get(int(p.name)) not in jobs.UNFINISHED] + _stale_pins(root, dry_run)
 
 
 def _stale_pins(root: Path, dry_run: bool) -> list[dict[str, Any]]:
     """The pinned files of exports and kept-text readers killed on this machine (`pins.py`)."""
-    return [_remove(path, f"files pinned by {what} (process {pid}), which is gone", dry_run)
+    return [remove(path, f"files pinned by {what} (process {pid}), which is gone", dry_run)
             for path, what, pid in pins.stale(root)]
 
 
-def _remove(path: Path, why: str, dry_run: bool) -> dict[str, Any]:
+def remove(path: Path, why: str, dry_run: bool) -> dict[str, Any]:
+    """Delete a file or folder (with `dry_run`, only measure it); what gc reports of it."""
     size = jobs.disk_bytes(path)
     if not dry_run:
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)

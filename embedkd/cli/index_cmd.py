@@ -293,8 +293,9 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _gc(args: argparse.Namespace) -> int:
     from indexer.cleanup import collect_garbage
+    from reid.uploads import collect_uploads
 
-    out = collect_garbage(catalog_from_env(), dry_run=args.dry_run)
+    out = collect_garbage(catalog_from_env(), dry_run=args.dry_run, also=[collect_uploads])
     if args.json:
         emit(out, True)
         return 0

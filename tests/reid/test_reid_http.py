@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -179,3 +181,32 @@ def test_a_crop_removal_that_fails_after_its_commit_deletes_the_image_when_rerun
     assert not (upload_dir(catalog, "people") / q.name).exists()
     assert client.get(f"/items/{q.stem}", params={"index": "people"}).status_code == 404
     assert collect_garbage(catalog)["removed"] == []
+
+
+def test_gc_deletes_uploaded_crops_no_item_points_to(served, market_slice, tmp_path):
+    """An upload killed after writing its crops and before indexing them leaves images of people that no item
+    points to: `index gc` deletes them (past an age, so an upload in flight keeps its files), never an indexed one."""
+    import os
+    import subprocess
+    import sys
+
+    from indexer.cleanup import collect_garbage
+    from reid.uploads import collect_uploads
+
+    catalog, client = served
+    q = sorted((market_slice / "query").iterdir())[0]
+    assert client.post("/reid/galleries/people/crops", files=[("images", (q.name, q.read_bytes(), "image/jpeg"))]
+                       ).status_code == 200
+    folder = upload_dir(catalog, "people")
+    stray = folder / "0099_c1s1_000001_00.jpg"  # written by an upload that was killed before its commit
+    stray.write_bytes(q.read_bytes())
+    assert collect_garbage(catalog, also=[collect_uploads])["removed"] == []  # too young: an upload may be in flight
+    old = os.path.getmtime(stray) - 7200
+    os.utime(stray, (old, old))
+    os.utime(folder / q.name, (old, old))
+    env = {**os.environ, "EMBEDKD_HOME": str(catalog.settings.home)}
+    out = subprocess.run([sys.executable, "-m", "embedkd.cli.main", "index", "gc", "--json"], env=env, capture_output=True,
+                         text=True, check=True)
+    removed = json.loads(out.stdout.strip().splitlines()[-1])["removed"]
+    assert [r["path"] for r in removed] == [str(stray)]
+    assert not stray.exists() and (folder / q.name).is_file()  # the indexed crop stays
