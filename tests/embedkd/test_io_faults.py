@@ -1,10 +1,13 @@
-"""Every write an operation makes can fail: a full disk, a lost database connection. For each operation an operator
-runs (build, add from a file, an HTTP write that keeps its texts, delete, purge, compaction, backfill, gc, export,
-import, drop, adapter fit), the n-th file write, rename, link, fsync, FAISS write or catalog commit of that operation
-is made to fail, for every n the operation reaches. Then the index must be as it was before or as the operation
-leaves it (ids, stored vectors, model), verify clean, still answer searches; running the operation again must finish
-it; and the whole of what it promises must hold: no purged text left in any file, every document's text findable by
-a backfill. `FAULTS_EVERY=1` tries every n; by default a seeded sample of them."""
+"""Every write an operation makes can fail: a full disk, a lost database connection, a killed process. For each
+operation an operator runs (build, add from a file, an HTTP write that keeps its texts, delete, purge, compaction,
+backfill, gc, export, import, drop, adapter fit, a merge of kept texts; an add, HTTP write and purge while a backfill
+is stopped midway), the n-th file write, rename, link, fsync, FAISS write or catalog commit of that operation fails
+(raises ENOSPC), or its process is killed there (a forked child exits at it), for every n the operation reaches.
+Then the index must be as it was before or as the operation leaves it (ids, stored vectors, metadata, model,
+adapters) and verify; running the operation again, or gc where the index is already done, must finish it; and the
+whole of what it promises must hold: no purged text left in any file, every document's text findable by a backfill
+(whose rerun ends as without the fault), no job left failed or running. `FAULTS_EVERY=1` tries every n; by default
+a seeded sample of them."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import errno
 import io
 import json
 import os
+import signal
 import threading
 from pathlib import Path
 
@@ -319,6 +323,7 @@ def _fails_at(n: int, w: World, ctx: dict, run, faults: Faults, kill: bool) -> B
     if pid == 0:  # the child: its own database connections; the parent's stay the parent's
         code = 1
         try:
+            signal.alarm(120)  # a child stuck on a lock some thread of the parent held at the fork dies, not hangs
             w.catalog.engine.dispose(close=False)
             faults.kill = True
             faults.arm(n)
