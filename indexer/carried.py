@@ -29,7 +29,7 @@ from .errors import UserError
 from .hashing import content_key
 from .textfile import text_lines
 
-__all__ = ["copy_held", "entries", "folder", "forget", "held_key", "purge", "root"]
+__all__ = ["copy_held", "drop_unheld", "entries", "folder", "forget", "held_key", "purge", "root"]
 
 
 def root(catalog: Catalog) -> Path:
@@ -74,6 +74,14 @@ def copy_held(src: Path, dest: Path, held: np.ndarray) -> int:
         return at < len(held) and int(held[at]) == key
 
     return _filtered(src, dest, keep)
+
+
+def drop_unheld(catalog: Catalog, name: str, held: np.ndarray) -> int:
+    """Rewrite index `name`'s carried files with only the lines of documents it holds as it holds them (`held`:
+    their `held_key`s, sorted): deleted and changed documents' lines go (`index compact --texts`; call holding
+    the index's write lock, as a purge rewrites them holding it). Lines kept."""
+    return sum(copy_held(path, path, held) for path in sorted(folder(catalog, name).glob("*"))
+               if path.is_file() and not path.name.endswith(".tmp"))
 
 
 def purge(catalog: Catalog, name: str, ids: Iterable[str], most: int = 64) -> None:

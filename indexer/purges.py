@@ -14,14 +14,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import backfill_texts, carried, jobs, locks, text_log
+from .catalog import get_index
 from .context import Catalog
-from .models import Job
+from .models import Item, Job
 
-__all__ = ["finish", "pending", "record", "rewrite_files", "run"]
+__all__ = ["drop_unheld", "finish", "pending", "record", "rewrite_files", "run"]
 
 
 def record(s: Session, name: str, ids: list[str], files: list[str]) -> int:
@@ -76,3 +78,17 @@ def finish(catalog: Catalog, name: str, dry_run: bool = False) -> list[dict[str,
                     "why": f"an unfinished purge of {len(params['ids'])} documents of index {name!r}: their kept "
                            "texts " + ("would be" if dry_run else "were") + " removed"})
     return out
+
+
+def drop_unheld(catalog: Catalog, name: str, wait_s: float = 60.0) -> dict[str, int]:
+    """The texts of documents index `name` no longer holds (deleted without `--purge`, or changed since) out of the
+    files that keep them: the texts kept of HTTP writes, and the corpus copies an import carried. What a purge
+    would have taken (`index compact --texts`). The carried copies are rewritten holding the index's write lock,
+    as a purge rewrites them: writes to the index wait meanwhile."""
+    texts = text_log.drop_unheld(catalog, name)
+    with locks.target_lock(catalog, name, wait_s=wait_s):
+        with catalog.session() as s:
+            rows = s.execute(select(Item.external_id, Item.content_hash).where(Item.index_id == get_index(s, name).id))
+            held = np.unique(np.array([carried.held_key(e, h) for e, h in rows], dtype=np.int64))
+        lines = carried.drop_unheld(catalog, name, held)
+    return {"kept_texts_removed": texts, "carried_lines_kept": lines}

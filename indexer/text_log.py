@@ -43,7 +43,7 @@ from .corpus import Doc, read_corpus
 from .errors import Conflict
 from .hashing import sha256_text
 
-__all__ = ["FANOUT", "append", "every_usage", "files", "forget", "idle", "log_folder", "merge",
+__all__ = ["FANOUT", "append", "drop_unheld", "every_usage", "files", "forget", "idle", "log_folder", "merge",
            "merge_counts", "pinned", "purge", "stamp", "usage"]
 
 log = logging.getLogger(__name__)
@@ -286,9 +286,7 @@ def _merge_level(catalog: Catalog, name: str, level: int, paths: list[Path]) -> 
                     yield _row(doc)
 
     def held(rows: list[dict]) -> list[dict]:
-        with catalog.session() as s:
-            items = items_by_external_ids(s, index_id, [r["_id"] for r in rows])
-        keep = [r for r in rows if r["_id"] in items and items[r["_id"]].content_hash == sha256_text(r["text"])]
+        keep = _held(catalog, index_id, rows)
         written[0] += len(keep)
         return keep
 
@@ -306,6 +304,33 @@ def _merge_level(catalog: Catalog, name: str, level: int, paths: list[Path]) -> 
         out.unlink(missing_ok=True)
     for path in paths:
         path.unlink(missing_ok=True)
+
+
+def _held(catalog: Catalog, index_id: int, rows: list[dict]) -> list[dict]:
+    """The rows whose text the index holds now (its item's content hash)."""
+    with catalog.session() as s:
+        items = items_by_external_ids(s, index_id, [r["_id"] for r in rows])
+    return [r for r in rows if r["_id"] in items and items[r["_id"]].content_hash == sha256_text(r["text"])]
+
+
+def drop_unheld(catalog: Catalog, name: str, wait_s: float = 600.0) -> int:
+    """Rewrite the index's settled text files without the texts it no longer holds (of documents deleted, or
+    changed since): a plain delete's text goes now rather than at its level's next merge (`index compact
+    --texts`). Pending files are left: their commits may be under way. Skipped (0) while a backfill of the index
+    runs, which reads the files it started with. Texts removed."""
+    if backfill_texts.in_progress(catalog, name):
+        return 0
+    removed = 0
+    with locks.text_log_lock(catalog, name, wait_s=wait_s):
+        with catalog.session() as s:
+            index_id = get_index(s, name).id
+        for path in _log_files(log_folder(catalog, name)):
+            rows = [_row(d) for d in read_corpus(path)]
+            keep = [r for start in range(0, len(rows), _BATCH) for r in _held(catalog, index_id, rows[start:start + _BATCH])]
+            if len(keep) < len(rows):
+                removed += len(rows) - len(keep)
+                _write(path.parent, *_parts(path), keep, name=path.name) if keep else path.unlink()
+    return removed
 
 
 def purge(catalog: Catalog, name: str, ids: Iterable[str], wait_s: float = 600.0) -> None:

@@ -71,6 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--deleted", type=float, default=0.05, metavar="SHARE",
                    help="with --all: compact an index once this share of the vectors in its files is deleted "
                         "(default 0.05; or when 12 of its shards would fold away)")
+    k.add_argument("--texts", action="store_true",
+                   help="with --index: also rewrite the texts it keeps (of HTTP writes, and corpus copies an import "
+                        "carried) without those of documents it no longer holds: what --purge would have removed "
+                        "of documents deleted without it")
     k.add_argument("--json", action="store_true")
     k.set_defaults(handler=_compact)
 
@@ -195,8 +199,15 @@ def _compact(args: argparse.Namespace) -> int:
 
     catalog = catalog_from_env()
     if not args.all:
-        emit(compact_index(catalog, args.index), args.json)  # any index, galleries too: no model needed
+        out = compact_index(catalog, args.index)  # any index, galleries too: no model needed
+        if args.texts:
+            from indexer.purges import drop_unheld
+
+            out["texts"] = drop_unheld(catalog, args.index)
+        emit(out, args.json)
         return 0
+    if args.texts:
+        raise UserError("--texts needs --index NAME: it reads every text an index keeps")
     if not 0 < args.deleted <= 1:
         raise UserError(f"--deleted is a share of an index's vectors in (0, 1], got {args.deleted}")
     out = compact_where_needed(catalog, args.deleted)

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from embedkd.upgrade.backfill import backfill, backfill_corpora, coverage
 from embedkd.upgrade.run import fit_upgrade
-from indexer import jobs, text_log
+from indexer import carried, jobs, text_log
 from indexer.build import add_documents, build_index, delete_items, drop_index
 from indexer.catalog import get_index
 from indexer.cleanup import collect_garbage
@@ -425,4 +425,37 @@ def test_an_export_after_a_purge_failed_midway_carries_none_of_its_texts(tmp_pat
     op_export(w, {})
     assert not _tokens_in(tmp_path / "export").keys() & purged
     assert not _tokens_in(w.catalog.settings.home).keys() & purged
+    w.close()
+
+
+def test_compact_texts_takes_out_the_texts_of_documents_deleted_without_purge(tmp_path):
+    """A plain delete leaves the document's text in the kept texts (until its level's next merge) and in the
+    corpus copies an import carried (for ever); `index compact --texts` takes out every text the index no longer
+    holds, and no other: a backfill still finds every document."""
+    import subprocess
+    import sys
+
+    w = World(tmp_path)
+    w.setup()
+    op_export(w, {})
+    import_index(w.catalog, tmp_path / "export", name="c2")
+    changed = w.docs(0, 1)  # a new text of a file document: its old line in the carried copy is superseded
+    w.http_write("c2", changed)
+    gone = [w.gone[0], "d5"]  # one written over HTTP (its text kept), one from the file (its line carried)
+    delete_items(w.catalog, "c2", gone)
+    old_tokens = {t.split()[-1] for i in gone for t in w.texts_of[i]} | {w.texts_of[changed[0].id][-2].split()[-1]}
+    carried_and_kept = {k: v for k, v in _tokens_in(w.catalog.settings.home).items() if "/c2/" in v}
+    assert old_tokens <= carried_and_kept.keys()
+    carried_lines = sum(len(p.read_text().splitlines()) for p in carried.folder(w.catalog, "c2").iterdir())
+    assert changed[0].id.startswith("d") and int(changed[0].id[1:]) < 56  # a document of the file
+    env = {**os.environ, "EMBEDKD_HOME": str(w.catalog.settings.home)}
+    out = subprocess.run([sys.executable, "-m", "embedkd.cli.main", "index", "compact", "--index", "c2", "--texts",
+                          "--json"], env=env, capture_output=True, text=True, check=True)
+    texts = json.loads(out.stdout.strip().splitlines()[-1])["texts"]
+    # the deleted file document's line and the changed one's old line go from the carried copy
+    assert texts["kept_texts_removed"] >= 1 and texts["carried_lines_kept"] == carried_lines - 2
+    left = {k: v for k, v in _tokens_in(w.catalog.settings.home).items() if "/c2/" in v}
+    assert not left.keys() & old_tokens, [(t, left[t]) for t in old_tokens if t in left]
+    with backfill_corpora(w.catalog, "c2") as docs:
+        assert coverage(w.catalog, "c2", docs)["missing_ids"] == []
     w.close()
