@@ -59,8 +59,8 @@ KILLED = 137
 
 
 class Faults:
-    """Makes the n-th write of the arming thread fail, as a full disk would: file opens for writing, renames,
-    links, fsyncs and FAISS writes under `roots`, and catalog commits."""
+    """Makes the n-th write of the arming thread fail, as a full disk would, or (`kill`) ends its process there:
+    file opens for writing, renames, links, fsyncs and FAISS writes under `roots`, and catalog commits."""
 
     def __init__(self, roots: list[Path]) -> None:
         self.roots = [str(r) for r in roots]
@@ -78,7 +78,7 @@ class Faults:
         self.count += 1
         if self.count == self.n:
             self.hit = f"{what} {path if path is not None else ''}"
-            if self.kill:  # the process dies here: no handler, no `finally`, runs
+            if self.kill:  # the process dies here: no handler and no `finally` runs
                 os._exit(KILLED)
             raise Injected(errno.ENOSPC, f"no space left on device (injected at write {self.n}: {self.hit})")
 
@@ -109,7 +109,7 @@ class Faults:
             self.tick("commit")
 
         event.listen(Session, "before_commit", commit)
-        monkeypatch.setattr(self, "_listener", commit, raising=False)
+        self._listener = commit
 
     def uninstall(self) -> None:
         event.remove(Session, "before_commit", self._listener)
