@@ -25,9 +25,13 @@ def safe_name(name: str) -> str:
     return _SAFE.sub("_", name)
 
 
+def _root(catalog: Catalog) -> Path:
+    return catalog.settings.home / "galleries"
+
+
 def upload_dir(catalog: Catalog, gallery: str) -> Path:
     """Where crops uploaded over HTTP to `gallery` are stored."""
-    return catalog.settings.home / "galleries" / safe_name(gallery)
+    return _root(catalog) / safe_name(gallery)
 
 
 def collect_uploads(catalog: Catalog, dry_run: bool = False, age_s: float = 3600.0) -> list[dict[str, Any]]:
@@ -35,7 +39,7 @@ def collect_uploads(catalog: Catalog, dry_run: bool = False, age_s: float = 3600
     upload writes its files before it indexes them): an upload killed midway, a crop uploaded again under another
     extension, a gallery dropped by a process killed before it removed its folder. They are images of people;
     `embedkd index gc` and the server's collector run this (`indexer.cleanup.collect_garbage`'s `also`)."""
-    root = catalog.settings.home / "galleries"
+    root = _root(catalog)
     if not root.is_dir():
         return []
     with catalog.session() as s:
